@@ -1,0 +1,108 @@
+//! The one wasmtime [`Engine`] and [`Linker`] every call shares.
+//!
+//! Built once per process: compiling, linking and the instance pool are
+//! long-lived; only the store is per call (see [`crate::sandbox`]). The engine
+//! has the component model (called asynchronously: wasi:http needs it), fuel
+//! (a deterministic CPU budget), epoch interruption (the wall-clock limit) and
+//! the pooling allocator with copy-on-write memory images, so instantiating
+//! a fresh instance is a few microseconds.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::policy::MAX_MEMORY;
+use crate::sandbox::State;
+
+/// How often the epoch advances. A call's timeout is rounded up to whole
+/// ticks, so this is the precision of the wall-clock limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How many instances may run at once; one more call is `overloaded`.
+/// Each slot reserves address space (not memory) for [`MAX_MEMORY`].
+pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
+
+/// Core instances a component may create: a Rust guest built by
+/// wasm-component-ld has its module plus small shim and fixup modules.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
+/// Table elements per table: enough for large Rust and Python guests.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Builds the shared engine.
+pub fn new_engine() -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+        .total_core_instances(MAX_CONCURRENT_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(MAX_CONCURRENT_INSTANCES * 2)
+        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+        .total_stacks(MAX_CONCURRENT_INSTANCES)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_memory_size(MAX_MEMORY as usize)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// The linker: WASI 0.2 (cli, clocks, random, filesystem, sockets) and
+/// wasi:http's outgoing handler. What a call can reach through them is
+/// decided by the per-call context the sandbox builds from the policy.
+pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread
+/// until dropped. Stores set their deadline in ticks of it.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`'s epoch.
+    pub fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name("fabric-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Ticks to wait before interrupting a call with this timeout.
+pub fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
+}

@@ -1,0 +1,50 @@
+//! # Fabric host: the runtime behind every tool call
+//!
+//! Fabric runs each tool call as a WebAssembly component in a fresh,
+//! sandboxed instance and stands between the agent and the tool: it checks
+//! the arguments, limits the run, checks the output and reports how the call
+//! ended.
+//!
+//! # Layout
+//!
+//! One call takes one path; each stage is one module, read top to bottom:
+//!
+//! ```text
+//!  CLI / HTTP ─► Call { tool, arguments }                          call.rs
+//!                 │ resolve   NAME.FUNCTION → Tool                 registry.rs
+//!                 │ validate  JSON → Vec<Val> against the schema   schema.rs
+//!                 │ sandbox   fresh Store: fuel, memory, deadline, sandbox.rs
+//!                 │           WASI ctx from the policy             policy.rs
+//!                 │ guard     output size (and content rules)      guard.rs
+//!                 ▼
+//!              CallResult (the contract's result object)
+//! ```
+//!
+//! - [`engine`]: the one `Engine` (component model, fuel, epochs, pooling
+//!   allocator with copy-on-write images), the WASI linker and the epoch timer.
+//! - [`registry`]: loads `NAME.wasm` components once, caches their compiled
+//!   code by digest, pre-links them, and turns their exported functions into
+//!   tools with JSON Schemas and descriptions.
+//! - [`schema`]: the WIT ↔ JSON mapping: schemas, argument validation and
+//!   conversion, output conversion.
+//! - [`policy`]: `policies/NAME.toml`, read strictly: limits, mounts, network
+//!   allowlist, environment.
+//! - [`sandbox`]: builds the per-call store from a policy and runs one call in
+//!   a fresh instance, mapping every way it can end to a value.
+//! - [`guard`]: checks outputs before they leave.
+//! - [`call`]: the pipeline above, and [`Fabric`], which holds what is built
+//!   once.
+//!
+//! Built once: engine, linker, each component's `InstancePre`, policies.
+//! Built per call and dropped at its end: the store, its WASI context and the
+//! instance. Nothing from one call survives into the next.
+
+pub mod call;
+pub mod engine;
+pub mod guard;
+pub mod policy;
+pub mod registry;
+pub mod sandbox;
+pub mod schema;
+
+pub use call::{Call, CallResult, Fabric, OpenError, Options, Outcome};

@@ -1,0 +1,546 @@
+//! Policies: what one tool component may use, loaded from `policies/NAME.toml`.
+//!
+//! A policy is read strictly: unknown keys, malformed sizes and durations,
+//! missing host directories and limits above the host's maxima are load
+//! errors naming the file, the key and what is allowed. A component without a
+//! policy file gets [`Policy::default`]: no files, no network, no environment,
+//! default limits.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Largest fuel a policy may grant per call (about a minute of CPU).
+pub const MAX_FUEL: u64 = 100_000_000_000;
+/// Largest linear memory a policy may grant; also the size of a pooling
+/// allocator slot, so raising it costs address space for every slot.
+pub const MAX_MEMORY: u64 = 1 << 30;
+/// Longest wall-clock time a policy may grant per call.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest output a policy may accept.
+pub const MAX_OUTPUT: u64 = 64 << 20;
+
+/// Limits of the default policy, chosen for small text tools: generous for
+/// them, and tight enough that a runaway tool is stopped within a second.
+pub mod defaults {
+    use std::time::Duration;
+    /// Fuel per call: roughly 0.1–0.5 s of guest CPU.
+    pub const FUEL: u64 = 500_000_000;
+    /// Linear memory per call.
+    pub const MEMORY: u64 = 64 << 20;
+    /// Wall clock per call.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    /// Largest output, as JSON bytes.
+    pub const OUTPUT: u64 = 1 << 20;
+}
+
+/// A policy failed to load.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct PolicyError {
+    /// The policy file.
+    pub file: PathBuf,
+    /// The offending key (`limits.memory`, `fs[1].host`, …) or `(file)`.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// A tool's compiled policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Where it was loaded from (`None`: the default policy).
+    pub source: Option<PathBuf>,
+    /// blake3 of the policy file's bytes (of the empty string for the default).
+    pub digest: blake3::Hash,
+    /// Per-call resource limits.
+    pub limits: Limits,
+    /// Host directories made visible to the tool.
+    pub mounts: Vec<Mount>,
+    /// Outbound network allowlist.
+    pub net: NetPolicy,
+    /// Environment variables with fixed values.
+    pub env_vars: Vec<(String, String)>,
+    /// Environment variables copied from the host by name (never logged).
+    pub env_pass: Vec<String>,
+    /// The guard rule set: `"default"` or a path.
+    pub guard_rules: String,
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (deterministic CPU budget).
+    pub fuel: u64,
+    /// Bytes of linear memory.
+    pub memory: u64,
+    /// Wall-clock time.
+    pub timeout: Duration,
+    /// Largest output, as JSON bytes.
+    pub output: u64,
+}
+
+/// A host directory visible to the tool at a guest path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute host path.
+    pub host: PathBuf,
+    /// Path the guest sees.
+    pub guest: String,
+    /// Whether the guest may write.
+    pub writable: bool,
+}
+
+/// Outbound network rules.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetPolicy {
+    /// Allowed destinations.
+    pub allow: Vec<NetRule>,
+    /// Whether private, loopback and link-local addresses may be reached.
+    pub allow_private: bool,
+}
+
+/// One `[net] allow` entry: a host or network, and a port or any port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetRule {
+    /// The host part.
+    pub host: NetHost,
+    /// `None` means any port (`*`).
+    pub port: Option<u16>,
+}
+
+/// The host part of a [`NetRule`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetHost {
+    /// A DNS name, lower-case, matched exactly.
+    Name(String),
+    /// An IP network (a single address is a /32 or /128).
+    Cidr(IpAddr, u8),
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            source: None,
+            digest: blake3::hash(b""),
+            limits: Limits {
+                fuel: defaults::FUEL,
+                memory: defaults::MEMORY,
+                timeout: defaults::TIMEOUT,
+                output: defaults::OUTPUT,
+            },
+            mounts: Vec::new(),
+            net: NetPolicy::default(),
+            env_vars: Vec::new(),
+            env_pass: Vec::new(),
+            guard_rules: "default".into(),
+        }
+    }
+}
+
+// ---- the file format (serde), strict ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    fs: Vec<FileMount>,
+    #[serde(default)]
+    net: FileNet,
+    #[serde(default)]
+    env: FileEnv,
+    #[serde(default)]
+    guard: FileGuard,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    fuel: Option<u64>,
+    memory: Option<Size>,
+    timeout: Option<String>,
+    output: Option<Size>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMount {
+    host: String,
+    guest: String,
+    access: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileNet {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    allow_private: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileEnv {
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pass: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileGuard {
+    rules: Option<String>,
+}
+
+impl Policy {
+    /// Loads `dir/NAME.toml`, or returns the default policy when it does not exist.
+    pub fn load_for(dir: &Path, name: &str) -> Result<Policy, PolicyError> {
+        let path = dir.join(format!("{name}.toml"));
+        if !path.exists() {
+            return Ok(Policy::default());
+        }
+        Policy::load(&path)
+    }
+
+    /// Loads and checks one policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let err = |key: &str, message: String| PolicyError { file: path.to_path_buf(), key: key.to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read it: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Policy::parse(&text, base).map_err(|(key, message)| err(&key, message)).map(|mut p| {
+            p.source = Some(path.to_path_buf());
+            p
+        })
+    }
+
+    /// Parses policy text; relative `fs.host` paths are resolved against `base`.
+    /// Errors are `(key, message)`.
+    pub fn parse(text: &str, base: &Path) -> Result<Policy, (String, String)> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            // toml names the unknown field; point at the table when it can.
+            let key = match e.span() {
+                Some(span) => format!("line {}", text[..span.start.min(text.len())].lines().count().max(1)),
+                None => "(file)".into(),
+            };
+            (key, format!("{msg}{}", hint_for(&msg)))
+        })?;
+        let mut policy = Policy { digest: blake3::hash(text.as_bytes()), ..Policy::default() };
+
+        let l = &file.limits;
+        if let Some(fuel) = l.fuel {
+            check_max("limits.fuel", fuel, MAX_FUEL, &fuel.to_string(), &MAX_FUEL.to_string())?;
+            if fuel == 0 {
+                return Err(("limits.fuel".into(), "must be greater than 0".into()));
+            }
+            policy.limits.fuel = fuel;
+        }
+        if let Some(size) = &l.memory {
+            let bytes = parse_size("limits.memory", size)?;
+            check_max("limits.memory", bytes, MAX_MEMORY, &show_size(bytes), "1 GiB")?;
+            policy.limits.memory = bytes;
+        }
+        if let Some(text) = &l.timeout {
+            let d = parse_duration(text)
+                .ok_or_else(|| ("limits.timeout".to_string(), format!("{text:?} is not a duration: write e.g. \"500ms\", \"2s\" or \"1m\"")))?;
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return Err(("limits.timeout".into(), format!("{text:?} is out of range: allowed is more than 0 and at most 300s")));
+            }
+            policy.limits.timeout = d;
+        }
+        if let Some(size) = &l.output {
+            let bytes = parse_size("limits.output", size)?;
+            check_max("limits.output", bytes, MAX_OUTPUT, &show_size(bytes), "64 MiB")?;
+            policy.limits.output = bytes;
+        }
+
+        for (i, m) in file.fs.iter().enumerate() {
+            let key = |k: &str| format!("fs[{i}].{k}");
+            let writable = match m.access.as_deref() {
+                None | Some("read-only") => false,
+                Some("read-write") => true,
+                Some(other) => return Err((key("access"), format!("{other:?} is not allowed: use \"read-only\" or \"read-write\""))),
+            };
+            let host = base.join(&m.host);
+            let host = host.canonicalize().map_err(|e| (key("host"), format!("{} cannot be used: {e}", host.display())))?;
+            if !host.is_dir() {
+                return Err((key("host"), format!("{} is not a directory", host.display())));
+            }
+            if !m.guest.starts_with('/') || m.guest.split('/').any(|c| c == "..") {
+                return Err((key("guest"), format!("{:?} must be an absolute path without \"..\", e.g. \"/data\"", m.guest)));
+            }
+            if policy.mounts.iter().any(|x| x.guest == m.guest) {
+                return Err((key("guest"), format!("{:?} is mounted twice", m.guest)));
+            }
+            policy.mounts.push(Mount { host, guest: m.guest.clone(), writable });
+        }
+
+        for (i, entry) in file.net.allow.iter().enumerate() {
+            let rule = parse_net_rule(entry).map_err(|m| (format!("net.allow[{i}]"), m))?;
+            policy.net.allow.push(rule);
+        }
+        policy.net.allow_private = file.net.allow_private;
+
+        for (name, value) in &file.env.vars {
+            check_env_name(name).map_err(|m| (format!("env.vars.{name}"), m))?;
+            policy.env_vars.push((name.clone(), value.clone()));
+        }
+        for (i, name) in file.env.pass.iter().enumerate() {
+            check_env_name(name).map_err(|m| (format!("env.pass[{i}]"), m))?;
+            policy.env_pass.push(name.clone());
+        }
+
+        if let Some(rules) = &file.guard.rules {
+            if rules != "default" {
+                return Err((
+                    "guard.rules".into(),
+                    format!("{rules:?} is not available yet: only \"default\" is supported in this version"),
+                ));
+            }
+            policy.guard_rules = rules.clone();
+        }
+        Ok(policy)
+    }
+}
+
+impl NetPolicy {
+    /// Whether `host:port` (host as in a URL: a name or an IP literal) is allowed.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let ip: Option<IpAddr> = host.parse().ok();
+        self.allow.iter().any(|rule| {
+            rule.port.is_none_or(|p| p == port)
+                && match (&rule.host, ip) {
+                    (NetHost::Name(name), None) => *name == host,
+                    (NetHost::Cidr(net, bits), Some(ip)) => in_network(ip, *net, *bits),
+                    _ => false,
+                }
+        })
+    }
+}
+
+fn hint_for(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules)"
+    } else {
+        ""
+    }
+}
+
+fn check_max(key: &str, value: u64, max: u64, shown: &str, max_shown: &str) -> Result<(), (String, String)> {
+    if value > max {
+        return Err((key.into(), format!("{shown} is above the host's maximum of {max_shown}")));
+    }
+    Ok(())
+}
+
+fn check_env_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid variable name (letters, digits and _, not starting with a digit)"))
+    }
+}
+
+fn show_size(bytes: u64) -> String {
+    format!("{bytes} bytes")
+}
+
+/// `"64 MiB"`, `"512KiB"`, `"1 GB"`, `"100"` or a plain integer of bytes.
+fn parse_size(key: &str, size: &Size) -> Result<u64, (String, String)> {
+    let text = match size {
+        Size::Bytes(n) => return Ok(*n),
+        Size::Text(t) => t.trim(),
+    };
+    let bad = || (key.to_string(), format!("{text:?} is not a size: write e.g. \"64 MiB\", \"512 KiB\" or a number of bytes"));
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.replace('_', "").parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = text.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
+    let bad = |why: &str| format!("{entry:?}: {why}; write \"host:port\", \"host:*\", \"10.0.0.0/8:443\" or \"[::1]:8080\"");
+    let (host, port) = entry.rsplit_once(':').ok_or_else(|| bad("missing the port"))?;
+    let port = match port {
+        "*" => None,
+        p => Some(p.parse::<u16>().map_err(|_| bad("the port must be 0-65535 or *"))?),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("missing the host"));
+    }
+    let (addr, bits) = match host.split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| bad("bad prefix length"))?)),
+        None => (host, None),
+    };
+    if let Ok(ip) = addr.parse::<IpAddr>() {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        if bits > max {
+            return Err(bad("prefix length too long"));
+        }
+        return Ok(NetRule { host: NetHost::Cidr(ip, bits), port });
+    }
+    if bits.is_some() {
+        return Err(bad("a /prefix needs an IP address"));
+    }
+    let valid = host.split('.').all(|label| {
+        !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !valid {
+        return Err(bad("not a valid host name"));
+    }
+    Ok(NetRule { host: NetHost::Name(host.to_ascii_lowercase()), port })
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, (String, String)> {
+        Policy::parse(text, Path::new(env!("CARGO_MANIFEST_DIR")))
+    }
+
+    #[test]
+    fn empty_file_is_the_default_policy() {
+        let p = parse("").unwrap();
+        assert_eq!(p.limits, Policy::default().limits);
+        assert!(p.mounts.is_empty() && p.net.allow.is_empty() && p.env_vars.is_empty());
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let p = parse(
+            r#"
+            [limits]
+            fuel = 50_000_000
+            memory = "32 MiB"
+            timeout = "1500ms"
+            output = 65536
+            [[fs]]
+            host = "src"
+            guest = "/src"
+            access = "read-write"
+            [net]
+            allow = ["Example.com:443", "10.1.2.0/24:5432", "api.example.org:*", "[::1]:8080"]
+            [env]
+            vars = { LOG_LEVEL = "info" }
+            pass = ["GITHUB_TOKEN"]
+            [guard]
+            rules = "default"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.limits.fuel, 50_000_000);
+        assert_eq!(p.limits.memory, 32 << 20);
+        assert_eq!(p.limits.timeout, Duration::from_millis(1500));
+        assert_eq!(p.limits.output, 65536);
+        assert!(p.mounts[0].writable && p.mounts[0].host.ends_with("host/src") && p.mounts[0].guest == "/src");
+        assert!(p.net.allows("example.com", 443));
+        assert!(!p.net.allows("example.com", 80));
+        assert!(!p.net.allows("evil-example.com", 443));
+        assert!(p.net.allows("10.1.2.77", 5432));
+        assert!(!p.net.allows("10.1.3.1", 5432));
+        assert!(p.net.allows("api.example.org", 1));
+        assert!(p.net.allows("[::1]", 8080));
+        assert_eq!(p.env_vars, vec![("LOG_LEVEL".into(), "info".into())]);
+        assert_eq!(p.env_pass, vec!["GITHUB_TOKEN".to_string()]);
+    }
+
+    #[track_caller]
+    fn rejects(text: &str, key: &str, needle: &str) {
+        let (k, m) = parse(text).expect_err("policy should be rejected");
+        assert!(k.contains(key), "key {k:?} should name {key:?} ({m})");
+        assert!(m.contains(needle), "message {m:?} should contain {needle:?}");
+    }
+
+    #[test]
+    fn rejects_bad_policies_naming_key_and_allowed_values() {
+        rejects("[limits]\nfule = 1", "line 2", "unknown field `fule`");
+        rejects("[limit]\nfuel = 1", "line 1", "unknown field `limit`");
+        rejects("[limits]\nmemory = \"64 MB/s\"", "limits.memory", "not a size");
+        rejects("[limits]\nmemory = \"2 GiB\"", "limits.memory", "maximum of 1 GiB");
+        rejects("[limits]\nfuel = 0", "limits.fuel", "greater than 0");
+        rejects("[limits]\nfuel = 100_000_000_001", "limits.fuel", "maximum");
+        rejects("[limits]\ntimeout = \"2 fortnights\"", "limits.timeout", "not a duration");
+        rejects("[limits]\ntimeout = \"1h\"", "limits.timeout", "not a duration");
+        rejects("[limits]\ntimeout = \"301s\"", "limits.timeout", "at most 300s");
+        rejects("[limits]\noutput = \"65 MiB\"", "limits.output", "64 MiB");
+        rejects("[[fs]]\nhost = \"no/such/dir\"\nguest = \"/x\"", "fs[0].host", "cannot be used");
+        rejects("[[fs]]\nhost = \"src\"\nguest = \"x\"", "fs[0].guest", "absolute");
+        rejects("[[fs]]\nhost = \"src\"\nguest = \"/x\"\naccess = \"rw\"", "fs[0].access", "\"read-only\" or \"read-write\"");
+        rejects("[net]\nallow = [\"example.com\"]", "net.allow[0]", "missing the port");
+        rejects("[net]\nallow = [\"example.com:99999\"]", "net.allow[0]", "0-65535");
+        rejects("[net]\nallow = [\"exa mple.com:80\"]", "net.allow[0]", "host name");
+        rejects("[env]\npass = [\"1BAD\"]", "env.pass[0]", "not a valid variable name");
+        rejects("[guard]\nrules = \"/tmp/x.toml\"", "guard.rules", "only \"default\"");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("k", &Size::Text("1 KiB".into())).unwrap(), 1024);
+        assert_eq!(parse_size("k", &Size::Text("3MB".into())).unwrap(), 3_000_000);
+        assert!(parse_size("k", &Size::Text("99999999999999 GiB".into())).is_err());
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5"), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! `fabric`: the command-line edge of Fabric.
+//!
+//! Parses arguments, opens a [`Fabric`] and prints what it returns. Exit
+//! codes: 0 when a call's outcome is `ok`, 1 for any other outcome of a call
+//! that ran, 2 for usage errors, invalid arguments and unknown tools.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fabric_host::registry::Status;
+use fabric_host::{Call, Fabric, Options, Outcome};
+use serde_json::{json, Value};
+
+/// Exit code for a usage error: bad flags, bad JSON, unknown tool, invalid arguments.
+const EXIT_USAGE: u8 = 2;
+/// Exit code for a call that ran and did not end `ok`.
+const EXIT_NOT_OK: u8 = 1;
+
+/// Serverless tool execution for AI agents: every tool call a fresh, sandboxed WebAssembly component.
+#[derive(Parser)]
+#[command(name = "fabric", version)]
+struct Cli {
+    /// Directory of tool components (NAME.wasm).
+    #[arg(long, global = true, env = "FABRIC_TOOLS", default_value = "build/tools")]
+    tools: PathBuf,
+    /// Directory of tool policies (NAME.toml).
+    #[arg(long, global = true, env = "FABRIC_POLICIES", default_value = "policies")]
+    policies: PathBuf,
+    /// State directory: compiled-code cache (and the audit log).
+    #[arg(long, global = true, env = "FABRIC_DATA", default_value = ".fabric")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the tools with their descriptions and JSON Schemas.
+    Tools {
+        /// Print the list as JSON (name, description, input_schema, output_schema).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one tool call through the whole pipeline and print its output.
+    Call {
+        /// The tool, NAME.FUNCTION (e.g. text.echo).
+        tool: String,
+        /// The arguments as a JSON object, or - to read them from stdin. Default: {}.
+        args: Option<String>,
+        /// Print the whole result object as JSON instead of just the output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FABRIC_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let options = Options { tools_dir: cli.tools, policies_dir: cli.policies, data_dir: Some(cli.data) };
+    match cli.command {
+        Command::Tools { json } => {
+            let fabric = open(&options)?;
+            report_problems(&fabric);
+            list_tools(&fabric, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call { tool, args, json } => {
+            let arguments = read_arguments(args.as_deref())?;
+            let fabric = open(&options)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let call = Call { caller: None, session: None, tool, arguments };
+            let result = runtime.block_on(fabric.call(call));
+            if result.outcome == Outcome::UnknownTool {
+                report_problems(&fabric);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else if result.outcome == Outcome::Ok {
+                match &result.output {
+                    Value::String(s) => println!("{s}"),
+                    other => println!("{}", serde_json::to_string_pretty(other)?),
+                }
+            }
+            if result.outcome != Outcome::Ok && !json {
+                let message = result.error.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
+                eprintln!("error: {}: {message}", result.outcome.as_str());
+                if result.outcome == Outcome::ToolError {
+                    if let Some(detail) = result.error.as_ref().map(|e| &e.detail).filter(|d| !d.is_string()) {
+                        eprintln!("{}", serde_json::to_string_pretty(detail)?);
+                    }
+                }
+            }
+            Ok(ExitCode::from(match result.outcome {
+                Outcome::Ok => 0,
+                Outcome::InvalidArguments | Outcome::UnknownTool => EXIT_USAGE,
+                _ => EXIT_NOT_OK,
+            }))
+        }
+    }
+}
+
+fn open(options: &Options) -> Result<Fabric> {
+    Ok(Fabric::open(options)?)
+}
+
+fn report_problems(fabric: &Fabric) {
+    for problem in fabric.registry().problems() {
+        eprintln!("warning: {problem}");
+    }
+}
+
+fn read_arguments(args: Option<&str>) -> Result<Value> {
+    let text = match args {
+        None => return Ok(json!({})),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("cannot read the arguments from stdin")?;
+            text
+        }
+        Some(text) => text.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("the arguments are not valid JSON ({e}); pass one JSON object, e.g. '{{\"text\": \"hi\"}}'")
+    })
+}
+
+fn list_tools(fabric: &Fabric, as_json: bool) -> Result<()> {
+    let tools = fabric.registry().tools();
+    if as_json {
+        let list: Vec<Value> = tools
+            .map(|t| {
+                let mut entry = json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": t.input_schema,
+                    "output_schema": t.output_schema,
+                });
+                if let Status::Unavailable(reason) = &t.status {
+                    entry["unavailable"] = json!(reason);
+                }
+                entry
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for t in tools {
+        println!("{}", t.name);
+        if let Some(d) = &t.description {
+            for line in d.lines() {
+                println!("    {line}");
+            }
+        }
+        match &t.status {
+            Status::Ready(_) => {
+                println!("    input:  {}", serde_json::to_string(&t.input_schema)?);
+                println!("    output: {}", serde_json::to_string(&t.output_schema)?);
+            }
+            Status::Unavailable(reason) => println!("    unavailable: {reason}"),
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! `text`: plain-text utilities. The smallest useful Fabric tool.
+
+sdk_guest::wit_bindgen::generate!({
+    path: ["../../wit", "wit"],
+    world: "text",
+    runtime_path: "sdk_guest::wit_bindgen::rt",
+});
+
+use exports::fabric_tools::text::api::{Guest, Stats};
+
+struct Text;
+
+impl Guest for Text {
+    fn echo(text: String) -> String {
+        text
+    }
+
+    fn stats(text: String) -> Stats {
+        Stats {
+            lines: text.lines().count() as u64,
+            words: text.split_whitespace().count() as u64,
+            chars: text.chars().count() as u64,
+            bytes: text.len() as u64,
+        }
+    }
+}
+
+export!(Text);

@@ -1,0 +1,205 @@
+//! WIT doc comments, carried into a built component and read back.
+//!
+//! A component built by wit-bindgen and `wasm-component-ld` keeps its WIT
+//! *types* (the host decodes them) but not the `///` doc comments, which are
+//! the tools' descriptions. The guest build therefore reads the tool's WIT
+//! sources and appends the comments as one top-level custom section,
+//! [`SECTION`], holding [`Docs`] as JSON. Components without the section still
+//! load; their tools just have no descriptions.
+//!
+//! Keys of [`Docs::items`], for an interface exported as `ns:pkg/iface`
+//! (`ns:pkg/iface@1.2.3` when versioned):
+//! - `ns:pkg/iface#func`: a function; `ns:pkg/iface#type`: a named type;
+//!   `ns:pkg/iface#type.member`: a record field, variant case, enum case or flag;
+//! - `func`, `type`, `type.member`: the same for items of the world itself.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use wit_parser::{Docs as WitDocs, InterfaceId, Resolve, TypeDefKind, TypeId};
+
+/// Name of the custom section that holds the docs.
+pub const SECTION: &str = "fabric:docs";
+
+/// Version of the section's JSON layout; readers ignore other versions.
+pub const VERSION: u32 = 1;
+
+/// Doc comments of a tool package, keyed as the crate documentation says.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Docs {
+    /// Layout version, [`VERSION`].
+    pub version: u32,
+    /// Doc text by item key.
+    pub items: BTreeMap<String, String>,
+}
+
+impl Docs {
+    /// The doc comment of `item` (a key as described in the crate docs).
+    pub fn get(&self, item: &str) -> Option<&str> {
+        self.items.get(item).map(String::as_str)
+    }
+
+    /// Collects every doc comment of the package that was pushed last into
+    /// `resolve` (the tool's own package; earlier ones are its dependencies).
+    pub fn from_last_package(resolve: &Resolve) -> Result<Docs> {
+        let (_, package) = resolve.packages.iter().last().context("no WIT package was loaded")?;
+        let mut docs = Docs { version: VERSION, items: BTreeMap::new() };
+        for id in package.interfaces.values() {
+            let prefix = resolve.id_of(*id).map(|name| format!("{name}#"));
+            docs.add_interface(resolve, *id, prefix.as_deref().unwrap_or(""));
+        }
+        for world in package.worlds.values() {
+            let world = &resolve.worlds[*world];
+            for (key, item) in world.exports.iter().chain(world.imports.iter()) {
+                let name = resolve.name_world_key(key);
+                match item {
+                    wit_parser::WorldItem::Function(f) => docs.add(&name, &f.docs),
+                    wit_parser::WorldItem::Type { id, .. } => docs.add_type(resolve, *id, ""),
+                    wit_parser::WorldItem::Interface { .. } => {}
+                }
+            }
+        }
+        Ok(docs)
+    }
+
+    fn add(&mut self, key: &str, docs: &WitDocs) {
+        if let Some(text) = docs.contents.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            self.items.insert(key.to_string(), text.to_string());
+        }
+    }
+
+    fn add_interface(&mut self, resolve: &Resolve, id: InterfaceId, prefix: &str) {
+        let iface = &resolve.interfaces[id];
+        for (name, f) in &iface.functions {
+            self.add(&format!("{prefix}{name}"), &f.docs);
+        }
+        for ty in iface.types.values() {
+            self.add_type(resolve, *ty, prefix);
+        }
+    }
+
+    fn add_type(&mut self, resolve: &Resolve, id: TypeId, prefix: &str) {
+        let ty = &resolve.types[id];
+        let Some(name) = &ty.name else { return };
+        let key = format!("{prefix}{name}");
+        self.add(&key, &ty.docs);
+        let members: Vec<(&str, &WitDocs)> = match &ty.kind {
+            TypeDefKind::Record(r) => r.fields.iter().map(|f| (f.name.as_str(), &f.docs)).collect(),
+            TypeDefKind::Variant(v) => v.cases.iter().map(|c| (c.name.as_str(), &c.docs)).collect(),
+            TypeDefKind::Enum(e) => e.cases.iter().map(|c| (c.name.as_str(), &c.docs)).collect(),
+            TypeDefKind::Flags(f) => f.flags.iter().map(|f| (f.name.as_str(), &f.docs)).collect(),
+            _ => Vec::new(),
+        };
+        for (member, docs) in members {
+            self.add(&format!("{key}.{member}"), docs);
+        }
+    }
+
+    /// Reads the docs section of a component, if it has a readable one.
+    pub fn read(component: &[u8]) -> Option<Docs> {
+        let data = top_level_custom_section(component, SECTION)?;
+        serde_json::from_slice::<Docs>(data).ok().filter(|d| d.version == VERSION)
+    }
+
+    /// Appends the docs to a component as a custom section.
+    pub fn append_to(&self, component: &mut Vec<u8>) -> Result<()> {
+        let data = serde_json::to_vec(self)?;
+        let mut payload = Vec::with_capacity(data.len() + SECTION.len() + 5);
+        leb128(&mut payload, SECTION.len());
+        payload.extend_from_slice(SECTION.as_bytes());
+        payload.extend_from_slice(&data);
+        component.push(0); // custom section id
+        leb128(component, payload.len());
+        component.extend_from_slice(&payload);
+        Ok(())
+    }
+}
+
+fn leb128(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The data of the first custom section named `name` at the top level of a
+/// component or module (sections of nested modules are not looked at).
+fn top_level_custom_section<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    use wasmparser::{Chunk, Parser, Payload};
+    let mut parser = Parser::new(0);
+    let mut offset = 0;
+    loop {
+        let (consumed, payload) = match parser.parse(&bytes[offset..], true).ok()? {
+            Chunk::NeedMoreData(_) => return None,
+            Chunk::Parsed { consumed, payload } => (consumed, payload),
+        };
+        offset += consumed;
+        match payload {
+            Payload::CustomSection(s) if s.name() == name => return Some(s.data()),
+            Payload::ModuleSection { unchecked_range, .. } | Payload::ComponentSection { unchecked_range, .. } => {
+                offset = unchecked_range.end;
+                parser.skip_section();
+            }
+            Payload::End(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WIT: &str = r#"
+        package demo:tool@1.0.0;
+        interface api {
+            /// A point.
+            record point {
+                /// Across.
+                x: u32,
+                y: u32,
+            }
+            /// Says hi.
+            hello: func(name: string) -> string;
+            undocumented: func();
+        }
+        world tool {
+            export api;
+            /// Top-level function.
+            export run: func();
+        }
+    "#;
+
+    #[test]
+    fn collects_function_type_and_member_docs() {
+        let mut resolve = Resolve::default();
+        resolve.push_str("tool.wit", WIT).unwrap();
+        let docs = Docs::from_last_package(&resolve).unwrap();
+        assert_eq!(docs.get("demo:tool/api@1.0.0#hello"), Some("Says hi."));
+        assert_eq!(docs.get("demo:tool/api@1.0.0#point"), Some("A point."));
+        assert_eq!(docs.get("demo:tool/api@1.0.0#point.x"), Some("Across."));
+        assert_eq!(docs.get("run"), Some("Top-level function."));
+        assert_eq!(docs.get("demo:tool/api@1.0.0#undocumented"), None);
+        assert_eq!(docs.get("demo:tool/api@1.0.0#point.y"), None);
+    }
+
+    #[test]
+    fn survives_a_round_trip_through_a_component_section() {
+        let mut docs = Docs { version: VERSION, items: BTreeMap::new() };
+        docs.items.insert("x#y".into(), "ünïcode \u{0} doc".into());
+        // An empty component: magic, version 0x0d, layer 1.
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        assert_eq!(Docs::read(&component), None);
+        docs.append_to(&mut component).unwrap();
+        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+            .validate_all(&component)
+            .unwrap();
+        assert_eq!(Docs::read(&component), Some(docs));
+    }
+}
