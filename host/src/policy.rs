@@ -231,11 +231,7 @@ impl Policy {
     pub fn parse(text: &str, base: &Path) -> Result<Policy, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            // toml names the unknown field; point at the table when it can.
-            let key = match e.span() {
-                Some(span) => format!("line {}", text[..span.start.min(text.len())].lines().count().max(1)),
-                None => "(file)".into(),
-            };
+            let key = e.span().map(|span| key_at(text, span)).unwrap_or_else(|| "(file)".into());
             (key, format!("{msg}{}", hint_for(&msg)))
         })?;
         let mut policy = Policy { digest: blake3::hash(text.as_bytes()), ..Policy::default() };
@@ -329,6 +325,31 @@ impl NetPolicy {
                     _ => false,
                 }
         })
+    }
+}
+
+/// Names the key a parse error points at: `table.key (line N)`.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    // A bad value: name the key on its left.
+    let token = match line_text.find('=') {
+        Some(eq) if start - line_start > eq => line_text[..eq].trim(),
+        _ => text.get(start..end).unwrap_or_default().trim(),
+    }
+    .trim_matches(['[', ']', '"']);
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(['[', ']']).trim());
+    match table {
+        Some(table) if !token.is_empty() => format!("{table}.{token} (line {line})"),
+        _ => format!("{token} (line {line})"),
     }
 }
 
@@ -512,8 +533,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_policies_naming_key_and_allowed_values() {
-        rejects("[limits]\nfule = 1", "line 2", "unknown field `fule`");
-        rejects("[limit]\nfuel = 1", "line 1", "unknown field `limit`");
+        rejects("[limits]\nfule = 1", "limits.fule (line 2)", "unknown field `fule`");
+        rejects("[limit]\nfuel = 1", "limit (line 1)", "unknown field `limit`");
+        rejects("[limits]\nfuel = 1\n[net]\nallow = [\"a:1\"]\ndeny = []", "net.deny (line 5)", "unknown field `deny`");
+        rejects("[limits]\nfuel = \"many\"", "limits.fuel", "");
         rejects("[limits]\nmemory = \"64 MB/s\"", "limits.memory", "not a size");
         rejects("[limits]\nmemory = \"2 GiB\"", "limits.memory", "maximum of 1 GiB");
         rejects("[limits]\nfuel = 0", "limits.fuel", "greater than 0");

@@ -8,11 +8,38 @@ sdk_guest::wit_bindgen::generate!({
     runtime_path: "sdk_guest::wit_bindgen::rt",
 });
 
-use exports::fabric_tests::types::api::{Everything, Guest, Shape};
+use std::cell::Cell;
+
+use exports::fabric_tests::types::api::{Counter, Everything, Guest, GuestCounter, Shape};
 
 struct Types;
 
+/// The resource behind `counter`.
+struct Count(Cell<u32>);
+
+impl GuestCounter for Count {
+    fn new(start: u32) -> Self {
+        Count(Cell::new(start))
+    }
+
+    fn next(&self) -> u32 {
+        let n = self.0.get();
+        self.0.set(n.wrapping_add(1));
+        n
+    }
+}
+
 impl Guest for Types {
+    type Counter = Count;
+
+    fn make_counter(start: u32) -> Counter {
+        Counter::new(Count::new(start))
+    }
+
+    fn nested_option(x: Option<Option<u8>>) -> u8 {
+        x.flatten().unwrap_or(0)
+    }
+
     fn everything(e: Everything) -> Everything {
         e
     }

@@ -1,0 +1,164 @@
+//! The `fabric` binary: listing, calling, output and exit codes.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn fabric(args: &[&str]) -> Output {
+    fabric_with_stdin(args, None)
+}
+
+fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    let tools = common::example_tools();
+    let data = common::shared_data();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .current_dir(common::repo())
+        .arg("--tools")
+        .arg(&tools)
+        .arg("--data")
+        .arg(&data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fabric runs");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("fabric finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn tools_lists_bundled_tools_with_descriptions_and_schemas() {
+    let out = fabric(&["tools"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for name in ["text.echo", "text.stats", "fs.list", "fs.read", "fs.grep", "http.get"] {
+        assert!(text.lines().any(|l| l == name), "{name} missing from:\n{text}");
+    }
+    assert!(text.contains("Returns the text unchanged."), "description missing:\n{text}");
+
+    let out = fabric(&["tools", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("tools --json is JSON");
+    let grep = list.as_array().unwrap().iter().find(|t| t["name"] == "fs.grep").expect("fs.grep listed");
+    assert!(grep["description"].as_str().unwrap().contains("regular expression"));
+    assert_eq!(grep["input_schema"]["required"], serde_json::json!(["pattern", "path"]));
+    assert_eq!(grep["input_schema"]["additionalProperties"], false);
+    assert_eq!(grep["output_schema"]["type"], "array");
+    assert_eq!(grep["output_schema"]["items"]["title"], "hit");
+    assert_eq!(grep["output_schema"]["items"]["properties"]["line"]["maximum"], u32::MAX);
+}
+
+#[test]
+fn call_echo_prints_the_text_and_exits_0() {
+    let out = fabric(&["call", "text.echo", r#"{"text":"héllo"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "héllo\n");
+}
+
+#[test]
+fn call_reads_arguments_from_stdin() {
+    let out = fabric_with_stdin(&["call", "text.stats", "-"], Some(r#"{"text": "one two\nthree\n"}"#));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(stats, serde_json::json!({"lines": 2, "words": 3, "chars": 14, "bytes": 14}));
+}
+
+#[test]
+fn call_json_prints_the_result_object() {
+    let out = fabric(&["call", "text.echo", r#"{"text":"x"}"#, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "ok");
+    assert_eq!(r["tool"], "text.echo");
+    assert_eq!(r["output"], "x");
+    assert_eq!(r["error"], Value::Null);
+    assert_eq!(r["guard"]["flags"], serde_json::json!([]));
+    assert!(r["fuel_used"].as_u64().unwrap() > 0);
+    assert!(r["duration_us"].as_u64().is_some());
+    assert_eq!(r["invocation_id"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn grep_finds_a_line_in_the_example_data() {
+    let out = fabric(&["call", "fs.grep", r#"{"pattern":"blake3","path":"/data"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hits: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        hits,
+        serde_json::json!([{"path": "/data/notes/fabric.md", "line": 5, "text": "- The audit log is hash-chained with blake3."}])
+    );
+}
+
+#[test]
+fn wrong_arguments_exit_2_naming_key_and_type() {
+    let out = fabric(&["call", "text.echo", r#"{"text": 5}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("invalid_arguments") && err.contains("/text") && err.contains("expected string"), "{err}");
+
+    let out = fabric(&["call", "text.echo", r#"{"txt": "a"}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown key \"txt\" (expected keys: text)"), "{}", stderr(&out));
+
+    let out = fabric(&["call", "fs.read", r#"{"path": "/data/README.txt"}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing key \"max-bytes\" of type u32"), "{}", stderr(&out));
+
+    let out = fabric(&["call", "fs.read", r#"{"path": "/data/README.txt", "max-bytes": -1}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/max-bytes: -1 is out of range for u32"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_json_unknown_tool_and_bad_usage_exit_2() {
+    let out = fabric(&["call", "text.echo", "{not json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
+
+    let out = fabric(&["call", "text.ech", "{}"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown_tool") && stderr(&out).contains("text.echo"), "{}", stderr(&out));
+
+    let out = fabric(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_tool_error_exits_1() {
+    let out = fabric(&["call", "fs.read", r#"{"path": "/data/nope.txt", "max-bytes": 10}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("tool_error") && stderr(&out).contains("/data/nope.txt"), "{}", stderr(&out));
+}
+
+#[test]
+fn paths_outside_the_mount_do_not_exist_for_the_tool() {
+    let out = fabric(&["call", "fs.read", r#"{"path": "/etc/passwd", "max-bytes": 100}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = fabric(&["call", "fs.read", r#"{"path": "/data/../../Cargo.toml", "max-bytes": 100}"#]);
+    assert_eq!(out.status.code(), Some(1), "escaped the mount: {}", stdout(&out));
+}
+
+#[test]
+fn a_missing_tools_directory_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(["--tools", "/nonexistent/tools", "tools"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("scripts/build-tools"), "{}", stderr(&out));
+}
