@@ -24,10 +24,20 @@ const EXIT_NOT_OK: u8 = 1;
 #[command(name = "fabric", version)]
 struct Cli {
     /// Directory of tool components (NAME.wasm).
-    #[arg(long, global = true, env = "FABRIC_TOOLS", default_value = "build/tools")]
+    #[arg(
+        long,
+        global = true,
+        env = "FABRIC_TOOLS",
+        default_value = "build/tools"
+    )]
     tools: PathBuf,
     /// Directory of tool policies (NAME.toml).
-    #[arg(long, global = true, env = "FABRIC_POLICIES", default_value = "policies")]
+    #[arg(
+        long,
+        global = true,
+        env = "FABRIC_POLICIES",
+        default_value = "policies"
+    )]
     policies: PathBuf,
     /// State directory: compiled-code cache (and the audit log).
     #[arg(long, global = true, env = "FABRIC_DATA", default_value = ".fabric")]
@@ -61,7 +71,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_tracing();
@@ -77,11 +91,18 @@ fn main() -> ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FABRIC_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let options = Options { tools_dir: cli.tools, policies_dir: cli.policies, data_dir: Some(cli.data) };
+    let options = Options {
+        tools_dir: cli.tools,
+        policies_dir: cli.policies,
+        data_dir: Some(cli.data),
+    };
     match cli.command {
         Command::Tools { json } => {
             let fabric = open(&options)?;
@@ -92,8 +113,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Call { tool, args, json } => {
             let arguments = read_arguments(args.as_deref())?;
             let fabric = open(&options)?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let call = Call { caller: None, session: None, tool, arguments };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let call = Call {
+                caller: None,
+                session: None,
+                tool,
+                arguments,
+            };
             let result = runtime.block_on(fabric.call(call));
             if result.outcome == Outcome::UnknownTool {
                 report_problems(&fabric);
@@ -107,10 +134,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             if result.outcome != Outcome::Ok && !json {
-                let message = result.error.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
+                let message = result
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or_default();
                 eprintln!("error: {}: {message}", result.outcome.as_str());
                 if result.outcome == Outcome::ToolError {
-                    if let Some(detail) = result.error.as_ref().map(|e| &e.detail).filter(|d| !d.is_string()) {
+                    if let Some(detail) = result
+                        .error
+                        .as_ref()
+                        .map(|e| &e.detail)
+                        .filter(|d| !d.is_string())
+                    {
                         eprintln!("{}", serde_json::to_string_pretty(detail)?);
                     }
                 }
@@ -139,7 +175,9 @@ fn read_arguments(args: Option<&str>) -> Result<Value> {
         None => return Ok(json!({})),
         Some("-") => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("cannot read the arguments from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the arguments from stdin")?;
             text
         }
         Some(text) => text.to_string(),

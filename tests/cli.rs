@@ -27,7 +27,12 @@ fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("fabric runs");
     if let Some(text) = stdin {
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("fabric finishes")
@@ -46,21 +51,48 @@ fn tools_lists_bundled_tools_with_descriptions_and_schemas() {
     let out = fabric(&["tools"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for name in ["text.echo", "text.stats", "fs.list", "fs.read", "fs.grep", "http.get"] {
-        assert!(text.lines().any(|l| l == name), "{name} missing from:\n{text}");
+    for name in [
+        "text.echo",
+        "text.stats",
+        "fs.list",
+        "fs.read",
+        "fs.grep",
+        "http.get",
+    ] {
+        assert!(
+            text.lines().any(|l| l == name),
+            "{name} missing from:\n{text}"
+        );
     }
-    assert!(text.contains("Returns the text unchanged."), "description missing:\n{text}");
+    assert!(
+        text.contains("Returns the text unchanged."),
+        "description missing:\n{text}"
+    );
 
     let out = fabric(&["tools", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let list: Value = serde_json::from_slice(&out.stdout).expect("tools --json is JSON");
-    let grep = list.as_array().unwrap().iter().find(|t| t["name"] == "fs.grep").expect("fs.grep listed");
-    assert!(grep["description"].as_str().unwrap().contains("regular expression"));
-    assert_eq!(grep["input_schema"]["required"], serde_json::json!(["pattern", "path"]));
+    let grep = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "fs.grep")
+        .expect("fs.grep listed");
+    assert!(grep["description"]
+        .as_str()
+        .unwrap()
+        .contains("regular expression"));
+    assert_eq!(
+        grep["input_schema"]["required"],
+        serde_json::json!(["pattern", "path"])
+    );
     assert_eq!(grep["input_schema"]["additionalProperties"], false);
     assert_eq!(grep["output_schema"]["type"], "array");
     assert_eq!(grep["output_schema"]["items"]["title"], "hit");
-    assert_eq!(grep["output_schema"]["items"]["properties"]["line"]["maximum"], u32::MAX);
+    assert_eq!(
+        grep["output_schema"]["items"]["properties"]["line"]["maximum"],
+        u32::MAX
+    );
 }
 
 #[test]
@@ -72,10 +104,16 @@ fn call_echo_prints_the_text_and_exits_0() {
 
 #[test]
 fn call_reads_arguments_from_stdin() {
-    let out = fabric_with_stdin(&["call", "text.stats", "-"], Some(r#"{"text": "one two\nthree\n"}"#));
+    let out = fabric_with_stdin(
+        &["call", "text.stats", "-"],
+        Some(r#"{"text": "one two\nthree\n"}"#),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(stats, serde_json::json!({"lines": 2, "words": 3, "chars": 14, "bytes": 14}));
+    assert_eq!(
+        stats,
+        serde_json::json!({"lines": 2, "words": 3, "chars": 14, "bytes": 14})
+    );
 }
 
 #[test]
@@ -109,19 +147,40 @@ fn wrong_arguments_exit_2_naming_key_and_type() {
     let out = fabric(&["call", "text.echo", r#"{"text": 5}"#]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("invalid_arguments") && err.contains("/text") && err.contains("expected string"), "{err}");
+    assert!(
+        err.contains("invalid_arguments")
+            && err.contains("/text")
+            && err.contains("expected string"),
+        "{err}"
+    );
 
     let out = fabric(&["call", "text.echo", r#"{"txt": "a"}"#]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown key \"txt\" (expected keys: text)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown key \"txt\" (expected keys: text)"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = fabric(&["call", "fs.read", r#"{"path": "/data/README.txt"}"#]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("missing key \"max-bytes\" of type u32"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing key \"max-bytes\" of type u32"),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = fabric(&["call", "fs.read", r#"{"path": "/data/README.txt", "max-bytes": -1}"#]);
+    let out = fabric(&[
+        "call",
+        "fs.read",
+        r#"{"path": "/data/README.txt", "max-bytes": -1}"#,
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/max-bytes: -1 is out of range for u32"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/max-bytes: -1 is out of range for u32"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -132,7 +191,11 @@ fn bad_json_unknown_tool_and_bad_usage_exit_2() {
 
     let out = fabric(&["call", "text.ech", "{}"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown_tool") && stderr(&out).contains("text.echo"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown_tool") && stderr(&out).contains("text.echo"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = fabric(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -140,17 +203,38 @@ fn bad_json_unknown_tool_and_bad_usage_exit_2() {
 
 #[test]
 fn a_tool_error_exits_1() {
-    let out = fabric(&["call", "fs.read", r#"{"path": "/data/nope.txt", "max-bytes": 10}"#]);
+    let out = fabric(&[
+        "call",
+        "fs.read",
+        r#"{"path": "/data/nope.txt", "max-bytes": 10}"#,
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("tool_error") && stderr(&out).contains("/data/nope.txt"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tool_error") && stderr(&out).contains("/data/nope.txt"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn paths_outside_the_mount_do_not_exist_for_the_tool() {
-    let out = fabric(&["call", "fs.read", r#"{"path": "/etc/passwd", "max-bytes": 100}"#]);
+    let out = fabric(&[
+        "call",
+        "fs.read",
+        r#"{"path": "/etc/passwd", "max-bytes": 100}"#,
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    let out = fabric(&["call", "fs.read", r#"{"path": "/data/../../Cargo.toml", "max-bytes": 100}"#]);
-    assert_eq!(out.status.code(), Some(1), "escaped the mount: {}", stdout(&out));
+    let out = fabric(&[
+        "call",
+        "fs.read",
+        r#"{"path": "/data/../../Cargo.toml", "max-bytes": 100}"#,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "escaped the mount: {}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -160,5 +244,9 @@ fn a_missing_tools_directory_is_a_clear_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("scripts/build-tools"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("scripts/build-tools"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -9,11 +9,20 @@ use fabric_host::{Fabric, Options, Outcome};
 use serde_json::json;
 
 fn copy_text_tool(to: &Path, name: &str) {
-    std::fs::copy(common::example_tools().join("text.wasm"), to.join(format!("{name}.wasm"))).unwrap();
+    std::fs::copy(
+        common::example_tools().join("text.wasm"),
+        to.join(format!("{name}.wasm")),
+    )
+    .unwrap();
 }
 
 fn open(tools: &Path, policies: &Path) -> Fabric {
-    Fabric::open(&Options { tools_dir: tools.into(), policies_dir: policies.into(), data_dir: None }).unwrap()
+    Fabric::open(&Options {
+        tools_dir: tools.into(),
+        policies_dir: policies.into(),
+        data_dir: None,
+    })
+    .unwrap()
 }
 
 fn problem_for(f: &Fabric, file: &str) -> String {
@@ -43,17 +52,33 @@ fn broken_components_are_reported_and_the_rest_load() {
     .unwrap();
     std::fs::write(t.join("unlinkable.wasm"), missing_import).unwrap();
     copy_text_tool(t, "Bad Name");
-    std::fs::write(t.join("README.md"), "not a component, and not *.wasm: ignored").unwrap();
+    std::fs::write(
+        t.join("README.md"),
+        "not a component, and not *.wasm: ignored",
+    )
+    .unwrap();
 
     let none = common::policies(&[]);
     let f = open(t, none.path());
     assert!(problem_for(&f, "notwasm.wasm").contains("not a WebAssembly file"));
-    assert!(problem_for(&f, "core.wasm").contains("not a valid component"), "{}", problem_for(&f, "core.wasm"));
+    assert!(
+        problem_for(&f, "core.wasm").contains("not a valid component"),
+        "{}",
+        problem_for(&f, "core.wasm")
+    );
     assert!(problem_for(&f, "truncated.wasm").contains("not a valid component"));
     let unlinkable = problem_for(&f, "unlinkable.wasm");
-    assert!(unlinkable.contains("cannot be linked") && unlinkable.contains("acme:missing/api"), "{unlinkable}");
+    assert!(
+        unlinkable.contains("cannot be linked") && unlinkable.contains("acme:missing/api"),
+        "{unlinkable}"
+    );
     assert!(problem_for(&f, "Bad Name.wasm").contains("not a valid tool name"));
-    assert_eq!(f.registry().problems().len(), 5, "{:?}", f.registry().problems());
+    assert_eq!(
+        f.registry().problems().len(),
+        5,
+        "{:?}",
+        f.registry().problems()
+    );
 
     let names: Vec<&str> = f.registry().tools().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["good.echo", "good.stats"]);
@@ -69,11 +94,19 @@ fn a_bad_policy_keeps_its_tool_out_and_names_file_and_key() {
     let policies = common::policies(&[("strict", "[limits]\nmemory = \"lots\"\n")]);
     let f = open(tools.path(), policies.path());
     let problem = problem_for(&f, "strict.wasm");
-    assert!(problem.contains("strict.toml") && problem.contains("limits.memory") && problem.contains("not a size"), "{problem}");
+    assert!(
+        problem.contains("strict.toml")
+            && problem.contains("limits.memory")
+            && problem.contains("not a size"),
+        "{problem}"
+    );
     assert!(f.registry().get("strict.echo").is_none());
     let r = common::call(&f, "strict.echo", json!({"text": "x"}));
     assert_eq!(r.outcome, Outcome::UnknownTool);
-    assert_eq!(common::call(&f, "fine.echo", json!({"text": "x"})).outcome, Outcome::Ok);
+    assert_eq!(
+        common::call(&f, "fine.echo", json!({"text": "x"})).outcome,
+        Outcome::Ok
+    );
 }
 
 #[test]
@@ -82,15 +115,32 @@ fn compiled_components_are_cached_by_digest() {
     copy_text_tool(tools.path(), "cached");
     let data = tempfile::tempdir().unwrap();
     let none = common::policies(&[]);
-    let options = Options { tools_dir: tools.path().into(), policies_dir: none.path().into(), data_dir: Some(data.path().into()) };
+    let options = Options {
+        tools_dir: tools.path().into(),
+        policies_dir: none.path().into(),
+        data_dir: Some(data.path().into()),
+    };
     let first = Fabric::open(&options).unwrap();
     drop(first);
-    let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled")).unwrap().map(|e| e.unwrap().path()).collect();
+    let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(cached.len(), 1);
-    let digest = blake3::hash(&std::fs::read(tools.path().join("cached.wasm")).unwrap()).to_hex().to_string();
-    assert!(cached[0].file_name().unwrap().to_str().unwrap().starts_with(&digest));
+    let digest = blake3::hash(&std::fs::read(tools.path().join("cached.wasm")).unwrap())
+        .to_hex()
+        .to_string();
+    assert!(cached[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(&digest));
     // A corrupt cache entry is recompiled, not trusted.
     std::fs::write(&cached[0], b"garbage").unwrap();
     let again = Fabric::open(&options).unwrap();
-    assert_eq!(common::call(&again, "cached.echo", json!({"text": "ok"})).output, json!("ok"));
+    assert_eq!(
+        common::call(&again, "cached.echo", json!({"text": "ok"})).output,
+        json!("ok")
+    );
 }

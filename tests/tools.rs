@@ -42,7 +42,10 @@ fn text_echo_and_stats() {
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
     assert_eq!(r.output, json!("héllo \u{0} wörld 🎉"));
     let r = common::call(&f, "text.stats", json!({"text": "héllo wörld"}));
-    assert_eq!(r.output, json!({"lines": 1, "words": 2, "chars": 11, "bytes": 13}));
+    assert_eq!(
+        r.output,
+        json!({"lines": 1, "words": 2, "chars": 11, "bytes": 13})
+    );
 }
 
 #[test]
@@ -50,17 +53,35 @@ fn fs_list_read_grep_within_the_mount() {
     let f = common::open(&common::example_tools(), &common::repo().join("policies"));
     let r = common::call(&f, "fs.list", json!({"path": "/data"}));
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
-    let names: Vec<&str> = r.output.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r
+        .output
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["README.txt", "cities.csv", "notes"]);
     assert_eq!(r.output[2]["kind"], "directory");
 
-    let r = common::call(&f, "fs.read", json!({"path": "/data/cities.csv", "max-bytes": 30}));
+    let r = common::call(
+        &f,
+        "fs.read",
+        json!({"path": "/data/cities.csv", "max-bytes": 30}),
+    );
     assert_eq!(r.output, json!("city,country,population\nLisbon"));
     // Cut on a character boundary: "Zürich" straddles byte 48.
-    let r = common::call(&f, "fs.read", json!({"path": "/data/cities.csv", "max-bytes": 48}));
+    let r = common::call(
+        &f,
+        "fs.read",
+        json!({"path": "/data/cities.csv", "max-bytes": 48}),
+    );
     assert!(r.output.as_str().unwrap().ends_with("\nZ"), "{}", r.output);
 
-    let r = common::call(&f, "fs.grep", json!({"pattern": "(?i)zürich|kyoto", "path": "/data/cities.csv"}));
+    let r = common::call(
+        &f,
+        "fs.grep",
+        json!({"pattern": "(?i)zürich|kyoto", "path": "/data/cities.csv"}),
+    );
     assert_eq!(r.output.as_array().unwrap().len(), 2);
     let r = common::call(&f, "fs.grep", json!({"pattern": "(", "path": "/data"}));
     assert_eq!(r.outcome, Outcome::ToolError);
@@ -72,22 +93,52 @@ fn fs_sees_nothing_of_the_host_outside_its_mount() {
     let f = common::open(&common::example_tools(), &common::repo().join("policies"));
     let r = common::call(&f, "fs.list", json!({"path": "/"}));
     // Only the mount exists: the guest's root lists nothing of the host.
-    assert!(r.outcome != Outcome::Ok || r.output.as_array().unwrap().iter().all(|e| e["name"] == "data"), "{:?}", r.output);
+    assert!(
+        r.outcome != Outcome::Ok
+            || r.output
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["name"] == "data"),
+        "{:?}",
+        r.output
+    );
     let r = common::call(&f, "fs.list", json!({"path": "/data/.."}));
-    assert!(r.outcome != Outcome::Ok || r.output.as_array().unwrap().iter().all(|e| e["name"] == "data"), "{:?}", r.output);
+    assert!(
+        r.outcome != Outcome::Ok
+            || r.output
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["name"] == "data"),
+        "{:?}",
+        r.output
+    );
 }
 
 #[test]
 fn http_get_reaches_an_allowed_local_server() {
     let port = serve("hello from the test server");
-    let policies = common::policies(&[("http", &format!("[net]\nallow = [\"127.0.0.1:{port}\"]\n"))]);
+    let policies =
+        common::policies(&[("http", &format!("[net]\nallow = [\"127.0.0.1:{port}\"]\n"))]);
     let f = common::open(&common::example_tools(), policies.path());
-    let r = common::call(&f, "http.get", json!({"url": format!("http://127.0.0.1:{port}/path?q=1")}));
+    let r = common::call(
+        &f,
+        "http.get",
+        json!({"url": format!("http://127.0.0.1:{port}/path?q=1")}),
+    );
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
     assert_eq!(r.output["status"], 200);
     assert_eq!(r.output["body"], "hello from the test server");
     assert_eq!(r.output["truncated"], false);
-    assert!(r.output["headers"].as_array().unwrap().contains(&json!(["x-test", "yes"])), "{}", r.output["headers"]);
+    assert!(
+        r.output["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["x-test", "yes"])),
+        "{}",
+        r.output["headers"]
+    );
     assert!(r.denials.is_empty());
 }
 
@@ -95,11 +146,26 @@ fn http_get_reaches_an_allowed_local_server() {
 fn http_get_to_a_host_not_on_the_allowlist_is_denied_and_reported() {
     let port = serve("secret");
     // Allowed: a different port only.
-    let policies = common::policies(&[("http", &format!("[net]\nallow = [\"127.0.0.1:{}\"]\n", port.wrapping_add(1)))]);
+    let policies = common::policies(&[(
+        "http",
+        &format!("[net]\nallow = [\"127.0.0.1:{}\"]\n", port.wrapping_add(1)),
+    )]);
     let f = common::open(&common::example_tools(), policies.path());
-    let r = common::call(&f, "http.get", json!({"url": format!("http://127.0.0.1:{port}/")}));
+    let r = common::call(
+        &f,
+        "http.get",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    );
     assert_eq!(r.outcome, Outcome::ToolError, "{:?}", r.output);
-    assert!(r.error.as_ref().unwrap().message.contains("HttpRequestDenied"), "{:?}", r.error);
+    assert!(
+        r.error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("HttpRequestDenied"),
+        "{:?}",
+        r.error
+    );
     assert_eq!(r.denials.len(), 1);
     assert_eq!(r.denials[0].target, format!("127.0.0.1:{port}"));
     assert_eq!(r.denials[0].kind, "net");
@@ -107,7 +173,11 @@ fn http_get_to_a_host_not_on_the_allowlist_is_denied_and_reported() {
     // No policy at all: deny-all default.
     let none = common::policies(&[]);
     let f = common::open(&common::example_tools(), none.path());
-    let r = common::call(&f, "http.get", json!({"url": format!("http://127.0.0.1:{port}/")}));
+    let r = common::call(
+        &f,
+        "http.get",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    );
     assert_eq!(r.outcome, Outcome::ToolError);
     assert_eq!(r.denials.len(), 1);
 }

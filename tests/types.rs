@@ -32,42 +32,81 @@ fn call(tool: &str, args: Value) -> fabric_host::CallResult {
 #[test]
 fn lists_every_function_with_schemas_and_flags_unsupported_ones() {
     let f = fabric();
-    let tool = f.registry().get("types.everything").expect("listed");
+    let tool = f.registry().get("types.echo-everything").expect("listed");
     assert!(matches!(tool.status, Status::Ready(_)));
     assert_eq!(tool.description.as_deref(), Some("Returns its argument."));
     let e = &tool.input_schema["properties"]["e"];
     assert_eq!(e["title"], "everything");
     assert_eq!(e["description"], "Everything at once.");
     let p = &e["properties"];
-    assert_eq!(p["a-u8"], json!({"type": "integer", "minimum": 0, "maximum": 255, "description": "Unsigned 8-bit."}));
-    assert_eq!(p["a-s64"]["anyOf"][1], json!({"type": "string", "pattern": "^-?[0-9]+$"}));
-    assert_eq!(p["a-char"], json!({"type": "string", "minLength": 1, "maxLength": 1}));
-    assert_eq!(p["bytes"], json!({"type": "string", "contentEncoding": "base64"}));
-    assert_eq!(p["words"], json!({"type": "array", "items": {"type": "string"}}));
+    assert_eq!(
+        p["a-u8"],
+        json!({"type": "integer", "minimum": 0, "maximum": 255, "description": "Unsigned 8-bit."})
+    );
+    assert_eq!(
+        p["a-s64"]["anyOf"][1],
+        json!({"type": "string", "pattern": "^-?[0-9]+$"})
+    );
+    assert_eq!(
+        p["a-char"],
+        json!({"type": "string", "minLength": 1, "maxLength": 1})
+    );
+    assert_eq!(
+        p["bytes"],
+        json!({"type": "string", "contentEncoding": "base64"})
+    );
+    assert_eq!(
+        p["words"],
+        json!({"type": "array", "items": {"type": "string"}})
+    );
     assert_eq!(p["pair"]["prefixItems"].as_array().unwrap().len(), 2);
     assert_eq!(p["maybe"]["anyOf"][1], json!({"type": "null"}));
-    assert_eq!(p["color"], json!({"type": "string", "enum": ["red", "green", "blue"], "title": "color", "description": "A primary color."}));
-    assert_eq!(p["perms"]["items"]["enum"], json!(["read", "write", "exec"]));
+    assert_eq!(
+        p["color"],
+        json!({"type": "string", "enum": ["red", "green", "blue"], "title": "color", "description": "A primary color."})
+    );
+    assert_eq!(
+        p["perms"]["items"]["enum"],
+        json!(["read", "write", "exec"])
+    );
     assert_eq!(p["perms"]["uniqueItems"], true);
     let shape = &p["shape"]["oneOf"];
-    assert_eq!(shape[0], json!({"const": "none", "description": "No shape at all."}));
+    assert_eq!(
+        shape[0],
+        json!({"const": "none", "description": "No shape at all."})
+    );
     assert_eq!(shape[1]["required"], json!(["circle"]));
-    assert_eq!(p["unit-result"]["oneOf"], json!([{"const": "ok"}, {"const": "err"}]));
+    assert_eq!(
+        p["unit-result"]["oneOf"],
+        json!([{"const": "ok"}, {"const": "err"}])
+    );
     assert_eq!(e["required"].as_array().unwrap().len(), 23);
     assert_eq!(tool.output_schema["title"], "everything");
 
     // result<s32, string>: the output schema is the ok type.
     let checked = f.registry().get("types.checked").unwrap();
     assert_eq!(checked.output_schema["type"], "integer");
-    assert_eq!(f.registry().get("types.nothing").unwrap().output_schema["type"], "null");
+    assert_eq!(
+        f.registry().get("types.nothing").unwrap().output_schema["type"],
+        "null"
+    );
 
     for (name, why) in [
         ("types.make-counter", "resources are not supported"),
         ("types.nested-option", "option<option<…>> is not supported"),
-        ("types.[constructor]counter", "resource methods are not supported"),
-        ("types.[method]counter.next", "resource methods are not supported"),
+        (
+            "types.[constructor]counter",
+            "resource methods are not supported",
+        ),
+        (
+            "types.[method]counter.next",
+            "resource methods are not supported",
+        ),
     ] {
-        let tool = f.registry().get(name).unwrap_or_else(|| panic!("{name} listed"));
+        let tool = f
+            .registry()
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} listed"));
         match &tool.status {
             Status::Unavailable(reason) => assert!(reason.contains(why), "{name}: {reason}"),
             Status::Ready(_) => panic!("{name} should be unavailable"),
@@ -76,7 +115,11 @@ fn lists_every_function_with_schemas_and_flags_unsupported_ones() {
         assert_eq!(r.outcome, Outcome::UnknownTool);
         assert!(r.error.unwrap().message.contains(why));
     }
-    assert!(f.registry().problems().iter().any(|p| p.function.as_deref() == Some("make-counter")));
+    assert!(f
+        .registry()
+        .problems()
+        .iter()
+        .any(|p| p.function.as_deref() == Some("make-counter")));
 }
 
 #[test]
@@ -89,7 +132,16 @@ fn integers_at_their_limits_and_as_strings() {
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
     assert_eq!(
         r.output,
-        json!([255, -128, 65535, -32768, 4294967295u32, -2147483648i64, 18446744073709551615u64, -9223372036854775808i64])
+        json!([
+            255,
+            -128,
+            65535,
+            -32768,
+            4294967295u32,
+            -2147483648i64,
+            18446744073709551615u64,
+            -9223372036854775808i64
+        ])
     );
     let base = json!({"a": 0, "b": 0, "c": 0, "d": 0, "e": 0, "f": 0, "g": 0, "h": 0});
     for (key, bad, needle) in [
@@ -107,32 +159,64 @@ fn integers_at_their_limits_and_as_strings() {
         let r = call("types.ints", args);
         assert_eq!(r.outcome, Outcome::InvalidArguments, "{key}");
         let message = r.error.unwrap().message;
-        assert!(message.contains(&format!("/{key}")) && message.contains(needle), "{message}");
+        assert!(
+            message.contains(&format!("/{key}")) && message.contains(needle),
+            "{message}"
+        );
     }
 }
 
 #[test]
 fn variants_options_results_and_errors() {
-    assert_eq!(call("types.shape", json!({"s": "none"})).output, json!("none"));
-    assert_eq!(call("types.shape", json!({"s": {"rect": [3, 4]}})).output, json!({"rect": [3, 4]}));
-    let r = call("types.shape", json!({"s": {"circle": 1.5, "rect": [1, 2]}}));
+    assert_eq!(
+        call("types.echo-shape", json!({"s": "none"})).output,
+        json!("none")
+    );
+    assert_eq!(
+        call("types.echo-shape", json!({"s": {"rect": [3, 4]}})).output,
+        json!({"rect": [3, 4]})
+    );
+    let r = call(
+        "types.echo-shape",
+        json!({"s": {"circle": 1.5, "rect": [1, 2]}}),
+    );
     assert_eq!(r.outcome, Outcome::InvalidArguments);
-    let r = call("types.shape", json!({"s": "circle"}));
-    assert!(r.error.unwrap().message.contains("needs a payload of type f64"));
-    let r = call("types.shape", json!({"s": "hexagon"}));
-    assert!(r.error.unwrap().message.contains("unknown case \"hexagon\""));
+    let r = call("types.echo-shape", json!({"s": "circle"}));
+    assert!(r
+        .error
+        .unwrap()
+        .message
+        .contains("needs a payload of type f64"));
+    let r = call("types.echo-shape", json!({"s": "hexagon"}));
+    assert!(r
+        .error
+        .unwrap()
+        .message
+        .contains("unknown case \"hexagon\""));
 
     assert_eq!(call("types.maybe", json!({"x": null})).output, Value::Null);
-    assert_eq!(call("types.maybe", json!({"x": "ünï\u{0}"})).output, json!("ünï\u{0}"));
-    assert_eq!(call("types.text", json!({"s": "a", "c": "🎉"})).output, json!(["a", "🎉"]));
-    assert_eq!(call("types.text", json!({"s": "a", "c": "ab"})).outcome, Outcome::InvalidArguments);
+    assert_eq!(
+        call("types.maybe", json!({"x": "ünï\u{0}"})).output,
+        json!("ünï\u{0}")
+    );
+    assert_eq!(
+        call("types.text", json!({"s": "a", "c": "🎉"})).output,
+        json!(["a", "🎉"])
+    );
+    assert_eq!(
+        call("types.text", json!({"s": "a", "c": "ab"})).outcome,
+        Outcome::InvalidArguments
+    );
 
     assert_eq!(call("types.checked", json!({"x": 7})).output, json!(7));
     let r = call("types.checked", json!({"x": -7}));
     assert_eq!(r.outcome, Outcome::ToolError);
     assert_eq!(r.output, Value::Null);
     let e = r.error.unwrap();
-    assert_eq!((e.message.as_str(), &e.detail), ("-7 is negative", &json!("-7 is negative")));
+    assert_eq!(
+        (e.message.as_str(), &e.detail),
+        ("-7 is negative", &json!("-7 is negative"))
+    );
 
     let r = call("types.failing", json!({}));
     assert_eq!(r.outcome, Outcome::ToolError);
@@ -147,8 +231,14 @@ fn variants_options_results_and_errors() {
     assert_eq!(e.detail["unit-result"], json!("ok"));
 
     assert_eq!(call("types.nothing", json!({})).output, Value::Null);
-    assert_eq!(call("types.nothing", json!({"x": 1})).outcome, Outcome::InvalidArguments);
-    assert_eq!(call("types.nothing", json!([])).outcome, Outcome::InvalidArguments);
+    assert_eq!(
+        call("types.nothing", json!({"x": 1})).outcome,
+        Outcome::InvalidArguments
+    );
+    assert_eq!(
+        call("types.nothing", json!([])).outcome,
+        Outcome::InvalidArguments
+    );
 }
 
 #[test]
@@ -173,7 +263,11 @@ fn limits_end_runaway_calls_with_their_outcome() {
     assert_eq!(r.outcome, Outcome::Ok);
     let r = call("types.big", json!({"n": 70_000}));
     assert_eq!(r.outcome, Outcome::OutputRejected);
-    assert!(r.error.unwrap().message.contains("65536 bytes (limits.output)"));
+    assert!(r
+        .error
+        .unwrap()
+        .message
+        .contains("65536 bytes (limits.output)"));
 
     // Still healthy after all that: a fresh instance per call.
     assert_eq!(call("types.maybe", json!({"x": "ok"})).output, json!("ok"));
@@ -181,7 +275,10 @@ fn limits_end_runaway_calls_with_their_outcome() {
 
 #[test]
 fn wall_clock_limit_interrupts_a_spinning_tool() {
-    let policies = common::policies(&[("types", "[limits]\nfuel = 100_000_000_000\ntimeout = \"200ms\"\n")]);
+    let policies = common::policies(&[(
+        "types",
+        "[limits]\nfuel = 100_000_000_000\ntimeout = \"200ms\"\n",
+    )]);
     let f = common::open(&common::test_tools(), policies.path());
     let r = common::call(&f, "types.spin", json!({"n": 1}));
     assert_eq!(r.outcome, Outcome::Timeout, "{:?}", r.error);
@@ -192,7 +289,9 @@ fn wall_clock_limit_interrupts_a_spinning_tool() {
 
 fn f32_json() -> impl Strategy<Value = (Value, Value)> {
     prop_oneof![
-        any::<f32>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| (json!(x as f64), json!(x as f64))),
+        any::<f32>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(|x| (json!(x as f64), json!(x as f64))),
         Just((json!("NaN"), json!("NaN"))),
         Just((json!("-Infinity"), json!("-Infinity"))),
     ]
@@ -200,18 +299,38 @@ fn f32_json() -> impl Strategy<Value = (Value, Value)> {
 
 fn f64_json() -> impl Strategy<Value = (Value, Value)> {
     prop_oneof![
-        any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| (json!(x), json!(x))),
+        any::<f64>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(|x| (json!(x), json!(x))),
         Just((json!("Infinity"), json!("Infinity"))),
     ]
 }
 
 /// u64 given as a number or as a decimal string; always a number back.
 fn u64_json() -> impl Strategy<Value = (Value, Value)> {
-    (any::<u64>(), any::<bool>()).prop_map(|(n, as_string)| (if as_string { json!(n.to_string()) } else { json!(n) }, json!(n)))
+    (any::<u64>(), any::<bool>()).prop_map(|(n, as_string)| {
+        (
+            if as_string {
+                json!(n.to_string())
+            } else {
+                json!(n)
+            },
+            json!(n),
+        )
+    })
 }
 
 fn s64_json() -> impl Strategy<Value = (Value, Value)> {
-    (any::<i64>(), any::<bool>()).prop_map(|(n, as_string)| (if as_string { json!(n.to_string()) } else { json!(n) }, json!(n)))
+    (any::<i64>(), any::<bool>()).prop_map(|(n, as_string)| {
+        (
+            if as_string {
+                json!(n.to_string())
+            } else {
+                json!(n)
+            },
+            json!(n),
+        )
+    })
 }
 
 fn shape_json() -> impl Strategy<Value = Value> {
@@ -225,8 +344,23 @@ fn shape_json() -> impl Strategy<Value = Value> {
 
 /// (input, expected output) pairs for the `everything` record.
 fn everything_json() -> impl Strategy<Value = (Value, Value)> {
-    let ints = (any::<u8>(), any::<i8>(), any::<u16>(), any::<i16>(), any::<u32>(), any::<i32>(), u64_json(), s64_json());
-    let scalars = (f32_json(), f64_json(), any::<char>(), any::<String>(), any::<bool>());
+    let ints = (
+        any::<u8>(),
+        any::<i8>(),
+        any::<u16>(),
+        any::<i16>(),
+        any::<u32>(),
+        any::<i32>(),
+        u64_json(),
+        s64_json(),
+    );
+    let scalars = (
+        f32_json(),
+        f64_json(),
+        any::<char>(),
+        any::<String>(),
+        any::<bool>(),
+    );
     let lists = (
         proptest::collection::vec(any::<u8>(), 0..40),
         proptest::collection::vec(any::<String>(), 0..5),
@@ -237,7 +371,10 @@ fn everything_json() -> impl Strategy<Value = (Value, Value)> {
         prop_oneof![Just("red"), Just("green"), Just("blue")],
         proptest::sample::subsequence(vec!["read", "write", "exec"], 0..=3),
         shape_json(),
-        prop_oneof![any::<u32>().prop_map(|n| json!({"ok": n})), any::<String>().prop_map(|s| json!({"err": s}))],
+        prop_oneof![
+            any::<u32>().prop_map(|n| json!({"ok": n})),
+            any::<String>().prop_map(|s| json!({"err": s}))
+        ],
         prop_oneof![Just(json!("ok")), Just(json!("err"))],
         proptest::collection::vec(proptest::option::of(shape_json()), 0..4),
     );
@@ -266,7 +403,7 @@ proptest! {
 
     #[test]
     fn every_type_round_trips_through_the_component((input, expected) in everything_json()) {
-        let r = call("types.everything", json!({"e": input}));
+        let r = call("types.echo-everything", json!({"e": input}));
         prop_assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
         prop_assert_eq!(r.output, expected);
     }

@@ -177,11 +177,22 @@ impl Fabric {
     /// components are in [`Registry::problems`], not errors.
     pub fn open(options: &Options) -> Result<Fabric, OpenError> {
         let engine = new_engine().map_err(|e| OpenError::Engine(format!("{e:#}")))?;
-        let linker: Linker<State> = new_linker(&engine).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
+        let linker: Linker<State> =
+            new_linker(&engine).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
         let cache = options.data_dir.as_ref().map(|d| d.join("compiled"));
-        let registry = Registry::load(&engine, &linker, &options.tools_dir, &options.policies_dir, cache.as_deref())?;
+        let registry = Registry::load(
+            &engine,
+            &linker,
+            &options.tools_dir,
+            &options.policies_dir,
+            cache.as_deref(),
+        )?;
         let ticker = EpochTicker::start(&engine)?;
-        Ok(Fabric { engine, registry, _ticker: ticker })
+        Ok(Fabric {
+            engine,
+            registry,
+            _ticker: ticker,
+        })
     }
 
     /// The tools.
@@ -202,7 +213,14 @@ impl Fabric {
         let mut result = self.run_pipeline(&call).instrument(span.clone()).await;
         result.invocation_id = invocation_id;
         result.duration_us = started.elapsed().as_micros() as u64;
-        span.in_scope(|| tracing::info!(outcome = result.outcome.as_str(), fuel = result.fuel_used, us = result.duration_us, "done"));
+        span.in_scope(|| {
+            tracing::info!(
+                outcome = result.outcome.as_str(),
+                fuel = result.fuel_used,
+                us = result.duration_us,
+                "done"
+            )
+        });
         result
     }
 
@@ -211,17 +229,29 @@ impl Fabric {
             Some(tool) => tool,
             None => {
                 let hint = suggest(&call.tool, self.registry.tools().map(|t| t.name.as_str()));
-                return fail(call, Outcome::UnknownTool, format!("unknown tool {:?}{hint}", call.tool), Value::Null);
+                return fail(
+                    call,
+                    Outcome::UnknownTool,
+                    format!("unknown tool {:?}{hint}", call.tool),
+                    Value::Null,
+                );
             }
         };
         let callable = match &tool.status {
             Status::Ready(c) => c,
             Status::Unavailable(reason) => {
-                return fail(call, Outcome::UnknownTool, format!("tool {:?} is unavailable: {reason}", call.tool), Value::Null)
+                return fail(
+                    call,
+                    Outcome::UnknownTool,
+                    format!("tool {:?} is unavailable: {reason}", call.tool),
+                    Value::Null,
+                )
             }
         };
 
-        let params = match tracing::info_span!("validate").in_scope(|| arguments_to_vals(&callable.params, &call.arguments)) {
+        let params = match tracing::info_span!("validate")
+            .in_scope(|| arguments_to_vals(&callable.params, &call.arguments))
+        {
             Ok(params) => params,
             Err(e) => {
                 let detail = json!({"pointer": e.pointer, "problem": e.problem});
@@ -231,9 +261,15 @@ impl Fabric {
 
         let results = usize::from(!matches!(callable.returns, Returns::Nothing));
         let policy = &callable.component.policy;
-        let run = sandbox::run(&callable.component.pre, &callable.func, results, policy, &params)
-            .instrument(tracing::info_span!("sandbox"))
-            .await;
+        let run = sandbox::run(
+            &callable.component.pre,
+            &callable.func,
+            results,
+            policy,
+            &params,
+        )
+        .instrument(tracing::info_span!("sandbox"))
+        .await;
         let mut result = fail(call, Outcome::Trap, String::new(), Value::Null);
         result.fuel_used = run.fuel_used;
         result.denials = run.denials;
@@ -247,7 +283,10 @@ impl Fabric {
                     FailureKind::Trap => Outcome::Trap,
                     FailureKind::Overloaded => Outcome::Overloaded,
                 };
-                result.error = Some(ErrorBody { message: f.message, detail: Value::Null });
+                result.error = Some(ErrorBody {
+                    message: f.message,
+                    detail: Value::Null,
+                });
                 return result;
             }
             RunEnd::Returned(values) => match returned_json(callable, values.first()) {
@@ -258,11 +297,17 @@ impl Fabric {
                         Value::String(s) => s.clone(),
                         _ => "the tool returned an error".to_string(),
                     };
-                    result.error = Some(ErrorBody { message, detail: tool_error });
+                    result.error = Some(ErrorBody {
+                        message,
+                        detail: tool_error,
+                    });
                     return result;
                 }
                 Err(message) => {
-                    result.error = Some(ErrorBody { message, detail: Value::Null });
+                    result.error = Some(ErrorBody {
+                        message,
+                        detail: Value::Null,
+                    });
                     return result;
                 }
             },
@@ -277,7 +322,10 @@ impl Fabric {
             }
             Guarded::Rejected { message, flags } => {
                 result.outcome = Outcome::OutputRejected;
-                result.error = Some(ErrorBody { message, detail: Value::Null });
+                result.error = Some(ErrorBody {
+                    message,
+                    detail: Value::Null,
+                });
                 result.guard.flags = flags;
             }
         }
@@ -288,7 +336,8 @@ impl Fabric {
 /// The output (`Ok`) or the tool's error value (`Err`) of a returned value;
 /// the outer error is a value that does not match its type.
 fn returned_json(callable: &Callable, value: Option<&Val>) -> Result<Result<Value, Value>, String> {
-    let bad = |what: &str| format!("the tool returned {what}, which does not match its declared type");
+    let bad =
+        |what: &str| format!("the tool returned {what}, which does not match its declared type");
     match (&callable.returns, value) {
         (Returns::Nothing, _) => Ok(Ok(Value::Null)),
         (Returns::Value(ty), Some(v)) => ty.to_json(v).map(Ok),
@@ -324,7 +373,9 @@ fn fail(call: &Call, outcome: Outcome, message: String, detail: Value) -> CallRe
 /// "; did you mean …?" for a mistyped tool name, or a pointer to the list.
 fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
     let component = name.split('.').next().unwrap_or_default();
-    let same: Vec<&str> = known.filter(|k| k.split('.').next() == Some(component)).collect();
+    let same: Vec<&str> = known
+        .filter(|k| k.split('.').next() == Some(component))
+        .collect();
     if same.is_empty() {
         "; `fabric tools` lists the tools".to_string()
     } else {

@@ -80,16 +80,21 @@ impl EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();
         let flag = stop.clone();
-        let thread = std::thread::Builder::new().name("fabric-epoch".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match engine.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
+        let thread = std::thread::Builder::new()
+            .name("fabric-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
                 }
-            }
-        })?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

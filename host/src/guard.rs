@@ -45,11 +45,16 @@ pub fn check(output: Value, limit: u64) -> Guarded {
     let size = json_size(&output);
     if size > limit {
         return Guarded::Rejected {
-            message: format!("the output is {size} bytes of JSON; the limit is {limit} bytes (limits.output)"),
+            message: format!(
+                "the output is {size} bytes of JSON; the limit is {limit} bytes (limits.output)"
+            ),
             flags: Vec::new(),
         };
     }
-    Guarded::Pass { output, flags: Vec::new() }
+    Guarded::Pass {
+        output,
+        flags: Vec::new(),
+    }
 }
 
 /// The length of a value's compact JSON text, without building the text.
@@ -82,7 +87,9 @@ mod tests {
         assert_eq!(json_size(&v), n);
         assert!(matches!(check(v.clone(), n), Guarded::Pass { .. }));
         match check(v, n - 1) {
-            Guarded::Rejected { message, .. } => assert!(message.contains("limits.output"), "{message}"),
+            Guarded::Rejected { message, .. } => {
+                assert!(message.contains("limits.output"), "{message}")
+            }
             other => panic!("expected a rejection, got {other:?}"),
         }
     }

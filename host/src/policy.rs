@@ -217,13 +217,20 @@ impl Policy {
 
     /// Loads and checks one policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let err = |key: &str, message: String| PolicyError { file: path.to_path_buf(), key: key.to_string(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read it: {e}")))?;
+        let err = |key: &str, message: String| PolicyError {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read it: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Policy::parse(&text, base).map_err(|(key, message)| err(&key, message)).map(|mut p| {
-            p.source = Some(path.to_path_buf());
-            p
-        })
+        Policy::parse(&text, base)
+            .map_err(|(key, message)| err(&key, message))
+            .map(|mut p| {
+                p.source = Some(path.to_path_buf());
+                p
+            })
     }
 
     /// Parses policy text; relative `fs.host` paths are resolved against `base`.
@@ -231,14 +238,26 @@ impl Policy {
     pub fn parse(text: &str, base: &Path) -> Result<Policy, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let key = e.span().map(|span| key_at(text, span)).unwrap_or_else(|| "(file)".into());
+            let key = e
+                .span()
+                .map(|span| key_at(text, span))
+                .unwrap_or_else(|| "(file)".into());
             (key, format!("{msg}{}", hint_for(&msg)))
         })?;
-        let mut policy = Policy { digest: blake3::hash(text.as_bytes()), ..Policy::default() };
+        let mut policy = Policy {
+            digest: blake3::hash(text.as_bytes()),
+            ..Policy::default()
+        };
 
         let l = &file.limits;
         if let Some(fuel) = l.fuel {
-            check_max("limits.fuel", fuel, MAX_FUEL, &fuel.to_string(), &MAX_FUEL.to_string())?;
+            check_max(
+                "limits.fuel",
+                fuel,
+                MAX_FUEL,
+                &fuel.to_string(),
+                &MAX_FUEL.to_string(),
+            )?;
             if fuel == 0 {
                 return Err(("limits.fuel".into(), "must be greater than 0".into()));
             }
@@ -246,20 +265,39 @@ impl Policy {
         }
         if let Some(size) = &l.memory {
             let bytes = parse_size("limits.memory", size)?;
-            check_max("limits.memory", bytes, MAX_MEMORY, &show_size(bytes), "1 GiB")?;
+            check_max(
+                "limits.memory",
+                bytes,
+                MAX_MEMORY,
+                &show_size(bytes),
+                "1 GiB",
+            )?;
             policy.limits.memory = bytes;
         }
         if let Some(text) = &l.timeout {
-            let d = parse_duration(text)
-                .ok_or_else(|| ("limits.timeout".to_string(), format!("{text:?} is not a duration: write e.g. \"500ms\", \"2s\" or \"1m\"")))?;
+            let d = parse_duration(text).ok_or_else(|| {
+                (
+                    "limits.timeout".to_string(),
+                    format!("{text:?} is not a duration: write e.g. \"500ms\", \"2s\" or \"1m\""),
+                )
+            })?;
             if d.is_zero() || d > MAX_TIMEOUT {
-                return Err(("limits.timeout".into(), format!("{text:?} is out of range: allowed is more than 0 and at most 300s")));
+                return Err((
+                    "limits.timeout".into(),
+                    format!("{text:?} is out of range: allowed is more than 0 and at most 300s"),
+                ));
             }
             policy.limits.timeout = d;
         }
         if let Some(size) = &l.output {
             let bytes = parse_size("limits.output", size)?;
-            check_max("limits.output", bytes, MAX_OUTPUT, &show_size(bytes), "64 MiB")?;
+            check_max(
+                "limits.output",
+                bytes,
+                MAX_OUTPUT,
+                &show_size(bytes),
+                "64 MiB",
+            )?;
             policy.limits.output = bytes;
         }
 
@@ -268,20 +306,43 @@ impl Policy {
             let writable = match m.access.as_deref() {
                 None | Some("read-only") => false,
                 Some("read-write") => true,
-                Some(other) => return Err((key("access"), format!("{other:?} is not allowed: use \"read-only\" or \"read-write\""))),
+                Some(other) => {
+                    return Err((
+                        key("access"),
+                        format!("{other:?} is not allowed: use \"read-only\" or \"read-write\""),
+                    ))
+                }
             };
             let host = base.join(&m.host);
-            let host = host.canonicalize().map_err(|e| (key("host"), format!("{} cannot be used: {e}", host.display())))?;
+            let host = host.canonicalize().map_err(|e| {
+                (
+                    key("host"),
+                    format!("{} cannot be used: {e}", host.display()),
+                )
+            })?;
             if !host.is_dir() {
-                return Err((key("host"), format!("{} is not a directory", host.display())));
+                return Err((
+                    key("host"),
+                    format!("{} is not a directory", host.display()),
+                ));
             }
             if !m.guest.starts_with('/') || m.guest.split('/').any(|c| c == "..") {
-                return Err((key("guest"), format!("{:?} must be an absolute path without \"..\", e.g. \"/data\"", m.guest)));
+                return Err((
+                    key("guest"),
+                    format!(
+                        "{:?} must be an absolute path without \"..\", e.g. \"/data\"",
+                        m.guest
+                    ),
+                ));
             }
             if policy.mounts.iter().any(|x| x.guest == m.guest) {
                 return Err((key("guest"), format!("{:?} is mounted twice", m.guest)));
             }
-            policy.mounts.push(Mount { host, guest: m.guest.clone(), writable });
+            policy.mounts.push(Mount {
+                host,
+                guest: m.guest.clone(),
+                writable,
+            });
         }
 
         for (i, entry) in file.net.allow.iter().enumerate() {
@@ -315,7 +376,10 @@ impl Policy {
 impl NetPolicy {
     /// Whether `host:port` (host as in a URL: a name or an IP literal) is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let ip: Option<IpAddr> = host.parse().ok();
         self.allow.iter().any(|rule| {
             rule.port.is_none_or(|p| p == port)
@@ -361,9 +425,18 @@ fn hint_for(message: &str) -> &'static str {
     }
 }
 
-fn check_max(key: &str, value: u64, max: u64, shown: &str, max_shown: &str) -> Result<(), (String, String)> {
+fn check_max(
+    key: &str,
+    value: u64,
+    max: u64,
+    shown: &str,
+    max_shown: &str,
+) -> Result<(), (String, String)> {
     if value > max {
-        return Err((key.into(), format!("{shown} is above the host's maximum of {max_shown}")));
+        return Err((
+            key.into(),
+            format!("{shown} is above the host's maximum of {max_shown}"),
+        ));
     }
     Ok(())
 }
@@ -389,8 +462,17 @@ fn parse_size(key: &str, size: &Size) -> Result<u64, (String, String)> {
         Size::Bytes(n) => return Ok(*n),
         Size::Text(t) => t.trim(),
     };
-    let bad = || (key.to_string(), format!("{text:?} is not a size: write e.g. \"64 MiB\", \"512 KiB\" or a number of bytes"));
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(text.len());
+    let bad = || {
+        (
+            key.to_string(),
+            format!(
+                "{text:?} is not a size: write e.g. \"64 MiB\", \"512 KiB\" or a number of bytes"
+            ),
+        )
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.replace('_', "").parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim() {
@@ -422,18 +504,28 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
-    let bad = |why: &str| format!("{entry:?}: {why}; write \"host:port\", \"host:*\", \"10.0.0.0/8:443\" or \"[::1]:8080\"");
-    let (host, port) = entry.rsplit_once(':').ok_or_else(|| bad("missing the port"))?;
+    let bad = |why: &str| {
+        format!("{entry:?}: {why}; write \"host:port\", \"host:*\", \"10.0.0.0/8:443\" or \"[::1]:8080\"")
+    };
+    let (host, port) = entry
+        .rsplit_once(':')
+        .ok_or_else(|| bad("missing the port"))?;
     let port = match port {
         "*" => None,
-        p => Some(p.parse::<u16>().map_err(|_| bad("the port must be 0-65535 or *"))?),
+        p => Some(
+            p.parse::<u16>()
+                .map_err(|_| bad("the port must be 0-65535 or *"))?,
+        ),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(bad("missing the host"));
     }
     let (addr, bits) = match host.split_once('/') {
-        Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| bad("bad prefix length"))?)),
+        Some((a, b)) => (
+            a,
+            Some(b.parse::<u8>().map_err(|_| bad("bad prefix length"))?),
+        ),
         None => (host, None),
     };
     if let Ok(ip) = addr.parse::<IpAddr>() {
@@ -442,28 +534,45 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
         if bits > max {
             return Err(bad("prefix length too long"));
         }
-        return Ok(NetRule { host: NetHost::Cidr(ip, bits), port });
+        return Ok(NetRule {
+            host: NetHost::Cidr(ip, bits),
+            port,
+        });
     }
     if bits.is_some() {
         return Err(bad("a /prefix needs an IP address"));
     }
     let valid = host.split('.').all(|label| {
-        !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !valid {
         return Err(bad("not a valid host name"));
     }
-    Ok(NetRule { host: NetHost::Name(host.to_ascii_lowercase()), port })
+    Ok(NetRule {
+        host: NetHost::Name(host.to_ascii_lowercase()),
+        port,
+    })
 }
 
 fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits))
+            };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits))
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -512,7 +621,11 @@ mod tests {
         assert_eq!(p.limits.memory, 32 << 20);
         assert_eq!(p.limits.timeout, Duration::from_millis(1500));
         assert_eq!(p.limits.output, 65536);
-        assert!(p.mounts[0].writable && p.mounts[0].host.ends_with("host/src") && p.mounts[0].guest == "/src");
+        assert!(
+            p.mounts[0].writable
+                && p.mounts[0].host.ends_with("host/src")
+                && p.mounts[0].guest == "/src"
+        );
         assert!(p.net.allows("example.com", 443));
         assert!(!p.net.allows("example.com", 80));
         assert!(!p.net.allows("evil-example.com", 443));
@@ -528,37 +641,107 @@ mod tests {
     fn rejects(text: &str, key: &str, needle: &str) {
         let (k, m) = parse(text).expect_err("policy should be rejected");
         assert!(k.contains(key), "key {k:?} should name {key:?} ({m})");
-        assert!(m.contains(needle), "message {m:?} should contain {needle:?}");
+        assert!(
+            m.contains(needle),
+            "message {m:?} should contain {needle:?}"
+        );
     }
 
     #[test]
     fn rejects_bad_policies_naming_key_and_allowed_values() {
-        rejects("[limits]\nfule = 1", "limits.fule (line 2)", "unknown field `fule`");
-        rejects("[limit]\nfuel = 1", "limit (line 1)", "unknown field `limit`");
-        rejects("[limits]\nfuel = 1\n[net]\nallow = [\"a:1\"]\ndeny = []", "net.deny (line 5)", "unknown field `deny`");
+        rejects(
+            "[limits]\nfule = 1",
+            "limits.fule (line 2)",
+            "unknown field `fule`",
+        );
+        rejects(
+            "[limit]\nfuel = 1",
+            "limit (line 1)",
+            "unknown field `limit`",
+        );
+        rejects(
+            "[limits]\nfuel = 1\n[net]\nallow = [\"a:1\"]\ndeny = []",
+            "net.deny (line 5)",
+            "unknown field `deny`",
+        );
         rejects("[limits]\nfuel = \"many\"", "limits.fuel", "");
-        rejects("[limits]\nmemory = \"64 MB/s\"", "limits.memory", "not a size");
-        rejects("[limits]\nmemory = \"2 GiB\"", "limits.memory", "maximum of 1 GiB");
+        rejects(
+            "[limits]\nmemory = \"64 MB/s\"",
+            "limits.memory",
+            "not a size",
+        );
+        rejects(
+            "[limits]\nmemory = \"2 GiB\"",
+            "limits.memory",
+            "maximum of 1 GiB",
+        );
         rejects("[limits]\nfuel = 0", "limits.fuel", "greater than 0");
         rejects("[limits]\nfuel = 100_000_000_001", "limits.fuel", "maximum");
-        rejects("[limits]\ntimeout = \"2 fortnights\"", "limits.timeout", "not a duration");
-        rejects("[limits]\ntimeout = \"1h\"", "limits.timeout", "not a duration");
-        rejects("[limits]\ntimeout = \"301s\"", "limits.timeout", "at most 300s");
+        rejects(
+            "[limits]\ntimeout = \"2 fortnights\"",
+            "limits.timeout",
+            "not a duration",
+        );
+        rejects(
+            "[limits]\ntimeout = \"1h\"",
+            "limits.timeout",
+            "not a duration",
+        );
+        rejects(
+            "[limits]\ntimeout = \"301s\"",
+            "limits.timeout",
+            "at most 300s",
+        );
         rejects("[limits]\noutput = \"65 MiB\"", "limits.output", "64 MiB");
-        rejects("[[fs]]\nhost = \"no/such/dir\"\nguest = \"/x\"", "fs[0].host", "cannot be used");
-        rejects("[[fs]]\nhost = \"src\"\nguest = \"x\"", "fs[0].guest", "absolute");
-        rejects("[[fs]]\nhost = \"src\"\nguest = \"/x\"\naccess = \"rw\"", "fs[0].access", "\"read-only\" or \"read-write\"");
-        rejects("[net]\nallow = [\"example.com\"]", "net.allow[0]", "missing the port");
-        rejects("[net]\nallow = [\"example.com:99999\"]", "net.allow[0]", "0-65535");
-        rejects("[net]\nallow = [\"exa mple.com:80\"]", "net.allow[0]", "host name");
-        rejects("[env]\npass = [\"1BAD\"]", "env.pass[0]", "not a valid variable name");
-        rejects("[guard]\nrules = \"/tmp/x.toml\"", "guard.rules", "only \"default\"");
+        rejects(
+            "[[fs]]\nhost = \"no/such/dir\"\nguest = \"/x\"",
+            "fs[0].host",
+            "cannot be used",
+        );
+        rejects(
+            "[[fs]]\nhost = \"src\"\nguest = \"x\"",
+            "fs[0].guest",
+            "absolute",
+        );
+        rejects(
+            "[[fs]]\nhost = \"src\"\nguest = \"/x\"\naccess = \"rw\"",
+            "fs[0].access",
+            "\"read-only\" or \"read-write\"",
+        );
+        rejects(
+            "[net]\nallow = [\"example.com\"]",
+            "net.allow[0]",
+            "missing the port",
+        );
+        rejects(
+            "[net]\nallow = [\"example.com:99999\"]",
+            "net.allow[0]",
+            "0-65535",
+        );
+        rejects(
+            "[net]\nallow = [\"exa mple.com:80\"]",
+            "net.allow[0]",
+            "host name",
+        );
+        rejects(
+            "[env]\npass = [\"1BAD\"]",
+            "env.pass[0]",
+            "not a valid variable name",
+        );
+        rejects(
+            "[guard]\nrules = \"/tmp/x.toml\"",
+            "guard.rules",
+            "only \"default\"",
+        );
     }
 
     #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_size("k", &Size::Text("1 KiB".into())).unwrap(), 1024);
-        assert_eq!(parse_size("k", &Size::Text("3MB".into())).unwrap(), 3_000_000);
+        assert_eq!(
+            parse_size("k", &Size::Text("3MB".into())).unwrap(),
+            3_000_000
+        );
         assert!(parse_size("k", &Size::Text("99999999999999 GiB".into())).is_err());
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));

@@ -136,18 +136,30 @@ impl Registry {
         policies_dir: &Path,
         cache_dir: Option<&Path>,
     ) -> Result<Registry, RegistryError> {
-        let read = std::fs::read_dir(tools_dir).map_err(|source| RegistryError { dir: tools_dir.into(), source })?;
+        let read = std::fs::read_dir(tools_dir).map_err(|source| RegistryError {
+            dir: tools_dir.into(),
+            source,
+        })?;
         let mut files: Vec<PathBuf> = read
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
             .collect();
         files.sort();
-        let mut registry = Registry { tools: BTreeMap::new(), problems: Vec::new() };
+        let mut registry = Registry {
+            tools: BTreeMap::new(),
+            problems: Vec::new(),
+        };
         for file in files {
-            let problem = |function: Option<String>, message: String| LoadProblem { file: file.clone(), function, message };
+            let problem = |function: Option<String>, message: String| LoadProblem {
+                file: file.clone(),
+                function,
+                message,
+            };
             match load_component(engine, linker, &file, policies_dir, cache_dir) {
                 Ok((tools, problems)) => {
-                    registry.problems.extend(problems.into_iter().map(|(f, m)| problem(f, m)));
+                    registry
+                        .problems
+                        .extend(problems.into_iter().map(|(f, m)| problem(f, m)));
                     for tool in tools {
                         registry.tools.insert(tool.name.clone(), tool);
                     }
@@ -183,8 +195,16 @@ fn load_component(
     policies_dir: &Path,
     cache_dir: Option<&Path>,
 ) -> Result<(Vec<Tool>, Problems), String> {
-    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
         return Err(format!(
             "{name:?} is not a valid tool name: rename the file to lower-case letters, digits, '-' and '_'"
         ));
@@ -192,6 +212,9 @@ fn load_component(
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
     if !bytes.starts_with(b"\0asm") {
         return Err("not a WebAssembly file".into());
+    }
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err("not a valid component: it is a core WebAssembly module; build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into());
     }
     let (resolve, world) = match wit_component::decode(&bytes) {
         Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
@@ -204,13 +227,19 @@ fn load_component(
             ))
         }
     };
-    let policy = Policy::load_for(policies_dir, &name).map_err(|e| format!("its policy is invalid: {e}"))?;
+    let policy =
+        Policy::load_for(policies_dir, &name).map_err(|e| format!("its policy is invalid: {e}"))?;
     let digest = blake3::hash(&bytes);
     let component = compile(engine, &bytes, digest, cache_dir)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         format!("cannot be linked: {e:#} (a tool may import only the interfaces of the fabric:tool/host world)")
     })?;
-    let loaded = Arc::new(Loaded { name: name.clone(), digest, pre, policy: Arc::new(policy) });
+    let loaded = Arc::new(Loaded {
+        name: name.clone(),
+        digest,
+        pre,
+        policy: Arc::new(policy),
+    });
 
     let docs = Docs::read(&bytes).unwrap_or_default();
     let doc = |key: &str| docs.get(key).map(str::to_string);
@@ -218,15 +247,24 @@ fn load_component(
     let mut problems = Vec::new();
     let world = &resolve.worlds[world];
     for (key, item) in &world.exports {
-        let (instance, functions): (Option<(String, ComponentExportIndex)>, Vec<&wit_parser::Function>) = match item {
+        let (instance, functions): (
+            Option<(String, ComponentExportIndex)>,
+            Vec<&wit_parser::Function>,
+        ) = match item {
             WorldItem::Function(f) => (None, vec![f]),
             WorldItem::Interface { id, .. } => {
                 let iface_name = resolve.name_world_key(key);
                 let Some(index) = component.get_export_index(None, &iface_name) else {
-                    problems.push((None, format!("exported interface {iface_name} is missing from the component")));
+                    problems.push((
+                        None,
+                        format!("exported interface {iface_name} is missing from the component"),
+                    ));
                     continue;
                 };
-                (Some((iface_name, index)), resolve.interfaces[*id].functions.values().collect())
+                (
+                    Some((iface_name, index)),
+                    resolve.interfaces[*id].functions.values().collect(),
+                )
             }
             WorldItem::Type { .. } => continue,
         };
@@ -236,8 +274,13 @@ fn load_component(
                 Some((iface, _)) => format!("{iface}#{}", f.name),
                 None => f.name.clone(),
             };
-            let description =
-                doc(&doc_key).or_else(|| f.docs.contents.as_ref().map(|d| d.trim().to_string()).filter(|d| !d.is_empty()));
+            let description = doc(&doc_key).or_else(|| {
+                f.docs
+                    .contents
+                    .as_ref()
+                    .map(|d| d.trim().to_string())
+                    .filter(|d| !d.is_empty())
+            });
             if tools.iter().any(|t: &Tool| t.name == tool_name) {
                 problems.push((
                     Some(f.name.clone()),
@@ -251,10 +294,18 @@ fn load_component(
                     Status::Unavailable(reason)
                 }
                 Ok((params, returns)) => {
-                    let func = component.get_export_index(instance.as_ref().map(|(_, i)| i), &f.name);
+                    let func =
+                        component.get_export_index(instance.as_ref().map(|(_, i)| i), &f.name);
                     match func {
-                        Some(func) => Status::Ready(Callable { component: loaded.clone(), func, params, returns }),
-                        None => Status::Unavailable("the component does not export this function".into()),
+                        Some(func) => Status::Ready(Callable {
+                            component: loaded.clone(),
+                            func,
+                            params,
+                            returns,
+                        }),
+                        None => Status::Unavailable(
+                            "the component does not export this function".into(),
+                        ),
                     }
                 }
             };
@@ -269,7 +320,13 @@ fn load_component(
                 ),
                 Status::Unavailable(_) => (Value::Null, Value::Null),
             };
-            tools.push(Tool { name: tool_name, description, input_schema, output_schema, status });
+            tools.push(Tool {
+                name: tool_name,
+                description,
+                input_schema,
+                output_schema,
+                status,
+            });
         }
     }
     if tools.is_empty() && problems.is_empty() {
@@ -288,8 +345,12 @@ fn describe_function(
     }
     let mut params = Vec::new();
     for p in &f.params {
-        let ty = schema::ty_from_wit(resolve, &p.ty, doc).map_err(|e| format!("parameter {:?}: {e}", p.name))?;
-        params.push(Param { name: p.name.clone(), ty });
+        let ty = schema::ty_from_wit(resolve, &p.ty, doc)
+            .map_err(|e| format!("parameter {:?}: {e}", p.name))?;
+        params.push(Param {
+            name: p.name.clone(),
+            ty,
+        });
     }
     let returns = match &f.result {
         None => Returns::Nothing,
@@ -301,7 +362,8 @@ fn describe_function(
                 },
                 _ => None,
             };
-            let convert = |t: &Type| schema::ty_from_wit(resolve, t, doc).map_err(|e| format!("result: {e}"));
+            let convert =
+                |t: &Type| schema::ty_from_wit(resolve, t, doc).map_err(|e| format!("result: {e}"));
             match result_of(ty) {
                 Some(r) => Returns::Result {
                     ok: r.ok.as_ref().map(convert).transpose()?,
@@ -315,17 +377,31 @@ fn describe_function(
 }
 
 /// Compiles a component, or loads it from the cache of compiled artifacts.
-fn compile(engine: &Engine, bytes: &[u8], digest: blake3::Hash, cache_dir: Option<&Path>) -> Result<Component, String> {
-    let compile_now = || Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
-    let Some(dir) = cache_dir else { return compile_now() };
-    let path = dir.join(format!("{}-{}.cwasm", digest.to_hex(), compatibility_key(engine)));
+fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    digest: blake3::Hash,
+    cache_dir: Option<&Path>,
+) -> Result<Component, String> {
+    let compile_now =
+        || Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
+    let Some(dir) = cache_dir else {
+        return compile_now();
+    };
+    let path = dir.join(format!(
+        "{}-{}.cwasm",
+        digest.to_hex(),
+        compatibility_key(engine)
+    ));
     if path.exists() {
         // SAFETY: the file was written by `Component::serialize` of an engine
         // with the same compatibility hash (it is in the name), in a directory
         // that only Fabric writes to. A file that fails to load is recompiled.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), "recompiling: cached artifact unusable: {e:#}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "recompiling: cached artifact unusable: {e:#}")
+            }
         }
     }
     let component = compile_now()?;

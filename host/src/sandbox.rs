@@ -104,13 +104,20 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.net }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.net,
+        }
     }
 }
 
@@ -121,7 +128,12 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory {
             self.refused = Some(desired);
             return Ok(false);
@@ -129,7 +141,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -164,13 +181,20 @@ impl WasiHttpHooks for NetGate {
         if !self.policy.allows(&host, port) {
             let target = format!("{host}:{port}");
             tracing::info!(%target, "outgoing request denied");
-            self.denials.push(Denial { kind: "net", target, reason: "not in the policy's [net] allow list".into() });
+            self.denials.push(Denial {
+                kind: "net",
+                target,
+                reason: "not in the policy's [net] allow list".into(),
+            });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
@@ -181,7 +205,11 @@ impl WasiHttpHooks for NetGate {
 pub fn new_store(engine: &Engine, policy: &Policy) -> wasmtime::Result<Store<State>> {
     let mut wasi = WasiCtx::builder();
     for m in &policy.mounts {
-        let perms = if m.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        let perms = if m.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
         wasi.preopened_dir(&m.host, &m.guest, perms)?;
     }
     for (name, value) in &policy.env_vars {
@@ -193,13 +221,20 @@ pub fn new_store(engine: &Engine, policy: &Policy) -> wasmtime::Result<Store<Sta
         }
     }
     let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
-    wasi.stdout(MemoryOutputPipe::new(STDIO_CAPACITY)).stderr(stderr.clone());
+    wasi.stdout(MemoryOutputPipe::new(STDIO_CAPACITY))
+        .stderr(stderr.clone());
     let state = State {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        limiter: Limiter { memory: policy.limits.memory as usize, refused: None },
-        net: NetGate { policy: policy.net.clone(), denials: Vec::new() },
+        limiter: Limiter {
+            memory: policy.limits.memory as usize,
+            refused: None,
+        },
+        net: NetGate {
+            policy: policy.net.clone(),
+            denials: Vec::new(),
+        },
         stderr,
     };
     let mut store = Store::new(engine, state);
@@ -221,8 +256,15 @@ pub async fn run(
     let mut store = match new_store(pre.engine(), policy) {
         Ok(store) => store,
         Err(e) => {
-            let failure = Failure { kind: FailureKind::Trap, message: format!("the sandbox could not be set up: {e:#}") };
-            return Run { end: RunEnd::Failed(failure), fuel_used: 0, denials: Vec::new() };
+            let failure = Failure {
+                kind: FailureKind::Trap,
+                message: format!("the sandbox could not be set up: {e:#}"),
+            };
+            return Run {
+                end: RunEnd::Failed(failure),
+                fuel_used: 0,
+                denials: Vec::new(),
+            };
         }
     };
     let call = async {
@@ -235,39 +277,69 @@ pub async fn run(
         Ok::<_, wasmtime::Error>(out)
     };
     let outcome = tokio::time::timeout(policy.limits.timeout + HOST_WAIT_GRACE, call).await;
-    let fuel_used = policy.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    let fuel_used = policy
+        .limits
+        .fuel
+        .saturating_sub(store.get_fuel().unwrap_or(0));
     let end = match outcome {
         Ok(Ok(values)) => RunEnd::Returned(values),
         Ok(Err(e)) => RunEnd::Failed(classify(&e, store.data(), policy)),
         Err(_elapsed) => RunEnd::Failed(Failure {
             kind: FailureKind::Timeout,
-            message: format!("the call exceeded its {:?} time limit while waiting on the host", policy.limits.timeout),
+            message: format!(
+                "the call exceeded its {:?} time limit while waiting on the host",
+                policy.limits.timeout
+            ),
         }),
     };
     let denials = std::mem::take(&mut store.data_mut().net.denials);
-    Run { end, fuel_used, denials }
+    Run {
+        end,
+        fuel_used,
+        denials,
+    }
 }
 
 fn classify(e: &wasmtime::Error, state: &State, policy: &Policy) -> Failure {
     let limits = &policy.limits;
-    let (kind, message) = if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-        (FailureKind::Overloaded, "all instance slots are busy; retry shortly".to_string())
+    let (kind, message) = if e
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        (
+            FailureKind::Overloaded,
+            "all instance slots are busy; retry shortly".to_string(),
+        )
     } else if let Some(wanted) = state.limiter.refused {
         (
             FailureKind::MemoryExceeded,
-            format!("the tool needed {wanted} bytes of memory; its limit is {} bytes (limits.memory)", limits.memory),
+            format!(
+                "the tool needed {wanted} bytes of memory; its limit is {} bytes (limits.memory)",
+                limits.memory
+            ),
         )
     } else {
         match e.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => {
-                (FailureKind::FuelExhausted, format!("the tool used up its fuel budget of {} (limits.fuel)", limits.fuel))
-            }
-            Some(Trap::Interrupt) => {
-                (FailureKind::Timeout, format!("the tool ran past its time limit of {:?} (limits.timeout)", limits.timeout))
-            }
+            Some(Trap::OutOfFuel) => (
+                FailureKind::FuelExhausted,
+                format!(
+                    "the tool used up its fuel budget of {} (limits.fuel)",
+                    limits.fuel
+                ),
+            ),
+            Some(Trap::Interrupt) => (
+                FailureKind::Timeout,
+                format!(
+                    "the tool ran past its time limit of {:?} (limits.timeout)",
+                    limits.timeout
+                ),
+            ),
             Some(trap) => (FailureKind::Trap, format!("the tool trapped: {trap}")),
             None => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => (FailureKind::Trap, format!("the tool exited with status {}", exit.0)),
+                Some(exit) => (
+                    FailureKind::Trap,
+                    format!("the tool exited with status {}", exit.0),
+                ),
                 None => (FailureKind::Trap, format!("the tool failed: {e:#}")),
             },
         }
@@ -277,7 +349,10 @@ fn classify(e: &wasmtime::Error, state: &State, policy: &Policy) -> Failure {
         message
     } else {
         let tail = &stderr[stderr.len().saturating_sub(STDERR_IN_MESSAGE)..];
-        format!("{message}; tool stderr: {}", String::from_utf8_lossy(tail).trim())
+        format!(
+            "{message}; tool stderr: {}",
+            String::from_utf8_lossy(tail).trim()
+        )
     };
     Failure { kind, message }
 }

@@ -171,17 +171,29 @@ impl Ty {
             Ty::Variant(v) => format!(
                 "variant {}(one of {})",
                 name_prefix(&v.name),
-                v.body.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+                v.body
+                    .iter()
+                    .map(|c| quote(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Ty::Enum(e) => format!(
                 "enum {}(one of {})",
                 name_prefix(&e.name),
-                e.body.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+                e.body
+                    .iter()
+                    .map(|c| quote(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Ty::Flags(f) => format!(
                 "flags {}(array of {})",
                 name_prefix(&f.name),
-                f.body.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+                f.body
+                    .iter()
+                    .map(|c| quote(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Ty::Option(t) => format!("option<{}> (value or null)", t.short()),
             Ty::Result { .. } => "result (\"ok\"/\"err\" object or string)".into(),
@@ -194,7 +206,12 @@ impl Ty {
             | Ty::Variant(Named { name: Some(n), .. })
             | Ty::Enum(Named { name: Some(n), .. })
             | Ty::Flags(Named { name: Some(n), .. }) => n.clone(),
-            other => other.describe().split(' ').next().unwrap_or_default().to_string(),
+            other => other
+                .describe()
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         }
     }
 
@@ -281,19 +298,60 @@ impl Ty {
     /// Converts a JSON value to a wasmtime value of this type. `pointer` is
     /// the JSON pointer of `value`, for error messages.
     pub fn to_val(&self, value: &Value, pointer: &str) -> Result<Val, ArgError> {
-        let fail = |problem: String| ArgError { pointer: pointer.to_string(), problem };
-        let mismatch = || fail(format!("expected {}, got {}", self.describe(), kind_of(value)));
+        let fail = |problem: String| ArgError {
+            pointer: pointer.to_string(),
+            problem,
+        };
+        let mismatch = || {
+            fail(format!(
+                "expected {}, got {}",
+                self.describe(),
+                kind_of(value)
+            ))
+        };
         let out_of_range = || fail(format!("{} is out of range for {}", value, self.describe()));
         Ok(match self {
             Ty::Bool => Val::Bool(value.as_bool().ok_or_else(mismatch)?),
-            Ty::U8 => Val::U8(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::U16 => Val::U16(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::U32 => Val::U32(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::U64 => Val::U64(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::S8 => Val::S8(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::S16 => Val::S16(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::S32 => Val::S32(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
-            Ty::S64 => Val::S64(int_in(value, pointer, self)?.try_into().map_err(|_| out_of_range())?),
+            Ty::U8 => Val::U8(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::U16 => Val::U16(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::U32 => Val::U32(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::U64 => Val::U64(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::S8 => Val::S8(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::S16 => Val::S16(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::S32 => Val::S32(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
+            Ty::S64 => Val::S64(
+                int_in(value, pointer, self)?
+                    .try_into()
+                    .map_err(|_| out_of_range())?,
+            ),
             Ty::F32 => {
                 let x = float_in(value).ok_or_else(mismatch)?;
                 if x.is_finite() && (x as f32).is_infinite() {
@@ -307,7 +365,13 @@ impl Ty {
                 let mut chars = s.chars();
                 match (chars.next(), chars.next()) {
                     (Some(c), None) => Val::Char(c),
-                    _ => return Err(fail(format!("expected {}, got a string of {} characters", self.describe(), s.chars().count()))),
+                    _ => {
+                        return Err(fail(format!(
+                            "expected {}, got a string of {} characters",
+                            self.describe(),
+                            s.chars().count()
+                        )))
+                    }
                 }
             }
             Ty::String => Val::String(value.as_str().ok_or_else(mismatch)?.to_string()),
@@ -315,7 +379,12 @@ impl Ty {
                 let s = value.as_str().ok_or_else(mismatch)?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(s)
-                    .map_err(|e| fail(format!("expected {}, but it is not valid base64: {e}", self.describe())))?;
+                    .map_err(|e| {
+                        fail(format!(
+                            "expected {}, but it is not valid base64: {e}",
+                            self.describe()
+                        ))
+                    })?;
                 Val::List(bytes.into_iter().map(Val::U8).collect())
             }
             Ty::List(t) => {
@@ -329,7 +398,11 @@ impl Ty {
             Ty::Tuple(ts) => {
                 let items = value.as_array().ok_or_else(mismatch)?;
                 if items.len() != ts.len() {
-                    return Err(fail(format!("expected an array of exactly {} items, got {}", ts.len(), items.len())));
+                    return Err(fail(format!(
+                        "expected an array of exactly {} items, got {}",
+                        ts.len(),
+                        items.len()
+                    )));
                 }
                 let mut vals = Vec::with_capacity(ts.len());
                 for (i, (t, item)) in ts.iter().zip(items).enumerate() {
@@ -339,20 +412,35 @@ impl Ty {
             }
             Ty::Record(r) => {
                 let object = value.as_object().ok_or_else(mismatch)?;
-                let fields = object_to_vals(object, r.body.iter().map(|f| (f.name.as_str(), &f.ty)), pointer)?;
+                let fields = object_to_vals(
+                    object,
+                    r.body.iter().map(|f| (f.name.as_str(), &f.ty)),
+                    pointer,
+                )?;
                 Val::Record(fields)
             }
             Ty::Variant(v) => {
                 let (name, payload) = case_of(value).ok_or_else(mismatch)?;
                 let case = v.body.iter().find(|c| c.name == name).ok_or_else(|| {
-                    fail(format!("unknown case {}: expected {}", quote(name), self.describe()))
+                    fail(format!(
+                        "unknown case {}: expected {}",
+                        quote(name),
+                        self.describe()
+                    ))
                 })?;
-                Val::Variant(case.name.clone(), payload_val(case.ty.as_ref(), payload, pointer, name)?)
+                Val::Variant(
+                    case.name.clone(),
+                    payload_val(case.ty.as_ref(), payload, pointer, name)?,
+                )
             }
             Ty::Enum(e) => {
                 let s = value.as_str().ok_or_else(mismatch)?;
                 if !e.body.iter().any(|m| m.name == s) {
-                    return Err(fail(format!("unknown case {}: expected {}", quote(s), self.describe())));
+                    return Err(fail(format!(
+                        "unknown case {}: expected {}",
+                        quote(s),
+                        self.describe()
+                    )));
                 }
                 Val::Enum(s.to_string())
             }
@@ -361,12 +449,22 @@ impl Ty {
                 let mut set: Vec<String> = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let at = format!("{pointer}/{i}");
-                    let s = item.as_str().filter(|s| f.body.iter().any(|m| m.name == *s)).ok_or_else(|| ArgError {
-                        pointer: at.clone(),
-                        problem: format!("expected one of the flags of {}, got {}", self.describe(), item),
-                    })?;
+                    let s = item
+                        .as_str()
+                        .filter(|s| f.body.iter().any(|m| m.name == *s))
+                        .ok_or_else(|| ArgError {
+                            pointer: at.clone(),
+                            problem: format!(
+                                "expected one of the flags of {}, got {}",
+                                self.describe(),
+                                item
+                            ),
+                        })?;
                     if set.iter().any(|x| x == s) {
-                        return Err(ArgError { pointer: at, problem: format!("flag {} given twice", quote(s)) });
+                        return Err(ArgError {
+                            pointer: at,
+                            problem: format!("flag {} given twice", quote(s)),
+                        });
                     }
                     set.push(s.to_string());
                 }
@@ -381,7 +479,12 @@ impl Ty {
                 match name {
                     "ok" => Val::Result(Ok(payload_val(ok.as_deref(), payload, pointer, name)?)),
                     "err" => Val::Result(Err(payload_val(err.as_deref(), payload, pointer, name)?)),
-                    other => return Err(fail(format!("unknown case {}: expected \"ok\" or \"err\"", quote(other)))),
+                    other => {
+                        return Err(fail(format!(
+                            "unknown case {}: expected \"ok\" or \"err\"",
+                            quote(other)
+                        )))
+                    }
                 }
             }
         })
@@ -416,10 +519,18 @@ impl Ty {
                     .collect::<Result<_, _>>()?;
                 json!(base64::engine::general_purpose::STANDARD.encode(bytes))
             }
-            (Ty::List(t), Val::List(items)) => Value::Array(items.iter().map(|v| t.to_json(v)).collect::<Result<_, _>>()?),
-            (Ty::Tuple(ts), Val::Tuple(items)) if ts.len() == items.len() => {
-                Value::Array(ts.iter().zip(items).map(|(t, v)| t.to_json(v)).collect::<Result<_, _>>()?)
-            }
+            (Ty::List(t), Val::List(items)) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| t.to_json(v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            (Ty::Tuple(ts), Val::Tuple(items)) if ts.len() == items.len() => Value::Array(
+                ts.iter()
+                    .zip(items)
+                    .map(|(t, v)| t.to_json(v))
+                    .collect::<Result<_, _>>()?,
+            ),
             (Ty::Record(r), Val::Record(fields)) if r.body.len() == fields.len() => {
                 let mut object = Map::new();
                 for (f, (name, v)) in r.body.iter().zip(fields) {
@@ -438,8 +549,12 @@ impl Ty {
             (Ty::Flags(_), Val::Flags(names)) => json!(names),
             (Ty::Option(_), Val::Option(None)) => Value::Null,
             (Ty::Option(t), Val::Option(Some(v))) => t.to_json(v)?,
-            (Ty::Result { ok, .. }, Val::Result(Ok(v))) => case_json("ok", ok.as_deref(), v.as_deref())?,
-            (Ty::Result { err, .. }, Val::Result(Err(v))) => case_json("err", err.as_deref(), v.as_deref())?,
+            (Ty::Result { ok, .. }, Val::Result(Ok(v))) => {
+                case_json("ok", ok.as_deref(), v.as_deref())?
+            }
+            (Ty::Result { err, .. }, Val::Result(Err(v))) => {
+                case_json("err", err.as_deref(), v.as_deref())?
+            }
             _ => return Err(bad()),
         })
     }
@@ -450,7 +565,10 @@ impl Ty {
 pub fn input_schema(params: &[Param], docs: impl Fn(&str) -> Option<String>) -> Value {
     let mut props = Map::new();
     for p in params {
-        props.insert(p.name.clone(), with_doc(p.ty.schema(), docs(&p.name).as_deref()));
+        props.insert(
+            p.name.clone(),
+            with_doc(p.ty.schema(), docs(&p.name).as_deref()),
+        );
     }
     let required: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
     json!({
@@ -465,9 +583,14 @@ pub fn input_schema(params: &[Param], docs: impl Fn(&str) -> Option<String>) -> 
 /// The output schema of a function returning `ty` (`None`: returns nothing,
 /// output `null`). The caller unwraps a top-level `result` first.
 pub fn output_schema(ty: Option<&Ty>) -> Value {
-    let mut schema = ty.map(Ty::schema).unwrap_or_else(|| json!({"type": "null"}));
+    let mut schema = ty
+        .map(Ty::schema)
+        .unwrap_or_else(|| json!({"type": "null"}));
     if let Value::Object(o) = &mut schema {
-        o.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+        o.insert(
+            "$schema".into(),
+            json!("https://json-schema.org/draft/2020-12/schema"),
+        );
     }
     schema
 }
@@ -477,7 +600,10 @@ pub fn output_schema(ty: Option<&Ty>) -> Value {
 pub fn arguments_to_vals(params: &[Param], arguments: &Value) -> Result<Vec<Val>, ArgError> {
     let object = arguments.as_object().ok_or_else(|| ArgError {
         pointer: "(root)".into(),
-        problem: format!("the arguments must be a JSON object, got {}", kind_of(arguments)),
+        problem: format!(
+            "the arguments must be a JSON object, got {}",
+            kind_of(arguments)
+        ),
     })?;
     let fields = object_to_vals(object, params.iter().map(|p| (p.name.as_str(), &p.ty)), "")?;
     Ok(fields.into_iter().map(|(_, v)| v).collect())
@@ -490,14 +616,21 @@ fn object_to_vals<'a>(
     fields: impl Iterator<Item = (&'a str, &'a Ty)> + Clone,
     pointer: &str,
 ) -> Result<Vec<(String, Val)>, ArgError> {
-    if let Some(unknown) = object.keys().find(|k| !fields.clone().any(|(name, _)| name == k.as_str())) {
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !fields.clone().any(|(name, _)| name == k.as_str()))
+    {
         let expected: Vec<&str> = fields.clone().map(|(n, _)| n).collect();
         return Err(ArgError {
             pointer: format!("{pointer}/{}", escape_pointer(unknown)),
             problem: format!(
                 "unknown key {} (expected keys: {})",
                 quote(unknown),
-                if expected.is_empty() { "none".to_string() } else { expected.join(", ") }
+                if expected.is_empty() {
+                    "none".to_string()
+                } else {
+                    expected.join(", ")
+                }
             ),
         });
     }
@@ -522,17 +655,31 @@ fn case_of(value: &Value) -> Option<(&str, Option<&Value>)> {
     }
 }
 
-fn payload_val(ty: Option<&Ty>, payload: Option<&Value>, pointer: &str, case: &str) -> Result<Option<Box<Val>>, ArgError> {
+fn payload_val(
+    ty: Option<&Ty>,
+    payload: Option<&Value>,
+    pointer: &str,
+    case: &str,
+) -> Result<Option<Box<Val>>, ArgError> {
     let at = format!("{pointer}/{}", escape_pointer(case));
     match (ty, payload) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(ArgError {
             pointer: at,
-            problem: format!("case {} has no payload: write it as the string {}", quote(case), quote(case)),
+            problem: format!(
+                "case {} has no payload: write it as the string {}",
+                quote(case),
+                quote(case)
+            ),
         }),
         (Some(t), None) => Err(ArgError {
             pointer: pointer.to_string(),
-            problem: format!("case {} needs a payload of type {}: write {{{}: …}}", quote(case), t.describe(), quote(case)),
+            problem: format!(
+                "case {} needs a payload of type {}: write {{{}: …}}",
+                quote(case),
+                t.describe(),
+                quote(case)
+            ),
         }),
         (Some(t), Some(v)) => Ok(Some(Box::new(t.to_val(v, &at)?))),
     }
@@ -548,7 +695,10 @@ fn case_json(name: &str, ty: Option<&Ty>, payload: Option<&Val>) -> Result<Value
 
 /// An integer from a JSON number (integral, exact) or a decimal string.
 fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
-    let fail = |problem: String| ArgError { pointer: pointer.to_string(), problem };
+    let fail = |problem: String| ArgError {
+        pointer: pointer.to_string(),
+        problem,
+    };
     match value {
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -560,20 +710,41 @@ fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
                 if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER {
                     Ok(f as i128)
                 } else if f.fract() != 0.0 {
-                    Err(fail(format!("expected {}, got the non-integer {n}", ty.describe())))
+                    Err(fail(format!(
+                        "expected {}, got the non-integer {n}",
+                        ty.describe()
+                    )))
                 } else {
-                    Err(fail(format!("{n} is out of range for {} (pass large integers as decimal strings)", ty.describe())))
+                    Err(fail(format!(
+                        "{n} is out of range for {} (pass large integers as decimal strings)",
+                        ty.describe()
+                    )))
                 }
             }
         }
         Value::String(s) if matches!(ty, Ty::U64 | Ty::S64) => {
             let digits = s.strip_prefix('-').unwrap_or(s);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 20 {
-                return Err(fail(format!("expected {}, got the string {}", ty.describe(), quote(s))));
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 20
+            {
+                return Err(fail(format!(
+                    "expected {}, got the string {}",
+                    ty.describe(),
+                    quote(s)
+                )));
             }
-            s.parse::<i128>().map_err(|_| fail(format!("expected {}, got the string {}", ty.describe(), quote(s))))
+            s.parse::<i128>().map_err(|_| {
+                fail(format!(
+                    "expected {}, got the string {}",
+                    ty.describe(),
+                    quote(s)
+                ))
+            })
         }
-        other => Err(fail(format!("expected {}, got {}", ty.describe(), kind_of(other)))),
+        other => Err(fail(format!(
+            "expected {}, got {}",
+            ty.describe(),
+            kind_of(other)
+        ))),
     }
 }
 
@@ -684,14 +855,27 @@ pub fn ty_from_wit(
             None => docs(k),
             Some(m) => docs(&format!("{k}.{m}")),
         });
-        found.or_else(|| own.contents.as_ref().map(|d| d.trim().to_string()).filter(|d| !d.is_empty()))
+        found.or_else(|| {
+            own.contents
+                .as_ref()
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+        })
     };
     let meta = (def.name.clone(), doc_of(None, &def.docs));
     fn named<T>(meta: &(Option<String>, Option<String>), body: T) -> Named<T> {
-        Named { name: meta.0.clone(), doc: meta.1.clone(), body }
+        Named {
+            name: meta.0.clone(),
+            doc: meta.1.clone(),
+            body,
+        }
     }
     let recurse = |t: &Type| ty_from_wit(resolve, t, docs);
-    let label = def.name.as_deref().map(|n| format!("type `{n}`: ")).unwrap_or_default();
+    let label = def
+        .name
+        .as_deref()
+        .map(|n| format!("type `{n}`: "))
+        .unwrap_or_default();
     Ok(match &def.kind {
         TypeDefKind::Type(t) => recurse(t)?,
         TypeDefKind::Record(r) => Ty::Record(named(

@@ -2,7 +2,9 @@
 //! unsupported types, and property tests that conversion round-trips and
 //! never panics on any input.
 
-use fabric_host::schema::{arguments_to_vals, input_schema, ty_from_wit, Case, Field, Member, Named, Param, Ty};
+use fabric_host::schema::{
+    arguments_to_vals, input_schema, ty_from_wit, Case, Field, Member, Named, Param, Ty,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -14,7 +16,12 @@ fn wit_types(src: &str) -> Vec<(String, Result<Ty, String>)> {
     resolve.interfaces[iface]
         .functions
         .values()
-        .map(|f| (f.name.clone(), ty_from_wit(&resolve, &f.params[0].ty, &docs)))
+        .map(|f| {
+            (
+                f.name.clone(),
+                ty_from_wit(&resolve, &f.params[0].ty, &docs),
+            )
+        })
         .collect()
 }
 
@@ -45,15 +52,29 @@ fn derives_types_and_rejects_unsupported_ones_with_reasons() {
         other => panic!("{other:?}"),
     }
     assert_eq!(get("b").unwrap(), Ty::Bytes);
-    assert!(get("c").unwrap_err().contains("resources are not supported"));
+    assert!(get("c")
+        .unwrap_err()
+        .contains("resources are not supported"));
     assert!(get("d").unwrap_err().contains("option<option"));
-    assert_eq!(get("e").unwrap(), Ty::List(Box::new(Ty::Tuple(vec![Ty::S64, Ty::Char]))));
+    assert_eq!(
+        get("e").unwrap(),
+        Ty::List(Box::new(Ty::Tuple(vec![Ty::S64, Ty::Char])))
+    );
     assert!(get("f").unwrap_err().contains("streams are not supported"));
 }
 
 #[test]
 fn input_schema_is_a_closed_object_of_required_keys() {
-    let params = vec![Param { name: "a".into(), ty: Ty::U8 }, Param { name: "b-c".into(), ty: Ty::String }];
+    let params = vec![
+        Param {
+            name: "a".into(),
+            ty: Ty::U8,
+        },
+        Param {
+            name: "b-c".into(),
+            ty: Ty::String,
+        },
+    ];
     assert_eq!(
         input_schema(&params, |_| None),
         json!({
@@ -71,9 +92,16 @@ fn error_pointers_reach_into_nested_values() {
     let ty = Ty::List(Box::new(Ty::Record(Named {
         name: Some("p".into()),
         doc: None,
-        body: vec![Field { name: "x/y".into(), ty: Ty::Bool, doc: None }],
+        body: vec![Field {
+            name: "x/y".into(),
+            ty: Ty::Bool,
+            doc: None,
+        }],
     })));
-    let params = [Param { name: "ps".into(), ty }];
+    let params = [Param {
+        name: "ps".into(),
+        ty,
+    }];
     let e = arguments_to_vals(&params, &json!({"ps": [{"x/y": true}, {"x/y": 3}]})).unwrap_err();
     assert_eq!(e.pointer, "/ps/1/x~1y");
     assert_eq!(e.problem, "expected boolean, got the number 3");
@@ -82,7 +110,8 @@ fn error_pointers_reach_into_nested_values() {
 // ---- property tests over arbitrary types ----
 
 fn names(n: usize) -> impl Strategy<Value = Vec<String>> {
-    proptest::collection::btree_set("[a-z][a-z0-9-]{0,6}", 1..=n).prop_map(|s| s.into_iter().collect())
+    proptest::collection::btree_set("[a-z][a-z0-9-]{0,6}", 1..=n)
+        .prop_map(|s| s.into_iter().collect())
 }
 
 fn arb_ty() -> impl Strategy<Value = Ty> {
@@ -101,28 +130,71 @@ fn arb_ty() -> impl Strategy<Value = Ty> {
         Just(Ty::Char),
         Just(Ty::String),
         Just(Ty::Bytes),
-        names(4).prop_map(|n| Ty::Enum(named(n.into_iter().map(|name| Member { name, doc: None }).collect()))),
-        names(4).prop_map(|n| Ty::Flags(named(n.into_iter().map(|name| Member { name, doc: None }).collect()))),
+        names(4).prop_map(|n| Ty::Enum(named(
+            n.into_iter()
+                .map(|name| Member { name, doc: None })
+                .collect()
+        ))),
+        names(4).prop_map(|n| Ty::Flags(named(
+            n.into_iter()
+                .map(|name| Member { name, doc: None })
+                .collect()
+        ))),
     ];
     leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
             inner.clone().prop_map(|t| Ty::List(Box::new(t))),
             proptest::collection::vec(inner.clone(), 1..4).prop_map(Ty::Tuple),
-            (names(4), proptest::collection::vec(inner.clone(), 4)).prop_map(|(n, ts)| Ty::Record(named(
-                n.into_iter().zip(ts).map(|(name, ty)| Field { name, ty, doc: None }).collect()
-            ))),
-            (names(4), proptest::collection::vec(proptest::option::of(inner.clone()), 4)).prop_map(|(n, ts)| {
-                Ty::Variant(named(n.into_iter().zip(ts).map(|(name, ty)| Case { name, ty, doc: None }).collect()))
-            }),
-            inner.clone().prop_filter("no nested options", |t| !matches!(t, Ty::Option(_))).prop_map(|t| Ty::Option(Box::new(t))),
-            (proptest::option::of(inner.clone()), proptest::option::of(inner))
-                .prop_map(|(ok, err)| Ty::Result { ok: ok.map(Box::new), err: err.map(Box::new) }),
+            (names(4), proptest::collection::vec(inner.clone(), 4)).prop_map(|(n, ts)| Ty::Record(
+                named(
+                    n.into_iter()
+                        .zip(ts)
+                        .map(|(name, ty)| Field {
+                            name,
+                            ty,
+                            doc: None
+                        })
+                        .collect()
+                )
+            )),
+            (
+                names(4),
+                proptest::collection::vec(proptest::option::of(inner.clone()), 4)
+            )
+                .prop_map(|(n, ts)| {
+                    Ty::Variant(named(
+                        n.into_iter()
+                            .zip(ts)
+                            .map(|(name, ty)| Case {
+                                name,
+                                ty,
+                                doc: None,
+                            })
+                            .collect(),
+                    ))
+                }),
+            inner
+                .clone()
+                .prop_filter("no nested options", |t| !matches!(t, Ty::Option(_)))
+                .prop_map(|t| Ty::Option(Box::new(t))),
+            (
+                proptest::option::of(inner.clone()),
+                proptest::option::of(inner)
+            )
+                .prop_map(|(ok, err)| Ty::Result {
+                    ok: ok.map(Box::new),
+                    err: err.map(Box::new)
+                }),
         ]
     })
 }
 
 fn named<T>(body: T) -> Named<T> {
-    Named { name: None, doc: None, body }
+    Named {
+        name: None,
+        doc: None,
+        body,
+    }
 }
 
 /// A canonical JSON value of type `ty` (what `to_json` produces).
@@ -138,12 +210,20 @@ fn arb_value(ty: &Ty) -> BoxedStrategy<Value> {
         Ty::S32 => any::<i32>().prop_map(Value::from).boxed(),
         Ty::S64 => any::<i64>().prop_map(Value::from).boxed(),
         Ty::F32 => prop_oneof![
-            any::<f32>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| json!(f64::from(x))),
+            any::<f32>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(|x| json!(f64::from(x))),
             Just(json!("NaN")),
             Just(json!("-Infinity")),
         ]
         .boxed(),
-        Ty::F64 => prop_oneof![any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| json!(x)), Just(json!("Infinity"))].boxed(),
+        Ty::F64 => prop_oneof![
+            any::<f64>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(|x| json!(x)),
+            Just(json!("Infinity"))
+        ]
+        .boxed(),
         Ty::Char => any::<char>().prop_map(|c| json!(c.to_string())).boxed(),
         Ty::String => any::<String>().prop_map(Value::from).boxed(),
         Ty::Bytes => proptest::collection::vec(any::<u8>(), 0..16)
@@ -152,8 +232,15 @@ fn arb_value(ty: &Ty) -> BoxedStrategy<Value> {
                 json!(base64::engine::general_purpose::STANDARD.encode(b))
             })
             .boxed(),
-        Ty::List(t) => proptest::collection::vec(arb_value(t), 0..4).prop_map(Value::from).boxed(),
-        Ty::Tuple(ts) => ts.iter().map(arb_value).collect::<Vec<_>>().prop_map(Value::from).boxed(),
+        Ty::List(t) => proptest::collection::vec(arb_value(t), 0..4)
+            .prop_map(Value::from)
+            .boxed(),
+        Ty::Tuple(ts) => ts
+            .iter()
+            .map(arb_value)
+            .collect::<Vec<_>>()
+            .prop_map(Value::from)
+            .boxed(),
         Ty::Record(r) => {
             let keys: Vec<String> = r.body.iter().map(|f| f.name.clone()).collect();
             r.body
@@ -171,19 +258,29 @@ fn arb_value(ty: &Ty) -> BoxedStrategy<Value> {
                     let name = c.name.clone();
                     match &c.ty {
                         None => Just(json!(name)).boxed(),
-                        Some(t) => arb_value(t).prop_map(move |x| json!({ name.clone(): x })).boxed(),
+                        Some(t) => arb_value(t)
+                            .prop_map(move |x| json!({ name.clone(): x }))
+                            .boxed(),
                     }
                 })
                 .collect();
             proptest::strategy::Union::new(cases).boxed()
         }
-        Ty::Enum(e) => proptest::sample::select(e.body.iter().map(|m| m.name.clone()).collect::<Vec<_>>()).prop_map(Value::from).boxed(),
+        Ty::Enum(e) => {
+            proptest::sample::select(e.body.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
+                .prop_map(Value::from)
+                .boxed()
+        }
         Ty::Flags(f) => {
             let all: Vec<String> = f.body.iter().map(|m| m.name.clone()).collect();
             let n = all.len();
-            proptest::sample::subsequence(all, 0..=n).prop_map(Value::from).boxed()
+            proptest::sample::subsequence(all, 0..=n)
+                .prop_map(Value::from)
+                .boxed()
         }
-        Ty::Option(t) => proptest::option::of(arb_value(t)).prop_map(|o| o.unwrap_or(Value::Null)).boxed(),
+        Ty::Option(t) => proptest::option::of(arb_value(t))
+            .prop_map(|o| o.unwrap_or(Value::Null))
+            .boxed(),
         Ty::Result { ok, err } => {
             let case = |name: &'static str, t: &Option<Box<Ty>>| match t {
                 None => Just(json!(name)).boxed(),
@@ -200,7 +297,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| json!(x)),
+        any::<f64>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(|x| json!(x)),
         any::<String>().prop_map(Value::from),
         "[a-z0-9-]{1,6}".prop_map(Value::from),
         Just(json!("NaN")),

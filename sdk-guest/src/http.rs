@@ -42,7 +42,9 @@ pub fn parse_url(url: &str) -> Result<Url<'_>, Error> {
         .ok_or_else(|| format!("not an absolute URL: {url:?} (expected http://host/path)"))?;
     let scheme_ok = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
     if !scheme_ok {
-        return Err(format!("unsupported scheme {scheme:?}: only http and https"));
+        return Err(format!(
+            "unsupported scheme {scheme:?}: only http and https"
+        ));
     }
     let rest = rest.split('#').next().unwrap_or_default();
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -51,14 +53,22 @@ pub fn parse_url(url: &str) -> Result<Url<'_>, Error> {
         return Err(format!("bad host in URL {url:?}"));
     }
     let path_and_query = if path.is_empty() { "/" } else { path };
-    Ok(Url { scheme, authority, path_and_query })
+    Ok(Url {
+        scheme,
+        authority,
+        path_and_query,
+    })
 }
 
 /// Sends a GET request and reads at most `max_body` bytes of the body.
 pub fn get(url: &str, max_body: usize) -> Result<Response, Error> {
     let url = parse_url(url)?;
     let request = OutgoingRequest::new(Fields::new());
-    let scheme = if url.scheme.eq_ignore_ascii_case("https") { Scheme::Https } else { Scheme::Http };
+    let scheme = if url.scheme.eq_ignore_ascii_case("https") {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let set = request
         .set_method(&Method::Get)
         .and(request.set_scheme(Some(&scheme)))
@@ -66,7 +76,8 @@ pub fn get(url: &str, max_body: usize) -> Result<Response, Error> {
         .and(request.set_path_with_query(Some(url.path_and_query)));
     set.map_err(|()| "the request could not be built from this URL".to_string())?;
 
-    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("request refused: {e:?}"))?;
+    let pending =
+        outgoing_handler::handle(request, None).map_err(|e| format!("request refused: {e:?}"))?;
     pending.subscribe().block();
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
@@ -81,8 +92,12 @@ pub fn get(url: &str, max_body: usize) -> Result<Response, Error> {
         .into_iter()
         .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect();
-    let body = response.consume().map_err(|()| "response body unavailable".to_string())?;
-    let stream = body.stream().map_err(|()| "response body unavailable".to_string())?;
+    let body = response
+        .consume()
+        .map_err(|()| "response body unavailable".to_string())?;
+    let stream = body
+        .stream()
+        .map_err(|()| "response body unavailable".to_string())?;
     let mut bytes = Vec::new();
     let mut truncated = false;
     loop {
@@ -102,7 +117,12 @@ pub fn get(url: &str, max_body: usize) -> Result<Response, Error> {
             }
         }
     }
-    Ok(Response { status, headers, body: bytes, truncated })
+    Ok(Response {
+        status,
+        headers,
+        body: bytes,
+        truncated,
+    })
 }
 
 #[cfg(test)]
@@ -112,9 +132,22 @@ mod tests {
     #[test]
     fn splits_urls() {
         let u = parse_url("http://127.0.0.1:8080/a/b?x=1#frag").unwrap();
-        assert_eq!(u, Url { scheme: "http", authority: "127.0.0.1:8080", path_and_query: "/a/b?x=1" });
-        assert_eq!(parse_url("https://example.com").unwrap().path_and_query, "/");
-        assert_eq!(parse_url("https://example.com?q").unwrap().path_and_query, "?q");
+        assert_eq!(
+            u,
+            Url {
+                scheme: "http",
+                authority: "127.0.0.1:8080",
+                path_and_query: "/a/b?x=1"
+            }
+        );
+        assert_eq!(
+            parse_url("https://example.com").unwrap().path_and_query,
+            "/"
+        );
+        assert_eq!(
+            parse_url("https://example.com?q").unwrap().path_and_query,
+            "?q"
+        );
         assert!(parse_url("ftp://x/").is_err());
         assert!(parse_url("example.com/").is_err());
         assert!(parse_url("http://user@evil/").is_err());

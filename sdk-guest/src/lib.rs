@@ -7,7 +7,8 @@
 //! ```ignore
 //! sdk_guest::wit_bindgen::generate!({
 //!     path: ["../../wit", "wit"],          // Fabric's WIT, then your package
-//!     world: "weather",
+//!     world: "my-org:weather/weather",
+//!     generate_all,                         // bindings for the WASI imports too
 //!     runtime_path: "sdk_guest::wit_bindgen::rt",
 //! });
 //!

@@ -29,7 +29,10 @@ pub fn test_tools() -> PathBuf {
 fn built(which: &str) -> PathBuf {
     let dir = repo().join("build").join(which);
     assert!(
-        dir.is_dir() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false),
+        dir.is_dir()
+            && std::fs::read_dir(&dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false),
         "{} has no components: run scripts/build-tools first",
         dir.display()
     );
@@ -43,14 +46,26 @@ pub fn shared_data() -> PathBuf {
 
 /// Opens a Fabric over `tools` with `policies`, caching compiled code.
 pub fn open(tools: &Path, policies: &Path) -> Fabric {
-    let options = Options { tools_dir: tools.into(), policies_dir: policies.into(), data_dir: Some(shared_data()) };
+    let options = Options {
+        tools_dir: tools.into(),
+        policies_dir: policies.into(),
+        data_dir: Some(shared_data()),
+    };
     Fabric::open(&options).expect("fabric opens")
 }
 
 /// Runs one call to completion.
 pub fn call(fabric: &Fabric, tool: &str, arguments: Value) -> CallResult {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(fabric.call(Call { caller: None, session: None, tool: tool.into(), arguments }))
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(fabric.call(Call {
+        caller: None,
+        session: None,
+        tool: tool.into(),
+        arguments,
+    }))
 }
 
 /// A directory with the given policy files (`(name, toml)`).

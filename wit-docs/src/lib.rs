@@ -43,8 +43,15 @@ impl Docs {
     /// Collects every doc comment of the package that was pushed last into
     /// `resolve` (the tool's own package; earlier ones are its dependencies).
     pub fn from_last_package(resolve: &Resolve) -> Result<Docs> {
-        let (_, package) = resolve.packages.iter().last().context("no WIT package was loaded")?;
-        let mut docs = Docs { version: VERSION, items: BTreeMap::new() };
+        let (_, package) = resolve
+            .packages
+            .iter()
+            .last()
+            .context("no WIT package was loaded")?;
+        let mut docs = Docs {
+            version: VERSION,
+            items: BTreeMap::new(),
+        };
         for id in package.interfaces.values() {
             let prefix = resolve.id_of(*id).map(|name| format!("{name}#"));
             docs.add_interface(resolve, *id, prefix.as_deref().unwrap_or(""));
@@ -64,7 +71,12 @@ impl Docs {
     }
 
     fn add(&mut self, key: &str, docs: &WitDocs) {
-        if let Some(text) = docs.contents.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        if let Some(text) = docs
+            .contents
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             self.items.insert(key.to_string(), text.to_string());
         }
     }
@@ -85,7 +97,11 @@ impl Docs {
         let key = format!("{prefix}{name}");
         self.add(&key, &ty.docs);
         let members: Vec<(&str, &WitDocs)> = match &ty.kind {
-            TypeDefKind::Record(r) => r.fields.iter().map(|f| (f.name.as_str(), &f.docs)).collect(),
+            TypeDefKind::Record(r) => r
+                .fields
+                .iter()
+                .map(|f| (f.name.as_str(), &f.docs))
+                .collect(),
             TypeDefKind::Variant(v) => v.cases.iter().map(|c| (c.name.as_str(), &c.docs)).collect(),
             TypeDefKind::Enum(e) => e.cases.iter().map(|c| (c.name.as_str(), &c.docs)).collect(),
             TypeDefKind::Flags(f) => f.flags.iter().map(|f| (f.name.as_str(), &f.docs)).collect(),
@@ -99,7 +115,9 @@ impl Docs {
     /// Reads the docs section of a component, if it has a readable one.
     pub fn read(component: &[u8]) -> Option<Docs> {
         let data = top_level_custom_section(component, SECTION)?;
-        serde_json::from_slice::<Docs>(data).ok().filter(|d| d.version == VERSION)
+        serde_json::from_slice::<Docs>(data)
+            .ok()
+            .filter(|d| d.version == VERSION)
     }
 
     /// Appends the docs to a component as a custom section.
@@ -130,26 +148,34 @@ fn leb128(out: &mut Vec<u8>, mut n: usize) {
 
 /// The data of the first custom section named `name` at the top level of a
 /// component or module (sections of nested modules are not looked at).
+/// Malformed input gives `None`, never a panic.
 fn top_level_custom_section<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    use wasmparser::{Chunk, Parser, Payload};
-    let mut parser = Parser::new(0);
-    let mut offset = 0;
-    loop {
-        let (consumed, payload) = match parser.parse(&bytes[offset..], true).ok()? {
-            Chunk::NeedMoreData(_) => return None,
-            Chunk::Parsed { consumed, payload } => (consumed, payload),
-        };
-        offset += consumed;
-        match payload {
-            Payload::CustomSection(s) if s.name() == name => return Some(s.data()),
-            Payload::ModuleSection { unchecked_range, .. } | Payload::ComponentSection { unchecked_range, .. } => {
-                offset = unchecked_range.end;
-                parser.skip_section();
+    let mut rest = bytes.get(8..)?; // magic and version
+    while !rest.is_empty() {
+        let id = rest[0];
+        let (size, after) = read_leb128(&rest[1..])?;
+        let payload = after.get(..size)?;
+        rest = &after[size..];
+        if id == 0 {
+            let (len, after) = read_leb128(payload)?;
+            if after.get(..len)? == name.as_bytes() {
+                return Some(&after[len..]);
             }
-            Payload::End(_) => return None,
-            _ => {}
         }
     }
+    None
+}
+
+/// An unsigned LEB128 (at most 32 bits, as section sizes are) and the rest.
+fn read_leb128(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().enumerate().take(5) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -191,7 +217,10 @@ mod tests {
 
     #[test]
     fn survives_a_round_trip_through_a_component_section() {
-        let mut docs = Docs { version: VERSION, items: BTreeMap::new() };
+        let mut docs = Docs {
+            version: VERSION,
+            items: BTreeMap::new(),
+        };
         docs.items.insert("x#y".into(), "ünïcode \u{0} doc".into());
         // An empty component: magic, version 0x0d, layer 1.
         let mut component = b"\0asm\x0d\0\x01\0".to_vec();
@@ -201,5 +230,18 @@ mod tests {
             .validate_all(&component)
             .unwrap();
         assert_eq!(Docs::read(&component), Some(docs));
+    }
+
+    #[test]
+    fn malformed_input_is_none_never_a_panic() {
+        for bytes in [
+            &b""[..],
+            b"\0asm",
+            b"\0asm\x0d\0\x01\0\0",
+            b"\0asm\x0d\0\x01\0\0\xff\xff\xff\xff\xff\xff",
+            b"\0asm\x0d\0\x01\0\0\x05\x09abc",
+        ] {
+            assert_eq!(Docs::read(bytes), None);
+        }
     }
 }

@@ -2,7 +2,8 @@
 
 sdk_guest::wit_bindgen::generate!({
     path: ["../../wit", "wit"],
-    world: "fs",
+    world: "fabric-tools:fs/fs",
+    generate_all,
     runtime_path: "sdk_guest::wit_bindgen::rt",
 });
 
@@ -46,7 +47,11 @@ impl Guest for Fs {
                 EntryKind::Other
             };
             let size = if meta.is_file() { meta.len() } else { 0 };
-            entries.push(Entry { name: item.file_name().to_string_lossy().into_owned(), kind, size });
+            entries.push(Entry {
+                name: item.file_name().to_string_lossy().into_owned(),
+                kind,
+                size,
+            });
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -94,7 +99,11 @@ fn grep_path(re: &regex::Regex, path: &Path, hits: &mut Vec<Hit>) -> Result<(), 
             break;
         }
         if re.is_match(line) {
-            hits.push(Hit { path: shown.clone(), line: n as u32 + 1, text: cut(line, MAX_LINE).to_string() });
+            hits.push(Hit {
+                path: shown.clone(),
+                line: n as u32 + 1,
+                text: cut(line, MAX_LINE).to_string(),
+            });
         }
     }
     Ok(())

@@ -2,7 +2,8 @@
 
 sdk_guest::wit_bindgen::generate!({
     path: ["../../wit", "wit"],
-    world: "http",
+    world: "fabric-tools:http/http",
+    generate_all,
     runtime_path: "sdk_guest::wit_bindgen::rt",
 });
 

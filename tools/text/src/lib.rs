@@ -2,11 +2,12 @@
 
 sdk_guest::wit_bindgen::generate!({
     path: ["../../wit", "wit"],
-    world: "text",
+    world: "fabric-tools:text/text",
+    generate_all,
     runtime_path: "sdk_guest::wit_bindgen::rt",
 });
 
-use exports::fabric_tools::text::api::{Guest, Stats};
+use exports::fabric_tools::text::api::{Counts, Guest};
 
 struct Text;
 
@@ -15,8 +16,8 @@ impl Guest for Text {
         text
     }
 
-    fn stats(text: String) -> Stats {
-        Stats {
+    fn stats(text: String) -> Counts {
+        Counts {
             lines: text.lines().count() as u64,
             words: text.split_whitespace().count() as u64,
             chars: text.chars().count() as u64,

@@ -16,12 +16,17 @@ fn main() -> Result<()> {
     }
     let mut resolve = Resolve::default();
     for dir in wit_dirs {
-        resolve.push_path(dir).with_context(|| format!("reading WIT from {dir}"))?;
+        resolve
+            .push_path(dir)
+            .with_context(|| format!("reading WIT from {dir}"))?;
     }
     let docs = Docs::from_last_package(&resolve)?;
     let mut component = std::fs::read(input).with_context(|| format!("reading {input}"))?;
     if Docs::read(&component).is_some() {
-        bail!("{input} already carries a {} section", fabric_wit_docs::SECTION);
+        bail!(
+            "{input} already carries a {} section",
+            fabric_wit_docs::SECTION
+        );
     }
     docs.append_to(&mut component)?;
     std::fs::write(output, &component).with_context(|| format!("writing {output}"))?;

@@ -4,7 +4,8 @@
 
 sdk_guest::wit_bindgen::generate!({
     path: ["../../../wit", "wit"],
-    world: "types",
+    world: "fabric-tests:types/types",
+    generate_all,
     runtime_path: "sdk_guest::wit_bindgen::rt",
 });
 
@@ -40,12 +41,21 @@ impl Guest for Types {
         x.flatten().unwrap_or(0)
     }
 
-    fn everything(e: Everything) -> Everything {
+    fn echo_everything(e: Everything) -> Everything {
         e
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn ints(a: u8, b: i8, c: u16, d: i16, e: u32, f: i32, g: u64, h: i64) -> (u8, i8, u16, i16, u32, i32, u64, i64) {
+    fn ints(
+        a: u8,
+        b: i8,
+        c: u16,
+        d: i16,
+        e: u32,
+        f: i32,
+        g: u64,
+        h: i64,
+    ) -> (u8, i8, u16, i16, u32, i32, u64, i64) {
         (a, b, c, d, e, f, g, h)
     }
 
@@ -53,7 +63,7 @@ impl Guest for Types {
         (s, c)
     }
 
-    fn shape(s: Shape) -> Shape {
+    fn echo_shape(s: Shape) -> Shape {
         s
     }
 
@@ -89,7 +99,8 @@ impl Guest for Types {
             pair: (-7, "seven".into()),
             maybe: None,
             color: exports::fabric_tests::types::api::Color::Blue,
-            perms: exports::fabric_tests::types::api::Perms::READ | exports::fabric_tests::types::api::Perms::EXEC,
+            perms: exports::fabric_tests::types::api::Perms::READ
+                | exports::fabric_tests::types::api::Perms::EXEC,
             shape: Shape::None,
             outcome: Err("inner".into()),
             unit_result: Ok(()),
