@@ -27,7 +27,9 @@ fn main() {
     let options = Options {
         tools_dir: root.join("build/tools"),
         policies_dir: root.join("policies"),
-        data_dir: Some(root.join(".fabric")),
+        data_dir: None, // the audit log has its own benchmark
+        audit_key: None,
+        durable_audit: true,
     };
     let fabric = Fabric::open(&options).expect("open fabric (run scripts/build-tools first)");
     let tool = fabric
@@ -61,7 +63,7 @@ fn main() {
                 tool: "text.echo".into(),
                 arguments: json!({"text": "hello, fabric"}),
             };
-            let r = fabric.call(call).await;
+            let r = fabric.call(call).await.unwrap();
             assert_eq!(r.output, json!("hello, fabric"));
         })
         .await

@@ -4,6 +4,8 @@
 //! codes: 0 when a call's outcome is `ok`, 1 for any other outcome of a call
 //! that ran, 2 for usage errors, invalid arguments and unknown tools.
 
+mod audit_cmd;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,9 +41,14 @@ struct Cli {
         default_value = "policies"
     )]
     policies: PathBuf,
-    /// State directory: compiled-code cache (and the audit log).
+    /// State directory: compiled-code cache and the audit log.
     #[arg(long, global = true, env = "FABRIC_DATA", default_value = ".fabric")]
     data: PathBuf,
+    /// Key that signs audit checkpoints, kept apart from --data; created on
+    /// first use, with its verifier key beside it (FILE.pub).
+    /// [default: ~/.config/fabric/audit.key]
+    #[arg(long, global = true, env = "FABRIC_AUDIT_KEY")]
+    audit_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +71,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify, export, tail or show the audit log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -98,12 +108,18 @@ fn init_tracing() {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let audit_key = cli.audit_key.or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/fabric/audit.key"))
+    });
     let options = Options {
         tools_dir: cli.tools,
         policies_dir: cli.policies,
-        data_dir: Some(cli.data),
+        data_dir: Some(cli.data.clone()),
+        audit_key: audit_key.clone(),
+        durable_audit: true,
     };
     match cli.command {
+        Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);
@@ -121,7 +137,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tool,
                 arguments,
             };
-            let result = runtime.block_on(fabric.call(call));
+            let result = runtime
+                .block_on(fabric.call(call))
+                .context("the call's audit record could not be written")?;
             if result.outcome == Outcome::UnknownTool {
                 report_problems(&fabric);
             }

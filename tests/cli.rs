@@ -13,13 +13,16 @@ fn fabric(args: &[&str]) -> Output {
 
 fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
     let tools = common::example_tools();
-    let data = common::shared_data();
+    let data = common::data_dir();
+    let keys = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
         .current_dir(common::repo())
         .arg("--tools")
         .arg(&tools)
         .arg("--data")
-        .arg(&data)
+        .arg(data.path())
+        .arg("--audit-key")
+        .arg(keys.path().join("key"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

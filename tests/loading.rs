@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use fabric_host::{Fabric, Options, Outcome};
+use fabric_host::{Fabric, Outcome};
 use serde_json::json;
 
 fn copy_text_tool(to: &Path, name: &str) {
@@ -17,12 +17,7 @@ fn copy_text_tool(to: &Path, name: &str) {
 }
 
 fn open(tools: &Path, policies: &Path) -> Fabric {
-    Fabric::open(&Options {
-        tools_dir: tools.into(),
-        policies_dir: policies.into(),
-        data_dir: None,
-    })
-    .unwrap()
+    Fabric::open(&common::options(tools, policies, None, None)).unwrap()
 }
 
 fn problem_for(f: &Fabric, file: &str) -> String {
@@ -115,11 +110,7 @@ fn compiled_components_are_cached_by_digest() {
     copy_text_tool(tools.path(), "cached");
     let data = tempfile::tempdir().unwrap();
     let none = common::policies(&[]);
-    let options = Options {
-        tools_dir: tools.path().into(),
-        policies_dir: none.path().into(),
-        data_dir: Some(data.path().into()),
-    };
+    let options = common::options(tools.path(), none.path(), Some(data.path()), None);
     let first = Fabric::open(&options).unwrap();
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled"))

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 /// One Fabric over the test tools with a roomy policy, shared by the tests.
 fn fabric() -> &'static Fabric {
-    static FABRIC: OnceLock<(Fabric, tempfile::TempDir)> = OnceLock::new();
+    static FABRIC: OnceLock<(common::TestFabric, tempfile::TempDir)> = OnceLock::new();
     let (f, _) = FABRIC.get_or_init(|| {
         let policies = common::policies(&[(
             "types",

@@ -1,7 +1,7 @@
 //! The pipeline every call takes, from a [`Call`] to a [`CallResult`].
 //!
 //! ```text
-//! Call ─► resolve (registry) ─► validate (schema) ─► run (sandbox) ─► guard ─► CallResult
+//! Call ─► resolve (registry) ─► validate (schema) ─► run (sandbox) ─► guard ─► audit ─► CallResult
 //! ```
 //!
 //! The CLI and the servers build a `Call` and get a `CallResult` from
@@ -9,7 +9,7 @@
 //! call can end is an [`Outcome`].
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -17,6 +17,7 @@ use tracing::Instrument;
 use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
+use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, Guarded};
 use crate::registry::{Callable, Registry, RegistryError, Returns, Status};
@@ -30,9 +31,15 @@ pub struct Options {
     pub tools_dir: PathBuf,
     /// Directory of policies (`NAME.toml`).
     pub policies_dir: PathBuf,
-    /// State directory (compiled-code cache, audit log). `None`: nothing is
-    /// written to disk.
+    /// State directory (compiled-code cache, audit log in `audit/`). `None`:
+    /// nothing is written to disk and calls are not audited.
     pub data_dir: Option<PathBuf>,
+    /// Key that signs audit checkpoints, kept outside the data directory;
+    /// created on first use. `None`: checkpoints are not signed.
+    pub audit_key: Option<PathBuf>,
+    /// Flush each audit batch before answering (the default). Off only to
+    /// measure what durability costs.
+    pub durable_audit: bool,
 }
 
 /// Fabric could not start.
@@ -47,6 +54,9 @@ pub enum OpenError {
     /// The epoch thread could not be started.
     #[error("cannot start the epoch timer thread: {0}")]
     Ticker(#[from] std::io::Error),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// One request to run a tool.
@@ -169,6 +179,7 @@ pub struct CallResult {
 pub struct Fabric {
     engine: Engine,
     registry: Registry,
+    audit: Option<AuditLog>,
     _ticker: EpochTicker,
 }
 
@@ -187,10 +198,19 @@ impl Fabric {
             &options.policies_dir,
             cache.as_deref(),
         )?;
+        let audit = match &options.data_dir {
+            Some(dir) => Some(AuditLog::open(&AuditOptions {
+                dir: dir.join("audit"),
+                key: options.audit_key.clone(),
+                durable: options.durable_audit,
+            })?),
+            None => None,
+        };
         let ticker = EpochTicker::start(&engine)?;
         Ok(Fabric {
             engine,
             registry,
+            audit,
             _ticker: ticker,
         })
     }
@@ -205,14 +225,31 @@ impl Fabric {
         &self.engine
     }
 
-    /// Runs one call through the whole pipeline.
-    pub async fn call(&self, call: Call) -> CallResult {
+    /// Runs one call through the whole pipeline. The result is returned once
+    /// its audit record is durable; an error is a fault of Fabric itself (the
+    /// audit log cannot be written), never an outcome of the call.
+    pub async fn call(&self, call: Call) -> Result<CallResult, AuditError> {
         let started = Instant::now();
+        let time_unix_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let invocation_id = new_invocation_id();
         let span = tracing::info_span!("call", tool = %call.tool, invocation_id = %invocation_id);
-        let mut result = self.run_pipeline(&call).instrument(span.clone()).await;
+        let (mut result, callable) = self.run_pipeline(&call).instrument(span.clone()).await;
         result.invocation_id = invocation_id;
         result.duration_us = started.elapsed().as_micros() as u64;
+        if let Some(audit) = &self.audit {
+            let entry = audit_entry(&call, &result, callable, time_unix_us);
+            let sealed = audit
+                .append(entry)
+                .instrument(tracing::info_span!(parent: &span, "audit"))
+                .await?;
+            result.audit = Some(AuditRef {
+                seq: sealed.seq,
+                hash: sealed.hash,
+            });
+            result.duration_us = started.elapsed().as_micros() as u64;
+        }
         span.in_scope(|| {
             tracing::info!(
                 outcome = result.outcome.as_str(),
@@ -221,31 +258,23 @@ impl Fabric {
                 "done"
             )
         });
-        result
+        Ok(result)
     }
 
-    async fn run_pipeline(&self, call: &Call) -> CallResult {
+    async fn run_pipeline(&self, call: &Call) -> (CallResult, Option<&Callable>) {
         let tool = match self.registry.get(&call.tool) {
             Some(tool) => tool,
             None => {
                 let hint = suggest(&call.tool, self.registry.tools().map(|t| t.name.as_str()));
-                return fail(
-                    call,
-                    Outcome::UnknownTool,
-                    format!("unknown tool {:?}{hint}", call.tool),
-                    Value::Null,
-                );
+                let message = format!("unknown tool {:?}{hint}", call.tool);
+                return (fail(call, Outcome::UnknownTool, message, Value::Null), None);
             }
         };
         let callable = match &tool.status {
             Status::Ready(c) => c,
             Status::Unavailable(reason) => {
-                return fail(
-                    call,
-                    Outcome::UnknownTool,
-                    format!("tool {:?} is unavailable: {reason}", call.tool),
-                    Value::Null,
-                )
+                let message = format!("tool {:?} is unavailable: {reason}", call.tool);
+                return (fail(call, Outcome::UnknownTool, message, Value::Null), None);
             }
         };
 
@@ -255,7 +284,10 @@ impl Fabric {
             Ok(params) => params,
             Err(e) => {
                 let detail = json!({"pointer": e.pointer, "problem": e.problem});
-                return fail(call, Outcome::InvalidArguments, e.to_string(), detail);
+                return (
+                    fail(call, Outcome::InvalidArguments, e.to_string(), detail),
+                    Some(callable),
+                );
             }
         };
 
@@ -287,7 +319,7 @@ impl Fabric {
                     message: f.message,
                     detail: Value::Null,
                 });
-                return result;
+                return (result, Some(callable));
             }
             RunEnd::Returned(values) => match returned_json(callable, values.first()) {
                 Ok(Ok(output)) => output,
@@ -301,14 +333,14 @@ impl Fabric {
                         message,
                         detail: tool_error,
                     });
-                    return result;
+                    return (result, Some(callable));
                 }
                 Err(message) => {
                     result.error = Some(ErrorBody {
                         message,
                         detail: Value::Null,
                     });
-                    return result;
+                    return (result, Some(callable));
                 }
             },
         };
@@ -329,7 +361,7 @@ impl Fabric {
                 result.guard.flags = flags;
             }
         }
-        result
+        (result, Some(callable))
     }
 }
 
@@ -352,6 +384,61 @@ fn returned_json(callable: &Callable, value: Option<&Val>) -> Result<Result<Valu
             _ => Err(bad("an error value")),
         },
         _ => Err(bad("no value or a non-result value")),
+    }
+}
+
+/// The audit entry of a finished call. Stored payloads are cut to the
+/// policy's limit, with the values of passed-through env vars blanked.
+fn audit_entry(
+    call: &Call,
+    result: &CallResult,
+    callable: Option<&Callable>,
+    time_unix_us: u64,
+) -> Entry {
+    let json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
+    let policy = callable.map(|c| &*c.component.policy);
+    let payload = |v: &Value| {
+        let limit = policy?.audit_payloads?;
+        let mut text = String::from_utf8_lossy(&json(v)).into_owned();
+        for name in &policy?.env_pass {
+            if let Some(secret) = std::env::var(name).ok().filter(|s| !s.is_empty()) {
+                text = text.replace(&secret, &format!("[env:{name}]"));
+            }
+        }
+        let mut end = text.len().min(limit as usize);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        Some(text)
+    };
+    let ok = result.outcome == Outcome::Ok;
+    Entry {
+        time_unix_us,
+        invocation_id: result.invocation_id.clone(),
+        caller: call.caller.clone(),
+        session: call.session.clone(),
+        tool: call.tool.clone(),
+        component_digest: callable.map(|c| *c.component.digest.as_bytes()),
+        policy_digest: policy.map(|p| *p.digest.as_bytes()),
+        arguments_digest: *blake3::hash(&json(&call.arguments)).as_bytes(),
+        output_digest: ok.then(|| *blake3::hash(&json(&result.output)).as_bytes()),
+        outcome: result.outcome.as_str().to_string(),
+        error: result.error.as_ref().map(|e| e.message.clone()),
+        denials: result
+            .denials
+            .iter()
+            .map(|d| RecordedDenial {
+                kind: d.kind.to_string(),
+                target: d.target.clone(),
+                reason: d.reason.clone(),
+            })
+            .collect(),
+        guard_flags: result.guard.flags.iter().map(|f| f.rule.clone()).collect(),
+        fuel_used: result.fuel_used,
+        duration_us: result.duration_us,
+        arguments: payload(&call.arguments),
+        output: if ok { payload(&result.output) } else { None },
     }
 }
 

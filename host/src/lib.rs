@@ -39,6 +39,7 @@
 //! Built per call and dropped at its end: the store, its WASI context and the
 //! instance. Nothing from one call survives into the next.
 
+pub mod audit;
 pub mod call;
 pub mod engine;
 pub mod guard;

@@ -67,6 +67,9 @@ pub struct Policy {
     pub env_pass: Vec<String>,
     /// The guard rule set: `"default"` or a path.
     pub guard_rules: String,
+    /// Store arguments and output in audit records, cut to this many bytes
+    /// (`None`: only their digests are recorded).
+    pub audit_payloads: Option<u64>,
 }
 
 /// Per-call limits.
@@ -136,6 +139,7 @@ impl Default for Policy {
             env_vars: Vec::new(),
             env_pass: Vec::new(),
             guard_rules: "default".into(),
+            audit_payloads: None,
         }
     }
 }
@@ -155,7 +159,20 @@ struct File {
     env: FileEnv,
     #[serde(default)]
     guard: FileGuard,
+    #[serde(default)]
+    audit: FileAudit,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    #[serde(default)]
+    payloads: bool,
+    payload_limit: Option<Size>,
+}
+
+/// Default cut of stored audit payloads.
+const DEFAULT_PAYLOAD_LIMIT: u64 = 4 << 10;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -369,6 +386,18 @@ impl Policy {
             }
             policy.guard_rules = rules.clone();
         }
+        let limit = match &file.audit.payload_limit {
+            Some(size) => parse_size("audit.payload_limit", size)?,
+            None => DEFAULT_PAYLOAD_LIMIT,
+        };
+        check_max(
+            "audit.payload_limit",
+            limit,
+            MAX_OUTPUT,
+            &show_size(limit),
+            "64 MiB",
+        )?;
+        policy.audit_payloads = file.audit.payloads.then_some(limit);
         Ok(policy)
     }
 }
@@ -419,7 +448,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules, [audit] payloads/payload_limit)"
     } else {
         ""
     }
@@ -614,6 +643,9 @@ mod tests {
             pass = ["GITHUB_TOKEN"]
             [guard]
             rules = "default"
+            [audit]
+            payloads = true
+            payload_limit = "1 KiB"
             "#,
         )
         .unwrap();
@@ -635,6 +667,8 @@ mod tests {
         assert!(p.net.allows("[::1]", 8080));
         assert_eq!(p.env_vars, vec![("LOG_LEVEL".into(), "info".into())]);
         assert_eq!(p.env_pass, vec!["GITHUB_TOKEN".to_string()]);
+        assert_eq!(p.audit_payloads, Some(1024));
+        assert_eq!(parse("").unwrap().audit_payloads, None);
     }
 
     #[track_caller]

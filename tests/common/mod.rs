@@ -39,19 +39,65 @@ fn built(which: &str) -> PathBuf {
     dir
 }
 
-/// A state directory shared by all tests, so compiled components are cached.
-pub fn shared_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-test-data")
+/// Compiled components shared by all tests (each test has its own data
+/// directory, whose `compiled/` links here), so each is compiled once.
+pub fn shared_compiled() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled");
+    std::fs::create_dir_all(&dir).expect("compiled cache dir");
+    dir
 }
 
-/// Opens a Fabric over `tools` with `policies`, caching compiled code.
-pub fn open(tools: &Path, policies: &Path) -> Fabric {
-    let options = Options {
+/// A fresh data directory (own audit log) sharing the compiled-code cache.
+pub fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(shared_compiled(), dir.path().join("compiled"))
+        .expect("link compiled cache");
+    dir
+}
+
+/// A Fabric with its own data directory (audit log) and signing key.
+pub struct TestFabric {
+    /// The fabric.
+    pub fabric: Fabric,
+    /// Its data directory.
+    pub data: tempfile::TempDir,
+    /// Holds the signing key (`key`) and verifier key (`key.pub`).
+    pub keys: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestFabric {
+    type Target = Fabric;
+    fn deref(&self) -> &Fabric {
+        &self.fabric
+    }
+}
+
+/// Options for a Fabric over `tools` with `policies`, a data dir and a key.
+pub fn options(tools: &Path, policies: &Path, data: Option<&Path>, key: Option<&Path>) -> Options {
+    Options {
         tools_dir: tools.into(),
         policies_dir: policies.into(),
-        data_dir: Some(shared_data()),
-    };
-    Fabric::open(&options).expect("fabric opens")
+        data_dir: data.map(Into::into),
+        audit_key: key.map(Into::into),
+        durable_audit: true,
+    }
+}
+
+/// Opens a Fabric over `tools` with `policies`.
+pub fn open(tools: &Path, policies: &Path) -> TestFabric {
+    let data = data_dir();
+    let keys = tempfile::tempdir().expect("temp dir");
+    let options = options(
+        tools,
+        policies,
+        Some(data.path()),
+        Some(&keys.path().join("key")),
+    );
+    TestFabric {
+        fabric: Fabric::open(&options).expect("fabric opens"),
+        data,
+        keys,
+    }
 }
 
 /// Runs one call to completion.
@@ -60,12 +106,15 @@ pub fn call(fabric: &Fabric, tool: &str, arguments: Value) -> CallResult {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(fabric.call(Call {
+    let call = Call {
         caller: None,
         session: None,
         tool: tool.into(),
         arguments,
-    }))
+    };
+    runtime
+        .block_on(fabric.call(call))
+        .expect("audit record written")
 }
 
 /// A directory with the given policy files (`(name, toml)`).

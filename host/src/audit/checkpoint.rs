@@ -1,0 +1,288 @@
+//! Signed checkpoints of the log's head, in the C2SP formats
+//! (<https://c2sp.org/tlog-checkpoint>, <https://c2sp.org/signed-note>).
+//!
+//! A checkpoint commits to the log's size and the hash of its last record.
+//! An auditor who keeps one can later prove that the first `size` records
+//! are unchanged: a history rewritten and re-hashed ends in another hash.
+//!
+//! ```text
+//! fabric-audit                      <- origin (the key name)
+//! 42                                <- number of records
+//! q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=   <- base64 hash of record 41
+//!
+//! — fabric-audit AAAAAbase64(key id || ed25519 signature)
+//! ```
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::{Signer, Verifier};
+use sha2::Digest;
+
+use super::log::AuditError;
+
+/// Signature-type byte of Ed25519 keys in signed notes.
+const ED25519: u8 = 0x01;
+/// The key name (and checkpoint origin) of keys Fabric generates.
+pub const DEFAULT_KEY_NAME: &str = "fabric-audit";
+
+/// The signed head of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Number of records.
+    pub size: u64,
+    /// Hash of record `size - 1` (zeros when empty).
+    pub hash: [u8; 32],
+}
+
+/// A private key for signing checkpoints, kept apart from the data directory.
+pub struct SigningKey {
+    name: String,
+    key: ed25519_dalek::SigningKey,
+}
+
+/// A public key for verifying checkpoints (signed-note verifier key).
+#[derive(Debug, Clone)]
+pub struct VerifyingKey {
+    name: String,
+    id: [u8; 4],
+    key: ed25519_dalek::VerifyingKey,
+}
+
+/// A checkpoint that does not verify, or a key file that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckpointError(pub String);
+
+fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+    let mut h = sha2::Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([ED25519]);
+    h.update(public);
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+fn hex4(id: [u8; 4]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SigningKey {
+    /// Loads the key at `path`, or creates one there (mode 0600) with its
+    /// verifier key beside it in `PATH.pub`.
+    pub fn load_or_create(path: &Path) -> Result<SigningKey, AuditError> {
+        let err = |m: String| AuditError::Store {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            return SigningKey::parse(text.trim()).map_err(|e| err(e.0));
+        }
+        let key = SigningKey {
+            name: DEFAULT_KEY_NAME.into(),
+            key: ed25519_dalek::SigningKey::from_bytes(&rand::random()),
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+        }
+        write_private(path, &key.encode()).map_err(|e| err(e.to_string()))?;
+        let public = path.with_extension("pub");
+        std::fs::write(&public, format!("{}\n", key.verifying_key().encode()))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(key)
+    }
+
+    /// Parses `PRIVATE+KEY+NAME+HEXID+BASE64(0x01 || seed)`.
+    pub fn parse(text: &str) -> Result<SigningKey, CheckpointError> {
+        let bad =
+            || CheckpointError("not a signed-note private key (PRIVATE+KEY+name+id+key)".into());
+        let rest = text.strip_prefix("PRIVATE+KEY+").ok_or_else(bad)?;
+        // name+id+key: names and hex ids have no '+', base64 may.
+        let mut parts = rest.splitn(3, '+');
+        let (name, _id, b64) = (
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+        );
+        let bytes = B64.decode(b64).map_err(|_| bad())?;
+        let seed: [u8; 32] = bytes
+            .strip_prefix(&[ED25519])
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        Ok(SigningKey {
+            name: name.into(),
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        })
+    }
+
+    fn encode(&self) -> String {
+        let public = self.key.verifying_key().to_bytes();
+        let mut raw = vec![ED25519];
+        raw.extend_from_slice(&self.key.to_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            hex4(key_id(&self.name, &public)),
+            B64.encode(raw)
+        )
+    }
+
+    /// The matching verifier key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        let key = self.key.verifying_key();
+        VerifyingKey {
+            name: self.name.clone(),
+            id: key_id(&self.name, &key.to_bytes()),
+            key,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{text}")
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{text}\n"))
+}
+
+impl VerifyingKey {
+    /// Parses `NAME+HEXID+BASE64(0x01 || public key)`.
+    pub fn parse(text: &str) -> Result<VerifyingKey, CheckpointError> {
+        let bad = || CheckpointError("not a signed-note verifier key (name+id+key)".into());
+        let mut parts = text.trim().splitn(3, '+');
+        let (name, id, b64) = (
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+        );
+        let bytes = B64.decode(b64).map_err(|_| bad())?;
+        let public: [u8; 32] = bytes
+            .strip_prefix(&[ED25519])
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|_| bad())?;
+        let vk = VerifyingKey {
+            name: name.into(),
+            id: key_id(name, &public),
+            key,
+        };
+        if hex4(vk.id) != id {
+            return Err(CheckpointError(
+                "verifier key id does not match its key".into(),
+            ));
+        }
+        Ok(vk)
+    }
+
+    /// The text form.
+    pub fn encode(&self) -> String {
+        let mut raw = vec![ED25519];
+        raw.extend_from_slice(&self.key.to_bytes());
+        format!("{}+{}+{}", self.name, hex4(self.id), B64.encode(raw))
+    }
+}
+
+impl Checkpoint {
+    /// The signed note text.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        let body = format!("{}\n{}\n{}\n", key.name, self.size, B64.encode(self.hash));
+        let signature = key.key.sign(body.as_bytes());
+        let mut blob = key_id(&key.name, &key.key.verifying_key().to_bytes()).to_vec();
+        blob.extend_from_slice(&signature.to_bytes());
+        format!("{body}\n\u{2014} {} {}\n", key.name, B64.encode(blob))
+    }
+
+    /// Parses a signed note and checks its signature by `key`.
+    pub fn verify(note: &str, key: &VerifyingKey) -> Result<Checkpoint, CheckpointError> {
+        let bad = |m: &str| CheckpointError(format!("checkpoint: {m}"));
+        let (body, signatures) = note
+            .split_once("\n\n")
+            .ok_or_else(|| bad("no blank line before the signatures"))?;
+        let body = format!("{body}\n");
+        let mut lines = body.lines();
+        let origin = lines.next().ok_or_else(|| bad("no origin line"))?;
+        let size: u64 = lines
+            .next()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| bad("bad size line"))?;
+        let hash: [u8; 32] = lines
+            .next()
+            .and_then(|l| B64.decode(l).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("bad hash line"))?;
+        if origin != key.name {
+            return Err(bad(&format!(
+                "origin {origin:?} is not the key's name {:?}",
+                key.name
+            )));
+        }
+        for line in signatures.lines() {
+            let Some(rest) = line.strip_prefix("\u{2014} ") else {
+                continue;
+            };
+            let Some((name, b64)) = rest.split_once(' ') else {
+                continue;
+            };
+            let Ok(blob) = B64.decode(b64) else { continue };
+            if name != key.name || blob.len() != 68 || blob[..4] != key.id {
+                continue;
+            }
+            let signature = ed25519_dalek::Signature::from_slice(&blob[4..])
+                .map_err(|_| bad("malformed signature"))?;
+            return match key.key.verify(body.as_bytes(), &signature) {
+                Ok(()) => Ok(Checkpoint { size, hash }),
+                Err(_) => Err(bad("signature invalid")),
+            };
+        }
+        Err(bad("no signature by this key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_then_verify_and_detect_changes() {
+        let key = SigningKey {
+            name: "test-log".into(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        };
+        let vk = VerifyingKey::parse(&key.verifying_key().encode()).unwrap();
+        let cp = Checkpoint {
+            size: 42,
+            hash: [9; 32],
+        };
+        let note = cp.sign(&key);
+        assert!(note.starts_with("test-log\n42\n"));
+        assert_eq!(Checkpoint::verify(&note, &vk), Ok(cp));
+        let forged = note.replacen("\n42\n", "\n43\n", 1);
+        assert_eq!(
+            Checkpoint::verify(&forged, &vk),
+            Err(CheckpointError("checkpoint: signature invalid".into()))
+        );
+        let other = SigningKey {
+            name: "test-log".into(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        };
+        assert!(Checkpoint::verify(&note, &other.verifying_key()).is_err());
+        let reparsed = SigningKey::parse(&key.encode()).unwrap();
+        assert_eq!(
+            reparsed.verifying_key().encode(),
+            key.verifying_key().encode()
+        );
+    }
+}
