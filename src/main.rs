@@ -70,6 +70,13 @@ enum Command {
         /// Print the whole result object as JSON instead of just the output.
         #[arg(long)]
         json: bool,
+        /// Make the call this many times (a load generator): each result is
+        /// printed as one JSON line as it completes; exit 0 only if all are ok.
+        #[arg(long, default_value_t = 1)]
+        repeat: u64,
+        /// With --repeat: how many calls run at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u64,
     },
     /// Verify, export, tail or show the audit log.
     #[command(subcommand)]
@@ -126,7 +133,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             list_tools(&fabric, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call { tool, args, json } => {
+        Command::Call {
+            tool,
+            args,
+            json: _,
+            repeat,
+            concurrency,
+        } if repeat > 1 => {
+            let arguments = read_arguments(args.as_deref())?;
+            let fabric = open(&options)?;
+            load(fabric, tool, arguments, repeat, concurrency.max(1))
+        }
+        Command::Call {
+            tool, args, json, ..
+        } => {
             let arguments = read_arguments(args.as_deref())?;
             let fabric = open(&options)?;
             let runtime =
@@ -176,6 +196,65 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }))
         }
     }
+}
+
+/// `fabric call --repeat N --concurrency C`: N calls, C at a time, each
+/// result printed as a JSON line as soon as it is answered.
+fn load(
+    fabric: Fabric,
+    tool: String,
+    arguments: Value,
+    repeat: u64,
+    concurrency: u64,
+) -> Result<ExitCode> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let fabric = Arc::new(fabric);
+    let next = Arc::new(AtomicU64::new(0));
+    let all_ok = Arc::new(AtomicBool::new(true));
+    let started = std::time::Instant::now();
+    runtime.block_on(async {
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let (fabric, next, all_ok) = (fabric.clone(), next.clone(), all_ok.clone());
+            let (tool, arguments) = (tool.clone(), arguments.clone());
+            workers.push(tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < repeat {
+                    let call = Call {
+                        caller: None,
+                        session: None,
+                        tool: tool.clone(),
+                        arguments: arguments.clone(),
+                    };
+                    let result = fabric.call(call).await?;
+                    if result.outcome != Outcome::Ok {
+                        all_ok.store(false, Ordering::Relaxed);
+                    }
+                    let line = serde_json::to_string(&result)?;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for w in workers {
+            w.await.context("a call worker panicked")??;
+        }
+        anyhow::Ok(())
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{repeat} calls in {secs:.2} s: {:.0} calls/s (concurrency {concurrency})",
+        repeat as f64 / secs
+    );
+    Ok(ExitCode::from(if all_ok.load(Ordering::Relaxed) {
+        0
+    } else {
+        EXIT_NOT_OK
+    }))
 }
 
 fn open(options: &Options) -> Result<Fabric> {

@@ -1,0 +1,486 @@
+//! The audit log end to end: every call recorded, tampering found at its
+//! sequence number (by `fabric audit verify` and by the independent Python
+//! verifier alike), live verification beside a writer, and kill -9 safety.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use fabric_host::audit::Record;
+use fabric_host::Outcome;
+use serde_json::json;
+
+fn fabric_cmd(data: &Path, key: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric"));
+    cmd.current_dir(common::repo())
+        .arg("--data")
+        .arg(data)
+        .arg("--audit-key")
+        .arg(key);
+    cmd
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A log of 12 records with varied outcomes; returns (data dir, key dir).
+fn make_log() -> (tempfile::TempDir, tempfile::TempDir) {
+    let f = common::open(&common::example_tools(), &common::repo().join("policies"));
+    let calls = [
+        ("text.echo", json!({"text": "a"})),
+        ("text.echo", json!({"text": 1})),
+        ("nope.tool", json!({})),
+        ("fs.read", json!({"path": "/data/missing", "max-bytes": 5})),
+        ("text.stats", json!({"text": "ünï cödé"})),
+        ("fs.grep", json!({"pattern": "Kyoto", "path": "/data"})),
+    ];
+    for (tool, args) in calls.iter().chain(calls.iter()) {
+        let r = common::call(&f, tool, args.clone());
+        assert!(r.audit.is_some());
+    }
+    let common::TestFabric { fabric, data, keys } = f;
+    drop(fabric); // signs the final checkpoint
+    (data, keys)
+}
+
+/// `(fabric's verdict, python's verdict)` on an export file.
+fn verdicts(data: &Path, key: &Path, export: &Path, checkpoint: Option<&Path>) -> (String, String) {
+    let mut cmd = fabric_cmd(data, key);
+    cmd.args(["audit", "verify", "--file"]).arg(export);
+    let mut py = Command::new("python3");
+    py.arg(common::repo().join("tests/audit/verify.py"))
+        .arg(export);
+    if let Some(cp) = checkpoint {
+        cmd.arg("--checkpoint")
+            .arg(cp)
+            .arg("--pubkey")
+            .arg(key.with_extension("pub"));
+        py.arg("--checkpoint")
+            .arg(cp)
+            .arg("--pubkey")
+            .arg(key.with_extension("pub"));
+    }
+    let ours = cmd.output().unwrap();
+    let theirs = py.output().unwrap();
+    assert_eq!(
+        ours.status.success(),
+        theirs.status.success(),
+        "{}\n{}",
+        text(&ours),
+        text(&theirs)
+    );
+    (text(&ours), text(&theirs))
+}
+
+#[track_caller]
+fn assert_finding(verdicts: (String, String), seq: u64, kind: &str) {
+    let needle = format!("first bad record {seq}: {kind}:");
+    assert!(verdicts.0.contains(&needle), "fabric said: {}", verdicts.0);
+    assert!(verdicts.1.contains(&needle), "python said: {}", verdicts.1);
+}
+
+fn rehash_from(records: &mut [Record], from: usize) {
+    for i in from..records.len() {
+        if i > 0 {
+            records[i].prev_hash = records[i - 1].hash.clone();
+        }
+        records[i].hash = records[i].compute_hash().unwrap().to_hex().to_string();
+    }
+}
+
+#[test]
+fn every_call_is_recorded_and_exports_verify_in_rust_and_python() {
+    let (data, keys) = make_log();
+    let key = keys.path().join("key");
+    let export = data.path().join("export.jsonl");
+    let out = fabric_cmd(data.path(), &key)
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(&export, &out.stdout).unwrap();
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 12);
+    let records: Vec<Record> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<&str> = records.iter().take(6).map(|r| r.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "invalid_arguments",
+            "unknown_tool",
+            "tool_error",
+            "ok",
+            "ok"
+        ]
+    );
+    assert!(records[2].component_digest.is_none() && records[0].component_digest.is_some());
+
+    let checkpoint = data.path().join("audit/checkpoint");
+    let good = verdicts(data.path(), &key, &export, Some(&checkpoint));
+    assert!(
+        good.0.starts_with("OK: 12 records") && good.1.starts_with("OK: 12 records"),
+        "{good:?}"
+    );
+    let head = &records[11].hash;
+    assert!(good.0.contains(head.as_str()) && good.1.contains(head.as_str()));
+
+    let write = |name: &str, recs: &[String]| {
+        let path = data.path().join(name);
+        std::fs::write(
+            &path,
+            recs.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+        path
+    };
+    // One byte of one field.
+    let mut altered = lines.clone();
+    altered[5] = altered[5].replacen("\"tool\":\"fs.grep\"", "\"tool\":\"fs.grap\"", 1);
+    assert_ne!(altered[5], lines[5]);
+    assert_finding(
+        verdicts(data.path(), &key, &write("a.jsonl", &altered), None),
+        5,
+        "altered",
+    );
+    // A dropped record.
+    let mut dropped = lines.clone();
+    dropped.remove(5);
+    assert_finding(
+        verdicts(data.path(), &key, &write("b.jsonl", &dropped), None),
+        5,
+        "missing",
+    );
+    // Two records swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(3, 4);
+    assert_finding(
+        verdicts(data.path(), &key, &write("c.jsonl", &swapped), None),
+        3,
+        "reordered",
+    );
+    // The tail cut off: consistent on its own, caught by the checkpoint.
+    let cut = write("d.jsonl", &lines[..9]);
+    assert!(verdicts(data.path(), &key, &cut, None)
+        .0
+        .starts_with("OK: 9 records"));
+    assert_finding(
+        verdicts(data.path(), &key, &cut, Some(&checkpoint)),
+        9,
+        "truncated",
+    );
+    // History rewritten and re-hashed from record 4 on.
+    let mut rewritten = records.clone();
+    rewritten[4].outcome = "ok".into();
+    rewritten[4].output = Some("\"forged\"".into());
+    rehash_from(&mut rewritten, 4);
+    let lines_rw: Vec<String> = rewritten
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    let rw = write("e.jsonl", &lines_rw);
+    assert!(verdicts(data.path(), &key, &rw, None)
+        .0
+        .starts_with("OK: 12 records"));
+    assert_finding(
+        verdicts(data.path(), &key, &rw, Some(&checkpoint)),
+        11,
+        "altered",
+    );
+    // Only one record re-hashed: its successor no longer chains to it.
+    let mut one = records.clone();
+    one[7].error = Some("nothing to see".into());
+    one[7].hash = one[7].compute_hash().unwrap().to_hex().to_string();
+    let lines_one: Vec<String> = one
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    assert_finding(
+        verdicts(data.path(), &key, &write("f.jsonl", &lines_one), None),
+        7,
+        "altered",
+    );
+    // A forged checkpoint.
+    let forged = data.path().join("forged.note");
+    std::fs::write(
+        &forged,
+        std::fs::read_to_string(&checkpoint)
+            .unwrap()
+            .replacen("\n12\n", "\n9\n", 1),
+    )
+    .unwrap();
+    let v = verdicts(data.path(), &key, &cut, Some(&forged));
+    assert!(
+        v.0.contains("signature invalid") && v.1.contains("signature invalid"),
+        "{v:?}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Tampers with a copy of the stored log through sled, then verifies it.
+fn tamper_store(data: &Path, key: &Path, tamper: impl FnOnce(&sled::Db, &sled::Tree)) -> String {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&data.join("audit"), &copy.path().join("audit"));
+    {
+        let db = sled::open(copy.path().join("audit/db")).unwrap();
+        let tree = db.open_tree("records").unwrap();
+        tamper(&db, &tree);
+        db.flush().unwrap();
+    }
+    // The auditor's own copy of the checkpoint, kept outside the data dir.
+    let kept = key.with_file_name("kept.note");
+    std::fs::copy(data.join("audit/checkpoint"), &kept).unwrap();
+    std::fs::remove_file(copy.path().join("audit/checkpoint")).unwrap();
+    let out = fabric_cmd(copy.path(), key)
+        .args(["audit", "verify", "--checkpoint"])
+        .arg(&kept)
+        .arg("--pubkey")
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.success(),
+        text(&out).starts_with("OK"),
+        "{}",
+        text(&out)
+    );
+    text(&out)
+}
+
+fn get(tree: &sled::Tree, seq: u64) -> Record {
+    serde_json::from_slice(&tree.get(seq.to_be_bytes()).unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn tampering_with_the_stored_log_is_found_at_its_sequence_number() {
+    let (data, keys) = make_log();
+    let (d, k) = (data.path(), keys.path().join("key"));
+    assert!(tamper_store(d, &k, |_, _| {}).starts_with("OK: 12 records"));
+    let out = tamper_store(d, &k, |_, t| {
+        let mut v = t.get(5u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let at = v.windows(7).position(|w| w == b"fs.grep").unwrap();
+        v[at + 3] = b'G';
+        t.insert(5u64.to_be_bytes(), v).unwrap();
+    });
+    assert!(out.contains("first bad record 5: altered"), "{out}");
+    let out = tamper_store(d, &k, |_, t| {
+        t.remove(5u64.to_be_bytes()).unwrap();
+    });
+    assert!(out.contains("first bad record 5: missing"), "{out}");
+    let out = tamper_store(d, &k, |_, t| {
+        let (a, b) = (
+            t.get(3u64.to_be_bytes()).unwrap().unwrap(),
+            t.get(4u64.to_be_bytes()).unwrap().unwrap(),
+        );
+        t.insert(3u64.to_be_bytes(), b).unwrap();
+        t.insert(4u64.to_be_bytes(), a).unwrap();
+    });
+    assert!(out.contains("first bad record 3: reordered"), "{out}");
+    let out = tamper_store(d, &k, |_, t| {
+        t.remove(11u64.to_be_bytes()).unwrap();
+        t.remove(10u64.to_be_bytes()).unwrap();
+    });
+    assert!(out.contains("first bad record 10: truncated"), "{out}");
+    let out = tamper_store(d, &k, |db, t| {
+        let mut records: Vec<Record> = (0..12).map(|s| get(t, s)).collect();
+        records[2].tool = "text.echo".into();
+        rehash_from(&mut records, 2);
+        for r in &records {
+            t.insert(r.seq.to_be_bytes(), serde_json::to_vec(r).unwrap())
+                .unwrap();
+        }
+        let mut head = 12u64.to_be_bytes().to_vec();
+        head.extend_from_slice(
+            &fabric_host::audit::record::digest("hash", &records[11].hash).unwrap(),
+        );
+        db.insert(b"head", head).unwrap();
+    });
+    assert!(
+        out.contains("first bad record 11: altered: history rewritten"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_auditor_verifies_while_another_process_holds_the_store() {
+    let data = common::data_dir();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    let policies = common::policies(&[(
+        "types",
+        "[limits]\nfuel = 100_000_000_000\ntimeout = \"3s\"\n",
+    )]);
+    let writer = |args: &[&str]| {
+        let mut cmd = fabric_cmd(data.path(), &key);
+        cmd.arg("--tools")
+            .arg(common::test_tools())
+            .arg("--policies")
+            .arg(policies.path())
+            .args(args);
+        cmd
+    };
+    let out = writer(&["call", "types.maybe", r#"{"x":"a"}"#, "--repeat", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // This call spins for 3 s, holding the store.
+    let mut busy = writer(&["call", "types.spin", r#"{"n":1}"#])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = fabric_cmd(data.path(), &key)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let live = text(&out);
+    assert!(
+        busy.try_wait().unwrap().is_none(),
+        "the writer should still be running"
+    );
+    assert!(
+        out.status.success() && live.starts_with("OK: 5 records") && live.contains("live mirror"),
+        "{live}"
+    );
+    let out = fabric_cmd(data.path(), &key)
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    assert_eq!(busy.wait().unwrap().code(), Some(1)); // timeout
+    let out = fabric_cmd(data.path(), &key)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).starts_with("OK: 6 records") && text(&out).contains("(store)"),
+        "{}",
+        text(&out)
+    );
+    let out = fabric_cmd(data.path(), &key)
+        .args(["audit", "export", "--outcome", "timeout"])
+        .output()
+        .unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("\"tool\":\"types.spin\""));
+}
+
+#[test]
+fn the_log_survives_kill_9_and_keeps_every_answered_call() {
+    let data = common::data_dir();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    let mut answered: Vec<String> = Vec::new();
+    for round in 0..8u64 {
+        let mut child = fabric_cmd(data.path(), &key)
+            .args([
+                "call",
+                "text.echo",
+                r#"{"text":"crash test"}"#,
+                "--repeat",
+                "100000000",
+                "--concurrency",
+                "8",
+            ])
+            .arg("--tools")
+            .arg(common::example_tools())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    break;
+                };
+                assert_eq!(v["outcome"], "ok");
+                ids.push(v["invocation_id"].as_str().unwrap().to_string());
+            }
+            ids
+        });
+        std::thread::sleep(Duration::from_millis(300 + 97 * round));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let ids = reader.join().unwrap();
+        assert!(
+            !ids.is_empty(),
+            "round {round}: no call was answered before the kill"
+        );
+        answered.extend(ids);
+
+        let out = fabric_cmd(data.path(), &key)
+            .args(["audit", "verify"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+        let out = fabric_cmd(data.path(), &key)
+            .args(["audit", "export"])
+            .output()
+            .unwrap();
+        let stored: std::collections::HashSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Record>(l).unwrap().invocation_id)
+            .collect();
+        let lost: Vec<&String> = answered.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} answered calls missing from the log",
+            lost.len()
+        );
+    }
+    // The writer that opens next repairs the mirror and continues the chain.
+    let f = fabric_host::Fabric::open(&common::options(
+        &common::example_tools(),
+        &common::repo().join("policies"),
+        Some(data.path()),
+        Some(&key),
+    ))
+    .unwrap();
+    assert_eq!(
+        common::call(&f, "text.echo", json!({"text": "after"})).outcome,
+        Outcome::Ok
+    );
+    drop(f);
+    let mirror = data.path().join("audit/log.jsonl");
+    let out = fabric_cmd(data.path(), &key)
+        .args(["audit", "verify", "--file"])
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
