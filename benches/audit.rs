@@ -14,13 +14,23 @@ use fabric_host::{Call, Fabric, Options};
 use serde_json::json;
 
 fn main() {
-    let calls: usize = std::env::var("FABRIC_BENCH_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let calls: usize = std::env::var("FABRIC_BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5000);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("text.echo, {calls} calls per row, one run:");
     println!("{:<28} {:>12} {:>12}", "", "c=1 calls/s", "c=16 calls/s");
     let mut durable_dir = None;
-    for (name, audited, durable) in [("no audit log", false, false), ("audit, no flush", true, false), ("audit, durable (group commit)", true, true)] {
+    for (name, audited, durable) in [
+        ("no audit log", false, false),
+        ("audit, no flush", true, false),
+        ("audit, durable (group commit)", true, true),
+    ] {
         let mut rates = Vec::new();
         for concurrency in [1usize, 16] {
             let dir = tempfile::tempdir().unwrap();
@@ -31,7 +41,9 @@ fn main() {
                 audit_key: None,
                 durable_audit: durable,
             };
-            let fabric = Arc::new(Fabric::open(&options).expect("open fabric (run scripts/build-tools first)"));
+            let fabric = Arc::new(
+                Fabric::open(&options).expect("open fabric (run scripts/build-tools first)"),
+            );
             let started = Instant::now();
             runtime.block_on(async {
                 let per_worker = calls / concurrency;
@@ -40,7 +52,12 @@ fn main() {
                         let fabric = fabric.clone();
                         tokio::spawn(async move {
                             for _ in 0..per_worker {
-                                let call = Call { caller: None, session: None, tool: "text.echo".into(), arguments: json!({"text": "x"}) };
+                                let call = Call {
+                                    caller: None,
+                                    session: None,
+                                    tool: "text.echo".into(),
+                                    arguments: json!({"text": "x"}),
+                                };
                                 assert!(fabric.call(call).await.unwrap().output == json!("x"));
                             }
                         })
@@ -50,7 +67,8 @@ fn main() {
                     w.await.unwrap();
                 }
             });
-            rates.push((calls / concurrency * concurrency) as f64 / started.elapsed().as_secs_f64());
+            rates
+                .push((calls / concurrency * concurrency) as f64 / started.elapsed().as_secs_f64());
             drop(fabric);
             if durable && concurrency == 16 {
                 durable_dir = Some(dir);

@@ -5,6 +5,7 @@
 //! that ran, 2 for usage errors, invalid arguments and unknown tools.
 
 mod audit_cmd;
+mod guard_cmd;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -54,6 +55,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum GuardCommand {
+    /// Measure the default rules on labelled outputs: JSON lines of {"text": …, "injected": bool}.
+    Eval {
+        /// The cases.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// List the tools with their descriptions and JSON Schemas.
     Tools {
@@ -81,6 +91,9 @@ enum Command {
     /// Verify, export, tail or show the audit log.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// The output guard.
+    #[command(subcommand)]
+    Guard(GuardCommand),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +140,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
+        Command::Guard(GuardCommand::Eval { file }) => guard_cmd::eval(&file),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);

@@ -18,7 +18,8 @@ fn fabric() -> &'static Fabric {
     let (f, _) = FABRIC.get_or_init(|| {
         let policies = common::policies(&[(
             "types",
-            "[limits]\nfuel = 200_000_000\nmemory = \"64 MiB\"\ntimeout = \"2s\"\noutput = \"64 KiB\"\n",
+            // Content rules off: the round trip must see its values unchanged.
+            "[limits]\nfuel = 200_000_000\nmemory = \"64 MiB\"\ntimeout = \"2s\"\noutput = \"64 KiB\"\n[guard]\nrules = \"none\"\n",
         )]);
         (common::open(&common::test_tools(), policies.path()), policies)
     });

@@ -345,7 +345,9 @@ impl Fabric {
             },
         };
 
-        match tracing::info_span!("guard").in_scope(|| guard::check(output, policy.limits.output)) {
+        match tracing::info_span!("guard")
+            .in_scope(|| guard::check(output, &callable.component.guard))
+        {
             Guarded::Pass { output, flags } => {
                 result.outcome = Outcome::Ok;
                 result.output = output;

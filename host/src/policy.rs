@@ -49,7 +49,7 @@ pub struct PolicyError {
 }
 
 /// A tool's compiled policy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Where it was loaded from (`None`: the default policy).
     pub source: Option<PathBuf>,
@@ -65,8 +65,10 @@ pub struct Policy {
     pub env_vars: Vec<(String, String)>,
     /// Environment variables copied from the host by name (never logged).
     pub env_pass: Vec<String>,
-    /// The guard rule set: `"default"` or a path.
-    pub guard_rules: String,
+    /// The guard's rules (the default set, or the file `[guard] rules` names).
+    pub guard_rules: std::sync::Arc<crate::guard::RuleSet>,
+    /// Per-rule action overrides, `[guard.actions]`.
+    pub guard_actions: std::collections::BTreeMap<String, crate::guard::Action>,
     /// Store arguments and output in audit records, cut to this many bytes
     /// (`None`: only their digests are recorded).
     pub audit_payloads: Option<u64>,
@@ -138,7 +140,8 @@ impl Default for Policy {
             net: NetPolicy::default(),
             env_vars: Vec::new(),
             env_pass: Vec::new(),
-            guard_rules: "default".into(),
+            guard_rules: crate::guard::RuleSet::default_rules(),
+            guard_actions: std::collections::BTreeMap::new(),
             audit_payloads: None,
         }
     }
@@ -220,6 +223,8 @@ struct FileEnv {
 #[serde(deny_unknown_fields)]
 struct FileGuard {
     rules: Option<String>,
+    #[serde(default)]
+    actions: std::collections::BTreeMap<String, String>,
 }
 
 impl Policy {
@@ -377,14 +382,26 @@ impl Policy {
             policy.env_pass.push(name.clone());
         }
 
-        if let Some(rules) = &file.guard.rules {
-            if rules != "default" {
-                return Err((
-                    "guard.rules".into(),
-                    format!("{rules:?} is not available yet: only \"default\" is supported in this version"),
-                ));
+        if file.guard.rules.as_deref() == Some("none") {
+            policy.guard_rules = crate::guard::RuleSet::none();
+        } else if let Some(rules) = file.guard.rules.as_deref().filter(|r| *r != "default") {
+            let path = base.join(rules);
+            let set =
+                crate::guard::RuleSet::load(&path).map_err(|e| ("guard.rules".to_string(), e.0))?;
+            policy.guard_rules = std::sync::Arc::new(set);
+        }
+        for (id, action) in &file.guard.actions {
+            let key = format!("guard.actions.{id}");
+            if policy.guard_rules.get(id).is_none() {
+                return Err((key, format!("no rule {id:?} in the guard's rules")));
             }
-            policy.guard_rules = rules.clone();
+            let action = crate::guard::Action::parse(action).ok_or_else(|| {
+                (
+                    key,
+                    format!("{action:?} is not allowed: use \"reject\", \"redact\" or \"flag\""),
+                )
+            })?;
+            policy.guard_actions.insert(id.clone(), action);
         }
         let limit = match &file.audit.payload_limit {
             Some(size) => parse_size("audit.payload_limit", size)?,
@@ -448,7 +465,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules, [audit] payloads/payload_limit)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit)"
     } else {
         ""
     }
@@ -763,9 +780,24 @@ mod tests {
             "not a valid variable name",
         );
         rejects(
-            "[guard]\nrules = \"/tmp/x.toml\"",
+            "[guard]\nrules = \"/no/such/rules.toml\"",
             "guard.rules",
-            "only \"default\"",
+            "/no/such/rules.toml",
+        );
+        rejects(
+            "[guard.actions]\n\"no.such.rule\" = \"flag\"",
+            "guard.actions.no.such.rule",
+            "no rule",
+        );
+        rejects(
+            "[guard.actions]\n\"token.role-line\" = \"ban\"",
+            "guard.actions.token.role-line",
+            "\"reject\", \"redact\" or \"flag\"",
+        );
+        let p = parse("[guard.actions]\n\"token.role-line\" = \"reject\"").unwrap();
+        assert_eq!(
+            p.guard_actions.get("token.role-line"),
+            Some(&crate::guard::Action::Reject)
         );
     }
 

@@ -22,6 +22,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::Engine;
 use wit_parser::{FunctionKind, Resolve, Type, TypeDefKind, WorldItem};
 
+use crate::guard::GuardConfig;
 use crate::policy::Policy;
 use crate::sandbox::State;
 use crate::schema::{self, Param, Ty};
@@ -68,6 +69,8 @@ pub struct Loaded {
     pub pre: InstancePre<State>,
     /// Its policy.
     pub policy: Arc<Policy>,
+    /// The output guard its policy configures.
+    pub guard: GuardConfig,
 }
 
 /// What a tool function returns, as the pipeline sees it.
@@ -234,11 +237,18 @@ fn load_component(
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         format!("cannot be linked: {e:#} (a tool may import only the interfaces of the fabric:tool/host world)")
     })?;
+    let guard = GuardConfig {
+        rules: policy.guard_rules.clone(),
+        actions: policy.guard_actions.clone(),
+        net: policy.net.clone(),
+        output_limit: policy.limits.output,
+    };
     let loaded = Arc::new(Loaded {
         name: name.clone(),
         digest,
         pre,
         policy: Arc::new(policy),
+        guard,
     });
 
     let docs = Docs::read(&bytes).unwrap_or_default();

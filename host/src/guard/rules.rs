@@ -1,0 +1,219 @@
+//! Guard rules as data: the rule file format and its compiled form.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+
+/// The rules shipped with Fabric (`host/src/guard/default-rules.toml`).
+pub const DEFAULT_RULES: &str = include_str!("default-rules.toml");
+
+/// What a rule does when it hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The output is rejected (outcome `output_rejected`).
+    Reject,
+    /// The matched span becomes `[redacted:RULE-ID]`.
+    Redact,
+    /// The output passes; the hit is reported.
+    Flag,
+}
+
+impl Action {
+    /// The action's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Reject => "reject",
+            Action::Redact => "redact",
+            Action::Flag => "flag",
+        }
+    }
+
+    /// Parses `reject`, `redact` or `flag`.
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "reject" => Some(Action::Reject),
+            "redact" => Some(Action::Redact),
+            "flag" => Some(Action::Flag),
+            _ => None,
+        }
+    }
+}
+
+/// Which text a rule sees (see the default rule file's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Instructions aimed at the model: normalised text.
+    Instruction,
+    /// Role and special tokens: normalised text.
+    Token,
+    /// Hidden text: raw text.
+    Hidden,
+    /// Exfiltration URLs: raw text, host checked against the policy.
+    Exfiltration,
+    /// Encoded blobs: raw text; decoded text is checked again.
+    Encoded,
+}
+
+impl Kind {
+    /// Whether the kind matches normalised rather than raw text.
+    pub fn normalised(self) -> bool {
+        matches!(self, Kind::Instruction | Kind::Token)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    rule: Vec<FileRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    id: String,
+    kind: Kind,
+    action: Action,
+    description: String,
+    patterns: Vec<String>,
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Its id.
+    pub id: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its default action.
+    pub action: Action,
+    /// What it detects.
+    pub description: String,
+    /// Its patterns.
+    pub patterns: Vec<Regex>,
+}
+
+/// The rules of one kind, with a set for the one-pass first check.
+#[derive(Debug)]
+pub struct KindRules {
+    /// Every pattern of the kind, in one set.
+    pub set: RegexSet,
+    /// For each set entry: (index into [`RuleSet::rules`], index of the pattern).
+    pub owners: Vec<(usize, usize)>,
+}
+
+/// A compiled rule file.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// The rules, in file order.
+    pub rules: Vec<Rule>,
+    /// Per kind, the set of all its patterns.
+    pub kinds: BTreeMap<Kind, KindRules>,
+    /// Every pattern of every kind in one set: one pass over text that
+    /// normalisation leaves unchanged (most text), which usually matches nothing.
+    pub all: KindRules,
+}
+
+/// A rule file that does not load.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RulesError(pub String);
+
+/// Largest compiled size of one rule kind's pattern set.
+const SET_SIZE_LIMIT: usize = 64 << 20;
+
+impl RuleSet {
+    /// The default rules, compiled once per process.
+    pub fn default_rules() -> Arc<RuleSet> {
+        static DEFAULT: OnceLock<Arc<RuleSet>> = OnceLock::new();
+        DEFAULT
+            .get_or_init(|| {
+                Arc::new(RuleSet::parse(DEFAULT_RULES).expect("the bundled default rules compile"))
+            })
+            .clone()
+    }
+
+    /// No rules at all (`[guard] rules = "none"`): only the size limit applies.
+    pub fn none() -> Arc<RuleSet> {
+        let all = KindRules {
+            set: RegexSet::empty(),
+            owners: Vec::new(),
+        };
+        Arc::new(RuleSet {
+            rules: Vec::new(),
+            kinds: BTreeMap::new(),
+            all,
+        })
+    }
+
+    /// Loads a rule file.
+    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RulesError(format!("{}: {e}", path.display())))?;
+        RuleSet::parse(&text).map_err(|e| RulesError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and compiles rule-file text.
+    pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
+        let file: File = toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
+        let mut rules = Vec::new();
+        let mut by_kind: BTreeMap<Kind, (Vec<String>, Vec<(usize, usize)>)> = BTreeMap::new();
+        for r in file.rule {
+            if rules.iter().any(|x: &Rule| x.id == r.id) {
+                return Err(RulesError(format!("rule {:?} is defined twice", r.id)));
+            }
+            if r.patterns.is_empty() {
+                return Err(RulesError(format!("rule {:?} has no patterns", r.id)));
+            }
+            let mut patterns = Vec::new();
+            for (i, p) in r.patterns.iter().enumerate() {
+                let re = Regex::new(p)
+                    .map_err(|e| RulesError(format!("rule {:?}, pattern {i}: {e}", r.id)))?;
+                patterns.push(re);
+                let entry = by_kind.entry(r.kind).or_default();
+                entry.0.push(p.clone());
+                entry.1.push((rules.len(), i));
+            }
+            rules.push(Rule {
+                id: r.id,
+                kind: r.kind,
+                action: r.action,
+                description: r.description,
+                patterns,
+            });
+        }
+        let mut all_patterns = Vec::new();
+        let mut all_owners = Vec::new();
+        for (patterns, owners) in by_kind.values() {
+            all_patterns.extend(patterns.iter().cloned());
+            all_owners.extend(owners.iter().copied());
+        }
+        let all = KindRules {
+            set: build_set(&all_patterns, "all")?,
+            owners: all_owners,
+        };
+        let mut kinds = BTreeMap::new();
+        for (kind, (patterns, owners)) in by_kind {
+            let set = build_set(&patterns, &format!("{kind:?}"))?;
+            kinds.insert(kind, KindRules { set, owners });
+        }
+        Ok(RuleSet { rules, kinds, all })
+    }
+
+    /// The rule with this id.
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+}
+
+fn build_set(patterns: &[String], what: &str) -> Result<RegexSet, RulesError> {
+    regex::RegexSetBuilder::new(patterns)
+        .size_limit(SET_SIZE_LIMIT)
+        .dfa_size_limit(SET_SIZE_LIMIT)
+        .build()
+        .map_err(|e| RulesError(format!("the {what} rules do not compile together: {e}")))
+}

@@ -1,0 +1,91 @@
+//! `fabric guard eval FILE.jsonl`: measures the guard on labelled outputs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use fabric_host::guard::{self, GuardConfig, Guarded};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One labelled case.
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    injected: bool,
+}
+
+/// Whether the guard acted on an output: rejected it, or redacted part of it.
+/// Flags alone (e.g. an encoded blob that decodes to nothing dangerous) are
+/// informational and do not count as a detection.
+pub fn detected(verdict: &Guarded) -> bool {
+    match verdict {
+        Guarded::Rejected { .. } => true,
+        Guarded::Pass { flags, .. } => flags.iter().any(|f| f.action != "flag"),
+    }
+}
+
+/// Runs the eval and prints detection rate, false-positive rate and per-rule hits.
+pub fn eval(file: &Path) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let config = GuardConfig::with_limit(u64::MAX);
+    let (mut injected, mut benign, mut caught, mut false_pos) = (0u64, 0u64, 0u64, 0u64);
+    let mut per_rule: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let case: Case = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: expected {{\"text\": …, \"injected\": bool}}",
+                file.display(),
+                n + 1
+            )
+        })?;
+        let verdict = guard::check(Value::String(case.text), &config);
+        let hit = detected(&verdict);
+        let (Guarded::Pass { flags, .. } | Guarded::Rejected { flags, .. }) = &verdict;
+        let mut seen: Vec<&str> = flags.iter().map(|f| f.rule.as_str()).collect();
+        seen.sort();
+        seen.dedup();
+        for rule in seen {
+            let entry = per_rule.entry(rule.to_string()).or_default();
+            if case.injected {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        if case.injected {
+            injected += 1;
+            caught += u64::from(hit);
+        } else {
+            benign += 1;
+            false_pos += u64::from(hit);
+        }
+    }
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            100.0 * a as f64 / b as f64
+        }
+    };
+    println!("cases: {} injected, {} benign", injected, benign);
+    println!(
+        "detection: {caught}/{injected} = {:.1} %",
+        pct(caught, injected)
+    );
+    println!(
+        "false positives: {false_pos}/{benign} = {:.1} %",
+        pct(false_pos, benign)
+    );
+    println!("{:<40} {:>9} {:>7}", "rule", "injected", "benign");
+    for (rule, (i, b)) in per_rule {
+        println!("{rule:<40} {i:>9} {b:>7}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
