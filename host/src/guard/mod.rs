@@ -338,6 +338,9 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                 }
                 _ => {
                     for m in re.find_iter(text) {
+                        if is_flag_emoji(m.as_str()) {
+                            continue;
+                        }
                         if *kind == Kind::Instruction && quoted(text, m.start()) {
                             continue; // "…" quoted: a mention of an attack, not one
                         }
@@ -396,15 +399,65 @@ fn exfiltrates(url: &str, net: &NetPolicy) -> bool {
     long_value || placeholder || query.len() >= 40 || path.split('/').any(|seg| seg.len() > 32)
 }
 
-/// Whether the text right before `at` opens a quotation.
+/// A subdivision-flag emoji (🏴 followed by up to 7 tag characters and
+/// CANCEL TAG), the one ordinary use of tag characters.
+fn is_flag_emoji(m: &str) -> bool {
+    let Some(tags) = m.strip_prefix('\u{1F3F4}') else {
+        return false;
+    };
+    tags.ends_with('\u{E007F}') && tags.chars().count() <= 8
+}
+
+/// Whether the match at `at` is quoted as an example (phrases such as
+/// "ignore previous instructions"): a quotation mark right before it,
+/// introduced by words that mention rather than use it.
 fn quoted(text: &str, at: usize) -> bool {
     let quotes = [
-        '"', '\'', '`', '\u{201C}', '\u{2018}', '\u{AB}', '\u{201E}', '\u{300C}',
+        '"', '\'', '`', '\u{201C}', '\u{2018}', '\u{AB}', '\u{201E}', '\u{300C}', '\u{201A}',
+        '\u{300E}',
     ];
-    text[..at]
+    if !text[..at]
         .chars()
         .next_back()
         .is_some_and(|c| quotes.contains(&c))
+    {
+        return false;
+    }
+    let mut from = at.saturating_sub(80);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    let before = text[from..at].to_lowercase();
+    const MENTIONS: [&str; 27] = [
+        "such as",
+        "like",
+        "e.g",
+        "phrase",
+        "payload",
+        "attack",
+        "string",
+        "example",
+        "wrote",
+        "says",
+        "said",
+        "contain",
+        "text",
+        "pattern",
+        "wie",
+        "z. b",
+        "etwa",
+        "comme",
+        "exemple",
+        "como",
+        "ejemplo",
+        "такие как",
+        "например",
+        "如",
+        "例如",
+        "phrase",
+        "frase",
+    ];
+    MENTIONS.iter().any(|m| before.contains(m))
 }
 
 fn decode_base64(blob: &str) -> Option<String> {
