@@ -15,7 +15,8 @@
 //!                 │ validate  JSON → Vec<Val> against the schema   schema.rs
 //!                 │ sandbox   fresh Store: fuel, memory, deadline, sandbox.rs
 //!                 │           WASI ctx from the policy             policy.rs
-//!                 │ guard     output size (and content rules)      guard.rs
+//!                 │ guard     output size, content and injection   guard/
+//!                 │ audit     hash-chained record, durable         audit/
 //!                 ▼
 //!              CallResult (the contract's result object)
 //! ```
@@ -31,11 +32,15 @@
 //!   allowlist, environment.
 //! - [`sandbox`]: builds the per-call store from a policy and runs one call in
 //!   a fresh instance, mapping every way it can end to a value.
-//! - [`guard`]: checks outputs before they leave.
+//! - [`guard`]: checks outputs before they leave: size, then rules as data
+//!   (`guard/default-rules.toml`) that reject, redact or flag.
+//! - [`audit`]: the append-only, hash-chained log (sled, group commit, signed
+//!   checkpoints) and its offline verifier.
 //! - [`call`]: the pipeline above, and [`Fabric`], which holds what is built
 //!   once.
 //!
-//! Built once: engine, linker, each component's `InstancePre`, policies.
+//! Built once: engine, linker, each component's `InstancePre`, policies,
+//! compiled guard rules, the audit writer.
 //! Built per call and dropped at its end: the store, its WASI context and the
 //! instance. Nothing from one call survives into the next.
 

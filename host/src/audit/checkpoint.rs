@@ -100,18 +100,7 @@ impl SigningKey {
         let bad =
             || CheckpointError("not a signed-note private key (PRIVATE+KEY+name+id+key)".into());
         let rest = text.strip_prefix("PRIVATE+KEY+").ok_or_else(bad)?;
-        // name+id+key: names and hex ids have no '+', base64 may.
-        let mut parts = rest.splitn(3, '+');
-        let (name, _id, b64) = (
-            parts.next().ok_or_else(bad)?,
-            parts.next().ok_or_else(bad)?,
-            parts.next().ok_or_else(bad)?,
-        );
-        let bytes = B64.decode(b64).map_err(|_| bad())?;
-        let seed: [u8; 32] = bytes
-            .strip_prefix(&[ED25519])
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(bad)?;
+        let (name, _id, seed) = split_key(rest).ok_or_else(bad)?;
         Ok(SigningKey {
             name: name.into(),
             key: ed25519_dalek::SigningKey::from_bytes(&seed),
@@ -141,6 +130,16 @@ impl SigningKey {
     }
 }
 
+/// Splits `name+hexid+base64(0x01 || 32 bytes)`; names and hex ids contain
+/// no '+', base64 may.
+fn split_key(text: &str) -> Option<(&str, &str, [u8; 32])> {
+    let mut parts = text.splitn(3, '+');
+    let (name, id, b64) = (parts.next()?, parts.next()?, parts.next()?);
+    let bytes = B64.decode(b64).ok()?;
+    let key = bytes.strip_prefix(&[ED25519])?.try_into().ok()?;
+    Some((name, id, key))
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -162,17 +161,7 @@ impl VerifyingKey {
     /// Parses `NAME+HEXID+BASE64(0x01 || public key)`.
     pub fn parse(text: &str) -> Result<VerifyingKey, CheckpointError> {
         let bad = || CheckpointError("not a signed-note verifier key (name+id+key)".into());
-        let mut parts = text.trim().splitn(3, '+');
-        let (name, id, b64) = (
-            parts.next().ok_or_else(bad)?,
-            parts.next().ok_or_else(bad)?,
-            parts.next().ok_or_else(bad)?,
-        );
-        let bytes = B64.decode(b64).map_err(|_| bad())?;
-        let public: [u8; 32] = bytes
-            .strip_prefix(&[ED25519])
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(bad)?;
+        let (name, id, public) = split_key(text.trim()).ok_or_else(bad)?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&public).map_err(|_| bad())?;
         let vk = VerifyingKey {
             name: name.into(),
