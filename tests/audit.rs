@@ -484,3 +484,52 @@ fn the_log_survives_kill_9_and_keeps_every_answered_call() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn payloads_are_stored_when_asked_with_passed_env_values_blanked() {
+    let secret = "s3cr3t-4udit-v4lue";
+    // Safe in edition 2021; the variable's name is unique to this test.
+    std::env::set_var("FABRIC_AUDIT_TEST_SECRET", secret);
+    let policies = common::policies(&[(
+        "text",
+        "[env]\npass = [\"FABRIC_AUDIT_TEST_SECRET\"]\n[audit]\npayloads = true\npayload_limit = \"40 B\"\n",
+    )]);
+    let f = common::open(&common::example_tools(), policies.path());
+    let r = common::call(
+        &f,
+        "text.echo",
+        json!({"text": format!("the token is {secret}, keep it")}),
+    );
+    assert_eq!(r.outcome, Outcome::Ok);
+    let default_policy = common::policies(&[]);
+    let common::TestFabric { fabric, data, keys } = f;
+    drop(fabric);
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+        .args(["audit", "show", "0"])
+        .output()
+        .unwrap();
+    let record: Record = serde_json::from_slice(&out.stdout).unwrap();
+    let args = record.arguments.expect("arguments stored");
+    let output = record.output.expect("output stored");
+    // Blanked first, then cut to payload_limit (40 bytes).
+    assert_eq!(args, "{\"text\":\"the token is [env:FABRIC_AUDIT_");
+    assert_eq!(args.len(), 40);
+    assert!(
+        output.len() <= 40 && output.starts_with("\"the token is [env:"),
+        "{output}"
+    );
+    assert!(!text(&out).contains(secret));
+
+    // Without [audit] payloads, only digests are kept.
+    let g = common::open(&common::example_tools(), default_policy.path());
+    common::call(&g, "text.echo", json!({"text": "x"}));
+    let common::TestFabric { fabric, data, keys } = g;
+    drop(fabric);
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+        .args(["audit", "show", "0"])
+        .output()
+        .unwrap();
+    let record: Record = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((record.arguments, record.output), (None, None));
+    assert!(record.output_digest.is_some());
+}
