@@ -502,13 +502,7 @@ fn payloads_are_stored_when_asked_with_passed_env_values_blanked() {
     );
     assert_eq!(r.outcome, Outcome::Ok);
     let default_policy = common::policies(&[]);
-    let common::TestFabric { fabric, data, keys } = f;
-    drop(fabric);
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
-        .args(["audit", "show", "0"])
-        .output()
-        .unwrap();
-    let record: Record = serde_json::from_slice(&out.stdout).unwrap();
+    let (record, shown) = first_record(f);
     let args = record.arguments.expect("arguments stored");
     let output = record.output.expect("output stored");
     // Blanked first, then cut to payload_limit (40 bytes).
@@ -518,18 +512,24 @@ fn payloads_are_stored_when_asked_with_passed_env_values_blanked() {
         output.len() <= 40 && output.starts_with("\"the token is [env:"),
         "{output}"
     );
-    assert!(!text(&out).contains(secret));
+    assert!(!shown.contains(secret));
 
     // Without [audit] payloads, only digests are kept.
     let g = common::open(&common::example_tools(), default_policy.path());
     common::call(&g, "text.echo", json!({"text": "x"}));
-    let common::TestFabric { fabric, data, keys } = g;
+    let (record, _) = first_record(g);
+    assert_eq!((record.arguments, record.output), (None, None));
+    assert!(record.output_digest.is_some());
+}
+
+/// Closes a fabric and reads its record 0 with `fabric audit show 0`
+/// (parsed, and as printed).
+fn first_record(f: common::TestFabric) -> (Record, String) {
+    let common::TestFabric { fabric, data, keys } = f;
     drop(fabric);
     let out = fabric_cmd(data.path(), &keys.path().join("key"))
         .args(["audit", "show", "0"])
         .output()
         .unwrap();
-    let record: Record = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((record.arguments, record.output), (None, None));
-    assert!(record.output_digest.is_some());
+    (serde_json::from_slice(&out.stdout).unwrap(), text(&out))
 }

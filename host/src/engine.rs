@@ -29,8 +29,9 @@ pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
 /// wasm-component-ld has its module plus small shim and fixup modules.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 
-/// Table elements per table: enough for large Rust and Python guests.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Table elements per table: enough for large Rust and Python guests. The
+/// pool's slots and each call's limiter both use it.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Builds the shared engine.
 pub fn new_engine() -> wasmtime::Result<Engine> {

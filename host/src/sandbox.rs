@@ -20,7 +20,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::deadline_ticks;
+use crate::engine::{deadline_ticks, MAX_TABLE_ELEMENTS};
 use crate::policy::{NetPolicy, Policy};
 
 /// Bytes of a tool's stdout and stderr kept per call (for error messages and
@@ -33,9 +33,6 @@ const STDERR_IN_MESSAGE: usize = 2 * 1024;
 /// Grace beyond the policy timeout for a call blocked in the host (e.g. on a
 /// slow HTTP response), where epoch interruption cannot reach it.
 const HOST_WAIT_GRACE: Duration = Duration::from_millis(50);
-
-/// Most table elements a table may grow to.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// A capability the tool asked for and was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -267,9 +267,8 @@ impl Writer {
     }
 
     fn write_head(&self) -> sled::Result<()> {
-        let mut value = self.next_seq.to_be_bytes().to_vec();
-        value.extend_from_slice(&self.head);
-        self.db.insert(HEAD_KEY, value)?;
+        self.db
+            .insert(HEAD_KEY, encode_head(self.next_seq, &self.head))?;
         self.db.flush()?;
         Ok(())
     }
@@ -338,10 +337,9 @@ impl Writer {
             lines.extend_from_slice(&json);
             lines.push(b'\n');
         }
-        let mut head = self.next_seq.to_be_bytes().to_vec();
-        head.extend_from_slice(&self.head);
         self.records.apply_batch(tx)?;
-        self.db.insert(HEAD_KEY, head)?;
+        self.db
+            .insert(HEAD_KEY, encode_head(self.next_seq, &self.head))?;
         if self.durable {
             self.db.flush()?;
         }
@@ -384,6 +382,18 @@ impl Writer {
             }
         }
     }
+}
+
+/// The stored head: record count (big-endian u64), then the last hash.
+fn encode_head(count: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut value = count.to_be_bytes().to_vec();
+    value.extend_from_slice(hash);
+    value
+}
+
+fn decode_head(value: &[u8]) -> Option<(u64, [u8; 32])> {
+    let count = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    Some((count, value.get(8..40)?.try_into().ok()?))
 }
 
 /// Where [`read_records`] read from.
@@ -429,10 +439,7 @@ pub fn read_records(
             let head = db
                 .get(HEAD_KEY)
                 .map_err(|e| store_err(dir, e))?
-                .and_then(|v| {
-                    let count = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-                    Some((count, v.get(8..40)?.try_into().ok()?))
-                });
+                .and_then(|v| decode_head(&v));
             Ok((Source::Store, out, head))
         }
         Err(_) => {
