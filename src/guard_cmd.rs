@@ -14,6 +14,8 @@ use serde_json::Value;
 struct Case {
     text: String,
     injected: bool,
+    #[serde(default)]
+    source: Option<String>,
 }
 
 /// Whether the guard acted on an output: rejected it, or redacted part of it.
@@ -27,7 +29,7 @@ pub fn detected(verdict: &Guarded) -> bool {
 }
 
 /// Runs the eval and prints detection rate, false-positive rate and per-rule hits.
-pub fn eval(file: &Path) -> Result<ExitCode> {
+pub fn eval(file: &Path, show_errors: bool) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let config = GuardConfig::with_limit(u64::MAX);
@@ -58,6 +60,25 @@ pub fn eval(file: &Path) -> Result<ExitCode> {
             } else {
                 entry.1 += 1;
             }
+        }
+        if show_errors && hit != case.injected {
+            let what = if case.injected {
+                "missed"
+            } else {
+                "false positive"
+            };
+            let rules: Vec<String> = flags.iter().map(|f| f.rule.clone()).collect();
+            println!(
+                "{}:{}: {what} [{}] rules: {}",
+                file.display(),
+                n + 1,
+                case.source.as_deref().unwrap_or("-"),
+                if rules.is_empty() {
+                    "none".into()
+                } else {
+                    rules.join(", ")
+                }
+            );
         }
         if case.injected {
             injected += 1;

@@ -60,6 +60,10 @@ enum GuardCommand {
     Eval {
         /// The cases.
         file: PathBuf,
+        /// Also list the injected cases missed and the benign cases caught
+        /// (line number, `source` when the case has one, and rules hit).
+        #[arg(long)]
+        show_errors: bool,
     },
 }
 
@@ -140,7 +144,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
-        Command::Guard(GuardCommand::Eval { file }) => guard_cmd::eval(&file),
+        Command::Guard(GuardCommand::Eval { file, show_errors }) => {
+            guard_cmd::eval(&file, show_errors)
+        }
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);

@@ -11,24 +11,22 @@
 //! backtracking): one [`regex::RegexSet`] pass per rule kind finds which rules
 //! hit, and only those rules are run again for their spans.
 
+pub mod decode;
 pub mod rules;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::policy::NetPolicy;
-pub use rules::{Action, Kind, RuleSet};
+pub use rules::{Action, Kind, Report, RuleSet};
 
 /// Longest excerpt of matched text in a flag, in characters.
 const EXCERPT_CHARS: usize = 80;
-/// Shortest decoded text worth re-checking.
-const MIN_DECODED_TEXT: usize = 8;
 
 /// One rule hit reported with a call's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,19 +235,26 @@ fn redact(text: &str, mut spans: Vec<((usize, usize), &str)>) -> String {
     out
 }
 
-/// All rule hits in one string. `decode` allows one round of re-checking
-/// decoded blobs.
+/// All rule hits in one string. `decode` is true for the output's own text
+/// (encoded blobs are decoded and their text scanned once more) and false
+/// for decoded text (which `decoded` rules also see, and which is not decoded
+/// again).
 fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<Hit> {
     let rules = &config.rules;
     let mut hits = Vec::new();
     // Which (rule, pattern) pairs match: one pass over text that
     // normalisation left unchanged, else one pass per kind on its text.
     let mut matched: Vec<(usize, usize)> = Vec::new();
-    if raw == normalised {
+    let unchanged = std::ptr::eq(raw, normalised) || raw == normalised;
+    if decode && unchanged {
         let m = rules.all.set.matches(raw);
         matched.extend(m.iter().map(|i| rules.all.owners[i]));
     } else {
         for (kind, kind_rules) in &rules.kinds {
+            let skip = if decode { Kind::Decoded } else { Kind::Encoded };
+            if *kind == skip {
+                continue;
+            }
             let text = if kind.normalised() { normalised } else { raw };
             matched.extend(
                 kind_rules
@@ -260,105 +265,108 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
             );
         }
     }
-    // Hex rules before base64 ones, as in the file: a blob is reported once.
+    // In file order: hex rules before base64 ones, so a blob is decoded once.
     matched.sort_unstable();
-    {
-        for (rule_index, pattern_index) in matched {
-            let rule = &rules.rules[rule_index];
-            let kind = &rule.kind;
-            let text = if kind.normalised() { normalised } else { raw };
-            let action = config.actions.get(&rule.id).copied().unwrap_or(rule.action);
-            let re = &rule.patterns[pattern_index];
-            match kind {
-                Kind::Exfiltration => {
-                    // find_iter runs on the fast DFA; captures only on each match.
-                    for m in re.find_iter(text) {
-                        let whole = (m.start(), m.end());
-                        let hit = match re.captures(m.as_str()).and_then(|c| c.name("url")) {
-                            Some(url) => exfiltrates(url.as_str(), &config.net),
-                            None => true,
-                        };
-                        if hit
-                            && !hits
-                                .iter()
-                                .any(|h: &Hit| h.span == whole && !h.in_normalised)
-                        {
-                            let excerpt = excerpt(&text[whole.0..whole.1]);
-                            hits.push(Hit {
-                                rule: rule_index,
-                                action,
-                                span: whole,
-                                in_normalised: false,
-                                excerpt,
-                            });
-                        }
-                    }
-                }
-                Kind::Encoded => {
-                    for m in re.find_iter(text) {
-                        let span = (m.start(), m.end());
-                        if hits.iter().any(|h: &Hit| {
-                            h.span == span && rules.rules[h.rule].kind == Kind::Encoded
-                        }) {
-                            continue; // one blob, one encoded-rule hit (hex rules come first)
-                        }
-                        let blob = m.as_str();
-                        let is_hex =
-                            blob.len() % 2 == 0 && blob.bytes().all(|b| b.is_ascii_hexdigit());
-                        let decoded = if is_hex {
-                            decode_hex(blob)
-                        } else {
-                            decode_base64(blob)
-                        };
+    let mut decoded_spans: Vec<(usize, usize)> = Vec::new();
+    for (rule_index, pattern_index) in matched {
+        let rule = &rules.rules[rule_index];
+        let kind = rule.kind;
+        let text = if kind.normalised() { normalised } else { raw };
+        let action = config.actions.get(&rule.id).copied().unwrap_or(rule.action);
+        let re = &rule.patterns[pattern_index];
+        match (kind, rule.decode) {
+            (Kind::Exfiltration, _) => {
+                // find_iter runs on the fast DFA; captures only on each match.
+                for m in re.find_iter(text) {
+                    let whole = (m.start(), m.end());
+                    let hit = match re.captures(m.as_str()).and_then(|c| c.name("url")) {
+                        Some(url) => exfiltrates(url.as_str(), &config.net),
+                        None => true,
+                    };
+                    if hit
+                        && !hits
+                            .iter()
+                            .any(|h: &Hit| h.span == whole && !h.in_normalised)
+                    {
                         hits.push(Hit {
                             rule: rule_index,
                             action,
-                            span,
+                            span: whole,
                             in_normalised: false,
-                            excerpt: excerpt(m.as_str()),
-                        });
-                        let Some(decoded) = decoded.filter(|_| decode) else {
-                            continue;
-                        };
-                        let norm = normalise(&decoded);
-                        for inner in scan(&decoded, &norm, config, false) {
-                            let inner_rule = &rules.rules[inner.rule];
-                            if inner_rule.kind.normalised() {
-                                let excerpt = format!("decoded: {}", inner.excerpt);
-                                hits.push(Hit {
-                                    rule: inner.rule,
-                                    action: inner.action,
-                                    span,
-                                    in_normalised: false,
-                                    excerpt,
-                                });
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    for m in re.find_iter(text) {
-                        if is_flag_emoji(m.as_str()) {
-                            continue;
-                        }
-                        if *kind == Kind::Instruction && quoted(text, m.start()) {
-                            continue; // "…" quoted: a mention of an attack, not one
-                        }
-                        let span = (m.start(), m.end());
-                        let in_normalised = kind.normalised() && !std::ptr::eq(normalised, raw);
-                        hits.push(Hit {
-                            rule: rule_index,
-                            action,
-                            span,
-                            in_normalised,
                             excerpt: excerpt(m.as_str()),
                         });
                     }
                 }
             }
+            (Kind::Encoded, Some(decoder)) => {
+                for m in re.find_iter(text) {
+                    let span = if decoder.whole_line() {
+                        line_around(text, m.start(), m.end())
+                    } else {
+                        (m.start(), m.end())
+                    };
+                    let seen = hits
+                        .iter()
+                        .any(|h: &Hit| h.span == span && rules.rules[h.rule].kind == Kind::Encoded);
+                    if seen || decoded_spans.iter().any(|d| d.0 < span.1 && span.0 < d.1) {
+                        continue; // one blob, decoded once
+                    }
+                    let blob = &text[span.0..span.1];
+                    let mut inner_hits = Vec::new();
+                    if let Some(decoded) = decoder.decode(blob) {
+                        decoded_spans.push(span);
+                        let norm = normalise(&decoded);
+                        for inner in scan(&decoded, &norm, config, false) {
+                            if rules.rules[inner.rule].kind.normalised() {
+                                inner_hits.push(Hit {
+                                    rule: inner.rule,
+                                    action: inner.action,
+                                    span,
+                                    in_normalised: false,
+                                    excerpt: format!("decoded: {}", inner.excerpt),
+                                });
+                            }
+                        }
+                    }
+                    if rule.report == Report::Blob || !inner_hits.is_empty() {
+                        hits.push(Hit {
+                            rule: rule_index,
+                            action,
+                            span,
+                            in_normalised: false,
+                            excerpt: excerpt(blob),
+                        });
+                    }
+                    hits.extend(inner_hits);
+                }
+            }
+            _ => {
+                for m in re.find_iter(text) {
+                    if is_flag_emoji(m.as_str()) {
+                        continue;
+                    }
+                    if kind == Kind::Instruction && quoted(text, m.start()) {
+                        continue; // "…" quoted: a mention of an attack, not one
+                    }
+                    hits.push(Hit {
+                        rule: rule_index,
+                        action,
+                        span: (m.start(), m.end()),
+                        in_normalised: kind.normalised() && !unchanged,
+                        excerpt: excerpt(m.as_str()),
+                    });
+                }
+            }
         }
     }
     hits
+}
+
+/// The byte span of the line holding `start..end`.
+fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
+    let from = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
+    (from, to)
 }
 
 /// Whether a URL sends data to a host the policy does not allow: it has a
@@ -460,45 +468,30 @@ fn quoted(text: &str, at: usize) -> bool {
     MENTIONS.iter().any(|m| before.contains(m))
 }
 
-fn decode_base64(blob: &str) -> Option<String> {
-    let trimmed = blob.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(trimmed)
-        .ok()?;
-    text_like(bytes)
-}
-
-fn decode_hex(blob: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..blob.len())
-        .step_by(2)
-        .map(|i| {
-            blob.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect();
-    text_like(bytes?)
-}
-
-/// Decoded bytes that read as text (UTF-8, mostly printable).
-fn text_like(bytes: Vec<u8>) -> Option<String> {
-    let text = String::from_utf8(bytes).ok()?;
-    let printable = text
-        .chars()
-        .filter(|c| !c.is_control() || c.is_whitespace())
-        .count();
-    (text.chars().count() >= MIN_DECODED_TEXT && printable * 10 >= text.chars().count() * 9)
-        .then_some(text)
-}
-
-/// The text instruction and token rules see: Unicode tag characters decoded
-/// to ASCII, zero-width and bidi controls removed, NFKC, and confusable
-/// letters folded to Latin inside words that mix scripts. ASCII is returned
-/// as is (borrowed).
+/// The text instruction and token rules see: escaped line breaks and tabs
+/// (`\\n`, `\\r`, `\\t` as two characters, as in JSON or iCalendar text)
+/// read as the whitespace they stand for, Unicode tag characters decoded to
+/// ASCII, zero-width and bidi controls removed, NFKC, and confusable letters
+/// folded to Latin inside words that mix scripts. Text that needs none of
+/// this is returned as is (borrowed).
 pub fn normalise(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() || already_normal(s) {
+    let escapes = has_whitespace_escapes(s);
+    if !escapes && (s.is_ascii() || already_normal(s)) {
         return Cow::Borrowed(s);
     }
-    let cleaned: String = s
+    let unescaped = if escapes {
+        Cow::Owned(
+            s.replace("\\n", "\n")
+                .replace("\\r", "\r")
+                .replace("\\t", "\t"),
+        )
+    } else {
+        Cow::Borrowed(s)
+    };
+    if unescaped.is_ascii() || already_normal(&unescaped) {
+        return Cow::Owned(unescaped.into_owned());
+    }
+    let cleaned: String = unescaped
         .chars()
         .filter_map(|c| match c {
             '\u{E0020}'..='\u{E007E}' => char::from_u32(c as u32 - 0xE0000),
@@ -511,6 +504,14 @@ pub fn normalise(s: &str) -> Cow<'_, str> {
         .nfkc()
         .collect();
     Cow::Owned(fold_confusables(&cleaned))
+}
+
+/// Whether `s` holds a backslash escape of a line break or tab.
+fn has_whitespace_escapes(s: &str) -> bool {
+    s.contains('\\')
+        && s.as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\\' && matches!(w[1], b'n' | b'r' | b't'))
 }
 
 /// Whether normalisation would leave `s` unchanged: no tag, zero-width or

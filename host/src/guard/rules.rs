@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
+pub use super::decode::Decoder;
+
 /// The rules shipped with Fabric (`host/src/guard/default-rules.toml`).
 pub const DEFAULT_RULES: &str = include_str!("default-rules.toml");
 
@@ -55,15 +57,31 @@ pub enum Kind {
     Hidden,
     /// Exfiltration URLs: raw text, host checked against the policy.
     Exfiltration,
-    /// Encoded blobs: raw text; decoded text is checked again.
+    /// Encoded blobs: raw text; each match is decoded (the rule's `decode`)
+    /// and the decoded text is checked again, once.
     Encoded,
+    /// Checked only on text decoded from an encoded blob (normalised):
+    /// words that are ordinary in plain text but suspicious when hidden.
+    Decoded,
 }
 
 impl Kind {
     /// Whether the kind matches normalised rather than raw text.
     pub fn normalised(self) -> bool {
-        matches!(self, Kind::Instruction | Kind::Token)
+        matches!(self, Kind::Instruction | Kind::Token | Kind::Decoded)
     }
+}
+
+/// When an `encoded` rule reports the blob itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    /// Every match is reported (with its action), whatever it decodes to.
+    #[default]
+    Blob,
+    /// Only the rules its decoded text hits are reported: for encodings that
+    /// are everywhere in ordinary output (percent-encoded URLs, entities).
+    Hits,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +98,10 @@ struct FileRule {
     action: Action,
     description: String,
     patterns: Vec<String>,
+    #[serde(default)]
+    decode: Option<Decoder>,
+    #[serde(default)]
+    report: Report,
 }
 
 /// One compiled rule.
@@ -95,6 +117,10 @@ pub struct Rule {
     pub description: String,
     /// Its patterns.
     pub patterns: Vec<Regex>,
+    /// How an `encoded` rule's matches are decoded.
+    pub decode: Option<Decoder>,
+    /// When an `encoded` rule reports the blob itself.
+    pub report: Report,
 }
 
 /// The rules of one kind, with a set for the one-pass first check.
@@ -113,8 +139,9 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// Per kind, the set of all its patterns.
     pub kinds: BTreeMap<Kind, KindRules>,
-    /// Every pattern of every kind in one set: one pass over text that
-    /// normalisation leaves unchanged (most text), which usually matches nothing.
+    /// Every pattern of every kind but `decoded` in one set: one pass over
+    /// text that normalisation leaves unchanged (most text), which usually
+    /// matches nothing.
     pub all: KindRules,
 }
 
@@ -166,6 +193,12 @@ impl RuleSet {
             if rules.iter().any(|x: &Rule| x.id == r.id) {
                 return Err(RulesError(format!("rule {:?} is defined twice", r.id)));
             }
+            if (r.kind == Kind::Encoded) != r.decode.is_some() {
+                return Err(RulesError(format!(
+                    "rule {:?}: `decode` is required for kind \"encoded\" and allowed only there",
+                    r.id
+                )));
+            }
             if r.patterns.is_empty() {
                 return Err(RulesError(format!("rule {:?} has no patterns", r.id)));
             }
@@ -184,11 +217,16 @@ impl RuleSet {
                 action: r.action,
                 description: r.description,
                 patterns,
+                decode: r.decode,
+                report: r.report,
             });
         }
         let mut all_patterns = Vec::new();
         let mut all_owners = Vec::new();
-        for (patterns, owners) in by_kind.values() {
+        for (kind, (patterns, owners)) in &by_kind {
+            if *kind == Kind::Decoded {
+                continue; // never run on the output itself
+            }
             all_patterns.extend(patterns.iter().cloned());
             all_owners.extend(owners.iter().copied());
         }
