@@ -67,9 +67,13 @@ pub fn eval(file: &Path, show_errors: bool) -> Result<ExitCode> {
             } else {
                 "false positive"
             };
-            let rules: Vec<String> = flags.iter().map(|f| f.rule.clone()).collect();
+            let rules: Vec<String> = flags
+                .iter()
+                .filter(|f| f.action != "flag" || case.injected)
+                .map(|f| format!("{} {:?}", f.rule, f.excerpt))
+                .collect();
             println!(
-                "{}:{}: {what} [{}] rules: {}",
+                "{}:{}: {what} [{}] hits: {}",
                 file.display(),
                 n + 1,
                 case.source.as_deref().unwrap_or("-"),

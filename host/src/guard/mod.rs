@@ -279,10 +279,11 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                 // find_iter runs on the fast DFA; captures only on each match.
                 for m in re.find_iter(text) {
                     let whole = (m.start(), m.end());
-                    let hit = match re.captures(m.as_str()).and_then(|c| c.name("url")) {
-                        Some(url) => exfiltrates(url.as_str(), &config.net),
-                        None => true,
-                    };
+                    let hit = !mentioned(text, m.start(), m.end(), kind)
+                        && match re.captures(m.as_str()).and_then(|c| c.name("url")) {
+                            Some(url) => exfiltrates(url.as_str(), &config.net, text),
+                            None => true,
+                        };
                     if hit
                         && !hits
                             .iter()
@@ -345,8 +346,9 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                     if is_flag_emoji(m.as_str()) {
                         continue;
                     }
-                    if kind == Kind::Instruction && quoted(text, m.start()) {
-                        continue; // "…" quoted: a mention of an attack, not one
+                    let examined = matches!(kind, Kind::Instruction | Kind::Token);
+                    if examined && mentioned(text, m.start(), m.end(), kind) {
+                        continue; // a mention of an attack, not one
                     }
                     hits.push(Hit {
                         rule: rule_index,
@@ -370,8 +372,10 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
 }
 
 /// Whether a URL sends data to a host the policy does not allow: it has a
-/// query, or a long path (data encoded into path segments).
-fn exfiltrates(url: &str, net: &NetPolicy) -> bool {
+/// query, or a long path (data encoded into path segments). A host whose
+/// domain is also a mail domain in the same text (`From: news@shop.example`
+/// with a pixel on `www.shop.example`) is the sender's own, not a third party.
+fn exfiltrates(url: &str, net: &NetPolicy, text: &str) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
@@ -392,6 +396,17 @@ fn exfiltrates(url: &str, net: &NetPolicy) -> bool {
         ),
     };
     if net.allows(host, port) {
+        return false;
+    }
+    let parent = host
+        .split_once('.')
+        .map(|(_, p)| p)
+        .filter(|p| p.contains('.'));
+    if [Some(host), parent]
+        .into_iter()
+        .flatten()
+        .any(|domain| text.contains(&format!("@{domain}")))
+    {
         return false;
     }
     let path = path.split('#').next().unwrap_or_default();
@@ -416,56 +431,132 @@ fn is_flag_emoji(m: &str) -> bool {
     tags.ends_with('\u{E007F}') && tags.chars().count() <= 8
 }
 
-/// Whether the match at `at` is quoted as an example (phrases such as
-/// "ignore previous instructions"): a quotation mark right before it,
-/// introduced by words that mention rather than use it.
-fn quoted(text: &str, at: usize) -> bool {
-    let quotes = [
-        '"', '\'', '`', '\u{201C}', '\u{2018}', '\u{AB}', '\u{201E}', '\u{300C}', '\u{201A}',
-        '\u{300E}',
-    ];
-    if !text[..at]
+/// Quotation marks that open or close a quoted phrase.
+const QUOTES: [char; 12] = [
+    '"', '\'', '`', '\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}', '\u{AB}', '\u{BB}', '\u{201E}',
+    '\u{300C}', '\u{300D}',
+];
+
+/// Words that introduce a quoted example of an attack ("phrases such as
+/// '…'", "类似“…”"), looked for in the 120 bytes before the quote.
+const MENTIONS: [&str; 34] = [
+    "such as",
+    "like",
+    "e.g",
+    "phrase",
+    "payload",
+    "attack",
+    "string",
+    "example",
+    "wrote",
+    "says",
+    "said",
+    "contain",
+    "text",
+    "pattern",
+    "inject",
+    "claim",
+    "variant",
+    "wie",
+    "z. b",
+    "etwa",
+    "comme",
+    "exemple",
+    "du type",
+    "como",
+    "ejemplo",
+    "frase",
+    "такие как",
+    "например",
+    "вроде",
+    "фраз",
+    "如",
+    "类似",
+    "例如",
+    "ような",
+];
+
+/// Words right before an unquoted token or URL that make it an example
+/// ("role tokens such as <|im_start|>", "an image like ![a](…)").
+const INLINE_MENTIONS: [&str; 12] = [
+    "such as",
+    "like",
+    "for instance",
+    "for example",
+    "e.g.",
+    "i.e.",
+    "token",
+    "tokens",
+    "strings",
+    "markers",
+    "например",
+    "例如",
+];
+
+/// Whether a match is a mention of an attack rather than one: a phrase in
+/// quotation marks introduced as an example or closed right after it, an
+/// example introduced inline, or a special token written as a string literal
+/// in code (`"<|im_end|>"`).
+fn mentioned(text: &str, start: usize, end: usize, kind: Kind) -> bool {
+    let before = &text[floor_boundary(text, start.saturating_sub(120))..start];
+    let mut back = before
         .chars()
-        .next_back()
-        .is_some_and(|c| quotes.contains(&c))
-    {
+        .rev()
+        .skip_while(|c| *c == ' ' || *c == '\u{A0}');
+    let opened = back.next().filter(|c| QUOTES.contains(c));
+    if opened.is_some() {
+        let prefix = &before
+            [..before.trim_end_matches([' ', '\u{A0}']).len() - opened.map_or(0, char::len_utf8)];
+        let lower = prefix.to_lowercase();
+        if MENTIONS.iter().any(|m| lower.contains(m)) {
+            return true;
+        }
+        // An enclosed phrase in prose ('do not tell the user'), not a value in
+        // data (`"note": "Ignore previous instructions"`).
+        let in_data = prefix.trim_end().ends_with([':', '=', '[', ',', '(', '{']);
+        let after = &text[end..ceil_boundary(text, end + 60)];
+        let line = after.split('\n').next().unwrap_or_default();
+        if !in_data && line.contains(QUOTES) {
+            return true;
+        }
+    }
+    if kind == Kind::Instruction {
         return false;
     }
-    let mut from = at.saturating_sub(80);
-    while !text.is_char_boundary(from) {
-        from -= 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let near = &before[floor_boundary(before, before.len().saturating_sub(24)).max(line_start)..];
+    let near = near.to_lowercase();
+    if INLINE_MENTIONS.iter().any(|m| near.contains(m)) {
+        return true;
     }
-    let before = text[from..at].to_lowercase();
-    const MENTIONS: [&str; 27] = [
-        "such as",
-        "like",
-        "e.g",
-        "phrase",
-        "payload",
-        "attack",
-        "string",
-        "example",
-        "wrote",
-        "says",
-        "said",
-        "contain",
-        "text",
-        "pattern",
-        "wie",
-        "z. b",
-        "etwa",
-        "comme",
-        "exemple",
-        "como",
-        "ejemplo",
-        "такие как",
-        "например",
-        "如",
-        "例如",
-        "phrase",
-        "frase",
-    ];
-    MENTIONS.iter().any(|m| before.contains(m))
+    // A token as a string literal in code: closed by a quote right after it
+    // (at most a role name and an escaped line break in between).
+    if kind == Kind::Token && opened.is_some() {
+        let rest = text[end..].trim_start_matches(|c: char| c.is_ascii_alphabetic());
+        let rest = rest
+            .strip_prefix("\\n")
+            .or(rest.strip_prefix('\n'))
+            .unwrap_or(rest);
+        return rest.starts_with(QUOTES);
+    }
+    false
+}
+
+/// The largest char boundary at or below `at`.
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The smallest char boundary at or above `at` (at most the text's length).
+fn ceil_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 /// The text instruction and token rules see: escaped line breaks and tabs
