@@ -16,6 +16,7 @@ pub mod rules;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -147,7 +148,7 @@ fn walk(
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = pointer.len();
-                pointer.push_str(&format!("/{i}"));
+                let _ = write!(pointer, "/{i}"); // writing to a String cannot fail
                 walk(item, pointer, config, flags, rejected);
                 pointer.truncate(len);
             }
@@ -156,7 +157,11 @@ fn walk(
             for (key, item) in map.iter_mut() {
                 let len = pointer.len();
                 pointer.push('/');
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                if key.contains(['~', '/']) {
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                } else {
+                    pointer.push_str(key);
+                }
                 walk(item, pointer, config, flags, rejected);
                 pointer.truncate(len);
             }
@@ -247,8 +252,12 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
     let mut matched: Vec<(usize, usize)> = Vec::new();
     let unchanged = std::ptr::eq(raw, normalised) || raw == normalised;
     if decode && unchanged {
-        let m = rules.all.set.matches(raw);
-        matched.extend(m.iter().map(|i| rules.all.owners[i]));
+        // Most text matches no rule: a plain search, which stops at the first
+        // match, is much cheaper than collecting every matching pattern.
+        if rules.all.set.is_match(raw) {
+            let m = rules.all.set.matches(raw);
+            matched.extend(m.iter().map(|i| rules.all.owners[i]));
+        }
     } else {
         for (kind, kind_rules) in &rules.kinds {
             let skip = if decode { Kind::Decoded } else { Kind::Encoded };
@@ -419,7 +428,19 @@ fn exfiltrates(url: &str, net: &NetPolicy, text: &str) -> bool {
         .any(|kv| kv.split_once('=').map_or(kv, |(_, v)| v).len() >= 12);
     let marks = ['{', '}', '[', ']', '<', '>', '$'];
     let placeholder = query.contains(marks) || path.contains(marks) || path.contains('=');
-    long_value || placeholder || query.len() >= 40 || path.split('/').any(|seg| seg.len() > 32)
+    let carries_data =
+        long_value || placeholder || query.len() >= 40 || path.split('/').any(|seg| seg.len() > 32);
+    let parent = host
+        .split_once('.')
+        .map(|(_, p)| p)
+        .filter(|p| p.contains('.'));
+    let first_party = || {
+        [Some(host), parent]
+            .into_iter()
+            .flatten()
+            .any(|domain| text.contains(&format!("@{domain}")))
+    };
+    carries_data && !first_party()
 }
 
 /// A subdivision-flag emoji (🏴 followed by up to 7 tag characters and
@@ -607,14 +628,39 @@ fn has_whitespace_escapes(s: &str) -> bool {
 
 /// Whether normalisation would leave `s` unchanged: no tag, zero-width or
 /// bidi characters, no Greek or Cyrillic letters, and already NFKC (quick check).
+///
+/// Only the non-ASCII characters are examined (ASCII is always normal). Leaving
+/// out the ASCII between them can only make the NFKC quick check answer
+/// "maybe", which sends the text through full normalisation: slower, never wrong.
 fn already_normal(s: &str) -> bool {
-    let special = s.chars().any(|c| {
+    let special = non_ascii(s).any(|c| {
         matches!(c, '\u{E0000}'..='\u{E007F}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}'
             | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{0370}'..='\u{052F}' | '\u{0261}')
     });
     !special
-        && unicode_normalization::is_nfkc_quick(s.chars())
+        && unicode_normalization::is_nfkc_quick(non_ascii(s))
             == unicode_normalization::IsNormalized::Yes
+}
+
+/// The non-ASCII characters of `s`, skipping ASCII runs a word at a time.
+fn non_ascii(s: &str) -> impl Iterator<Item = char> + '_ {
+    let bytes = s.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at + 8 <= bytes.len() {
+            let word = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+            if word & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            at += 8;
+        }
+        while at < bytes.len() && bytes[at] < 0x80 {
+            at += 1;
+        }
+        let c = s[at..].chars().next()?;
+        at += c.len_utf8();
+        Some(c)
+    })
 }
 
 /// Folds look-alike letters (Cyrillic, Greek) to Latin inside words that also
@@ -710,21 +756,52 @@ fn excerpt(text: &str) -> String {
     out
 }
 
-/// The length of a value's compact JSON text, without building the text.
+/// The length of a value's compact JSON text (as `serde_json::to_string`
+/// writes it), counted without building the text.
 pub fn json_size(value: &Value) -> u64 {
-    struct Counter(u64);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
+    match value {
+        Value::Null => 4,
+        Value::Bool(b) => 4 + u64::from(!*b),
+        Value::Number(n) => number_size(n),
+        Value::String(s) => string_size(s),
+        Value::Array(items) => {
+            2 + items.iter().map(json_size).sum::<u64>() + items.len().saturating_sub(1) as u64
         }
-        fn flush(&mut self) -> std::io::Result<()> {
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| string_size(k) + 1 + json_size(v))
+                .sum::<u64>()
+                + map.len().saturating_sub(1) as u64
+        }
+    }
+}
+
+/// A JSON string's length with its quotes and escapes: `\"` and `\\` and
+/// the short control escapes take two bytes, other control characters six.
+fn string_size(s: &str) -> u64 {
+    let escapes: u64 = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0C | b'\n' | b'\r' | b'\t' => 1,
+            0..=0x1F => 5,
+            _ => 0,
+        })
+        .sum();
+    2 + s.len() as u64 + escapes
+}
+
+/// A number's length as serde_json writes it.
+fn number_size(n: &serde_json::Number) -> u64 {
+    struct Counter(u64);
+    impl std::fmt::Write for Counter {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len() as u64;
             Ok(())
         }
     }
     let mut counter = Counter(0);
-    // Writing to a counter cannot fail, and a Value always serializes.
-    let _ = serde_json::to_writer(&mut counter, value);
+    let _ = write!(counter, "{n}"); // Number's Display is its JSON text
     counter.0
 }
 

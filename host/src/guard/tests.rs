@@ -292,4 +292,13 @@ proptest! {
         cfg.actions.insert("instruction.override".into(), Action::Redact);
         let _ = check(json!([mixed.clone(), {"k": mixed}]), &cfg);
     }
+
+    #[test]
+    fn json_size_is_the_length_serde_json_writes(
+        text in any::<String>(), key in any::<String>(), int in any::<i64>(), uint in any::<u64>(),
+        float in any::<f64>(), flag in any::<bool>(),
+    ) {
+        let v = json!({key: [text, int, uint, float, flag, null, {}, []]});
+        prop_assert_eq!(json_size(&v), serde_json::to_string(&v).unwrap().len() as u64);
+    }
 }
