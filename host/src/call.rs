@@ -22,7 +22,7 @@ use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, Guarded};
 use crate::registry::{Callable, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, RunEnd, State};
-use crate::schema::arguments_to_vals;
+use crate::schema::{arguments_to_vals, min_json_size};
 
 /// Where a [`Fabric`] finds its tools and keeps its state.
 #[derive(Debug, Clone)]
@@ -305,6 +305,7 @@ impl Fabric {
         let mut result = fail(call, Outcome::Trap, String::new(), Value::Null);
         result.fuel_used = run.fuel_used;
         result.denials = run.denials;
+        let guard = &callable.component.guard;
 
         let output = match run.end {
             RunEnd::Failed(f) => {
@@ -315,39 +316,80 @@ impl Fabric {
                     FailureKind::Trap => Outcome::Trap,
                     FailureKind::Overloaded => Outcome::Overloaded,
                 };
+                // A trap's message can carry the guest's own text (a panic
+                // message): it reaches the caller only through the guard.
+                let message = match guard::check(Value::String(f.message), guard) {
+                    Guarded::Pass { output, flags } => {
+                        result.guard.flags = flags;
+                        output.as_str().unwrap_or_default().to_string()
+                    }
+                    Guarded::Rejected { message, flags } => {
+                        result.guard.flags = flags;
+                        format!("the tool trapped; its message was withheld: {message}")
+                    }
+                };
                 result.error = Some(ErrorBody {
-                    message: f.message,
+                    message,
                     detail: Value::Null,
                 });
                 return (result, Some(callable));
             }
-            RunEnd::Returned(values) => match returned_json(callable, values.first()) {
-                Ok(Ok(output)) => output,
-                Ok(Err(tool_error)) => {
-                    result.outcome = Outcome::ToolError;
-                    let message = match &tool_error {
-                        Value::String(s) => s.clone(),
-                        _ => "the tool returned an error".to_string(),
-                    };
+            RunEnd::Returned(values) => {
+                // Measured on the lifted value, before any JSON is built.
+                let least = values.first().map_or(0, min_json_size);
+                if least > guard.output_limit {
+                    result.outcome = Outcome::OutputRejected;
                     result.error = Some(ErrorBody {
-                        message,
-                        detail: tool_error,
-                    });
-                    return (result, Some(callable));
-                }
-                Err(message) => {
-                    result.error = Some(ErrorBody {
-                        message,
+                        message: format!(
+                            "the output is at least {least} bytes of JSON; the limit is {} bytes (limits.output)",
+                            guard.output_limit
+                        ),
                         detail: Value::Null,
                     });
                     return (result, Some(callable));
                 }
-            },
+                match returned_json(callable, values.first()) {
+                    Ok(Ok(output)) => output,
+                    Ok(Err(tool_error)) => {
+                        // The tool's error value goes back to the caller too: guarded.
+                        match guard::check(tool_error, guard) {
+                            Guarded::Pass { output, flags } => {
+                                result.outcome = Outcome::ToolError;
+                                result.guard.flags = flags;
+                                let message = match &output {
+                                    Value::String(s) => s.clone(),
+                                    _ => "the tool returned an error".to_string(),
+                                };
+                                result.error = Some(ErrorBody {
+                                    message,
+                                    detail: output,
+                                });
+                            }
+                            Guarded::Rejected { message, flags } => {
+                                result.outcome = Outcome::OutputRejected;
+                                result.guard.flags = flags;
+                                result.error = Some(ErrorBody {
+                                    message: format!(
+                                        "the tool's error value was rejected: {message}"
+                                    ),
+                                    detail: Value::Null,
+                                });
+                            }
+                        }
+                        return (result, Some(callable));
+                    }
+                    Err(message) => {
+                        result.error = Some(ErrorBody {
+                            message,
+                            detail: Value::Null,
+                        });
+                        return (result, Some(callable));
+                    }
+                }
+            }
         };
 
-        match tracing::info_span!("guard")
-            .in_scope(|| guard::check(output, &callable.component.guard))
-        {
+        match tracing::info_span!("guard").in_scope(|| guard::check(output, guard)) {
             Guarded::Pass { output, flags } => {
                 result.outcome = Outcome::Ok;
                 result.output = output;

@@ -560,6 +560,25 @@ impl Ty {
     }
 }
 
+/// A lower bound on the length of a returned value's JSON text, computed on
+/// the lifted value before any JSON is built, so that an oversized output is
+/// rejected without being copied again. Every mapping writes at least this
+/// much: a string its bytes and quotes, `list<u8>` (base64) at least one
+/// byte per byte, a container its brackets and its items, any other value
+/// at least one byte.
+pub fn min_json_size(val: &Val) -> u64 {
+    match val {
+        Val::String(s) => s.len() as u64 + 2,
+        Val::List(items) | Val::Tuple(items) => 2 + items.iter().map(min_json_size).sum::<u64>(),
+        Val::Record(fields) => 2 + fields.iter().map(|(_, v)| min_json_size(v)).sum::<u64>(),
+        Val::Variant(_, Some(v))
+        | Val::Option(Some(v))
+        | Val::Result(Ok(Some(v)))
+        | Val::Result(Err(Some(v))) => min_json_size(v),
+        _ => 1,
+    }
+}
+
 /// The input schema of a function: an object with one required key per
 /// parameter and no others.
 pub fn input_schema(params: &[Param], docs: impl Fn(&str) -> Option<String>) -> Value {

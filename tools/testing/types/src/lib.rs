@@ -136,6 +136,10 @@ impl Guest for Types {
     fn big(n: u32) -> String {
         "x".repeat(n as usize)
     }
+
+    fn refuse(reason: String) -> Result<String, String> {
+        Err(reason)
+    }
 }
 
 export!(Types);
