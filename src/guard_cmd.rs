@@ -29,7 +29,7 @@ pub fn detected(verdict: &Guarded) -> bool {
 }
 
 /// Runs the eval and prints detection rate, false-positive rate and per-rule hits.
-pub fn eval(file: &Path, show_errors: bool) -> Result<ExitCode> {
+pub fn eval(file: &Path, show_errors: bool, json: bool) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let config = GuardConfig::with_limit(u64::MAX);
@@ -80,7 +80,7 @@ pub fn eval(file: &Path, show_errors: bool) -> Result<ExitCode> {
                 if rules.is_empty() {
                     "none".into()
                 } else {
-                    rules.join(", ")
+                    rules.join("; ")
                 }
             );
         }
@@ -99,6 +99,23 @@ pub fn eval(file: &Path, show_errors: bool) -> Result<ExitCode> {
             100.0 * a as f64 / b as f64
         }
     };
+    if json {
+        let rules: serde_json::Map<String, Value> = per_rule
+            .into_iter()
+            .map(|(rule, (i, b))| (rule, serde_json::json!({"injected": i, "benign": b})))
+            .collect();
+        let summary = serde_json::json!({
+            "injected": injected,
+            "benign": benign,
+            "detected": caught,
+            "false_positives": false_pos,
+            "detection_rate": pct(caught, injected) / 100.0,
+            "false_positive_rate": pct(false_pos, benign) / 100.0,
+            "rules": rules,
+        });
+        println!("{summary}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("cases: {} injected, {} benign", injected, benign);
     println!(
         "detection: {caught}/{injected} = {:.1} %",

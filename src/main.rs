@@ -64,6 +64,10 @@ enum GuardCommand {
         /// (line number, `source` when the case has one, and rules hit).
         #[arg(long)]
         show_errors: bool,
+        /// Print the figures as one JSON object: injected, benign, detected,
+        /// false_positives, detection_rate, false_positive_rate, rules.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -144,9 +148,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
-        Command::Guard(GuardCommand::Eval { file, show_errors }) => {
-            guard_cmd::eval(&file, show_errors)
-        }
+        Command::Guard(GuardCommand::Eval {
+            file,
+            show_errors,
+            json,
+        }) => guard_cmd::eval(&file, show_errors, json),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);

@@ -253,3 +253,48 @@ fn a_missing_tools_directory_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+/// Runs `fabric guard eval --json` on a labelled set in `tests/data/guard/`.
+fn guard_eval(set: &str) -> Value {
+    let path = common::repo().join("tests/data/guard").join(set);
+    let out = fabric(&[
+        "guard",
+        "eval",
+        "--json",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("one JSON object")
+}
+
+#[test]
+fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
+    let figures = guard_eval("dev.jsonl");
+    assert_eq!(figures["injected"], 302);
+    assert_eq!(figures["benign"], 325);
+    let detection = figures["detection_rate"].as_f64().unwrap();
+    let false_positives = figures["false_positive_rate"].as_f64().unwrap();
+    assert!(detection >= 0.90, "detection {detection}: {figures}");
+    assert!(
+        false_positives <= 0.02,
+        "false positives {false_positives}: {figures}"
+    );
+}
+
+#[test]
+fn guard_eval_names_the_line_of_a_bad_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.jsonl");
+    std::fs::write(
+        &path,
+        "{\"text\": \"fine\", \"injected\": false}\n{\"text\": 3}\n",
+    )
+    .unwrap();
+    let out = fabric(&["guard", "eval", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cases.jsonl:2") && err.contains("\"injected\": bool"),
+        "{err}"
+    );
+}
