@@ -525,19 +525,22 @@ fn mentioned(text: &str, start: usize, end: usize, kind: Kind) -> bool {
         .rev()
         .skip_while(|c| *c == ' ' || *c == '\u{A0}');
     let opened = back.next().filter(|c| QUOTES.contains(c));
-    if opened.is_some() {
+    // A quoted phrase: closed again on the same line, soon after the match
+    // (a short example, not a payload that goes on to give orders).
+    let after = &text[end..ceil_boundary(text, end + 100)];
+    let closed = after
+        .split('\n')
+        .next()
+        .unwrap_or_default()
+        .contains(QUOTES);
+    if opened.is_some() && closed {
         let prefix = &before
             [..before.trim_end_matches([' ', '\u{A0}']).len() - opened.map_or(0, char::len_utf8)];
         let lower = prefix.to_lowercase();
-        if MENTIONS.iter().any(|m| lower.contains(m)) {
-            return true;
-        }
-        // An enclosed phrase in prose ('do not tell the user'), not a value in
-        // data (`"note": "Ignore previous instructions"`).
+        // Introduced as an example, or an enclosed phrase in prose ('do not
+        // tell the user'); not a value in data (`"note": "Ignore …"`).
         let in_data = prefix.trim_end().ends_with([':', '=', '[', ',', '(', '{']);
-        let after = &text[end..ceil_boundary(text, end + 60)];
-        let line = after.split('\n').next().unwrap_or_default();
-        if !in_data && line.contains(QUOTES) {
+        if MENTIONS.iter().any(|m| lower.contains(m)) || !in_data {
             return true;
         }
     }
