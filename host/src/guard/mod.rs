@@ -15,7 +15,7 @@ pub mod decode;
 pub mod rules;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -26,6 +26,9 @@ use unicode_normalization::UnicodeNormalization;
 use crate::policy::NetPolicy;
 pub use rules::{Action, Kind, Report, RuleSet};
 
+/// Most flags listed for one output: an output built to hit a rule a million
+/// times gets a bounded report (every rule that hit is still named).
+const MAX_FLAGS: usize = 256;
 /// Longest excerpt of matched text in a flag, in characters.
 const EXCERPT_CHARS: usize = 80;
 
@@ -118,10 +121,10 @@ pub fn check(output: Value, config: &GuardConfig) -> Guarded {
         &mut flags,
         &mut rejected,
     );
+    let flags = cap_flags(flags);
     if rejected.is_empty() {
         Guarded::Pass { output, flags }
     } else {
-        rejected.dedup();
         Guarded::Rejected {
             message: format!(
                 "the output was rejected by the guard: {}",
@@ -130,6 +133,30 @@ pub fn check(output: Value, config: &GuardConfig) -> Guarded {
             flags,
         }
     }
+}
+
+/// Keeps the first [`MAX_FLAGS`] flags and the first flag of every other rule
+/// that hit, so the rule ids stay complete; a last `guard.omitted` flag
+/// counts the rest.
+fn cap_flags(flags: Vec<Flag>) -> Vec<Flag> {
+    if flags.len() <= MAX_FLAGS {
+        return flags;
+    }
+    let total = flags.len();
+    let mut kept: Vec<Flag> = Vec::with_capacity(MAX_FLAGS + 16);
+    for (i, flag) in flags.into_iter().enumerate() {
+        if i < MAX_FLAGS || !kept.iter().any(|k| k.rule == flag.rule) {
+            kept.push(flag);
+        }
+    }
+    let omitted = total - kept.len();
+    kept.push(Flag {
+        rule: "guard.omitted".into(),
+        action: "flag".into(),
+        pointer: "/".into(),
+        excerpt: format!("{omitted} more hits of the rules above are not listed"),
+    });
+    kept
 }
 
 fn walk(
@@ -198,7 +225,12 @@ fn check_string(
             excerpt: hit.excerpt.clone(),
         });
         match hit.action {
-            Action::Reject => rejected.push(format!("{} ({})", rule.id, rule.description)),
+            Action::Reject => {
+                let why = format!("{} ({})", rule.id, rule.description);
+                if !rejected.contains(&why) {
+                    rejected.push(why);
+                }
+            }
             Action::Redact if hit.in_normalised => redact_norm.push((hit.span, rule.id.as_str())),
             Action::Redact => redact_raw.push((hit.span, rule.id.as_str())),
             Action::Flag => {}
@@ -212,10 +244,30 @@ fn check_string(
     }
     // Spans in the normalised text: the redacted output is the normalised
     // text (raw spans are re-found in it where they survive normalisation).
+    // Raw spans come in order and keep it: each search starts where the last
+    // one ended, so the whole mapping is one pass. Spans that normalisation
+    // removed (bidi, zero-width, tag characters) need no redaction there.
     let mut text = normalised.into_owned();
+    redact_raw.sort_by_key(|r| r.0);
+    // Normalisation grows text at most 18-fold (NFKC's longest expansion),
+    // which bounds each search window.
+    let (mut cursor, mut raw_at) = (0, 0);
     for ((start, end), id) in redact_raw {
-        if let Some(at) = text.find(&s[start..end]) {
-            redact_norm.push(((at, at + end - start), id));
+        let piece = normalise(&s[start..end]);
+        if piece.is_empty() {
+            continue;
+        }
+        let window = ceil_boundary(
+            &text,
+            cursor + 18 * (end.saturating_sub(raw_at)) + piece.len(),
+        );
+        if let Some(at) = text[cursor..window]
+            .find(piece.as_ref())
+            .map(|at| at + cursor)
+        {
+            redact_norm.push(((at, at + piece.len()), id));
+            cursor = at + piece.len();
+            raw_at = end;
         }
     }
     text = redact(&text, redact_norm);
@@ -276,7 +328,12 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
     }
     // In file order: hex rules before base64 ones, so a blob is decoded once.
     matched.sort_unstable();
-    let mut decoded_spans: Vec<(usize, usize)> = Vec::new();
+    // Bookkeeping that keeps the work linear however many matches there are.
+    let mut exfil_spans: BTreeMap<usize, usize> = BTreeMap::new(); // start -> end, disjoint
+    let mut tried: HashSet<(usize, (usize, usize))> = HashSet::new(); // (rule, span)
+    let mut reported_blobs: HashSet<(usize, usize)> = HashSet::new();
+    let mut decoded_spans: BTreeMap<usize, usize> = BTreeMap::new(); // start -> end, disjoint
+    let mut mail_domains = MailDomains::new(raw);
     for (rule_index, pattern_index) in matched {
         let rule = &rules.rules[rule_index];
         let kind = rule.kind;
@@ -288,16 +345,16 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                 // find_iter runs on the fast DFA; captures only on each match.
                 for m in re.find_iter(text) {
                     let whole = (m.start(), m.end());
+                    if overlaps(&exfil_spans, whole) {
+                        continue; // an image is also a link: one hit
+                    }
                     let hit = !mentioned(text, m.start(), m.end(), kind)
                         && match re.captures(m.as_str()).and_then(|c| c.name("url")) {
-                            Some(url) => exfiltrates(url.as_str(), &config.net, text),
+                            Some(url) => exfiltrates(url.as_str(), &config.net, &mut mail_domains),
                             None => true,
                         };
-                    if hit
-                        && !hits
-                            .iter()
-                            .any(|h: &Hit| h.span == whole && !h.in_normalised)
-                    {
+                    if hit {
+                        exfil_spans.insert(whole.0, whole.1);
                         hits.push(Hit {
                             rule: rule_index,
                             action,
@@ -309,22 +366,28 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                 }
             }
             (Kind::Encoded, Some(decoder)) => {
+                let mut line_end = 0;
                 for m in re.find_iter(text) {
                     let span = if decoder.whole_line() {
-                        line_around(text, m.start(), m.end())
+                        if m.start() < line_end {
+                            continue; // this line is done
+                        }
+                        let line = line_around(text, m.start(), m.end());
+                        line_end = line.1;
+                        line
                     } else {
                         (m.start(), m.end())
                     };
-                    let seen = hits
-                        .iter()
-                        .any(|h: &Hit| h.span == span && rules.rules[h.rule].kind == Kind::Encoded);
-                    if seen || decoded_spans.iter().any(|d| d.0 < span.1 && span.0 < d.1) {
-                        continue; // one blob, decoded once
+                    if overlaps(&decoded_spans, span)
+                        || reported_blobs.contains(&span)
+                        || !tried.insert((rule_index, span))
+                    {
+                        continue; // one blob, decoded once, reported once
                     }
                     let blob = &text[span.0..span.1];
                     let mut inner_hits = Vec::new();
                     if let Some(decoded) = decoder.decode(blob) {
-                        decoded_spans.push(span);
+                        decoded_spans.insert(span.0, span.1);
                         let norm = normalise(&decoded);
                         for inner in scan(&decoded, &norm, config, false) {
                             if rules.rules[inner.rule].kind.normalised() {
@@ -339,6 +402,7 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                         }
                     }
                     if rule.report == Report::Blob || !inner_hits.is_empty() {
+                        reported_blobs.insert(span);
                         hits.push(Hit {
                             rule: rule_index,
                             action,
@@ -373,6 +437,14 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
     hits
 }
 
+/// Whether `span` overlaps one of a set of disjoint spans (start -> end).
+fn overlaps(spans: &BTreeMap<usize, usize>, span: (usize, usize)) -> bool {
+    spans
+        .range(..span.1)
+        .next_back()
+        .is_some_and(|(_, &end)| end > span.0)
+}
+
 /// The byte span of the line holding `start..end`.
 fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
     let from = text[..start].rfind('\n').map_or(0, |i| i + 1);
@@ -384,7 +456,7 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
 /// query, or a long path (data encoded into path segments). A host whose
 /// domain is also a mail domain in the same text (`From: news@shop.example`
 /// with a pixel on `www.shop.example`) is the sender's own, not a third party.
-fn exfiltrates(url: &str, net: &NetPolicy, text: &str) -> bool {
+fn exfiltrates(url: &str, net: &NetPolicy, mail_domains: &mut MailDomains<'_>) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
@@ -407,17 +479,6 @@ fn exfiltrates(url: &str, net: &NetPolicy, text: &str) -> bool {
     if net.allows(host, port) {
         return false;
     }
-    let parent = host
-        .split_once('.')
-        .map(|(_, p)| p)
-        .filter(|p| p.contains('.'));
-    if [Some(host), parent]
-        .into_iter()
-        .flatten()
-        .any(|domain| text.contains(&format!("@{domain}")))
-    {
-        return false;
-    }
     let path = path.split('#').next().unwrap_or_default();
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     // Data: a long query value, a template placeholder ({secret}, [DATA],
@@ -434,13 +495,44 @@ fn exfiltrates(url: &str, net: &NetPolicy, text: &str) -> bool {
         .split_once('.')
         .map(|(_, p)| p)
         .filter(|p| p.contains('.'));
-    let first_party = || {
-        [Some(host), parent]
+    carries_data
+        && ![Some(host), parent]
             .into_iter()
             .flatten()
-            .any(|domain| text.contains(&format!("@{domain}")))
-    };
-    carries_data && !first_party()
+            .any(|domain| mail_domains.contains(domain))
+}
+
+/// The domains of the mail addresses in a text (`news@shop.example` gives
+/// `shop.example`), collected on first use in one pass.
+struct MailDomains<'a> {
+    text: &'a str,
+    domains: Option<HashSet<String>>,
+}
+
+impl<'a> MailDomains<'a> {
+    fn new(text: &'a str) -> Self {
+        MailDomains {
+            text,
+            domains: None,
+        }
+    }
+
+    fn contains(&mut self, domain: &str) -> bool {
+        let text = self.text;
+        let domains = self.domains.get_or_insert_with(|| {
+            text.split('@')
+                .skip(1)
+                .map(|rest| {
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+                        .unwrap_or(rest.len());
+                    rest[..end].trim_end_matches('.').to_ascii_lowercase()
+                })
+                .filter(|d| d.contains('.'))
+                .collect()
+        });
+        domains.contains(&domain.to_ascii_lowercase())
+    }
 }
 
 /// A subdivision-flag emoji (🏴 followed by up to 7 tag characters and
