@@ -4,12 +4,19 @@
 //! output's JSON), then walks every string in the output value and applies
 //! the rules ([`rules`], shipped as `default-rules.toml`): instructions aimed
 //! at the model, hidden text, exfiltration URLs, role and special tokens, and
-//! encoded payloads (decoded and checked again once). A rule rejects the
-//! output, redacts the matched span (`[redacted:RULE-ID]`) or flags it.
+//! encoded payloads ([`decode`]: base64/32/85, hex, percent, entities,
+//! `\u` escapes, ROT13, reversed lines), whose decoded text is checked once
+//! more. A rule rejects the output, redacts the matched span
+//! (`[redacted:RULE-ID]`) or flags it. Quoted or introduced mentions of an
+//! attack (a security article, a test's payload list) are told apart from
+//! uses (see `mentioned`).
 //!
 //! Matching is linear-time (the `regex` crate: finite automata, no
 //! backtracking): one [`regex::RegexSet`] pass per rule kind finds which rules
-//! hit, and only those rules are run again for their spans.
+//! hit, and only those rules are run again for their spans; the bookkeeping
+//! per hit is constant, so an output built to hit a rule everywhere costs
+//! time in proportion to its size (see the worst-case rows of the guard
+//! benchmark), and its report is cut to `MAX_FLAGS` flags.
 
 pub mod decode;
 pub mod rules;
