@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use fabric_host::guard::{self, GuardConfig, Guarded};
+use fabric_host::guard::{self, GuardConfig};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -16,16 +16,6 @@ struct Case {
     injected: bool,
     #[serde(default)]
     source: Option<String>,
-}
-
-/// Whether the guard acted on an output: rejected it, or redacted part of it.
-/// Flags alone (e.g. an encoded blob that decodes to nothing dangerous) are
-/// informational and do not count as a detection.
-pub fn detected(verdict: &Guarded) -> bool {
-    match verdict {
-        Guarded::Rejected { .. } => true,
-        Guarded::Pass { flags, .. } => flags.iter().any(|f| f.action != "flag"),
-    }
 }
 
 /// Runs the eval and prints detection rate, false-positive rate and per-rule hits.
@@ -47,9 +37,10 @@ pub fn eval(file: &Path, show_errors: bool, json: bool) -> Result<ExitCode> {
                 n + 1
             )
         })?;
-        let verdict = guard::check(Value::String(case.text), &config);
-        let hit = detected(&verdict);
-        let (Guarded::Pass { flags, .. } | Guarded::Rejected { flags, .. }) = &verdict;
+        let (verdict, flags) = guard::check(Value::String(case.text), &config).split();
+        // Detected: rejected, or partly redacted. Flags alone (an encoded blob
+        // that decodes to nothing dangerous) are informational.
+        let hit = verdict.is_err() || flags.iter().any(|f| f.action != "flag");
         let mut seen: Vec<&str> = flags.iter().map(|f| f.rule.as_str()).collect();
         seen.sort();
         seen.dedup();

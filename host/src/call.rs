@@ -19,7 +19,7 @@ use wasmtime::Engine;
 
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::engine::{new_engine, new_linker, EpochTicker};
-use crate::guard::{self, Flag, Guarded};
+use crate::guard::{self, Flag};
 use crate::registry::{Callable, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, RunEnd, State};
 use crate::schema::{arguments_to_vals, min_json_size};
@@ -318,15 +318,11 @@ impl Fabric {
                 };
                 // A trap's message can carry the guest's own text (a panic
                 // message): it reaches the caller only through the guard.
-                let message = match guard::check(Value::String(f.message), guard) {
-                    Guarded::Pass { output, flags } => {
-                        result.guard.flags = flags;
-                        output.as_str().unwrap_or_default().to_string()
-                    }
-                    Guarded::Rejected { message, flags } => {
-                        result.guard.flags = flags;
-                        format!("the tool trapped; its message was withheld: {message}")
-                    }
+                let (verdict, flags) = guard::check(Value::String(f.message), guard).split();
+                result.guard.flags = flags;
+                let message = match verdict {
+                    Ok(message) => message.as_str().unwrap_or_default().to_string(),
+                    Err(why) => format!("the tool trapped; its message was withheld: {why}"),
                 };
                 result.error = Some(ErrorBody {
                     message,
@@ -337,13 +333,10 @@ impl Fabric {
             RunEnd::Returned(values) => {
                 // Measured on the lifted value, before any JSON is built.
                 let least = values.first().map_or(0, min_json_size);
-                if least > guard.output_limit {
+                if let Some(message) = guard::too_large(least, "at least ", guard.output_limit) {
                     result.outcome = Outcome::OutputRejected;
                     result.error = Some(ErrorBody {
-                        message: format!(
-                            "the output is at least {least} bytes of JSON; the limit is {} bytes (limits.output)",
-                            guard.output_limit
-                        ),
+                        message,
                         detail: Value::Null,
                     });
                     return (result, Some(callable));
@@ -352,10 +345,11 @@ impl Fabric {
                     Ok(Ok(output)) => output,
                     Ok(Err(tool_error)) => {
                         // The tool's error value goes back to the caller too: guarded.
-                        match guard::check(tool_error, guard) {
-                            Guarded::Pass { output, flags } => {
+                        let (verdict, flags) = guard::check(tool_error, guard).split();
+                        result.guard.flags = flags;
+                        match verdict {
+                            Ok(output) => {
                                 result.outcome = Outcome::ToolError;
-                                result.guard.flags = flags;
                                 let message = match &output {
                                     Value::String(s) => s.clone(),
                                     _ => "the tool returned an error".to_string(),
@@ -365,9 +359,8 @@ impl Fabric {
                                     detail: output,
                                 });
                             }
-                            Guarded::Rejected { message, flags } => {
+                            Err(message) => {
                                 result.outcome = Outcome::OutputRejected;
-                                result.guard.flags = flags;
                                 result.error = Some(ErrorBody {
                                     message: format!(
                                         "the tool's error value was rejected: {message}"
@@ -389,20 +382,21 @@ impl Fabric {
             }
         };
 
-        match tracing::info_span!("guard").in_scope(|| guard::check(output, guard)) {
-            Guarded::Pass { output, flags } => {
+        let (verdict, flags) =
+            tracing::info_span!("guard").in_scope(|| guard::check(output, guard).split());
+        result.guard.flags = flags;
+        match verdict {
+            Ok(output) => {
                 result.outcome = Outcome::Ok;
                 result.output = output;
                 result.error = None;
-                result.guard.flags = flags;
             }
-            Guarded::Rejected { message, flags } => {
+            Err(message) => {
                 result.outcome = Outcome::OutputRejected;
                 result.error = Some(ErrorBody {
                     message,
                     detail: Value::Null,
                 });
-                result.guard.flags = flags;
             }
         }
         (result, Some(callable))

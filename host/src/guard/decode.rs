@@ -51,8 +51,8 @@ impl Decoder {
             Decoder::Percent => percent(blob),
             Decoder::Entities => entities(blob),
             Decoder::UnicodeEscape => unicode_escapes(blob),
-            Decoder::Rot13 => text_like(blob.chars().map(rot13).collect::<String>().into()),
-            Decoder::Reversed => text_like(blob.chars().rev().collect::<String>().into()),
+            Decoder::Rot13 => text_like(blob.chars().map(rot13).collect()),
+            Decoder::Reversed => text_like(blob.chars().rev().collect()),
         }
     }
 }
@@ -231,7 +231,7 @@ fn entities(blob: &str) -> Option<String> {
         };
         out.push(char::from_u32(code)?);
     }
-    text_like(out.into())
+    text_like(out)
 }
 
 fn unicode_escapes(blob: &str) -> Option<String> {
@@ -244,21 +244,21 @@ fn unicode_escapes(blob: &str) -> Option<String> {
     let text: String = char::decode_utf16(units?)
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
         .collect();
-    text_like(text.into())
+    text_like(text)
 }
 
 fn text_bytes(bytes: Vec<u8>) -> Option<String> {
-    text_like(String::from_utf8(bytes).ok()?.into())
+    text_like(String::from_utf8(bytes).ok()?)
 }
 
 /// Decoded text that reads as text (mostly printable, long enough).
-fn text_like(text: std::borrow::Cow<'_, str>) -> Option<String> {
+fn text_like(text: String) -> Option<String> {
     let total = text.chars().count();
     let printable = text
         .chars()
         .filter(|c| !c.is_control() || c.is_whitespace())
         .count();
-    (total >= MIN_DECODED_TEXT && printable * 10 >= total * 9).then(|| text.into_owned())
+    (total >= MIN_DECODED_TEXT && printable * 10 >= total * 9).then_some(text)
 }
 
 #[cfg(test)]

@@ -108,13 +108,9 @@ struct Hit {
 
 /// Checks an output: size first, then every string in it.
 pub fn check(output: Value, config: &GuardConfig) -> Guarded {
-    let size = json_size(&output);
-    if size > config.output_limit {
+    if let Some(message) = too_large(json_size(&output), "", config.output_limit) {
         return Guarded::Rejected {
-            message: format!(
-                "the output is {size} bytes of JSON; the limit is {} bytes (limits.output)",
-                config.output_limit
-            ),
+            message,
             flags: Vec::new(),
         };
     }
@@ -138,6 +134,27 @@ pub fn check(output: Value, config: &GuardConfig) -> Guarded {
                 rejected.join("; ")
             ),
             flags,
+        }
+    }
+}
+
+/// The error for an output of `size` bytes of JSON (`at` is "" for an exact
+/// size, "at least " for a lower bound) when that is over `limit`.
+pub fn too_large(size: u64, at: &str, limit: u64) -> Option<String> {
+    (size > limit).then(|| {
+        format!(
+            "the output is {at}{size} bytes of JSON; the limit is {limit} bytes (limits.output)"
+        )
+    })
+}
+
+impl Guarded {
+    /// The verdict as the value that may pass (`Err` with the rejection's
+    /// message otherwise) and the flags either way.
+    pub fn split(self) -> (Result<Value, String>, Vec<Flag>) {
+        match self {
+            Guarded::Pass { output, flags } => (Ok(output), flags),
+            Guarded::Rejected { message, flags } => (Err(message), flags),
         }
     }
 }
@@ -689,11 +706,7 @@ fn ceil_boundary(text: &str, at: usize) -> usize {
 /// folded to Latin inside words that mix scripts. Text that needs none of
 /// this is returned as is (borrowed).
 pub fn normalise(s: &str) -> Cow<'_, str> {
-    let escapes = has_whitespace_escapes(s);
-    if !escapes && (s.is_ascii() || already_normal(s)) {
-        return Cow::Borrowed(s);
-    }
-    let unescaped = if escapes {
+    let unescaped = if has_whitespace_escapes(s) {
         Cow::Owned(
             s.replace("\\n", "\n")
                 .replace("\\r", "\r")
@@ -703,21 +716,26 @@ pub fn normalise(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)
     };
     if unescaped.is_ascii() || already_normal(&unescaped) {
-        return Cow::Owned(unescaped.into_owned());
+        return unescaped;
     }
     let cleaned: String = unescaped
         .chars()
         .filter_map(|c| match c {
             '\u{E0020}'..='\u{E007E}' => char::from_u32(c as u32 - 0xE0000),
-            '\u{E0000}'..='\u{E007F}' => None,
-            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{180E}'
-            | '\u{00AD}' => None,
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => None,
+            c if removed(c) => None,
             c => Some(c),
         })
         .nfkc()
         .collect();
     Cow::Owned(fold_confusables(&cleaned))
+}
+
+/// Characters normalisation removes (tag characters it first decodes when
+/// they stand for ASCII): Unicode tags, zero-width characters, soft hyphen,
+/// bidi embeddings, overrides and isolates.
+fn removed(c: char) -> bool {
+    matches!(c, '\u{E0000}'..='\u{E007F}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+        | '\u{180E}' | '\u{00AD}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Whether `s` holds a backslash escape of a line break or tab.
@@ -735,10 +753,9 @@ fn has_whitespace_escapes(s: &str) -> bool {
 /// out the ASCII between them can only make the NFKC quick check answer
 /// "maybe", which sends the text through full normalisation: slower, never wrong.
 fn already_normal(s: &str) -> bool {
-    let special = non_ascii(s).any(|c| {
-        matches!(c, '\u{E0000}'..='\u{E007F}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}'
-            | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{0370}'..='\u{052F}' | '\u{0261}')
-    });
+    // Greek and Cyrillic letters (and Latin script ɡ) may need folding.
+    let special =
+        non_ascii(s).any(|c| removed(c) || matches!(c, '\u{0370}'..='\u{052F}' | '\u{0261}'));
     !special
         && unicode_normalization::is_nfkc_quick(non_ascii(s))
             == unicode_normalization::IsNormalized::Yes

@@ -11,9 +11,7 @@ fn config() -> GuardConfig {
 }
 
 fn rules_hit(text: &str) -> Vec<String> {
-    let mut flags = match check(json!(text), &config()) {
-        Guarded::Pass { flags, .. } | Guarded::Rejected { flags, .. } => flags,
-    };
+    let (_, mut flags) = check(json!(text), &config()).split();
     flags.dedup_by(|a, b| a.rule == b.rule);
     flags.into_iter().map(|f| f.rule).collect()
 }
