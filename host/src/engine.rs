@@ -15,7 +15,6 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::policy::MAX_MEMORY;
-use crate::sandbox::State;
 
 /// How often the epoch advances. A call's timeout is rounded up to whole
 /// ticks, so this is the precision of the wall-clock limit.
@@ -61,7 +60,12 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
 /// The linker: WASI 0.2 (cli, clocks, random, filesystem, sockets) and
 /// wasi:http's outgoing handler. What a call can reach through them is
 /// decided by the per-call context the sandbox builds from the policy.
-pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
+/// Generic over the store's data so that the engine knows nothing of the
+/// sandbox's per-call state.
+pub fn new_linker<T>(engine: &Engine) -> wasmtime::Result<Linker<T>>
+where
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+{
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

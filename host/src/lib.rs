@@ -15,8 +15,8 @@
 //!                 │ validate  JSON → Vec<Val> against the schema   schema.rs
 //!                 │ sandbox   fresh Store: fuel, memory, deadline, sandbox.rs
 //!                 │           WASI ctx from the policy             policy.rs
-//!                 │ guard     output size, content and injection   guard/
-//!                 │ audit     hash-chained record, durable         audit/
+//!                 │ guard     output size, content and injection   guard crate
+//!                 │ audit     hash-chained record, durable         audit crate
 //!                 ▼
 //!              CallResult (the contract's result object)
 //! ```
@@ -32,10 +32,12 @@
 //!   allowlist, environment.
 //! - [`sandbox`]: builds the per-call store from a policy and runs one call in
 //!   a fresh instance, mapping every way it can end to a value.
-//! - [`guard`]: checks outputs before they leave: size, then rules as data
-//!   (`guard/default-rules.toml`) that reject, redact or flag.
-//! - [`audit`]: the append-only, hash-chained log (sled, group commit, signed
-//!   checkpoints) and its offline verifier.
+//! - [`guard`] (the `fabric-guard` crate, `host/guard/`): checks outputs
+//!   before they leave: size, then rules as data (`default-rules.toml`) that
+//!   reject, redact or flag. Needs nothing of wasmtime.
+//! - [`audit`] (the `fabric-audit` crate, `host/audit/`): the append-only,
+//!   hash-chained log (sled, group commit, signed checkpoints) and its
+//!   offline verifier. Needs nothing of wasmtime.
 //! - [`call`]: the pipeline above, and [`Fabric`], which holds what is built
 //!   once.
 //!
@@ -44,13 +46,14 @@
 //! Built per call and dropped at its end: the store, its WASI context and the
 //! instance. Nothing from one call survives into the next.
 
-pub mod audit;
 pub mod call;
 pub mod engine;
-pub mod guard;
 pub mod policy;
 pub mod registry;
 pub mod sandbox;
 pub mod schema;
+
+pub use fabric_audit as audit;
+pub use fabric_guard as guard;
 
 pub use call::{Call, CallResult, Fabric, OpenError, Options, Outcome};

@@ -419,6 +419,12 @@ impl Policy {
     }
 }
 
+impl fabric_guard::Destinations for NetPolicy {
+    fn allows(&self, host: &str, port: u16) -> bool {
+        NetPolicy::allows(self, host, port)
+    }
+}
+
 impl NetPolicy {
     /// Whether `host:port` (host as in a URL: a name or an IP literal) is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {

@@ -240,7 +240,7 @@ fn load_component(
     let guard = GuardConfig {
         rules: policy.guard_rules.clone(),
         actions: policy.guard_actions.clone(),
-        net: policy.net.clone(),
+        net: Arc::new(policy.net.clone()),
         output_limit: policy.limits.output,
     };
     let loaded = Arc::new(Loaded {

@@ -1,9 +1,9 @@
 //! Offline verification of a log or an export: finds the first record that
 //! was altered, dropped, reordered or cut off.
 
-use super::checkpoint::Checkpoint;
-use super::log::Stored;
-use super::record::{digest, GENESIS};
+use crate::checkpoint::Checkpoint;
+use crate::log::Stored;
+use crate::record::{digest, GENESIS};
 
 /// What is wrong with a log, at which record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -30,7 +30,6 @@ use serde::Serialize;
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::policy::NetPolicy;
 pub use rules::{Action, Kind, Report, RuleSet};
 
 /// Most flags listed for one output: an output built to hit a rule a million
@@ -79,7 +78,7 @@ pub struct GuardConfig {
     /// Per-rule action overrides.
     pub actions: BTreeMap<String, Action>,
     /// Hosts the tool may reach: exfiltration URLs to them are not hits.
-    pub net: NetPolicy,
+    pub net: Arc<dyn Destinations>,
     /// Largest output, bytes of JSON.
     pub output_limit: u64,
 }
@@ -90,9 +89,27 @@ impl GuardConfig {
         GuardConfig {
             rules: RuleSet::default_rules(),
             actions: BTreeMap::new(),
-            net: NetPolicy::default(),
+            net: Arc::new(NoDestinations),
             output_limit,
         }
+    }
+}
+
+/// The hosts a tool may send data to (its policy's network allowlist):
+/// a URL to one of them carries nothing out of bounds.
+pub trait Destinations: std::fmt::Debug + Send + Sync {
+    /// Whether `host:port` (host as written in a URL: a name or an IP
+    /// literal, possibly bracketed) is allowed.
+    fn allows(&self, host: &str, port: u16) -> bool;
+}
+
+/// No destination is allowed: every data-carrying URL is a third party.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDestinations;
+
+impl Destinations for NoDestinations {
+    fn allows(&self, _host: &str, _port: u16) -> bool {
+        false
     }
 }
 
@@ -374,7 +391,7 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                     }
                     let hit = !mentioned(text, m.start(), m.end(), kind)
                         && match re.captures(m.as_str()).and_then(|c| c.name("url")) {
-                            Some(url) => exfiltrates(url.as_str(), &config.net, &mut mail_domains),
+                            Some(url) => exfiltrates(url.as_str(), &*config.net, &mut mail_domains),
                             None => true,
                         };
                     if hit {
@@ -480,7 +497,7 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
 /// query, or a long path (data encoded into path segments). A host whose
 /// domain is also a mail domain in the same text (`From: news@shop.example`
 /// with a pixel on `www.shop.example`) is the sender's own, not a third party.
-fn exfiltrates(url: &str, net: &NetPolicy, mail_domains: &mut MailDomains<'_>) -> bool {
+fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains<'_>) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };

@@ -9,11 +9,13 @@
 //! - [`verify`]: finds the first altered, missing, reordered or truncated record.
 
 pub mod checkpoint;
+pub mod error;
 pub mod log;
 pub mod record;
 pub mod verify;
 
 pub use checkpoint::{Checkpoint, SigningKey, VerifyingKey};
-pub use log::{read_jsonl, read_records, AuditError, AuditLog, AuditOptions, Sealed, Source};
+pub use error::AuditError;
+pub use log::{read_jsonl, read_records, AuditLog, AuditOptions, Sealed, Source};
 pub use record::{Entry, Record, RecordedDenial};
 pub use verify::{verify, Finding, Verified};

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::checkpoint::{Checkpoint, SigningKey};
-use super::record::{digest, Entry, Record, GENESIS};
+use crate::checkpoint::{Checkpoint, SigningKey};
+use crate::error::{store_err, AuditError};
+use crate::record::{digest, Entry, Record, GENESIS};
 
 /// Most records written per flush; more wait for the next one.
 const MAX_BATCH: usize = 1024;
@@ -36,22 +37,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 const RECORDS: &str = "records";
 /// sled key of the head (`seq+1` and hash of the last record), for truncation checks.
 const HEAD_KEY: &[u8] = b"head";
-
-/// The audit log failed: a fault of Fabric itself, which stops the call.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    /// The store could not be opened or written.
-    #[error("audit store {path}: {message}")]
-    Store {
-        /// Directory or file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// The writer stopped after an earlier failure.
-    #[error("the audit log is closed after an earlier failure; restart Fabric")]
-    Closed,
-}
 
 /// Where a record went: its sequence number and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,13 +128,6 @@ struct Writer {
     head: [u8; 32],
     signed_size: u64,
     signed_at: Instant,
-}
-
-fn store_err(path: &Path, e: impl std::fmt::Display) -> AuditError {
-    AuditError::Store {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
 }
 
 /// Opens the sled store, waiting up to `wait` for another process's lock.

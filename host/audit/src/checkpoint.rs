@@ -20,7 +20,7 @@ use base64::Engine as _;
 use ed25519_dalek::{Signer, Verifier};
 use sha2::Digest;
 
-use super::log::AuditError;
+use crate::error::AuditError;
 
 /// Signature-type byte of Ed25519 keys in signed notes.
 const ED25519: u8 = 0x01;
