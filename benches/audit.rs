@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fabric_host::audit;
-use fabric_host::{Call, Fabric, Options};
+use fabric_host::{Call, Caller, Fabric, Options};
 use serde_json::json;
 
 fn main() {
@@ -40,6 +40,7 @@ fn main() {
                 data_dir: audited.then(|| dir.path().to_path_buf()),
                 audit_key: None,
                 durable_audit: durable,
+                host: Default::default(),
             };
             let fabric = Arc::new(
                 Fabric::open(&options).expect("open fabric (run scripts/build-tools first)"),
@@ -52,12 +53,8 @@ fn main() {
                         let fabric = fabric.clone();
                         tokio::spawn(async move {
                             for _ in 0..per_worker {
-                                let call = Call {
-                                    caller: None,
-                                    session: None,
-                                    tool: "text.echo".into(),
-                                    arguments: json!({"text": "x"}),
-                                };
+                                let call =
+                                    Call::new(Caller::Local, "text.echo", json!({"text": "x"}));
                                 assert!(fabric.call(call).await.unwrap().output == json!("x"));
                             }
                         })

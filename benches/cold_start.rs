@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fabric_host::registry::Status;
 use fabric_host::sandbox::{self, RunEnd};
-use fabric_host::{Call, Fabric, Options};
+use fabric_host::{Call, Caller, Fabric, Options};
 use serde_json::json;
 use wasmtime::component::Val;
 
@@ -30,6 +30,7 @@ fn main() {
         data_dir: None, // the audit log has its own benchmark
         audit_key: None,
         durable_audit: true,
+        host: Default::default(),
     };
     let fabric = Fabric::open(&options).expect("open fabric (run scripts/build-tools first)");
     let tool = fabric
@@ -57,12 +58,7 @@ fn main() {
 
     let pipeline = runtime.block_on(async {
         measure(iters, || async {
-            let call = Call {
-                caller: None,
-                session: None,
-                tool: "text.echo".into(),
-                arguments: json!({"text": "hello, fabric"}),
-            };
+            let call = Call::new(Caller::Local, "text.echo", json!({"text": "hello, fabric"}));
             let r = fabric.call(call).await.unwrap();
             assert_eq!(r.output, json!("hello, fabric"));
         })
@@ -70,7 +66,7 @@ fn main() {
     });
 
     let warm = runtime.block_on(async {
-        let mut store = sandbox::new_store(fabric.engine(), &policy).unwrap();
+        let mut store = sandbox::new_store(fabric.engine(), &policy, &Default::default()).unwrap();
         store.set_fuel(u64::MAX).unwrap();
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = callable
@@ -79,7 +75,7 @@ fn main() {
             .instantiate_async(&mut store)
             .await
             .unwrap();
-        let func = instance.get_func(&mut store, &callable.func).unwrap();
+        let func = instance.get_func(&mut store, callable.func).unwrap();
         let mut out = [Val::Bool(false)];
         for _ in 0..(iters / 10).max(10) {
             func.call_async(&mut store, &params, &mut out)

@@ -13,8 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fabric_host::registry::Status;
-use fabric_host::{Call, Fabric, Options, Outcome};
+use fabric_host::{Call, Caller, Fabric, HostConfig, Options, Outcome};
 use serde_json::{json, Value};
 
 /// Exit code for a usage error: bad flags, bad JSON, unknown tool, invalid arguments.
@@ -50,6 +49,10 @@ struct Cli {
     /// [default: ~/.config/fabric/audit.key]
     #[arg(long, global = true, env = "FABRIC_AUDIT_KEY")]
     audit_key: Option<PathBuf>,
+    /// Host configuration (TOML): instance slots, calls admitted at once,
+    /// largest component, the maxima policies may grant. [default: built-in]
+    #[arg(long, global = true, env = "FABRIC_HOST_CONFIG")]
+    host_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,12 +142,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let audit_key = cli.audit_key.or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/fabric/audit.key"))
     });
+    let host = match &cli.host_config {
+        Some(path) => HostConfig::load(path)?,
+        None => HostConfig::default(),
+    };
     let options = Options {
-        tools_dir: cli.tools,
-        policies_dir: cli.policies,
         data_dir: Some(cli.data.clone()),
         audit_key: audit_key.clone(),
-        durable_audit: true,
+        host,
+        ..Options::new(cli.tools, cli.policies)
     };
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
@@ -177,17 +183,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let fabric = open(&options)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let call = Call {
-                caller: None,
-                session: None,
-                tool,
-                arguments,
-            };
-            let result = runtime
-                .block_on(fabric.call(call))
-                .context("the call's audit record could not be written")?;
+            let call = Call::new(Caller::Local, tool, arguments);
+            let result = runtime.block_on(fabric.call(call))?;
             if result.outcome == Outcome::UnknownTool {
                 report_problems(&fabric);
+                eprintln!("hint: `fabric tools` lists the tools (from --tools DIR)");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
@@ -248,12 +248,7 @@ fn load(
             let (tool, arguments) = (tool.clone(), arguments.clone());
             workers.push(tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < repeat {
-                    let call = Call {
-                        caller: None,
-                        session: None,
-                        tool: tool.clone(),
-                        arguments: arguments.clone(),
-                    };
+                    let call = Call::new(Caller::Local, tool.clone(), arguments.clone());
                     let result = fabric.call(call).await?;
                     if result.outcome != Outcome::Ok {
                         all_ok.store(false, Ordering::Relaxed);
@@ -284,11 +279,16 @@ fn load(
 }
 
 fn open(options: &Options) -> Result<Fabric> {
-    Ok(Fabric::open(options)?)
+    Fabric::open(options).map_err(|e| match e {
+        fabric_host::OpenError::Registry(e) => anyhow::anyhow!(
+            "{e} (build the bundled tools with scripts/build-tools, or pass --tools DIR)"
+        ),
+        e => e.into(),
+    })
 }
 
 fn report_problems(fabric: &Fabric) {
-    for problem in fabric.registry().problems() {
+    for problem in fabric.problems() {
         eprintln!("warning: {problem}");
     }
 }
@@ -311,23 +311,9 @@ fn read_arguments(args: Option<&str>) -> Result<Value> {
 }
 
 fn list_tools(fabric: &Fabric, as_json: bool) -> Result<()> {
-    let tools = fabric.registry().tools();
+    let tools = fabric.tools(&Caller::Local);
     if as_json {
-        let list: Vec<Value> = tools
-            .map(|t| {
-                let mut entry = json!({
-                    "name": t.name,
-                    "description": t.description,
-                    "input_schema": t.input_schema,
-                    "output_schema": t.output_schema,
-                });
-                if let Status::Unavailable(reason) = &t.status {
-                    entry["unavailable"] = json!(reason);
-                }
-                entry
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        println!("{}", serde_json::to_string_pretty(&tools)?);
         return Ok(());
     }
     for t in tools {
@@ -337,12 +323,12 @@ fn list_tools(fabric: &Fabric, as_json: bool) -> Result<()> {
                 println!("    {line}");
             }
         }
-        match &t.status {
-            Status::Ready(_) => {
+        match &t.reason {
+            None => {
                 println!("    input:  {}", serde_json::to_string(&t.input_schema)?);
                 println!("    output: {}", serde_json::to_string(&t.output_schema)?);
             }
-            Status::Unavailable(reason) => println!("    unavailable: {reason}"),
+            Some(reason) => println!("    unavailable: {reason}"),
         }
         println!();
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use fabric_host::{Fabric, Outcome};
+use fabric_host::{Caller, Fabric, Outcome};
 use serde_json::json;
 
 fn copy_text_tool(to: &Path, name: &str) {
@@ -21,7 +21,7 @@ fn open(tools: &Path, policies: &Path) -> Fabric {
 }
 
 fn problem_for(f: &Fabric, file: &str) -> String {
-    let problems = f.registry().problems();
+    let problems = f.problems();
     problems
         .iter()
         .find(|p| p.file.file_name().unwrap() == file)
@@ -68,14 +68,13 @@ fn broken_components_are_reported_and_the_rest_load() {
         "{unlinkable}"
     );
     assert!(problem_for(&f, "Bad Name.wasm").contains("not a valid tool name"));
-    assert_eq!(
-        f.registry().problems().len(),
-        5,
-        "{:?}",
-        f.registry().problems()
-    );
+    assert_eq!(f.problems().len(), 5, "{:?}", f.problems());
 
-    let names: Vec<&str> = f.registry().tools().map(|t| t.name.as_str()).collect();
+    let names: Vec<String> = f
+        .tools(&Caller::Local)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["good.echo", "good.stats"]);
     let r = common::call(&f, "good.echo", json!({"text": "still works"}));
     assert_eq!(r.output, json!("still works"));
@@ -95,7 +94,7 @@ fn a_bad_policy_keeps_its_tool_out_and_names_file_and_key() {
             && problem.contains("not a size"),
         "{problem}"
     );
-    assert!(f.registry().get("strict.echo").is_none());
+    assert!(f.tool(&Caller::Local, "strict.echo").is_none());
     let r = common::call(&f, "strict.echo", json!({"text": "x"}));
     assert_eq!(r.outcome, Outcome::UnknownTool);
     assert_eq!(

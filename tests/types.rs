@@ -8,8 +8,7 @@ mod common;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use fabric_host::registry::Status;
-use fabric_host::{Fabric, Outcome};
+use fabric_host::{Caller, Fabric, Outcome};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -34,8 +33,10 @@ fn call(tool: &str, args: Value) -> fabric_host::CallResult {
 #[test]
 fn lists_every_function_with_schemas_and_flags_unsupported_ones() {
     let f = fabric();
-    let tool = f.registry().get("types.echo-everything").expect("listed");
-    assert!(matches!(tool.status, Status::Ready(_)));
+    let tool = f
+        .tool(&Caller::Local, "types.echo-everything")
+        .expect("listed");
+    assert!(tool.available);
     assert_eq!(tool.description.as_deref(), Some("Returns its argument."));
     let e = &tool.input_schema["properties"]["e"];
     assert_eq!(e["title"], "everything");
@@ -86,7 +87,7 @@ fn lists_every_function_with_schemas_and_flags_unsupported_ones() {
     assert_eq!(tool.output_schema["title"], "everything");
 
     // result<s32, string>: the output schema is the ok type.
-    let checked = f.registry().get("types.checked").unwrap();
+    let checked = f.tool(&Caller::Local, "types.checked").unwrap();
     assert_eq!(checked.output_schema["type"], "integer");
     assert_eq!(
         f.registry().get("types.nothing").unwrap().output_schema["type"],
@@ -106,19 +107,16 @@ fn lists_every_function_with_schemas_and_flags_unsupported_ones() {
         ),
     ] {
         let tool = f
-            .registry()
-            .get(name)
+            .tool(&Caller::Local, name)
             .unwrap_or_else(|| panic!("{name} listed"));
-        match &tool.status {
-            Status::Unavailable(reason) => assert!(reason.contains(why), "{name}: {reason}"),
-            Status::Ready(_) => panic!("{name} should be unavailable"),
-        }
+        assert!(!tool.available, "{name} should be unavailable");
+        let reason = tool.reason.unwrap_or_default();
+        assert!(reason.contains(why), "{name}: {reason}");
         let r = call(name, json!({}));
         assert_eq!(r.outcome, Outcome::UnknownTool);
         assert!(r.error.unwrap().message.contains(why));
     }
     assert!(f
-        .registry()
         .problems()
         .iter()
         .any(|p| p.function.as_deref() == Some("make-counter")));

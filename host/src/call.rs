@@ -1,13 +1,15 @@
 //! The pipeline every call takes, from a [`Call`] to a [`CallResult`].
 //!
 //! ```text
-//! Call ─► resolve (registry) ─► validate (schema) ─► run (sandbox) ─► guard ─► audit ─► CallResult
+//! Call ─► admit ─► resolve ─► validate ─► sandbox ─► guard ─► redact ─► audit ─► CallResult
 //! ```
 //!
+//! Each stage hands the next a typed value, or ends the call with an
+//! [`Ending`]; the result object is built once, from the parts, at the end.
 //! The CLI and the servers build a `Call` and get a `CallResult` from
-//! [`Fabric::call`]; none of them knows about stores or schemas. Every way a
-//! call can end is an [`Outcome`].
+//! [`Fabric::call`]; none of them knows about stores, rules or hashes.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -17,12 +19,25 @@ use tracing::Instrument;
 use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
+use crate::admit::{Admission, Caller};
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
+use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
-use crate::guard::{self, Flag};
-use crate::registry::{Callable, Registry, RegistryError, Returns, Status};
-use crate::sandbox::{self, Denial, FailureKind, RunEnd, State};
+use crate::guard::{self, Flag, GuardConfig};
+use crate::listing::ToolInfo;
+use crate::registry::{Callable, LoadProblem, Registry, RegistryError, Returns, Status};
+use crate::sandbox::{self, Denial, FailureKind, RunEnd, Secrets, State};
 use crate::schema::{arguments_to_vals, min_json_size};
+
+/// Longest caller-controlled name (a tool name, a session id) kept in
+/// messages, results and audit records; longer ones are cut, visibly.
+const MAX_NAME: usize = 256;
+/// Longest error message kept in a result or record. Messages carry
+/// caller-controlled text (argument keys) and tool text (stderr).
+const MAX_MESSAGE: usize = 4096;
+/// Outputs at least this large (bytes of JSON) are converted and guarded on
+/// tokio's blocking pool, so a big output does not hold up the reactor.
+const OFF_REACTOR: u64 = 64 * 1024;
 
 /// Where a [`Fabric`] finds its tools and keeps its state.
 #[derive(Debug, Clone)]
@@ -40,10 +55,28 @@ pub struct Options {
     /// Flush each audit batch before answering (the default). Off only to
     /// measure what durability costs.
     pub durable_audit: bool,
+    /// Pool shape, admission bound and the maxima policies may grant.
+    pub host: HostConfig,
+}
+
+impl Options {
+    /// Tools and policies from these directories, no data directory (no
+    /// audit log, no compiled-code cache), the default host configuration.
+    pub fn new(tools_dir: impl Into<PathBuf>, policies_dir: impl Into<PathBuf>) -> Options {
+        Options {
+            tools_dir: tools_dir.into(),
+            policies_dir: policies_dir.into(),
+            data_dir: None,
+            audit_key: None,
+            durable_audit: true,
+            host: HostConfig::default(),
+        }
+    }
 }
 
 /// Fabric could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The engine could not be built.
     #[error("cannot set up the WebAssembly engine: {0}")]
@@ -59,22 +92,71 @@ pub enum OpenError {
     Audit(#[from] AuditError),
 }
 
+/// A fault of Fabric itself that stopped a call: never an outcome of the
+/// call, which would have been returned as a [`CallResult`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The call's audit record could not be made durable, so no answer is
+    /// given.
+    #[error("the call's audit record could not be written: {0}")]
+    Audit(#[from] AuditError),
+}
+
+/// W3C trace context of the caller's span, carried into the call's spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The `traceparent` header value.
+    pub traceparent: String,
+    /// The `tracestate` header value, when given.
+    pub tracestate: Option<String>,
+}
+
 /// One request to run a tool.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Call {
-    /// Who is calling (`None` for the local CLI).
-    pub caller: Option<String>,
-    /// The caller's session, when given.
+    /// Who is calling.
+    pub caller: Caller,
+    /// The agent session the call belongs to, when given.
     pub session: Option<String>,
     /// `NAME.FUNCTION`.
     pub tool: String,
     /// The arguments object.
     pub arguments: Value,
+    /// The caller's trace context, when it sent one.
+    pub trace: Option<TraceContext>,
+}
+
+impl Call {
+    /// A call of `tool` with `arguments`, in no session.
+    pub fn new(caller: Caller, tool: impl Into<String>, arguments: Value) -> Call {
+        Call {
+            caller,
+            session: None,
+            tool: tool.into(),
+            arguments,
+            trace: None,
+        }
+    }
+
+    /// The same call, in `session`.
+    pub fn in_session(mut self, session: impl Into<String>) -> Call {
+        self.session = Some(session.into());
+        self
+    }
+
+    /// The same call, continuing the caller's trace.
+    pub fn with_trace(mut self, trace: TraceContext) -> Call {
+        self.trace = Some(trace);
+        self
+    }
 }
 
 /// How a call ended. Stable, snake_case names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// The tool returned a value (or `ok` of its `result`).
     Ok,
@@ -94,14 +176,16 @@ pub enum Outcome {
     Trap,
     /// The guard rejected the output.
     OutputRejected,
-    /// The caller's budget is spent.
+    /// The caller's budget is spent; nothing ran.
     BudgetExceeded,
-    /// No valid credentials.
+    /// No valid credentials; nothing ran.
     Unauthorized,
-    /// The caller may not use this tool.
+    /// The caller may not use this tool; nothing ran.
     Forbidden,
-    /// No capacity to run the call now.
+    /// No capacity to run the call now; nothing ran.
     Overloaded,
+    /// The tool's circuit breaker is open after repeated failures; nothing ran.
+    CircuitOpen,
 }
 
 impl Outcome {
@@ -121,7 +205,22 @@ impl Outcome {
             Outcome::Unauthorized => "unauthorized",
             Outcome::Forbidden => "forbidden",
             Outcome::Overloaded => "overloaded",
+            Outcome::CircuitOpen => "circuit_open",
         }
+    }
+
+    /// Whether the tool ran at all (false for refusals before the sandbox).
+    pub fn ran(self) -> bool {
+        !matches!(
+            self,
+            Outcome::InvalidArguments
+                | Outcome::UnknownTool
+                | Outcome::BudgetExceeded
+                | Outcome::Unauthorized
+                | Outcome::Forbidden
+                | Outcome::Overloaded
+                | Outcome::CircuitOpen
+        )
     }
 }
 
@@ -130,7 +229,8 @@ impl Outcome {
 pub struct ErrorBody {
     /// One line saying what went wrong.
     pub message: String,
-    /// Structured detail: the tool's error value, the offending pointer, …
+    /// Structured detail: the tool's error value, the offending pointer,
+    /// `retry_after_s` for refusals that pass, …
     pub detail: Value,
 }
 
@@ -171,23 +271,101 @@ pub struct CallResult {
     pub fuel_used: u64,
     /// Wall-clock duration of the whole call, microseconds.
     pub duration_us: u64,
-    /// The audit record (`null` until the audit log is enabled).
+    /// The audit record (`null` when the audit log is off).
     pub audit: Option<AuditRef>,
 }
 
-/// The long-lived runtime: engine, linker, registry and epoch timer.
+/// How a call ended, as the stages decide it: the outcome, the output, the
+/// error and the guard's flags. Every stage that stops a call returns one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ending {
+    outcome: Outcome,
+    output: Value,
+    error: Option<ErrorBody>,
+    flags: Vec<Flag>,
+}
+
+impl Ending {
+    /// A call that did not end `ok`.
+    pub(crate) fn failed(outcome: Outcome, message: impl Into<String>, detail: Value) -> Ending {
+        Ending {
+            outcome,
+            output: Value::Null,
+            error: Some(ErrorBody {
+                message: message.into(),
+                detail,
+            }),
+            flags: Vec::new(),
+        }
+    }
+
+    fn flagged(mut self, flags: Vec<Flag>) -> Ending {
+        self.flags = flags;
+        self
+    }
+}
+
+/// What the stages produced, before redaction and audit.
+struct Done<'a> {
+    ending: Ending,
+    callable: Option<&'a Callable>,
+    fuel_used: u64,
+    denials: Vec<Denial>,
+    secrets: Secrets,
+}
+
+impl<'a> Done<'a> {
+    fn before_run(ending: Ending, callable: Option<&'a Callable>) -> Done<'a> {
+        Done {
+            ending,
+            callable,
+            fuel_used: 0,
+            denials: Vec::new(),
+            secrets: Secrets::default(),
+        }
+    }
+}
+
+/// The long-lived runtime: engine, registry, admission, audit writer and
+/// epoch timer. Share it (`Arc<Fabric>`) between every front end and
+/// request; nothing in it is per call.
+///
+/// ```
+/// use fabric_host::{Call, Caller, Fabric, Options, Outcome};
+/// use serde_json::json;
+///
+/// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// let options = Options::new(format!("{root}/build/tools"), format!("{root}/policies"));
+/// let fabric = Fabric::open(&options)?;
+/// let runtime = tokio::runtime::Runtime::new()?;
+///
+/// let call = Call::new(Caller::Local, "text.echo", json!({"text": "hi"}));
+/// let result = runtime.block_on(fabric.call(call))?;
+/// assert_eq!(result.outcome, Outcome::Ok);
+/// assert_eq!(result.output, json!("hi"));
+///
+/// // Bad arguments are refused before any instance is created.
+/// let call = Call::new(Caller::Local, "text.echo", json!({"text": 5}));
+/// let result = runtime.block_on(fabric.call(call))?;
+/// assert_eq!(result.outcome, Outcome::InvalidArguments);
+/// assert_eq!(result.fuel_used, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Fabric {
+    /// Read only by the benchmarks' door; the components hold it too.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     engine: Engine,
     registry: Registry,
+    admission: Admission,
     audit: Option<AuditLog>,
     _ticker: EpochTicker,
 }
 
 impl Fabric {
     /// Builds the engine and loads every tool. Problems with single
-    /// components are in [`Registry::problems`], not errors.
+    /// components are in [`Fabric::problems`], not errors.
     pub fn open(options: &Options) -> Result<Fabric, OpenError> {
-        let engine = new_engine().map_err(|e| OpenError::Engine(format!("{e:#}")))?;
+        let engine = new_engine(&options.host).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
         let linker: Linker<State> =
             new_linker(&engine).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
         let cache = options.data_dir.as_ref().map(|d| d.join("compiled"));
@@ -197,6 +375,7 @@ impl Fabric {
             &options.tools_dir,
             &options.policies_dir,
             cache.as_deref(),
+            &options.host,
         )?;
         let audit = match &options.data_dir {
             Some(dir) => Some(AuditLog::open(&AuditOptions {
@@ -210,17 +389,43 @@ impl Fabric {
         Ok(Fabric {
             engine,
             registry,
+            admission: Admission::new(options.host.max_in_flight as usize),
             audit,
             _ticker: ticker,
         })
     }
 
-    /// The tools.
+    /// The tools `caller` may see, sorted by name, as every front end lists
+    /// them.
+    pub fn tools(&self, caller: &Caller) -> Vec<ToolInfo> {
+        self.registry
+            .tools()
+            .filter(|t| caller.may_call(&t.name))
+            .map(ToolInfo::of)
+            .collect()
+    }
+
+    /// One tool's listing, if `caller` may see it.
+    pub fn tool(&self, caller: &Caller, name: &str) -> Option<ToolInfo> {
+        self.registry
+            .get(name)
+            .filter(|t| caller.may_call(&t.name))
+            .map(ToolInfo::of)
+    }
+
+    /// What failed to load: components, policies, single functions.
+    pub fn problems(&self) -> &[LoadProblem] {
+        self.registry.problems()
+    }
+
+    /// The registry, for benchmarks.
+    #[cfg(feature = "internals")]
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// The shared engine.
+    /// The shared engine, for benchmarks.
+    #[cfg(feature = "internals")]
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -228,18 +433,36 @@ impl Fabric {
     /// Runs one call through the whole pipeline. The result is returned once
     /// its audit record is durable; an error is a fault of Fabric itself (the
     /// audit log cannot be written), never an outcome of the call.
-    pub async fn call(&self, call: Call) -> Result<CallResult, AuditError> {
+    pub async fn call(&self, call: Call) -> Result<CallResult, CallError> {
         let started = Instant::now();
         let time_unix_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let invocation_id = new_invocation_id();
-        let span = tracing::info_span!("call", tool = %call.tool, invocation_id = %invocation_id);
-        let (mut result, callable) = self.run_pipeline(&call).instrument(span.clone()).await;
-        result.invocation_id = invocation_id;
-        result.duration_us = started.elapsed().as_micros() as u64;
+        let tool = cap(&call.tool, MAX_NAME).into_owned();
+        let span = tracing::info_span!("call", tool = %tool, invocation_id = %invocation_id);
+        let done = self.pipeline(&call).instrument(span.clone()).await;
+
+        // Nothing a tool was handed from the host environment leaves in a
+        // result or a record.
+        let ending = done.secrets.redact_ending(done.ending);
+        let denials = done.secrets.redact_denials(done.denials);
+        let mut result = CallResult {
+            invocation_id,
+            tool,
+            outcome: ending.outcome,
+            output: ending.output,
+            error: ending.error,
+            guard: GuardReport {
+                flags: ending.flags,
+            },
+            denials,
+            fuel_used: done.fuel_used,
+            duration_us: started.elapsed().as_micros() as u64,
+            audit: None,
+        };
         if let Some(audit) = &self.audit {
-            let entry = audit_entry(&call, &result, callable, time_unix_us);
+            let entry = audit_entry(&call, &result, done.callable, &done.secrets, time_unix_us);
             let sealed = audit
                 .append(entry)
                 .instrument(tracing::info_span!(parent: &span, "audit"))
@@ -261,154 +484,165 @@ impl Fabric {
         Ok(result)
     }
 
-    async fn run_pipeline(&self, call: &Call) -> (CallResult, Option<&Callable>) {
-        let tool = match self.registry.get(&call.tool) {
-            Some(tool) => tool,
-            None => {
-                let hint = suggest(&call.tool, self.registry.tools().map(|t| t.name.as_str()));
-                let message = format!("unknown tool {:?}{hint}", call.tool);
-                return (fail(call, Outcome::UnknownTool, message, Value::Null), None);
-            }
+    /// admit → resolve → validate → sandbox → guard.
+    async fn pipeline(&self, call: &Call) -> Done<'_> {
+        // The slot is held until the run and the guard are done.
+        let _admitted = match self.admission.admit(call) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Done::before_run(*refusal, None),
         };
-        let callable = match &tool.status {
-            Status::Ready(c) => c,
-            Status::Unavailable(reason) => {
-                let message = format!("tool {:?} is unavailable: {reason}", call.tool);
-                return (fail(call, Outcome::UnknownTool, message, Value::Null), None);
-            }
+        let callable = match self.resolve(&call.tool) {
+            Ok(callable) => callable,
+            Err(ending) => return Done::before_run(ending, None),
         };
-
-        let params = match tracing::info_span!("validate")
-            .in_scope(|| arguments_to_vals(&callable.params, &call.arguments))
-        {
+        let params = match tracing::info_span!("validate").in_scope(|| validate(callable, call)) {
             Ok(params) => params,
-            Err(e) => {
-                let detail = json!({"pointer": e.pointer, "problem": e.problem});
-                return (
-                    fail(call, Outcome::InvalidArguments, e.to_string(), detail),
-                    Some(callable),
-                );
-            }
+            Err(ending) => return Done::before_run(ending, Some(callable)),
         };
-
         let results = usize::from(!matches!(callable.returns, Returns::Nothing));
-        let policy = &callable.component.policy;
         let run = sandbox::run(
             &callable.component.pre,
             &callable.func,
             results,
-            policy,
+            &callable.component.policy,
             &params,
         )
         .instrument(tracing::info_span!("sandbox"))
         .await;
-        let mut result = fail(call, Outcome::Trap, String::new(), Value::Null);
-        result.fuel_used = run.fuel_used;
-        result.denials = run.denials;
-        let guard = &callable.component.guard;
-
-        let output = match run.end {
-            RunEnd::Failed(f) => {
-                result.outcome = match f.kind {
-                    FailureKind::FuelExhausted => Outcome::FuelExhausted,
-                    FailureKind::MemoryExceeded => Outcome::MemoryExceeded,
-                    FailureKind::Timeout => Outcome::Timeout,
-                    FailureKind::Trap => Outcome::Trap,
-                    FailureKind::Overloaded => Outcome::Overloaded,
-                };
-                // A trap's message can carry the guest's own text (a panic
-                // message): it reaches the caller only through the guard.
-                let (verdict, flags) = guard::check(Value::String(f.message), guard).split();
-                result.guard.flags = flags;
-                let message = match verdict {
-                    Ok(message) => message.as_str().unwrap_or_default().to_string(),
-                    Err(why) => format!("the tool trapped; its message was withheld: {why}"),
-                };
-                result.error = Some(ErrorBody {
-                    message,
-                    detail: Value::Null,
-                });
-                return (result, Some(callable));
-            }
-            RunEnd::Returned(values) => {
-                // Measured on the lifted value, before any JSON is built.
-                let least = values.first().map_or(0, min_json_size);
-                if let Some(message) = guard::too_large(least, "at least ", guard.output_limit) {
-                    result.outcome = Outcome::OutputRejected;
-                    result.error = Some(ErrorBody {
-                        message,
-                        detail: Value::Null,
-                    });
-                    return (result, Some(callable));
-                }
-                match returned_json(callable, values.first()) {
-                    Ok(Ok(output)) => output,
-                    Ok(Err(tool_error)) => {
-                        // The tool's error value goes back to the caller too: guarded.
-                        let (verdict, flags) = guard::check(tool_error, guard).split();
-                        result.guard.flags = flags;
-                        match verdict {
-                            Ok(output) => {
-                                result.outcome = Outcome::ToolError;
-                                let message = match &output {
-                                    Value::String(s) => s.clone(),
-                                    _ => "the tool returned an error".to_string(),
-                                };
-                                result.error = Some(ErrorBody {
-                                    message,
-                                    detail: output,
-                                });
-                            }
-                            Err(message) => {
-                                result.outcome = Outcome::OutputRejected;
-                                result.error = Some(ErrorBody {
-                                    message: format!(
-                                        "the tool's error value was rejected: {message}"
-                                    ),
-                                    detail: Value::Null,
-                                });
-                            }
-                        }
-                        return (result, Some(callable));
-                    }
-                    Err(message) => {
-                        result.error = Some(ErrorBody {
-                            message,
-                            detail: Value::Null,
-                        });
-                        return (result, Some(callable));
-                    }
-                }
-            }
-        };
-
-        let (verdict, flags) =
-            tracing::info_span!("guard").in_scope(|| guard::check(output, guard).split());
-        result.guard.flags = flags;
-        match verdict {
-            Ok(output) => {
-                result.outcome = Outcome::Ok;
-                result.output = output;
-                result.error = None;
-            }
-            Err(message) => {
-                result.outcome = Outcome::OutputRejected;
-                result.error = Some(ErrorBody {
-                    message,
-                    detail: Value::Null,
-                });
-            }
+        let ending = guard_stage(callable, run.end)
+            .instrument(tracing::info_span!("guard"))
+            .await;
+        Done {
+            ending,
+            callable: Some(callable),
+            fuel_used: run.fuel_used,
+            denials: run.denials,
+            secrets: run.secrets,
         }
-        (result, Some(callable))
+    }
+
+    /// The callable tool named `name`, or why there is none.
+    fn resolve(&self, name: &str) -> Result<&Callable, Ending> {
+        let shown = cap(name, MAX_NAME);
+        let Some(tool) = self.registry.get(name) else {
+            let hint = suggest(name, self.registry.tools().map(|t| t.name.as_str()));
+            return Err(Ending::failed(
+                Outcome::UnknownTool,
+                format!("unknown tool {shown:?}{hint}"),
+                Value::Null,
+            ));
+        };
+        match &tool.status {
+            Status::Ready(callable) => Ok(callable),
+            Status::Unavailable(reason) => Err(Ending::failed(
+                Outcome::UnknownTool,
+                format!("tool {shown:?} is unavailable: {reason}"),
+                Value::Null,
+            )),
+        }
+    }
+}
+
+/// The arguments as WIT values, or `invalid_arguments` naming the pointer.
+fn validate(callable: &Callable, call: &Call) -> Result<Vec<Val>, Ending> {
+    arguments_to_vals(&callable.params, &call.arguments).map_err(|e| {
+        let detail = json!({
+            "pointer": cap(&e.pointer, MAX_MESSAGE),
+            "problem": cap(&e.problem, MAX_MESSAGE),
+        });
+        Ending::failed(
+            Outcome::InvalidArguments,
+            cap(&e.to_string(), MAX_MESSAGE),
+            detail,
+        )
+    })
+}
+
+/// How the run ended, checked by the guard: a trap's message and a tool's
+/// error value reach the caller only through it, like an output.
+async fn guard_stage(callable: &Callable, end: RunEnd) -> Ending {
+    let guard = &callable.component.guard;
+    match end {
+        RunEnd::Failed(f) => {
+            let outcome = match f.kind {
+                FailureKind::FuelExhausted => Outcome::FuelExhausted,
+                FailureKind::MemoryExceeded => Outcome::MemoryExceeded,
+                FailureKind::Timeout => Outcome::Timeout,
+                FailureKind::Trap => Outcome::Trap,
+                FailureKind::Overloaded => Outcome::Overloaded,
+            };
+            let (verdict, flags) = guard::check(Value::String(f.message), guard).split();
+            let message = match verdict {
+                Ok(Value::String(message)) => message,
+                Ok(_) => String::new(),
+                Err(why) => format!("the tool trapped; its message was withheld: {why}"),
+            };
+            Ending::failed(outcome, cap(&message, MAX_MESSAGE), Value::Null).flagged(flags)
+        }
+        RunEnd::Returned(mut values) => {
+            let value = values.pop();
+            // Measured on the lifted value, before any JSON is built.
+            let least = value.as_ref().map_or(0, min_json_size);
+            if let Some(message) = guard::too_large(least, "at least ", guard.output_limit) {
+                return Ending::failed(Outcome::OutputRejected, message, Value::Null);
+            }
+            if least < OFF_REACTOR {
+                return check_returned(&callable.returns, guard, value.as_ref());
+            }
+            let (returns, guard) = (callable.returns.clone(), guard.clone());
+            tokio::task::spawn_blocking(move || check_returned(&returns, &guard, value.as_ref()))
+                .await
+                .unwrap_or_else(|e| {
+                    Ending::failed(
+                        Outcome::Trap,
+                        format!("checking the output failed: {e}"),
+                        Value::Null,
+                    )
+                })
+        }
+    }
+}
+
+/// Converts a returned value to JSON and guards it: `ok` with the output,
+/// `tool_error` with the tool's error value, or `output_rejected`.
+fn check_returned(returns: &Returns, guard: &GuardConfig, value: Option<&Val>) -> Ending {
+    match returned_json(returns, value) {
+        Err(message) => Ending::failed(Outcome::Trap, message, Value::Null),
+        Ok(Ok(output)) => match guard::check(output, guard).split() {
+            (Ok(output), flags) => Ending {
+                outcome: Outcome::Ok,
+                output,
+                error: None,
+                flags,
+            },
+            (Err(message), flags) => {
+                Ending::failed(Outcome::OutputRejected, message, Value::Null).flagged(flags)
+            }
+        },
+        Ok(Err(tool_error)) => match guard::check(tool_error, guard).split() {
+            (Ok(detail), flags) => {
+                let message = match &detail {
+                    Value::String(s) => cap(s, MAX_MESSAGE).into_owned(),
+                    _ => "the tool returned an error".to_string(),
+                };
+                Ending::failed(Outcome::ToolError, message, detail).flagged(flags)
+            }
+            (Err(message), flags) => Ending::failed(
+                Outcome::OutputRejected,
+                format!("the tool's error value was rejected: {message}"),
+                Value::Null,
+            )
+            .flagged(flags),
+        },
     }
 }
 
 /// The output (`Ok`) or the tool's error value (`Err`) of a returned value;
 /// the outer error is a value that does not match its type.
-fn returned_json(callable: &Callable, value: Option<&Val>) -> Result<Result<Value, Value>, String> {
+fn returned_json(returns: &Returns, value: Option<&Val>) -> Result<Result<Value, Value>, String> {
     let bad =
         |what: &str| format!("the tool returned {what}, which does not match its declared type");
-    match (&callable.returns, value) {
+    match (returns, value) {
         (Returns::Nothing, _) => Ok(Ok(Value::Null)),
         (Returns::Value(ty), Some(v)) => ty.to_json(v).map(Ok),
         (Returns::Result { ok, .. }, Some(Val::Result(Ok(v)))) => match (ok, v) {
@@ -425,24 +659,22 @@ fn returned_json(callable: &Callable, value: Option<&Val>) -> Result<Result<Valu
     }
 }
 
-/// The audit entry of a finished call. Stored payloads are cut to the
-/// policy's limit, with the values of passed-through env vars blanked.
+/// The audit entry of a finished call, built from the (redacted) result.
+/// Stored payloads are cut to the policy's limit, with the values of
+/// passed-through env vars blanked.
 fn audit_entry(
     call: &Call,
     result: &CallResult,
     callable: Option<&Callable>,
+    secrets: &Secrets,
     time_unix_us: u64,
 ) -> Entry {
     let json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
     let policy = callable.map(|c| &*c.component.policy);
     let payload = |v: &Value| {
         let limit = policy?.audit_payloads?;
-        let mut text = String::from_utf8_lossy(&json(v)).into_owned();
-        for name in &policy?.env_pass {
-            if let Some(secret) = std::env::var(name).ok().filter(|s| !s.is_empty()) {
-                text = text.replace(&secret, &format!("[env:{name}]"));
-            }
-        }
+        let text = String::from_utf8_lossy(&json(v)).into_owned();
+        let mut text = secrets.redact(&text).into_owned();
         let mut end = text.len().min(limit as usize);
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -454,12 +686,17 @@ fn audit_entry(
     Entry {
         time_unix_us,
         invocation_id: result.invocation_id.clone(),
-        caller: call.caller.clone(),
-        session: call.session.clone(),
-        tool: call.tool.clone(),
+        caller: call.caller.name().map(|n| cap(n, MAX_NAME).into_owned()),
+        session: call
+            .session
+            .as_deref()
+            .map(|s| cap(s, MAX_NAME).into_owned()),
+        tool: result.tool.clone(),
         component_digest: callable.map(|c| *c.component.digest.as_bytes()),
         policy_digest: policy.map(|p| *p.digest.as_bytes()),
         arguments_digest: *blake3::hash(&json(&call.arguments)).as_bytes(),
+        // Of the output as the caller received it (redacted), so the digest
+        // cannot confirm a guess of a secret.
         output_digest: ok.then(|| *blake3::hash(&json(&result.output)).as_bytes()),
         outcome: result.outcome.as_str().to_string(),
         error: result.error.as_ref().map(|e| e.message.clone()),
@@ -480,35 +717,96 @@ fn audit_entry(
     }
 }
 
-fn fail(call: &Call, outcome: Outcome, message: String, detail: Value) -> CallResult {
-    CallResult {
-        invocation_id: String::new(),
-        tool: call.tool.clone(),
-        outcome,
-        output: Value::Null,
-        error: Some(ErrorBody { message, detail }),
-        guard: GuardReport::default(),
-        denials: Vec::new(),
-        fuel_used: 0,
-        duration_us: 0,
-        audit: None,
+impl Secrets {
+    /// The ending with every secret value replaced in its output, error
+    /// message, error detail and flag excerpts.
+    fn redact_ending(&self, mut ending: Ending) -> Ending {
+        if self.is_empty() {
+            return ending;
+        }
+        ending.output = self.redact_value(ending.output);
+        if let Some(error) = ending.error.as_mut() {
+            error.message = self.redact(&error.message).into_owned();
+            error.detail = self.redact_value(std::mem::take(&mut error.detail));
+        }
+        for flag in &mut ending.flags {
+            flag.excerpt = self.redact(&flag.excerpt).into_owned();
+        }
+        ending
+    }
+
+    fn redact_denials(&self, mut denials: Vec<Denial>) -> Vec<Denial> {
+        if !self.is_empty() {
+            for d in &mut denials {
+                d.target = self.redact(&d.target).into_owned();
+                d.reason = self.redact(&d.reason).into_owned();
+            }
+        }
+        denials
+    }
+
+    fn redact_value(&self, value: Value) -> Value {
+        match value {
+            Value::String(s) => match self.redact(&s) {
+                Cow::Borrowed(_) => Value::String(s),
+                Cow::Owned(t) => Value::String(t),
+            },
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.redact_value(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.redact(&k).into_owned(), self.redact_value(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 }
 
-/// "; did you mean …?" for a mistyped tool name, or a pointer to the list.
+/// `text`, or its first `max` bytes (on a character boundary) followed by
+/// `…(N bytes cut)`.
+pub(crate) fn cap(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…({} bytes cut)", &text[..end], text.len() - end))
+}
+
+/// "; NAME has: …" for a mistyped tool name of a known component, or a
+/// pointer to the listing.
 fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
     let component = name.split('.').next().unwrap_or_default();
     let same: Vec<&str> = known
         .filter(|k| k.split('.').next() == Some(component))
         .collect();
     if same.is_empty() {
-        "; `fabric tools` lists the tools".to_string()
+        "; list the tools to see what exists".to_string()
     } else {
-        format!("; {component} has: {}", same.join(", "))
+        format!("; {} has: {}", cap(component, MAX_NAME), same.join(", "))
     }
 }
 
 /// 128 random bits, hex.
 fn new_invocation_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_cuts_visibly_on_a_char_boundary() {
+        assert_eq!(cap("short", 10), "short");
+        assert_eq!(cap("abcdef", 3), "abc…(3 bytes cut)");
+        // 'é' is two bytes: never split it.
+        assert_eq!(cap("aéb", 2), "a…(3 bytes cut)");
+        let huge = "k".repeat(10 << 20);
+        assert!(cap(&huge, MAX_NAME).len() < MAX_NAME + 32);
+    }
 }

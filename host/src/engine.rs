@@ -14,15 +14,11 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::policy::MAX_MEMORY;
+use crate::config::HostConfig;
 
 /// How often the epoch advances. A call's timeout is rounded up to whole
 /// ticks, so this is the precision of the wall-clock limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// How many instances may run at once; one more call is `overloaded`.
-/// Each slot reserves address space (not memory) for [`MAX_MEMORY`].
-pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
 
 /// Core instances a component may create: a Rust guest built by
 /// wasm-component-ld has its module plus small shim and fixup modules.
@@ -32,17 +28,20 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 /// pool's slots and each call's limiter both use it.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Builds the shared engine.
-pub fn new_engine() -> wasmtime::Result<Engine> {
+/// Builds the shared engine, its instance pool shaped by `host`: one slot
+/// per instance, each reserving address space (not memory) for the largest
+/// memory a policy may grant.
+pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
+    let slots = host.instances;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-        .total_core_instances(MAX_CONCURRENT_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(MAX_CONCURRENT_INSTANCES * 2)
-        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-        .total_stacks(MAX_CONCURRENT_INSTANCES)
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
+        .total_stacks(slots)
         .max_memories_per_component(4)
         .max_tables_per_component(8)
-        .max_memory_size(MAX_MEMORY as usize)
+        .max_memory_size(host.maxima.memory as usize)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20);

@@ -46,14 +46,37 @@
 //! Built per call and dropped at its end: the store, its WASI context and the
 //! instance. Nothing from one call survives into the next.
 
+pub mod admit;
 pub mod call;
-pub mod engine;
+pub mod config;
+pub mod listing;
 pub mod policy;
-pub mod registry;
-pub mod sandbox;
 pub mod schema;
+mod secrets;
+
+// Internals: the benchmarks reach them through the `internals` feature.
+#[cfg(feature = "internals")]
+pub mod engine;
+#[cfg(not(feature = "internals"))]
+pub(crate) mod engine;
+#[cfg(feature = "internals")]
+pub mod registry;
+#[cfg(not(feature = "internals"))]
+pub(crate) mod registry;
+#[cfg(feature = "internals")]
+pub mod sandbox;
+#[cfg(not(feature = "internals"))]
+pub(crate) mod sandbox;
 
 pub use fabric_audit as audit;
 pub use fabric_guard as guard;
 
-pub use call::{Call, CallResult, Fabric, OpenError, Options, Outcome};
+pub use admit::{Caller, Identity, Scope};
+pub use call::{
+    AuditRef, Call, CallError, CallResult, ErrorBody, Fabric, GuardReport, OpenError, Options,
+    Outcome, TraceContext,
+};
+pub use config::HostConfig;
+pub use listing::{Grants, ToolInfo};
+pub use registry::LoadProblem;
+pub use sandbox::Denial;

@@ -22,6 +22,32 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest output a policy may accept.
 pub const MAX_OUTPUT: u64 = 64 << 20;
 
+/// The largest limits any policy on this host may grant: a policy above one
+/// of them is a load error. Set by the host configuration
+/// ([`crate::HostConfig`]); the defaults are the `MAX_*` constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maxima {
+    /// Fuel per call.
+    pub fuel: u64,
+    /// Linear memory per instance, bytes; also the pooling allocator's slot size.
+    pub memory: u64,
+    /// Wall-clock time per call.
+    pub timeout: Duration,
+    /// Output, bytes of JSON.
+    pub output: u64,
+}
+
+impl Default for Maxima {
+    fn default() -> Maxima {
+        Maxima {
+            fuel: MAX_FUEL,
+            memory: MAX_MEMORY,
+            timeout: MAX_TIMEOUT,
+            output: MAX_OUTPUT,
+        }
+    }
+}
+
 /// Limits of the default policy, chosen for small text tools: generous for
 /// them, and tight enough that a runaway tool is stopped within a second.
 pub mod defaults {
@@ -188,7 +214,7 @@ struct FileLimits {
 
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
-enum Size {
+pub(crate) enum Size {
     Bytes(u64),
     Text(String),
 }
@@ -229,16 +255,16 @@ struct FileGuard {
 
 impl Policy {
     /// Loads `dir/NAME.toml`, or returns the default policy when it does not exist.
-    pub fn load_for(dir: &Path, name: &str) -> Result<Policy, PolicyError> {
+    pub fn load_for(dir: &Path, name: &str, maxima: &Maxima) -> Result<Policy, PolicyError> {
         let path = dir.join(format!("{name}.toml"));
         if !path.exists() {
             return Ok(Policy::default());
         }
-        Policy::load(&path)
+        Policy::load(&path, maxima)
     }
 
     /// Loads and checks one policy file.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    pub fn load(path: &Path, maxima: &Maxima) -> Result<Policy, PolicyError> {
         let err = |key: &str, message: String| PolicyError {
             file: path.to_path_buf(),
             key: key.to_string(),
@@ -247,7 +273,7 @@ impl Policy {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("(file)", format!("cannot read it: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Policy::parse(&text, base)
+        Policy::parse_with(&text, base, maxima)
             .map_err(|(key, message)| err(&key, message))
             .map(|mut p| {
                 p.source = Some(path.to_path_buf());
@@ -255,9 +281,18 @@ impl Policy {
             })
     }
 
-    /// Parses policy text; relative `fs.host` paths are resolved against `base`.
-    /// Errors are `(key, message)`.
+    /// Parses policy text under the default maxima; relative `fs.host` paths
+    /// are resolved against `base`. Errors are `(key, message)`.
     pub fn parse(text: &str, base: &Path) -> Result<Policy, (String, String)> {
+        Policy::parse_with(text, base, &Maxima::default())
+    }
+
+    /// Parses policy text under `maxima`.
+    pub fn parse_with(
+        text: &str,
+        base: &Path,
+        maxima: &Maxima,
+    ) -> Result<Policy, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             let key = e
@@ -276,9 +311,9 @@ impl Policy {
             check_max(
                 "limits.fuel",
                 fuel,
-                MAX_FUEL,
+                maxima.fuel,
                 &fuel.to_string(),
-                &MAX_FUEL.to_string(),
+                &maxima.fuel.to_string(),
             )?;
             if fuel == 0 {
                 return Err(("limits.fuel".into(), "must be greater than 0".into()));
@@ -290,9 +325,9 @@ impl Policy {
             check_max(
                 "limits.memory",
                 bytes,
-                MAX_MEMORY,
+                maxima.memory,
                 &show_size(bytes),
-                "1 GiB",
+                &show_size(maxima.memory),
             )?;
             policy.limits.memory = bytes;
         }
@@ -303,10 +338,13 @@ impl Policy {
                     format!("{text:?} is not a duration: write e.g. \"500ms\", \"2s\" or \"1m\""),
                 )
             })?;
-            if d.is_zero() || d > MAX_TIMEOUT {
+            if d.is_zero() || d > maxima.timeout {
                 return Err((
                     "limits.timeout".into(),
-                    format!("{text:?} is out of range: allowed is more than 0 and at most 300s"),
+                    format!(
+                        "{text:?} is out of range: allowed is more than 0 and at most {:?}",
+                        maxima.timeout
+                    ),
                 ));
             }
             policy.limits.timeout = d;
@@ -316,9 +354,9 @@ impl Policy {
             check_max(
                 "limits.output",
                 bytes,
-                MAX_OUTPUT,
+                maxima.output,
                 &show_size(bytes),
-                "64 MiB",
+                &show_size(maxima.output),
             )?;
             policy.limits.output = bytes;
         }
@@ -410,9 +448,9 @@ impl Policy {
         check_max(
             "audit.payload_limit",
             limit,
-            MAX_OUTPUT,
+            maxima.output,
             &show_size(limit),
-            "64 MiB",
+            &show_size(maxima.output),
         )?;
         policy.audit_payloads = file.audit.payloads.then_some(limit);
         Ok(policy)
@@ -504,12 +542,18 @@ fn check_env_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn show_size(bytes: u64) -> String {
+/// `1 GiB`, `64 MiB`, `4 KiB` when exact, else `N bytes`.
+pub(crate) fn show_size(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
     format!("{bytes} bytes")
 }
 
 /// `"64 MiB"`, `"512KiB"`, `"1 GB"`, `"100"` or a plain integer of bytes.
-fn parse_size(key: &str, size: &Size) -> Result<u64, (String, String)> {
+pub(crate) fn parse_size(key: &str, size: &Size) -> Result<u64, (String, String)> {
     let text = match size {
         Size::Bytes(n) => return Ok(*n),
         Size::Text(t) => t.trim(),

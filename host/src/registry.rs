@@ -22,6 +22,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use wasmtime::Engine;
 use wit_parser::{FunctionKind, Resolve, Type, TypeDefKind, WorldItem};
 
+use crate::config::HostConfig;
 use crate::guard::GuardConfig;
 use crate::policy::Policy;
 use crate::sandbox::State;
@@ -30,7 +31,7 @@ use fabric_wit_docs::Docs;
 
 /// A tools directory that could not be read at all.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the tools directory {dir}: {source} (build the bundled tools with scripts/build-tools, or pass --tools DIR)")]
+#[error("cannot read the tools directory {dir}: {source}")]
 pub struct RegistryError {
     /// The directory.
     pub dir: PathBuf,
@@ -61,8 +62,6 @@ impl std::fmt::Display for LoadProblem {
 
 /// A loaded component: what every call of its tools shares.
 pub struct Loaded {
-    /// Component name (the file stem): the first part of its tools' names.
-    pub name: String,
     /// blake3 digest of the component's bytes.
     pub digest: blake3::Hash,
     /// The component pre-linked against the WASI linker.
@@ -138,6 +137,7 @@ impl Registry {
         tools_dir: &Path,
         policies_dir: &Path,
         cache_dir: Option<&Path>,
+        host: &HostConfig,
     ) -> Result<Registry, RegistryError> {
         let read = std::fs::read_dir(tools_dir).map_err(|source| RegistryError {
             dir: tools_dir.into(),
@@ -158,7 +158,7 @@ impl Registry {
                 function,
                 message,
             };
-            match load_component(engine, linker, &file, policies_dir, cache_dir) {
+            match load_component(engine, linker, &file, policies_dir, cache_dir, host) {
                 Ok((tools, problems)) => {
                     registry
                         .problems
@@ -197,6 +197,7 @@ fn load_component(
     file: &Path,
     policies_dir: &Path,
     cache_dir: Option<&Path>,
+    host: &HostConfig,
 ) -> Result<(Vec<Tool>, Problems), String> {
     let name = file
         .file_stem()
@@ -230,8 +231,8 @@ fn load_component(
             ))
         }
     };
-    let policy =
-        Policy::load_for(policies_dir, &name).map_err(|e| format!("its policy is invalid: {e}"))?;
+    let policy = Policy::load_for(policies_dir, &name, &host.maxima)
+        .map_err(|e| format!("its policy is invalid: {e}"))?;
     let digest = blake3::hash(&bytes);
     let component = compile(engine, &bytes, digest, cache_dir)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
@@ -244,7 +245,6 @@ fn load_component(
         output_limit: policy.limits.output,
     };
     let loaded = Arc::new(Loaded {
-        name: name.clone(),
         digest,
         pre,
         policy: Arc::new(policy),

@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::engine::{deadline_ticks, MAX_TABLE_ELEMENTS};
 use crate::policy::{NetPolicy, Policy};
+pub use crate::secrets::Secrets;
 
 /// Bytes of a tool's stdout and stderr kept per call (for error messages and
 /// traces). Beyond it, writes fail inside the guest.
@@ -87,6 +88,8 @@ pub struct Run {
     pub fuel_used: u64,
     /// Capabilities the tool was refused.
     pub denials: Vec<Denial>,
+    /// The `[env] pass` values the tool was handed, for later redaction.
+    pub secrets: Secrets,
 }
 
 /// Per-call store data: the WASI and HTTP contexts and the limiter.
@@ -199,7 +202,11 @@ impl WasiHttpHooks for NetGate {
 /// A fresh store for one call of a tool under `policy`: fuel set, limiter
 /// installed, epoch deadline armed, WASI context holding only what the
 /// policy grants.
-pub fn new_store(engine: &Engine, policy: &Policy) -> wasmtime::Result<Store<State>> {
+pub fn new_store(
+    engine: &Engine,
+    policy: &Policy,
+    secrets: &Secrets,
+) -> wasmtime::Result<Store<State>> {
     let mut wasi = WasiCtx::builder();
     for m in &policy.mounts {
         let perms = if m.writable {
@@ -212,10 +219,8 @@ pub fn new_store(engine: &Engine, policy: &Policy) -> wasmtime::Result<Store<Sta
     for (name, value) in &policy.env_vars {
         wasi.env(name, value);
     }
-    for name in &policy.env_pass {
-        if let Ok(value) = std::env::var(name) {
-            wasi.env(name, value);
-        }
+    for (name, value) in secrets.vars() {
+        wasi.env(name, value);
     }
     let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
     wasi.stdout(MemoryOutputPipe::new(STDIO_CAPACITY))
@@ -250,7 +255,8 @@ pub async fn run(
     policy: &Policy,
     params: &[Val],
 ) -> Run {
-    let mut store = match new_store(pre.engine(), policy) {
+    let secrets = Secrets::read(&policy.env_pass);
+    let mut store = match new_store(pre.engine(), policy, &secrets) {
         Ok(store) => store,
         Err(e) => {
             let failure = Failure {
@@ -261,6 +267,7 @@ pub async fn run(
                 end: RunEnd::Failed(failure),
                 fuel_used: 0,
                 denials: Vec::new(),
+                secrets,
             };
         }
     };
@@ -294,6 +301,7 @@ pub async fn run(
         end,
         fuel_used,
         denials,
+        secrets,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fabric_host::{Call, CallResult, Fabric, Options};
+use fabric_host::{Call, CallResult, Caller, Fabric, Options};
 use serde_json::Value;
 
 /// The repository root.
@@ -80,6 +80,7 @@ pub fn options(tools: &Path, policies: &Path, data: Option<&Path>, key: Option<&
         data_dir: data.map(Into::into),
         audit_key: key.map(Into::into),
         durable_audit: true,
+        host: Default::default(),
     }
 }
 
@@ -106,12 +107,7 @@ pub fn call(fabric: &Fabric, tool: &str, arguments: Value) -> CallResult {
         .enable_all()
         .build()
         .expect("runtime");
-    let call = Call {
-        caller: None,
-        session: None,
-        tool: tool.into(),
-        arguments,
-    };
+    let call = Call::new(Caller::Local, tool, arguments);
     runtime
         .block_on(fabric.call(call))
         .expect("audit record written")

@@ -46,7 +46,7 @@ impl Docs {
         let (_, package) = resolve
             .packages
             .iter()
-            .last()
+            .next_back()
             .context("no WIT package was loaded")?;
         let mut docs = Docs {
             version: VERSION,

@@ -113,7 +113,7 @@ fn hex(blob: &str) -> Option<String> {
         .bytes()
         .filter(|b| !matches!(b, b'\\' | b'x' | b',' | b' ' | b'\t' | b'\n' | b'\r'))
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = digits

@@ -188,7 +188,9 @@ impl RuleSet {
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
         let file: File = toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
         let mut rules = Vec::new();
-        let mut by_kind: BTreeMap<Kind, (Vec<String>, Vec<(usize, usize)>)> = BTreeMap::new();
+        // Per kind: the patterns, and for each its (rule, pattern) index.
+        type Patterns = (Vec<String>, Vec<(usize, usize)>);
+        let mut by_kind: BTreeMap<Kind, Patterns> = BTreeMap::new();
         for r in file.rule {
             if rules.iter().any(|x: &Rule| x.id == r.id) {
                 return Err(RulesError(format!("rule {:?} is defined twice", r.id)));

@@ -1,0 +1,198 @@
+//! The host configuration: what one Fabric process admits and reserves,
+//! independent of any tool. Loadable from a TOML file; every key optional.
+//!
+//! ```toml
+//! instances = 128          # instance slots in the pool (address space, not memory)
+//! max_in_flight = 128      # calls admitted at once; one more is `overloaded`
+//! max_component_size = "256 MiB"   # largest NAME.wasm read from the tools directory
+//!
+//! [maxima]                 # the most any policy may grant
+//! fuel = 100_000_000_000
+//! memory = "1 GiB"
+//! timeout = "300s"
+//! output = "64 MiB"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::{parse_duration, parse_size, show_size, Maxima, Size};
+
+/// Instance slots of the default pool. Each reserves address space (not
+/// memory) for the largest memory a policy may grant.
+pub const DEFAULT_INSTANCES: u32 = 128;
+
+/// The largest component read from the tools directory by default: the
+/// biggest real tools (Python and JS interpreters) are about 20 MiB.
+pub const DEFAULT_MAX_COMPONENT_SIZE: u64 = 256 << 20;
+
+/// How one Fabric process is shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostConfig {
+    /// Instance slots in the pooling allocator.
+    pub instances: u32,
+    /// Calls admitted at once (the admit stage's bound); at most `instances`.
+    pub max_in_flight: u32,
+    /// Largest component file the registry reads.
+    pub max_component_size: u64,
+    /// The most any policy may grant.
+    pub maxima: Maxima,
+}
+
+impl Default for HostConfig {
+    fn default() -> HostConfig {
+        HostConfig {
+            instances: DEFAULT_INSTANCES,
+            max_in_flight: DEFAULT_INSTANCES,
+            max_component_size: DEFAULT_MAX_COMPONENT_SIZE,
+            maxima: Maxima::default(),
+        }
+    }
+}
+
+/// A host configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: {message}", file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The key to blame (`(file)` for the whole file).
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    instances: Option<u32>,
+    max_in_flight: Option<u32>,
+    max_component_size: Option<Size>,
+    #[serde(default)]
+    maxima: FileMaxima,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileMaxima {
+    fuel: Option<u64>,
+    memory: Option<Size>,
+    timeout: Option<String>,
+    output: Option<Size>,
+}
+
+/// Hard ceilings on the configuration itself: the pool's address-space
+/// reservation is `instances × maxima.memory`, which must stay well inside
+/// 47 bits of user address space.
+const CEILING_INSTANCES: u32 = 10_000;
+const CEILING_MEMORY: u64 = 4 << 30;
+
+impl HostConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.into(),
+            key: "(file)".into(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        HostConfig::parse(&text).map_err(|(key, message)| ConfigError {
+            file: path.into(),
+            key,
+            message,
+        })
+    }
+
+    /// Parses configuration text; errors are `(key, message)`.
+    pub fn parse(text: &str) -> Result<HostConfig, (String, String)> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            ("(file)".to_string(), format!("{} (allowed keys: instances, max_in_flight, max_component_size, [maxima] fuel/memory/timeout/output)", e.message()))
+        })?;
+        let mut config = HostConfig::default();
+        let range = |key: &str, what: String| (key.to_string(), what);
+        if let Some(n) = file.instances {
+            if n == 0 || n > CEILING_INSTANCES {
+                return Err(range(
+                    "instances",
+                    format!("{n} is out of range: 1 to {CEILING_INSTANCES}"),
+                ));
+            }
+            config.instances = n;
+            config.max_in_flight = n;
+        }
+        if let Some(n) = file.max_in_flight {
+            if n == 0 || n > config.instances {
+                return Err(range(
+                    "max_in_flight",
+                    format!("{n} is out of range: 1 to instances ({})", config.instances),
+                ));
+            }
+            config.max_in_flight = n;
+        }
+        if let Some(size) = &file.max_component_size {
+            config.max_component_size = parse_size("max_component_size", size)?;
+        }
+        let m = &file.maxima;
+        if let Some(fuel) = m.fuel {
+            config.maxima.fuel = fuel;
+        }
+        if let Some(size) = &m.memory {
+            let bytes = parse_size("maxima.memory", size)?;
+            if bytes == 0 || bytes > CEILING_MEMORY {
+                return Err(range(
+                    "maxima.memory",
+                    format!(
+                        "{} is out of range: more than 0, at most {}",
+                        show_size(bytes),
+                        show_size(CEILING_MEMORY)
+                    ),
+                ));
+            }
+            config.maxima.memory = bytes;
+        }
+        if let Some(text) = &m.timeout {
+            config.maxima.timeout =
+                parse_duration(text)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        range(
+                            "maxima.timeout",
+                            format!("{text:?} is not a positive duration: write e.g. \"300s\""),
+                        )
+                    })?;
+        }
+        if let Some(size) = &m.output {
+            config.maxima.output = parse_size("maxima.output", size)?;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_and_checks() {
+        assert_eq!(HostConfig::parse("").unwrap(), HostConfig::default());
+        let c = HostConfig::parse(
+            "instances = 16\nmax_in_flight = 8\nmax_component_size = \"32 MiB\"\n[maxima]\nmemory = \"256 MiB\"\ntimeout = \"10s\"\n",
+        )
+        .unwrap();
+        assert_eq!((c.instances, c.max_in_flight), (16, 8));
+        assert_eq!(c.max_component_size, 32 << 20);
+        assert_eq!(c.maxima.memory, 256 << 20);
+        assert_eq!(c.maxima.timeout, Duration::from_secs(10));
+        let bad = |text: &str, key: &str| {
+            let (k, m) = HostConfig::parse(text).unwrap_err();
+            assert_eq!(k, key, "{m}");
+        };
+        bad("instances = 0", "instances");
+        bad("instances = 4\nmax_in_flight = 5", "max_in_flight");
+        bad("[maxima]\nmemory = \"8 GiB\"", "maxima.memory");
+        bad("[maxima]\ntimeout = \"soon\"", "maxima.timeout");
+        bad("pool = 3", "(file)");
+    }
+}

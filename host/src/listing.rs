@@ -1,0 +1,58 @@
+//! How a tool is listed: one shape for the CLI (`fabric tools --json`), the
+//! REST API (`GET /v1/tools`) and MCP (`tools/list`).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::registry::{Status, Tool};
+
+/// One tool as callers see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolInfo {
+    /// `NAME.FUNCTION`.
+    pub name: String,
+    /// The WIT doc comment of the function, if the component carries it.
+    pub description: Option<String>,
+    /// JSON Schema (2020-12) of the arguments object; `null` when unavailable.
+    pub input_schema: Value,
+    /// JSON Schema of the output; `null` when unavailable.
+    pub output_schema: Value,
+    /// Whether it can be called.
+    pub available: bool,
+    /// Why not, when it cannot.
+    pub reason: Option<String>,
+    /// What its policy grants, for hints such as MCP's tool annotations.
+    pub grants: Grants,
+}
+
+/// What a tool's policy lets it touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Grants {
+    /// A writable mount or any network: it may change the world.
+    pub writes: bool,
+    /// Any network destination: it reaches beyond the host.
+    pub network: bool,
+}
+
+impl ToolInfo {
+    pub(crate) fn of(tool: &Tool) -> ToolInfo {
+        let (available, reason, grants) = match &tool.status {
+            Status::Ready(c) => {
+                let policy = &c.component.policy;
+                let network = !policy.net.allow.is_empty();
+                let writes = network || policy.mounts.iter().any(|m| m.writable);
+                (true, None, Grants { writes, network })
+            }
+            Status::Unavailable(reason) => (false, Some(reason.clone()), Grants::default()),
+        };
+        ToolInfo {
+            name: tool.name.clone(),
+            description: tool.description.clone(),
+            input_schema: tool.input_schema.clone(),
+            output_schema: tool.output_schema.clone(),
+            available,
+            reason,
+            grants,
+        }
+    }
+}
