@@ -7,44 +7,57 @@
 //!
 //! # Layout
 //!
-//! One call takes one path; each stage is one module, read top to bottom:
+//! One call takes one path; each stage is one module, read top to bottom.
+//! Each hands the next a typed value or ends the call with an outcome:
 //!
 //! ```text
-//!  CLI / HTTP ─► Call { tool, arguments }                          call.rs
-//!                 │ resolve   NAME.FUNCTION → Tool                 registry.rs
-//!                 │ validate  JSON → Vec<Val> against the schema   schema.rs
-//!                 │ sandbox   fresh Store: fuel, memory, deadline, sandbox.rs
-//!                 │           WASI ctx from the policy             policy.rs
-//!                 │ guard     output size, content and injection   guard crate
-//!                 │ audit     hash-chained record, durable         audit crate
-//!                 ▼
-//!              CallResult (the contract's result object)
+//!  CLI / HTTP / MCP ─► Call { caller, session, tool, arguments, trace }   call.rs
+//!          │ admit     caller known? tool in scope? a slot free?          admit.rs
+//!          │ resolve   NAME.FUNCTION → the tool's pre-linked component    registry.rs
+//!          │ validate  JSON → Vec<Val> against the WIT-derived schema     schema.rs
+//!          │ sandbox   fresh Store: fuel, memory, deadline, WASI ctx      sandbox.rs
+//!          │           from the policy (mounts, net allowlist, env)       policy.rs
+//!          │ guard     output size, content and injection rules          guard crate
+//!          │ redact    [env] pass values blanked from what leaves         secrets.rs
+//!          │ audit     hash-chained record, durable before the answer    audit crate
+//!          ▼
+//!      CallResult (the contract's result object)
 //! ```
 //!
-//! - [`engine`]: the one `Engine` (component model, fuel, epochs, pooling
-//!   allocator with copy-on-write images), the WASI linker and the epoch timer.
-//! - [`registry`]: loads `NAME.wasm` components once, caches their compiled
-//!   code by digest, pre-links them, and turns their exported functions into
+//! - [`call`]: the pipeline above, [`Fabric`] (what is built once) and the
+//!   result types. Front ends build a [`Call`] and get a [`CallResult`]; they
+//!   list tools with [`Fabric::tools`] ([`listing`]).
+//! - [`admit`]: who is calling ([`Caller`], [`Scope`]) and whether the call
+//!   may run now: `unauthorized`, `forbidden`, `overloaded`, decided before
+//!   anything is resolved and audited like every other outcome.
+//! - [`config`]: the host configuration ([`HostConfig`]): instance slots,
+//!   calls admitted at once, largest component, the maxima policies may grant.
+//! - `engine` (internal): the one `Engine` (component model, fuel, epochs,
+//!   pooling allocator with copy-on-write images), the WASI linker and the
+//!   epoch timer.
+//! - `registry` (internal): loads `NAME.wasm` components once, caches their
+//!   compiled code, pre-links them, and turns their exported functions into
 //!   tools with JSON Schemas and descriptions.
 //! - [`schema`]: the WIT ↔ JSON mapping: schemas, argument validation and
 //!   conversion, output conversion.
 //! - [`policy`]: `policies/NAME.toml`, read strictly: limits, mounts, network
 //!   allowlist, environment.
-//! - [`sandbox`]: builds the per-call store from a policy and runs one call in
-//!   a fresh instance, mapping every way it can end to a value.
+//! - `sandbox` (internal): builds the per-call store from a policy and runs
+//!   one call in a fresh instance, mapping every way it can end to a value.
 //! - [`guard`] (the `fabric-guard` crate, `host/guard/`): checks outputs
 //!   before they leave: size, then rules as data (`default-rules.toml`) that
 //!   reject, redact or flag. Needs nothing of wasmtime.
 //! - [`audit`] (the `fabric-audit` crate, `host/audit/`): the append-only,
 //!   hash-chained log (sled, group commit, signed checkpoints) and its
 //!   offline verifier. Needs nothing of wasmtime.
-//! - [`call`]: the pipeline above, and [`Fabric`], which holds what is built
-//!   once.
 //!
 //! Built once: engine, linker, each component's `InstancePre`, policies,
-//! compiled guard rules, the audit writer.
+//! compiled guard rules, the admission semaphore, the audit writer.
 //! Built per call and dropped at its end: the store, its WASI context and the
 //! instance. Nothing from one call survives into the next.
+//!
+//! The internal modules open to the benchmarks with the `internals` feature;
+//! they are not a stable API.
 
 pub mod admit;
 pub mod call;
