@@ -34,14 +34,9 @@ fn main() {
         let mut rates = Vec::new();
         for concurrency in [1usize, 16] {
             let dir = tempfile::tempdir().unwrap();
-            let options = Options {
-                tools_dir: root.join("build/tools"),
-                policies_dir: root.join("policies"),
-                data_dir: audited.then(|| dir.path().to_path_buf()),
-                audit_key: None,
-                durable_audit: durable,
-                host: Default::default(),
-            };
+            let mut options = Options::new(root.join("build/tools"), root.join("policies"));
+            options.data_dir = audited.then(|| dir.path().to_path_buf());
+            options.durable_audit = durable;
             let fabric = Arc::new(
                 Fabric::open(&options).expect("open fabric (run scripts/build-tools first)"),
             );

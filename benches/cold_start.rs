@@ -24,14 +24,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let options = Options {
-        tools_dir: root.join("build/tools"),
-        policies_dir: root.join("policies"),
-        data_dir: None, // the audit log has its own benchmark
-        audit_key: None,
-        durable_audit: true,
-        host: Default::default(),
-    };
+    // No data directory: the audit log has its own benchmark.
+    let options = Options::new(root.join("build/tools"), root.join("policies"));
     let fabric = Fabric::open(&options).expect("open fabric (run scripts/build-tools first)");
     let tool = fabric
         .registry()

@@ -146,12 +146,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(path) => HostConfig::load(path)?,
         None => HostConfig::default(),
     };
-    let options = Options {
-        data_dir: Some(cli.data.clone()),
-        audit_key: audit_key.clone(),
-        host,
-        ..Options::new(cli.tools, cli.policies)
-    };
+    let mut options = Options::new(cli.tools, cli.policies);
+    options.data_dir = Some(cli.data.clone());
+    options.audit_key = audit_key.clone();
+    options.host = host;
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
         Command::Guard(GuardCommand::Eval {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::call::{Call, Ending, Outcome};
+use crate::call::{cap, Call, Ending, Outcome, MAX_NAME};
 
 /// How long a caller refused for lack of capacity should wait before trying
 /// again: calls take milliseconds, so a second is generous.
@@ -35,6 +35,7 @@ pub enum Caller {
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// The caller's name, recorded in every audit record of its calls.
     pub name: String,
@@ -146,7 +147,10 @@ impl Admission {
         if let Caller::Unauthenticated(why) = &call.caller {
             return Err(refuse(
                 Outcome::Unauthorized,
-                format!("{why}; send Authorization: Bearer TOKEN with a caller's token"),
+                format!(
+                    "{}: the call carries no valid caller credentials",
+                    cap(why, MAX_NAME)
+                ),
                 json!(null),
             ));
         }
@@ -156,7 +160,7 @@ impl Admission {
                 Outcome::Forbidden,
                 format!(
                     "caller {name:?} may not call {:?}: it is outside the caller's scope",
-                    call.tool
+                    cap(&call.tool, MAX_NAME)
                 ),
                 json!(null),
             ));
@@ -170,11 +174,16 @@ impl Admission {
                     "{} calls are already running, the most this host admits at once; retry shortly",
                     self.max_in_flight
                 ),
-                json!({"retry_after_s": OVERLOADED_RETRY.as_secs()}),
+                overloaded_detail(),
             )
         })?;
         Ok(Admitted { _slot: slot })
     }
+}
+
+/// The detail of an `overloaded` refusal: when to try again.
+pub(crate) fn overloaded_detail() -> serde_json::Value {
+    json!({"retry_after_s": OVERLOADED_RETRY.as_secs()})
 }
 
 fn refuse(outcome: Outcome, message: String, detail: serde_json::Value) -> Box<Ending> {

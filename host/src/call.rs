@@ -19,7 +19,7 @@ use tracing::Instrument;
 use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
-use crate::admit::{Admission, Caller};
+use crate::admit::{overloaded_detail, Admission, Caller};
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
@@ -31,7 +31,7 @@ use crate::schema::{arguments_to_vals, min_json_size};
 
 /// Longest caller-controlled name (a tool name, a session id) kept in
 /// messages, results and audit records; longer ones are cut, visibly.
-const MAX_NAME: usize = 256;
+pub(crate) const MAX_NAME: usize = 256;
 /// Longest error message kept in a result or record. Messages carry
 /// caller-controlled text (argument keys) and tool text (stderr).
 const MAX_MESSAGE: usize = 4096;
@@ -39,8 +39,10 @@ const MAX_MESSAGE: usize = 4096;
 /// tokio's blocking pool, so a big output does not hold up the reactor.
 const OFF_REACTOR: u64 = 64 * 1024;
 
-/// Where a [`Fabric`] finds its tools and keeps its state.
+/// Where a [`Fabric`] finds its tools and keeps its state. Start from
+/// [`Options::new`] and set the fields you need.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Directory of tool components (`NAME.wasm`).
     pub tools_dir: PathBuf,
@@ -156,7 +158,6 @@ impl Call {
 /// How a call ended. Stable, snake_case names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum Outcome {
     /// The tool returned a value (or `ok` of its `result`).
     Ok,
@@ -207,20 +208,6 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::CircuitOpen => "circuit_open",
         }
-    }
-
-    /// Whether the tool ran at all (false for refusals before the sandbox).
-    pub fn ran(self) -> bool {
-        !matches!(
-            self,
-            Outcome::InvalidArguments
-                | Outcome::UnknownTool
-                | Outcome::BudgetExceeded
-                | Outcome::Unauthorized
-                | Outcome::Forbidden
-                | Outcome::Overloaded
-                | Outcome::CircuitOpen
-        )
     }
 }
 
@@ -433,6 +420,10 @@ impl Fabric {
     /// Runs one call through the whole pipeline. The result is returned once
     /// its audit record is durable; an error is a fault of Fabric itself (the
     /// audit log cannot be written), never an outcome of the call.
+    ///
+    /// Dropping the future cancels the call, and a call cancelled before its
+    /// record is appended leaves none: a front end that may drop it (a client
+    /// that disconnects) runs it in a task of its own.
     pub async fn call(&self, call: Call) -> Result<CallResult, CallError> {
         let started = Instant::now();
         let time_unix_us = SystemTime::now()
@@ -444,7 +435,8 @@ impl Fabric {
         let done = self.pipeline(&call).instrument(span.clone()).await;
 
         // Nothing a tool was handed from the host environment leaves in a
-        // result or a record.
+        // result or a record (the guard stage redacted what the tool said;
+        // this catches what the stages made of it, such as flag excerpts).
         let ending = done.secrets.redact_ending(done.ending);
         let denials = done.secrets.redact_denials(done.denials);
         let mut result = CallResult {
@@ -491,7 +483,7 @@ impl Fabric {
             Ok(admitted) => admitted,
             Err(refusal) => return Done::before_run(*refusal, None),
         };
-        let callable = match self.resolve(&call.tool) {
+        let callable = match self.resolve(&call.caller, &call.tool) {
             Ok(callable) => callable,
             Err(ending) => return Done::before_run(ending, None),
         };
@@ -509,7 +501,7 @@ impl Fabric {
         )
         .instrument(tracing::info_span!("sandbox"))
         .await;
-        let ending = guard_stage(callable, run.end)
+        let ending = guard_stage(callable, run.end, &run.secrets)
             .instrument(tracing::info_span!("guard"))
             .await;
         Done {
@@ -521,11 +513,17 @@ impl Fabric {
         }
     }
 
-    /// The callable tool named `name`, or why there is none.
-    fn resolve(&self, name: &str) -> Result<&Callable, Ending> {
+    /// The callable tool named `name`, or why there is none (suggesting
+    /// only tools the caller may see).
+    fn resolve(&self, caller: &Caller, name: &str) -> Result<&Callable, Ending> {
         let shown = cap(name, MAX_NAME);
         let Some(tool) = self.registry.get(name) else {
-            let hint = suggest(name, self.registry.tools().map(|t| t.name.as_str()));
+            let visible = self
+                .registry
+                .tools()
+                .map(|t| t.name.as_str())
+                .filter(|t| caller.may_call(t));
+            let hint = suggest(name, visible);
             return Err(Ending::failed(
                 Outcome::UnknownTool,
                 format!("unknown tool {shown:?}{hint}"),
@@ -559,25 +557,28 @@ fn validate(callable: &Callable, call: &Call) -> Result<Vec<Val>, Ending> {
 }
 
 /// How the run ended, checked by the guard: a trap's message and a tool's
-/// error value reach the caller only through it, like an output.
-async fn guard_stage(callable: &Callable, end: RunEnd) -> Ending {
+/// error value reach the caller only through it, like an output. What the
+/// tool said is redacted of its `[env] pass` values before anything else is
+/// done with it (cut, guarded, excerpted).
+async fn guard_stage(callable: &Callable, end: RunEnd, secrets: &Secrets) -> Ending {
     let guard = &callable.component.guard;
     match end {
         RunEnd::Failed(f) => {
-            let outcome = match f.kind {
-                FailureKind::FuelExhausted => Outcome::FuelExhausted,
-                FailureKind::MemoryExceeded => Outcome::MemoryExceeded,
-                FailureKind::Timeout => Outcome::Timeout,
-                FailureKind::Trap => Outcome::Trap,
-                FailureKind::Overloaded => Outcome::Overloaded,
+            let (outcome, detail) = match f.kind {
+                FailureKind::FuelExhausted => (Outcome::FuelExhausted, Value::Null),
+                FailureKind::MemoryExceeded => (Outcome::MemoryExceeded, Value::Null),
+                FailureKind::Timeout => (Outcome::Timeout, Value::Null),
+                FailureKind::Trap => (Outcome::Trap, Value::Null),
+                FailureKind::Overloaded => (Outcome::Overloaded, overloaded_detail()),
             };
-            let (verdict, flags) = guard::check(Value::String(f.message), guard).split();
+            let said = secrets.redact(&f.message).into_owned();
+            let (verdict, flags) = guard::check(Value::String(said), guard).split();
             let message = match verdict {
                 Ok(Value::String(message)) => message,
                 Ok(_) => String::new(),
                 Err(why) => format!("the tool trapped; its message was withheld: {why}"),
             };
-            Ending::failed(outcome, cap(&message, MAX_MESSAGE), Value::Null).flagged(flags)
+            Ending::failed(outcome, cap(&message, MAX_MESSAGE), detail).flagged(flags)
         }
         RunEnd::Returned(mut values) => {
             let value = values.pop();
@@ -587,26 +588,38 @@ async fn guard_stage(callable: &Callable, end: RunEnd) -> Ending {
                 return Ending::failed(Outcome::OutputRejected, message, Value::Null);
             }
             if least < OFF_REACTOR {
-                return check_returned(&callable.returns, guard, value.as_ref());
+                return check_returned(&callable.returns, guard, value.as_ref(), secrets);
             }
             let (returns, guard) = (callable.returns.clone(), guard.clone());
-            tokio::task::spawn_blocking(move || check_returned(&returns, &guard, value.as_ref()))
-                .await
-                .unwrap_or_else(|e| {
-                    Ending::failed(
-                        Outcome::Trap,
-                        format!("checking the output failed: {e}"),
-                        Value::Null,
-                    )
-                })
+            let secrets = secrets.clone();
+            tokio::task::spawn_blocking(move || {
+                check_returned(&returns, &guard, value.as_ref(), &secrets)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Ending::failed(
+                    Outcome::Trap,
+                    format!("checking the output failed: {e}"),
+                    Value::Null,
+                )
+            })
         }
     }
 }
 
-/// Converts a returned value to JSON and guards it: `ok` with the output,
-/// `tool_error` with the tool's error value, or `output_rejected`.
-fn check_returned(returns: &Returns, guard: &GuardConfig, value: Option<&Val>) -> Ending {
-    match returned_json(returns, value) {
+/// Converts a returned value to JSON, redacts and guards it: `ok` with the
+/// output, `tool_error` with the tool's error value, or `output_rejected`.
+fn check_returned(
+    returns: &Returns,
+    guard: &GuardConfig,
+    value: Option<&Val>,
+    secrets: &Secrets,
+) -> Ending {
+    let returned = returned_json(returns, value).map(|r| match r {
+        Ok(output) => Ok(secrets.redact_value(output)),
+        Err(tool_error) => Err(secrets.redact_value(tool_error)),
+    });
+    match returned {
         Err(message) => Ending::failed(Outcome::Trap, message, Value::Null),
         Ok(Ok(output)) => match guard::check(output, guard).split() {
             (Ok(output), flags) => Ending {
@@ -673,14 +686,8 @@ fn audit_entry(
     let policy = callable.map(|c| &*c.component.policy);
     let payload = |v: &Value| {
         let limit = policy?.audit_payloads?;
-        let text = String::from_utf8_lossy(&json(v)).into_owned();
-        let mut text = secrets.redact(&text).into_owned();
-        let mut end = text.len().min(limit as usize);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        Some(text)
+        let json = json(&secrets.redact_value(v.clone()));
+        Some(cut(&String::from_utf8_lossy(&json), limit as usize).to_string())
     };
     let ok = result.outcome == Outcome::Ok;
     Entry {
@@ -721,7 +728,7 @@ impl Secrets {
     /// The ending with every secret value replaced in its output, error
     /// message, error detail and flag excerpts.
     fn redact_ending(&self, mut ending: Ending) -> Ending {
-        if self.is_empty() {
+        if self.nothing_to_redact() {
             return ending;
         }
         ending.output = self.redact_value(ending.output);
@@ -736,31 +743,13 @@ impl Secrets {
     }
 
     fn redact_denials(&self, mut denials: Vec<Denial>) -> Vec<Denial> {
-        if !self.is_empty() {
+        if !self.nothing_to_redact() {
             for d in &mut denials {
                 d.target = self.redact(&d.target).into_owned();
                 d.reason = self.redact(&d.reason).into_owned();
             }
         }
         denials
-    }
-
-    fn redact_value(&self, value: Value) -> Value {
-        match value {
-            Value::String(s) => match self.redact(&s) {
-                Cow::Borrowed(_) => Value::String(s),
-                Cow::Owned(t) => Value::String(t),
-            },
-            Value::Array(items) => {
-                Value::Array(items.into_iter().map(|v| self.redact_value(v)).collect())
-            }
-            Value::Object(map) => Value::Object(
-                map.into_iter()
-                    .map(|(k, v)| (self.redact(&k).into_owned(), self.redact_value(v)))
-                    .collect(),
-            ),
-            other => other,
-        }
     }
 }
 
@@ -770,11 +759,18 @@ pub(crate) fn cap(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }
-    let mut end = max;
+    let kept = cut(text, max);
+    Cow::Owned(format!("{kept}…({} bytes cut)", text.len() - kept.len()))
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Cow::Owned(format!("{}…({} bytes cut)", &text[..end], text.len() - end))
+    &text[..end]
 }
 
 /// "; NAME has: …" for a mistyped tool name of a known component, or a

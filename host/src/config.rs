@@ -52,12 +52,12 @@ impl Default for HostConfig {
     }
 }
 
-/// A host configuration file that could not be used.
+/// A host configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {key}: {message}", file.display())]
+#[error("{}{key}: {message}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
 pub struct ConfigError {
-    /// The file.
-    pub file: PathBuf,
+    /// The file, when it came from one.
+    pub file: Option<PathBuf>,
     /// The key to blame (`(file)` for the whole file).
     pub key: String,
     /// What is wrong and what is allowed.
@@ -83,29 +83,36 @@ struct FileMaxima {
     output: Option<Size>,
 }
 
-/// Hard ceilings on the configuration itself: the pool's address-space
-/// reservation is `instances × maxima.memory`, which must stay well inside
-/// 47 bits of user address space.
-const CEILING_INSTANCES: u32 = 10_000;
+/// Hard ceilings on the configuration itself: the pool reserves address
+/// space for up to four memories per instance slot, which must stay well
+/// inside 47 bits of user address space.
+const CEILING_INSTANCES: u32 = 1_000;
 const CEILING_MEMORY: u64 = 4 << 30;
 
 impl HostConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.into(),
+            file: Some(path.into()),
             key: "(file)".into(),
             message: format!("cannot read it: {e}"),
         })?;
-        HostConfig::parse(&text).map_err(|(key, message)| ConfigError {
-            file: path.into(),
+        HostConfig::parse(&text).map_err(|e| ConfigError {
+            file: Some(path.into()),
+            ..e
+        })
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::parse_keys(text).map_err(|(key, message)| ConfigError {
+            file: None,
             key,
             message,
         })
     }
 
-    /// Parses configuration text; errors are `(key, message)`.
-    pub fn parse(text: &str) -> Result<HostConfig, (String, String)> {
+    fn parse_keys(text: &str) -> Result<HostConfig, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
             ("(file)".to_string(), format!("{} (allowed keys: instances, max_in_flight, max_component_size, [maxima] fuel/memory/timeout/output)", e.message()))
         })?;
@@ -135,6 +142,9 @@ impl HostConfig {
         }
         let m = &file.maxima;
         if let Some(fuel) = m.fuel {
+            if fuel == 0 {
+                return Err(range("maxima.fuel", "must be greater than 0".into()));
+            }
             config.maxima.fuel = fuel;
         }
         if let Some(size) = &m.memory {
@@ -163,7 +173,11 @@ impl HostConfig {
                     })?;
         }
         if let Some(size) = &m.output {
-            config.maxima.output = parse_size("maxima.output", size)?;
+            let bytes = parse_size("maxima.output", size)?;
+            if bytes == 0 {
+                return Err(range("maxima.output", "must be greater than 0".into()));
+            }
+            config.maxima.output = bytes;
         }
         Ok(config)
     }
@@ -186,13 +200,14 @@ mod tests {
         assert_eq!(c.maxima.memory, 256 << 20);
         assert_eq!(c.maxima.timeout, Duration::from_secs(10));
         let bad = |text: &str, key: &str| {
-            let (k, m) = HostConfig::parse(text).unwrap_err();
-            assert_eq!(k, key, "{m}");
+            let e = HostConfig::parse(text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
         };
         bad("instances = 0", "instances");
         bad("instances = 4\nmax_in_flight = 5", "max_in_flight");
         bad("[maxima]\nmemory = \"8 GiB\"", "maxima.memory");
         bad("[maxima]\ntimeout = \"soon\"", "maxima.timeout");
         bad("pool = 3", "(file)");
+        bad("[maxima]\nfuel = 0", "maxima.fuel");
     }
 }

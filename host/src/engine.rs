@@ -24,6 +24,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// wasm-component-ld has its module plus small shim and fixup modules.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 
+/// Linear memories one component may have (its module and shims).
+const MEMORIES_PER_COMPONENT: u32 = 4;
+/// Tables one component may have.
+const TABLES_PER_COMPONENT: u32 = 8;
+
 /// Table elements per table: enough for large Rust and Python guests. The
 /// pool's slots and each call's limiter both use it.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -36,11 +41,13 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(slots * 2)
-        .total_tables(slots * 4)
+        // Enough for every slot's component to use its maxima, so that a
+        // call admitted is never refused by the pool instead.
+        .total_memories(slots * MEMORIES_PER_COMPONENT)
+        .total_tables(slots * TABLES_PER_COMPONENT)
         .total_stacks(slots)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(host.maxima.memory as usize)
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_component_instance_size(1 << 20)

@@ -26,6 +26,7 @@ pub const MAX_OUTPUT: u64 = 64 << 20;
 /// of them is a load error. Set by the host configuration
 /// ([`crate::HostConfig`]); the defaults are the `MAX_*` constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Maxima {
     /// Fuel per call.
     pub fuel: u64,
@@ -35,6 +36,19 @@ pub struct Maxima {
     pub timeout: Duration,
     /// Output, bytes of JSON.
     pub output: u64,
+}
+
+impl Maxima {
+    /// The default limits, lowered where they exceed these maxima: what a
+    /// tool without a policy file, or without a `[limits]` key, gets.
+    pub fn default_limits(&self) -> Limits {
+        Limits {
+            fuel: defaults::FUEL.min(self.fuel),
+            memory: defaults::MEMORY.min(self.memory),
+            timeout: defaults::TIMEOUT.min(self.timeout),
+            output: defaults::OUTPUT.min(self.output),
+        }
+    }
 }
 
 impl Default for Maxima {
@@ -258,7 +272,10 @@ impl Policy {
     pub fn load_for(dir: &Path, name: &str, maxima: &Maxima) -> Result<Policy, PolicyError> {
         let path = dir.join(format!("{name}.toml"));
         if !path.exists() {
-            return Ok(Policy::default());
+            return Ok(Policy {
+                limits: maxima.default_limits(),
+                ..Policy::default()
+            });
         }
         Policy::load(&path, maxima)
     }
@@ -303,6 +320,7 @@ impl Policy {
         })?;
         let mut policy = Policy {
             digest: blake3::hash(text.as_bytes()),
+            limits: maxima.default_limits(),
             ..Policy::default()
         };
 

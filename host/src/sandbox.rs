@@ -180,7 +180,9 @@ impl WasiHttpHooks for NetGate {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if !self.policy.allows(&host, port) {
             let target = format!("{host}:{port}");
-            tracing::info!(%target, "outgoing request denied");
+            // The target is not logged: it may carry a passed-through secret
+            // (the denial in the result and the record is redacted).
+            tracing::info!("outgoing request denied");
             self.denials.push(Denial {
                 kind: "net",
                 target,

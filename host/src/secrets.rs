@@ -30,13 +30,15 @@ impl Secrets {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// Whether there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
+    /// Whether no value is long enough to be redacted.
+    pub fn nothing_to_redact(&self) -> bool {
         self.0.iter().all(|(_, v)| v.len() < MIN_REDACTED_LEN)
     }
 
     /// `text` with every value replaced by `[env:NAME]`, longest first (so a
-    /// value that contains another is blanked whole).
+    /// value that contains another is blanked whole). Only literal
+    /// occurrences are found: a tool that encodes a value (base64, a
+    /// `list<u8>` output) can still carry it out.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut hits: Vec<&(String, String)> = self
             .0
@@ -52,6 +54,31 @@ impl Secrets {
             out = out.replace(value.as_str(), &format!("[env:{name}]"));
         }
         Cow::Owned(out)
+    }
+}
+
+impl Secrets {
+    /// `value` with every string (and object key) redacted.
+    pub fn redact_value(&self, value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.nothing_to_redact() {
+            return value;
+        }
+        match value {
+            Value::String(s) => match self.redact(&s) {
+                Cow::Borrowed(_) => Value::String(s),
+                Cow::Owned(t) => Value::String(t),
+            },
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.redact_value(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.redact(&k).into_owned(), self.redact_value(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 }
 
@@ -71,6 +98,6 @@ mod tests {
             "a [env:LONG] and [env:TOKEN], ab"
         );
         assert!(matches!(s.redact("nothing here"), Cow::Borrowed(_)));
-        assert!(Secrets(vec![("A".into(), "ab".into())]).is_empty());
+        assert!(Secrets(vec![("A".into(), "ab".into())]).nothing_to_redact());
     }
 }

@@ -74,14 +74,10 @@ impl std::ops::Deref for TestFabric {
 
 /// Options for a Fabric over `tools` with `policies`, a data dir and a key.
 pub fn options(tools: &Path, policies: &Path, data: Option<&Path>, key: Option<&Path>) -> Options {
-    Options {
-        tools_dir: tools.into(),
-        policies_dir: policies.into(),
-        data_dir: data.map(Into::into),
-        audit_key: key.map(Into::into),
-        durable_audit: true,
-        host: Default::default(),
-    }
+    let mut options = Options::new(tools, policies);
+    options.data_dir = data.map(Into::into);
+    options.audit_key = key.map(Into::into);
+    options
 }
 
 /// Opens a Fabric over `tools` with `policies`.
@@ -120,4 +116,23 @@ pub fn policies(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(dir.path().join(format!("{name}.toml")), text).expect("write policy");
     }
     dir
+}
+
+/// Every record of a closed fabric's log, as `fabric audit export` prints them.
+pub fn records(f: TestFabric) -> Vec<serde_json::Value> {
+    let TestFabric { fabric, data, keys } = f;
+    drop(fabric);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .arg("--data")
+        .arg(data.path())
+        .arg("--audit-key")
+        .arg(keys.path().join("key"))
+        .args(["audit", "export"])
+        .output()
+        .expect("run fabric audit export");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record per line"))
+        .collect()
 }
