@@ -315,6 +315,9 @@ impl Fabric {
                     FailureKind::Timeout => Outcome::Timeout,
                     FailureKind::Trap => Outcome::Trap,
                     FailureKind::Overloaded => Outcome::Overloaded,
+                    // The contract has no host-side outcome yet; the message
+                    // says it is the host's fault and what to fix.
+                    FailureKind::Host => Outcome::Trap,
                 };
                 // A trap's message can carry the guest's own text (a panic
                 // message): it reaches the caller only through the guard.
