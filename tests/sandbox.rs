@@ -287,6 +287,8 @@ fn a_fifo_in_a_mount_is_refused_and_the_process_exits() {
             message.to_lowercase().contains("permission denied"),
             "{message}"
         );
+        assert_eq!(r["denials"][0]["kind"], "fs", "{r}");
+        assert_eq!(r["denials"][0]["target"], "pipe", "{r}");
     }
     assert!(
         took < Duration::from_secs(10),

@@ -73,7 +73,7 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
 /// [`refuse_special_files`]).
 pub fn new_linker<T>(engine: &Engine) -> wasmtime::Result<Linker<T>>
 where
-    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + RecordDenial + 'static,
 {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -82,20 +82,31 @@ where
     Ok(linker)
 }
 
+/// Store data that keeps the capabilities a call was refused, for its result.
+pub trait RecordDenial {
+    /// Records that the tool was refused `target` (a `kind` of capability:
+    /// `fs`, `net`), and why.
+    fn record_denial(&mut self, kind: &'static str, target: String, reason: &str);
+}
+
+/// Why opening a special file is refused, as the call's denial says.
+const SPECIAL_FILE_REFUSED: &str =
+    "a FIFO, socket or device file in a mount: only regular files and directories can be opened";
+
 /// The wasi:filesystem interface that wasmtime-wasi 48 defines; guests
 /// importing any 0.2.x version are linked to it.
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 /// Replaces wasi:filesystem's `open-at` with one that refuses FIFOs, sockets
 /// and device files (error `access`, which guests see as "permission
-/// denied"): opening a FIFO blocks until a writer appears, on a thread that
+/// denied", and a denial in the call's result): opening a FIFO blocks until a writer appears, on a thread that
 /// no timeout can reclaim, so every such read would leak a blocked thread and
 /// keep the process from exiting. The type is checked on the path just
 /// before opening it; a file swapped for a FIFO on the host in between
 /// (the guest cannot create one) would still be opened.
 fn refuse_special_files<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: wasmtime_wasi::WasiView + 'static,
+    T: wasmtime_wasi::WasiView + RecordDenial + 'static,
 {
     linker.allow_shadowing(true);
     let result = linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
@@ -123,6 +134,9 @@ where
                 });
                 if special {
                     tracing::info!(%path, "opening a special file refused");
+                    store
+                        .data_mut()
+                        .record_denial("fs", path, SPECIAL_FILE_REFUSED);
                     return Ok((Err(ErrorCode::Access),));
                 }
                 let opened = match fs.open_at(dir, path_flags, path, open_flags, flags).await {

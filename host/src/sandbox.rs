@@ -25,7 +25,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::MAX_TABLE_ELEMENTS;
+use crate::engine::{RecordDenial, MAX_TABLE_ELEMENTS};
 use crate::policy::{NetPolicy, Policy};
 
 /// Bytes of a tool's stdout and stderr kept per call (for error messages and
@@ -48,9 +48,10 @@ pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 /// A capability the tool asked for and was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Denial {
-    /// What kind of capability: `net`.
+    /// What kind of capability: `net` or `fs`.
     pub kind: &'static str,
-    /// What was asked for, e.g. `example.com:443`.
+    /// What was asked for: `example.com:443`, or a path as the tool opened
+    /// it (relative to a directory of its mounts).
     pub target: String,
     /// Why it was refused.
     pub reason: String,
@@ -133,6 +134,16 @@ impl WasiHttpView for State {
     }
 }
 
+impl RecordDenial for State {
+    fn record_denial(&mut self, kind: &'static str, target: String, reason: &str) {
+        self.net.denials.push(Denial {
+            kind,
+            target,
+            reason: reason.to_string(),
+        });
+    }
+}
+
 /// Enforces the memory limit and remembers whether it had to.
 struct Limiter {
     memory: usize,
@@ -167,6 +178,8 @@ impl ResourceLimiter for Limiter {
 /// allowlist before a connection is made.
 struct NetGate {
     policy: NetPolicy,
+    /// Every refusal of the call, `fs` ones included: kept here because the
+    /// HTTP hooks can reach only this part of the store's data.
     denials: Vec<Denial>,
 }
 
