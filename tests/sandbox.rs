@@ -36,8 +36,9 @@ fn call(tool: &str, arguments: Value) -> Call {
 
 /// With twice as many spinning calls as worker threads, a short call still
 /// runs at once, and every spinning call ends as `timeout` at its own
-/// deadline. Before guests yielded, the spinners held both workers: the echo
-/// waited for them, and the last spinners ended one timeout after the first.
+/// deadline. Before guests yielded, a spinner held its worker until it was
+/// stopped and the others waited their turn: with a 1 s timeout they ended
+/// after 1.2 and 2.4 s.
 #[test]
 fn spinning_guests_yield_and_stop_at_their_own_deadline() {
     const WORKERS: usize = 2;
