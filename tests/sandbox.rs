@@ -34,15 +34,14 @@ fn call(tool: &str, arguments: Value) -> Call {
     }
 }
 
-/// With twice as many spinning calls as worker threads, a short call still
-/// runs at once, and every spinning call ends as `timeout` at its own
-/// deadline. Before guests yielded, a spinner held its worker until it was
-/// stopped and the others waited their turn: with a 1 s timeout they ended
-/// after 1.2 and 2.4 s.
+/// On a runtime of one and of two worker threads, with twice as many
+/// spinning calls as workers, a short call still runs at once and every
+/// spinning call ends as `timeout` at its own deadline. Before guests
+/// yielded, a spinner held its worker until it was stopped: on one worker the
+/// echo waited for it, and the spinners queued behind it ended one timeout
+/// later each.
 #[test]
 fn spinning_guests_yield_and_stop_at_their_own_deadline() {
-    const WORKERS: usize = 2;
-    const TIMEOUT: Duration = Duration::from_secs(1);
     let tools = tools(&[
         (&common::test_tools(), "hostile"),
         (&common::example_tools(), "text"),
@@ -52,14 +51,26 @@ fn spinning_guests_yield_and_stop_at_their_own_deadline() {
         "[limits]\nfuel = 100_000_000_000\ntimeout = \"1s\"\n",
     )]);
     let fabric = std::sync::Arc::new(common::open(tools.path(), policies.path()));
+    for workers in [1, 2] {
+        spin_beside_echo(&fabric, workers, Duration::from_secs(1));
+    }
+}
+
+/// Runs `2 * workers` calls of `hostile.spin` (whose policy timeout is
+/// `timeout`) and, once they are running, one `text.echo`.
+fn spin_beside_echo(
+    fabric: &std::sync::Arc<common::TestFabric>,
+    workers: usize,
+    timeout: Duration,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("runtime");
 
     let started = Instant::now();
-    let spinners: Vec<_> = (0..2 * WORKERS)
+    let spinners: Vec<_> = (0..2 * workers)
         .map(|_| {
             let fabric = fabric.clone();
             runtime.spawn(async move {
@@ -68,24 +79,22 @@ fn spinning_guests_yield_and_stop_at_their_own_deadline() {
             })
         })
         .collect();
-    let echo = runtime.block_on(async {
-        // Let the spinners take the workers first.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Let the spinners take the workers first. (Measured on this thread: a
+    // tokio timer needs a free worker to fire.)
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    let echo = {
         let fabric = fabric.clone();
-        let sent = Instant::now();
-        let echo = tokio::spawn(async move {
-            let result = fabric.call(call("text.echo", json!({"text": "hi"}))).await;
-            (result, sent.elapsed())
-        });
-        echo.await.expect("echo task")
-    });
-    let (result, latency) = echo;
+        runtime.spawn(async move { fabric.call(call("text.echo", json!({"text": "hi"}))).await })
+    };
+    let result = runtime.block_on(echo).expect("echo task");
+    let latency = sent.elapsed();
     let result = result.expect("audited");
     assert_eq!(result.outcome, Outcome::Ok, "{:?}", result.error);
     assert!(
         latency < Duration::from_millis(500),
-        "text.echo took {latency:?} beside {} spinning calls on {WORKERS} workers",
-        2 * WORKERS
+        "text.echo took {latency:?} beside {} spinning calls on {workers} workers",
+        2 * workers
     );
 
     let ends: Vec<(CallResult, Duration)> = runtime.block_on(async {
@@ -99,8 +108,8 @@ fn spinning_guests_yield_and_stop_at_their_own_deadline() {
     for (result, end) in &ends {
         assert_eq!(result.outcome, Outcome::Timeout, "{:?}", result.error);
         assert!(
-            *end >= TIMEOUT && *end < TIMEOUT + Duration::from_millis(500),
-            "a spinning call with a {TIMEOUT:?} timeout ended after {end:?} (all: {:?})",
+            *end >= timeout && *end < timeout + Duration::from_millis(500),
+            "a spinning call with a {timeout:?} timeout ended after {end:?} on {workers} workers (all: {:?})",
             ends.iter().map(|(_, e)| e).collect::<Vec<_>>()
         );
     }
