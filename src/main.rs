@@ -13,13 +13,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fabric_host::{Call, Caller, Fabric, HostConfig, Options, Outcome};
+use fabric_host::{Call, CallError, Caller, Fabric, HostConfig, Options, Outcome};
 use serde_json::{json, Value};
 
 /// Exit code for a usage error: bad flags, bad JSON, unknown tool, invalid arguments.
 const EXIT_USAGE: u8 = 2;
 /// Exit code for a call that ran and did not end `ok`.
 const EXIT_NOT_OK: u8 = 1;
+/// How long the CLI waits, after its call has ended, for threads still
+/// blocked in the host before it exits anyway.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serverless tool execution for AI agents: every tool call a fresh, sandboxed WebAssembly component.
 #[derive(Parser)]
@@ -182,7 +185,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let call = Call::new(Caller::Local, tool, arguments);
-            let result = runtime.block_on(fabric.call(call))?;
+            let result = runtime.block_on(fabric.call(call));
+            // A guest blocked in the host (a hung network filesystem) must
+            // not keep the process from exiting once the call has ended.
+            runtime.shutdown_timeout(SHUTDOWN_WAIT);
+            let result = match result {
+                Ok(result) => result,
+                Err(e @ CallError::HostFault { .. }) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_NOT_OK));
+                }
+                Err(e) => return Err(e.into()),
+            };
             if result.outcome == Outcome::UnknownTool {
                 report_problems(&fabric);
                 eprintln!("hint: `fabric tools` lists the tools (from --tools DIR)");

@@ -35,6 +35,9 @@ pub(crate) const MAX_NAME: usize = 256;
 /// Longest error message kept in a result or record. Messages carry
 /// caller-controlled text (argument keys) and tool text (stderr).
 const MAX_MESSAGE: usize = 4096;
+/// The outcome recorded in the audit log for a call the host failed (never
+/// in a result: such a call ends in [`CallError::HostFault`]).
+pub const HOST_FAULT: &str = "host_fault";
 /// Outputs at least this large (bytes of JSON) are converted and guarded on
 /// tokio's blocking pool, so a big output does not hold up the reactor.
 const OFF_REACTOR: u64 = 64 * 1024;
@@ -103,6 +106,16 @@ pub enum CallError {
     /// given.
     #[error("the call's audit record could not be written: {0}")]
     Audit(#[from] AuditError),
+    /// The host could not give the tool what its policy grants (a mounted
+    /// directory vanished after load). The call was audited with outcome
+    /// `host_fault`; the message names the policy key and what to fix.
+    #[error("{message}")]
+    HostFault {
+        /// What failed and what to do.
+        message: String,
+        /// The call's audit record, when the log is on.
+        audit: Option<AuditRef>,
+    },
 }
 
 /// W3C trace context of the caller's span, carried into the call's spans.
@@ -270,6 +283,8 @@ pub(crate) struct Ending {
     output: Value,
     error: Option<ErrorBody>,
     flags: Vec<Flag>,
+    /// The host, not the tool, failed: the call ends in a [`CallError`].
+    host_fault: bool,
 }
 
 impl Ending {
@@ -283,6 +298,7 @@ impl Ending {
                 detail,
             }),
             flags: Vec::new(),
+            host_fault: false,
         }
     }
 
@@ -438,6 +454,7 @@ impl Fabric {
         // result or a record (the guard stage redacted what the tool said;
         // this catches what the stages made of it, such as flag excerpts).
         let ending = done.secrets.redact_ending(done.ending);
+        let host_fault = ending.host_fault;
         let denials = done.secrets.redact_denials(done.denials);
         let mut result = CallResult {
             invocation_id,
@@ -454,7 +471,10 @@ impl Fabric {
             audit: None,
         };
         if let Some(audit) = &self.audit {
-            let entry = audit_entry(&call, &result, done.callable, &done.secrets, time_unix_us);
+            let mut entry = audit_entry(&call, &result, done.callable, &done.secrets, time_unix_us);
+            if host_fault {
+                entry.outcome = HOST_FAULT.to_string();
+            }
             let sealed = audit
                 .append(entry)
                 .instrument(tracing::info_span!(parent: &span, "audit"))
@@ -464,6 +484,13 @@ impl Fabric {
                 hash: sealed.hash,
             });
             result.duration_us = started.elapsed().as_micros() as u64;
+        }
+        if host_fault {
+            tracing::error!(tool = %result.tool, "host fault: {:?}", result.error);
+            return Err(CallError::HostFault {
+                message: result.error.map(|e| e.message).unwrap_or_default(),
+                audit: result.audit,
+            });
         }
         span.in_scope(|| {
             tracing::info!(
@@ -563,6 +590,10 @@ fn validate(callable: &Callable, call: &Call) -> Result<Vec<Val>, Ending> {
 async fn guard_stage(callable: &Callable, end: RunEnd, secrets: &Secrets) -> Ending {
     let guard = &callable.component.guard;
     match end {
+        RunEnd::Failed(f) if f.kind == FailureKind::Host => Ending {
+            host_fault: true,
+            ..Ending::failed(Outcome::Trap, f.message, Value::Null)
+        },
         RunEnd::Failed(f) => {
             let (outcome, detail) = match f.kind {
                 FailureKind::FuelExhausted => (Outcome::FuelExhausted, Value::Null),
@@ -570,6 +601,7 @@ async fn guard_stage(callable: &Callable, end: RunEnd, secrets: &Secrets) -> End
                 FailureKind::Timeout => (Outcome::Timeout, Value::Null),
                 FailureKind::Trap => (Outcome::Trap, Value::Null),
                 FailureKind::Overloaded => (Outcome::Overloaded, overloaded_detail()),
+                FailureKind::Host => (Outcome::Trap, Value::Null),
             };
             let said = secrets.redact(&f.message).into_owned();
             let (verdict, flags) = guard::check(Value::String(said), guard).split();
@@ -627,6 +659,7 @@ fn check_returned(
                 output,
                 error: None,
                 flags,
+                host_fault: false,
             },
             (Err(message), flags) => {
                 Ending::failed(Outcome::OutputRejected, message, Value::Null).flagged(flags)

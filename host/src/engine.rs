@@ -3,21 +3,27 @@
 //! Built once per process: compiling, linking and the instance pool are
 //! long-lived; only the store is per call (see [`crate::sandbox`]). The engine
 //! has the component model (called asynchronously: wasi:http needs it), fuel
-//! (a deterministic CPU budget), epoch interruption (the wall-clock limit) and
-//! the pooling allocator with copy-on-write memory images, so instantiating
-//! a fresh instance is a few microseconds.
+//! (a deterministic CPU budget), epoch interruption (the wall-clock limit and
+//! the guests' yield points) and the pooling allocator with copy-on-write
+//! memory images, so instantiating a fresh instance is a few microseconds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::filesystem::WasiFilesystemView;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    Descriptor, DescriptorFlags, DescriptorType, ErrorCode, Host as _, HostDescriptor as _,
+    OpenFlags, PathFlags,
+};
 
 use crate::config::HostConfig;
 
-/// How often the epoch advances. A call's timeout is rounded up to whole
-/// ticks, so this is the precision of the wall-clock limit.
+/// How often the epoch advances. A running guest yields to the executor at
+/// every tick, and a call is stopped at the first tick after its deadline, so
+/// this is also the precision of the wall-clock limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Core instances a component may create: a Rust guest built by
@@ -68,14 +74,87 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
 /// decided by the per-call context the sandbox builds from the policy.
 /// Generic over the store's data so that the engine knows nothing of the
 /// sandbox's per-call state.
+///
+/// Opening a FIFO, socket or device file inside a mount is refused (see
+/// [`refuse_special_files`]).
 pub fn new_linker<T>(engine: &Engine) -> wasmtime::Result<Linker<T>>
 where
-    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + RecordDenial + 'static,
 {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    refuse_special_files(&mut linker)?;
     Ok(linker)
+}
+
+/// Store data that keeps the capabilities a call was refused, for its result.
+pub trait RecordDenial {
+    /// Records that the tool was refused `target` (a `kind` of capability:
+    /// `fs`, `net`), and why.
+    fn record_denial(&mut self, kind: &'static str, target: String, reason: &str);
+}
+
+/// Why opening a special file is refused, as the call's denial says.
+const SPECIAL_FILE_REFUSED: &str =
+    "a FIFO, socket or device file in a mount: only regular files and directories can be opened";
+
+/// The wasi:filesystem interface that wasmtime-wasi 48 defines; guests
+/// importing any 0.2.x version are linked to it.
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces wasi:filesystem's `open-at` with one that refuses FIFOs, sockets
+/// and device files (error `access`, which guests see as "permission
+/// denied", and a denial in the call's result): opening a FIFO blocks until a writer appears, on a thread that
+/// no timeout can reclaim, so every such read would leak a blocked thread and
+/// keep the process from exiting. The type is checked on the path just
+/// before opening it; a file swapped for a FIFO on the host in between
+/// (the guest cannot create one) would still be opened.
+fn refuse_special_files<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: wasmtime_wasi::WasiView + RecordDenial + 'static,
+{
+    linker.allow_shadowing(true);
+    let result = linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store,
+         (dir, path_flags, path, open_flags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let stat = fs
+                    .stat_at(Resource::new_borrow(dir.rep()), path_flags, path.clone())
+                    .await;
+                let special = stat.as_ref().is_ok_and(|s| {
+                    !matches!(
+                        s.type_,
+                        DescriptorType::RegularFile
+                            | DescriptorType::Directory
+                            | DescriptorType::SymbolicLink
+                    )
+                });
+                if special {
+                    tracing::info!(%path, "opening a special file refused");
+                    store
+                        .data_mut()
+                        .record_denial("fs", path, SPECIAL_FILE_REFUSED);
+                    return Ok((Err(ErrorCode::Access),));
+                }
+                let opened = match fs.open_at(dir, path_flags, path, open_flags, flags).await {
+                    Ok(descriptor) => Ok(descriptor),
+                    Err(e) => Err(fs.convert_error_code(e)?),
+                };
+                Ok((opened,))
+            })
+        },
+    );
+    linker.allow_shadowing(false);
+    result
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread
@@ -116,9 +195,4 @@ impl Drop for EpochTicker {
             let _ = t.join();
         }
     }
-}
-
-/// Ticks to wait before interrupting a call with this timeout.
-pub fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
 }

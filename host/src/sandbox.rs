@@ -1,26 +1,31 @@
 //! One call in a fresh, limited instance.
 //!
 //! For every call the sandbox builds a new [`Store`] from the tool's
-//! [`Policy`]: fuel, a memory limiter, an epoch deadline, and a WASI context
-//! holding exactly the capabilities the policy grants (preopened directories,
-//! environment variables, the HTTP allowlist; no sockets, no inherited stdio).
-//! It instantiates the tool's pre-linked component, calls one function and
-//! drops everything. Nothing survives into the next call.
+//! [`Policy`]: fuel, a memory limiter, a wall-clock deadline, and a WASI
+//! context holding exactly the capabilities the policy grants (preopened
+//! directories, environment variables, the HTTP allowlist; no sockets, no
+//! inherited stdio). It instantiates the tool's pre-linked component, calls
+//! one function and drops everything. Nothing survives into the next call.
 //!
-//! Every way the run can end is a [`RunEnd`] value; only a fault of Fabric
-//! itself would be an error, and there is none on this path.
+//! Guests share the async executor: a running guest yields at every epoch
+//! tick (and every [`FUEL_YIELD_INTERVAL`] units of fuel), so a CPU-bound tool
+//! never holds a worker thread for longer than a tick; once the call's own
+//! deadline has passed, the next tick stops it as a `timeout`.
+//!
+//! Every way the run can end is a [`RunEnd`] value, a fault of the host (a
+//! mounted directory that is gone) included: [`FailureKind::Host`].
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, Val};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::{deadline_ticks, MAX_TABLE_ELEMENTS};
+use crate::engine::{RecordDenial, MAX_TABLE_ELEMENTS};
 use crate::policy::{NetPolicy, Policy};
 pub use crate::secrets::Secrets;
 
@@ -35,12 +40,19 @@ const STDERR_IN_MESSAGE: usize = 2 * 1024;
 /// slow HTTP response), where epoch interruption cannot reach it.
 const HOST_WAIT_GRACE: Duration = Duration::from_millis(50);
 
+/// Fuel a guest burns between yields to the executor. Compiled code keeps its
+/// fuel count in a register and stores it only at calls, returns, traps and
+/// these refuelling points, so it also bounds how much of a timed-out call's
+/// fuel `fuel_used` can miss (about a millisecond of guest CPU).
+pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
 /// A capability the tool asked for and was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Denial {
-    /// What kind of capability: `net`.
+    /// What kind of capability: `net` or `fs`.
     pub kind: &'static str,
-    /// What was asked for, e.g. `example.com:443`.
+    /// What was asked for: `example.com:443`, or a path as the tool opened
+    /// it (relative to a directory of its mounts).
     pub target: String,
     /// Why it was refused.
     pub reason: String,
@@ -68,6 +80,10 @@ pub enum FailureKind {
     Trap,
     /// No instance slot was free.
     Overloaded,
+    /// The host could not provide what the policy grants (e.g. a mounted
+    /// directory was removed after the policy was loaded): not the tool's
+    /// fault, and its message says what to fix.
+    Host,
 }
 
 /// A failed run.
@@ -121,6 +137,16 @@ impl WasiHttpView for State {
     }
 }
 
+impl RecordDenial for State {
+    fn record_denial(&mut self, kind: &'static str, target: String, reason: &str) {
+        self.net.denials.push(Denial {
+            kind,
+            target,
+            reason: reason.to_string(),
+        });
+    }
+}
+
 /// Enforces the memory limit and remembers whether it had to.
 struct Limiter {
     memory: usize,
@@ -155,6 +181,8 @@ impl ResourceLimiter for Limiter {
 /// allowlist before a connection is made.
 struct NetGate {
     policy: NetPolicy,
+    /// Every refusal of the call, `fs` ones included: kept here because the
+    /// HTTP hooks can reach only this part of the store's data.
     denials: Vec<Denial>,
 }
 
@@ -202,21 +230,25 @@ impl WasiHttpHooks for NetGate {
 }
 
 /// A fresh store for one call of a tool under `policy`: fuel set, limiter
-/// installed, epoch deadline armed, WASI context holding only what the
-/// policy grants.
+/// installed, deadline armed, WASI context holding only what the policy
+/// grants. The deadline is `policy.limits.timeout` from now; until it passes
+/// the guest yields at every epoch tick, after it the next tick traps with
+/// [`Trap::Interrupt`]. A mount that cannot be opened is a
+/// [`FailureKind::Host`] failure naming its policy key and path.
 pub fn new_store(
     engine: &Engine,
     policy: &Policy,
     secrets: &Secrets,
-) -> wasmtime::Result<Store<State>> {
+) -> Result<Store<State>, Failure> {
     let mut wasi = WasiCtx::builder();
-    for m in &policy.mounts {
+    for (i, m) in policy.mounts.iter().enumerate() {
         let perms = if m.writable {
             FsPerms::ReadWrite
         } else {
             FsPerms::ReadOnly
         };
-        wasi.preopened_dir(&m.host, &m.guest, perms)?;
+        wasi.preopened_dir(&m.host, &m.guest, perms)
+            .map_err(|e| host_fault(policy, &format!("fs[{i}].host"), &m.host, &e))?;
     }
     for (name, value) in &policy.env_vars {
         wasi.env(name, value);
@@ -243,10 +275,43 @@ pub fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_fuel(policy.limits.fuel)?;
-    store.set_epoch_deadline(deadline_ticks(policy.limits.timeout));
-    store.epoch_deadline_trap();
+    let fuel = store
+        .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+        .and_then(|()| store.set_fuel(policy.limits.fuel));
+    if let Err(e) = fuel {
+        return Err(Failure {
+            kind: FailureKind::Host,
+            message: format!("the sandbox could not set the fuel budget: {e:#}"),
+        });
+    }
+    let deadline = Instant::now() + policy.limits.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            // Tokio's yield lets the worker run every other ready task and
+            // poll its I/O driver before this guest runs again.
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+        })
+    });
     Ok(store)
+}
+
+/// A host-side failure to provide the mount at `key`.
+fn host_fault(policy: &Policy, key: &str, path: &std::path::Path, e: &wasmtime::Error) -> Failure {
+    let file = policy
+        .source
+        .as_deref()
+        .map_or_else(|| "the policy".to_string(), |p| p.display().to_string());
+    Failure {
+        kind: FailureKind::Host,
+        message: format!(
+            "host fault, not the tool's: {file}: {key}: {} cannot be opened ({e:#}); \
+             it was usable when the policy was loaded: restore it, or fix the policy and restart",
+            path.display()
+        ),
+    }
 }
 
 /// Runs `func` of a fresh instance of `pre` with `params`, under `policy`.
@@ -260,11 +325,7 @@ pub async fn run(
     let secrets = Secrets::read(&policy.env_pass);
     let mut store = match new_store(pre.engine(), policy, &secrets) {
         Ok(store) => store,
-        Err(e) => {
-            let failure = Failure {
-                kind: FailureKind::Trap,
-                message: format!("the sandbox could not be set up: {e:#}"),
-            };
+        Err(failure) => {
             return Run {
                 end: RunEnd::Failed(failure),
                 fuel_used: 0,
