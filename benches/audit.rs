@@ -40,6 +40,7 @@ fn main() {
                 data_dir: audited.then(|| dir.path().to_path_buf()),
                 audit_key: None,
                 durable_audit: durable,
+                max_component_size: fabric_host::registry::DEFAULT_MAX_COMPONENT_SIZE,
             };
             let fabric = Arc::new(
                 Fabric::open(&options).expect("open fabric (run scripts/build-tools first)"),

@@ -30,6 +30,7 @@ fn main() {
         data_dir: None, // the audit log has its own benchmark
         audit_key: None,
         durable_audit: true,
+        max_component_size: fabric_host::registry::DEFAULT_MAX_COMPONENT_SIZE,
     };
     let fabric = Fabric::open(&options).expect("open fabric (run scripts/build-tools first)");
     let tool = fabric

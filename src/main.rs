@@ -145,6 +145,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         data_dir: Some(cli.data.clone()),
         audit_key: audit_key.clone(),
         durable_audit: true,
+        max_component_size: fabric_host::registry::DEFAULT_MAX_COMPONENT_SIZE,
     };
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),

@@ -20,7 +20,7 @@ use wasmtime::Engine;
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag};
-use crate::registry::{Callable, Registry, RegistryError, Returns, Status};
+use crate::registry::{Callable, CodeCache, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, RunEnd, State};
 use crate::schema::{arguments_to_vals, min_json_size};
 
@@ -40,6 +40,9 @@ pub struct Options {
     /// Flush each audit batch before answering (the default). Off only to
     /// measure what durability costs.
     pub durable_audit: bool,
+    /// Largest component file loaded, in bytes
+    /// ([`crate::registry::DEFAULT_MAX_COMPONENT_SIZE`] unless configured).
+    pub max_component_size: u64,
 }
 
 /// Fabric could not start.
@@ -190,13 +193,19 @@ impl Fabric {
         let engine = new_engine().map_err(|e| OpenError::Engine(format!("{e:#}")))?;
         let linker: Linker<State> =
             new_linker(&engine).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
-        let cache = options.data_dir.as_ref().map(|d| d.join("compiled"));
+        // Compiled code is cached only under a key kept beside the audit key.
+        let cache = options
+            .data_dir
+            .as_ref()
+            .zip(options.audit_key.as_ref())
+            .and_then(|(data, key)| CodeCache::open(data.join("compiled"), key));
         let registry = Registry::load(
             &engine,
             &linker,
             &options.tools_dir,
             &options.policies_dir,
-            cache.as_deref(),
+            cache.as_ref(),
+            options.max_component_size,
         )?;
         let audit = match &options.data_dir {
             Some(dir) => Some(AuditLog::open(&AuditOptions {

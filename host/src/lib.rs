@@ -48,6 +48,7 @@
 
 pub mod call;
 pub mod engine;
+mod files;
 pub mod policy;
 pub mod registry;
 pub mod sandbox;

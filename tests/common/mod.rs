@@ -55,6 +55,26 @@ pub fn data_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A fresh directory for a signing key (`key`) whose compiled-code key
+/// (`compiled.key`, beside it) links to one shared by all tests, so that
+/// the shared compiled-code cache verifies for every test.
+pub fn keys_dir() -> tempfile::TempDir {
+    let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled.key");
+    if !shared.exists() {
+        // Written whole under a unique name, then renamed: a test reading it
+        // meanwhile sees no key or the whole key, never a part.
+        let mut tmp = tempfile::NamedTempFile::new_in(shared.parent().expect("parent"))
+            .expect("temp key file");
+        std::io::Write::write_all(&mut tmp, blake3::hash(b"fabric tests").as_bytes())
+            .expect("write test key");
+        tmp.persist(&shared).expect("place test key");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(&shared, dir.path().join("compiled.key"))
+        .expect("link compiled-code key");
+    dir
+}
+
 /// A Fabric with its own data directory (audit log) and signing key.
 pub struct TestFabric {
     /// The fabric.
@@ -80,13 +100,14 @@ pub fn options(tools: &Path, policies: &Path, data: Option<&Path>, key: Option<&
         data_dir: data.map(Into::into),
         audit_key: key.map(Into::into),
         durable_audit: true,
+        max_component_size: fabric_host::registry::DEFAULT_MAX_COMPONENT_SIZE,
     }
 }
 
 /// Opens a Fabric over `tools` with `policies`.
 pub fn open(tools: &Path, policies: &Path) -> TestFabric {
     let data = data_dir();
-    let keys = tempfile::tempdir().expect("temp dir");
+    let keys = keys_dir();
     let options = options(
         tools,
         policies,
