@@ -34,7 +34,8 @@ struct Cli {
         default_value = "build/tools"
     )]
     tools: PathBuf,
-    /// Directory of tool policies (NAME.toml).
+    /// Directory of tool policies (NAME.toml). It must exist; an empty one
+    /// gives every tool the default policy.
     #[arg(
         long,
         global = true,

@@ -162,7 +162,10 @@ fn without_a_key_location_nothing_is_cached() {
 /// (a load that blocks fails the test instead of hanging it).
 fn open_within(options: Options, secs: u64) -> Fabric {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(Fabric::open(&options).map_err(|e| e.to_string())));
+    std::thread::spawn(move || {
+        // The receiver is gone once the test has given up.
+        let _ = tx.send(Fabric::open(&options).map_err(|e| e.to_string()));
+    });
     rx.recv_timeout(Duration::from_secs(secs))
         .unwrap_or_else(|_| panic!("loading the tools took over {secs} s: it is blocked"))
         .unwrap()

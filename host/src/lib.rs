@@ -23,9 +23,12 @@
 //!
 //! - [`engine`]: the one `Engine` (component model, fuel, epochs, pooling
 //!   allocator with copy-on-write images), the WASI linker and the epoch timer.
-//! - [`registry`]: loads `NAME.wasm` components once, caches their compiled
-//!   code by digest, pre-links them, and turns their exported functions into
+//! - [`registry`]: loads `NAME.wasm` components once (regular files only,
+//!   size-capped), caches their compiled code by digest under a per-host
+//!   keyed hash, pre-links them, and turns their exported functions into
 //!   tools with JSON Schemas and descriptions.
+//! - `files` (internal): bounded reads of regular files only, and atomic
+//!   writes through fresh exclusive temporary files.
 //! - [`schema`]: the WIT ↔ JSON mapping: schemas, argument validation and
 //!   conversion, output conversion.
 //! - [`policy`]: `policies/NAME.toml`, read strictly: limits, mounts, network
