@@ -321,17 +321,28 @@ fn cache_entries(data: &Path) -> Vec<PathBuf> {
 #[test]
 fn parallel_cold_loads_in_one_process_all_succeed() {
     const THREADS: usize = 6;
-    let data = tempfile::tempdir().unwrap();
+    // One cold cache and one compiled-code key (keys/compiled.key, made by
+    // whichever thread comes first), shared; each thread has its own audit
+    // log and signing key, as separate Fabrics in one process would.
+    let compiled = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let options = common::options(
-        &common::example_tools(),
-        &common::repo().join("policies"),
-        Some(data.path()),
-        Some(&keys.path().join("key")),
-    );
+    let fabrics: Vec<(tempfile::TempDir, Options)> = (0..THREADS)
+        .map(|i| {
+            let data = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(compiled.path(), data.path().join("compiled")).unwrap();
+            let options = common::options(
+                &common::example_tools(),
+                &common::repo().join("policies"),
+                Some(data.path()),
+                Some(&keys.path().join(format!("key-{i}"))),
+            );
+            (data, options)
+        })
+        .collect();
     let start = Arc::new(Barrier::new(THREADS));
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
+    let threads: Vec<_> = fabrics
+        .iter()
+        .map(|(_, options)| {
             let (options, start) = (options.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
@@ -348,18 +359,19 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
         assert_eq!(output, json!("par"));
         assert!(warnings.is_empty(), "{warnings:#?}");
     }
-    let entries = cache_entries(data.path());
+    let entries = cache_entries(fabrics[0].0.path());
     assert_eq!(
         entries.len(),
         3,
         "one entry per component, no temporary files left: {entries:?}"
     );
     // What they left behind loads without a warning.
-    let (reopened, warnings) = warnings_during(|| Fabric::open(&options));
+    let (reopened, warnings) = warnings_during(|| Fabric::open(&fabrics[0].1));
     assert!(reopened.is_ok() && warnings.is_empty(), "{warnings:#?}");
 }
 
-fn fabric_cmd(data: &Path, keys: &Path) -> Command {
+/// `fabric --tools build/tools --data DATA --audit-key KEY`.
+fn fabric_cmd(data: &Path, key: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric"));
     cmd.current_dir(common::repo())
         .arg("--tools")
@@ -367,7 +379,7 @@ fn fabric_cmd(data: &Path, keys: &Path) -> Command {
         .arg("--data")
         .arg(data)
         .arg("--audit-key")
-        .arg(keys.join("key"));
+        .arg(key);
     cmd
 }
 
@@ -380,9 +392,11 @@ fn parallel_cold_loads_in_several_processes_all_succeed() {
     const PROCESSES: usize = 6;
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
+    // Each its own signing key, all in one directory: one compiled-code key
+    // beside them, made by whichever process comes first.
     let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            fabric_cmd(data.path(), keys.path())
+        .map(|i| {
+            fabric_cmd(data.path(), &keys.path().join(format!("key-{i}")))
                 .arg("tools")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -434,7 +448,7 @@ fn entry_of(data: &Path, name: &str) -> PathBuf {
 fn swapped_compiled_code_is_recompiled_not_run() {
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let out = fabric_cmd(data.path(), keys.path())
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
         .arg("tools")
         .output()
         .unwrap();
@@ -442,7 +456,7 @@ fn swapped_compiled_code_is_recompiled_not_run() {
     let (echo, http) = (entry_of(data.path(), "text"), entry_of(data.path(), "http"));
     std::fs::copy(&http, &echo).unwrap();
 
-    let out = fabric_cmd(data.path(), keys.path())
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
         .args(["call", "text.echo", r#"{"text":"still me"}"#])
         .output()
         .unwrap();
@@ -456,7 +470,7 @@ fn swapped_compiled_code_is_recompiled_not_run() {
         "{warning}"
     );
     // Replaced: the next start loads it silently.
-    let out = fabric_cmd(data.path(), keys.path())
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
         .args(["call", "text.echo", r#"{"text":"again"}"#])
         .output()
         .unwrap();
