@@ -174,21 +174,18 @@ impl Registry {
         let read = std::fs::read_dir(tools_dir).map_err(tools_error)?;
         // Symbolic links are followed only to files under this directory.
         let inside = std::fs::canonicalize(tools_dir).map_err(tools_error)?;
-        match std::fs::metadata(policies_dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) => {
-                return Err(RegistryError::Policies {
-                    dir: policies_dir.into(),
-                    problem: format!("it is {}", files::describe(&meta.file_type())),
-                })
-            }
-            Err(e) => {
-                return Err(RegistryError::Policies {
-                    dir: policies_dir.into(),
-                    problem: e.to_string(),
-                })
-            }
+        let policies_problem = match std::fs::metadata(policies_dir) {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(meta) => Some(format!("it is {}", files::describe(&meta.file_type()))),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = policies_problem {
+            return Err(RegistryError::Policies {
+                dir: policies_dir.into(),
+                problem,
+            });
         }
+        let cache = cache.map(|c| (c, max_component_size.saturating_mul(ARTIFACT_GROWTH)));
         let mut files: Vec<PathBuf> = read
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
@@ -211,7 +208,6 @@ impl Registry {
                     continue;
                 }
             };
-            let cache = cache.map(|c| (c, max_component_size.saturating_mul(ARTIFACT_GROWTH)));
             match load_component(engine, linker, &file, &bytes, policies_dir, cache) {
                 Ok((tools, problems)) => {
                     registry

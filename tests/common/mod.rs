@@ -40,9 +40,11 @@ fn built(which: &str) -> PathBuf {
 }
 
 /// Compiled components shared by all tests (each test has its own data
-/// directory, whose `compiled/` links here), so each is compiled once.
+/// directory, whose `compiled/` links here), so each is compiled once. Named
+/// for the entry format (keyed entries), so that checkouts sharing a target
+/// directory with an older format do not keep replacing each other's entries.
 pub fn shared_compiled() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled-keyed");
     std::fs::create_dir_all(&dir).expect("compiled cache dir");
     dir
 }
