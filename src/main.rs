@@ -36,7 +36,8 @@ struct Cli {
         default_value = "build/tools"
     )]
     tools: PathBuf,
-    /// Directory of tool policies (NAME.toml).
+    /// Directory of tool policies (NAME.toml). It must exist; an empty one
+    /// gives every tool the default policy.
     #[arg(
         long,
         global = true,
@@ -291,10 +292,14 @@ fn load(
 }
 
 fn open(options: &Options) -> Result<Fabric> {
+    use fabric_host::{OpenError, RegistryError};
     Fabric::open(options).map_err(|e| match e {
-        fabric_host::OpenError::Registry(e) => anyhow::anyhow!(
+        OpenError::Registry(e @ RegistryError::Tools { .. }) => anyhow::anyhow!(
             "{e} (build the bundled tools with scripts/build-tools, or pass --tools DIR)"
         ),
+        OpenError::Registry(e @ RegistryError::Policies { .. }) => {
+            anyhow::anyhow!("{e} (--policies DIR)")
+        }
         e => e.into(),
     })
 }

@@ -331,7 +331,7 @@ fn tampering_with_the_stored_log_is_found_at_its_sequence_number() {
 #[test]
 fn an_auditor_verifies_while_another_process_holds_the_store() {
     let data = common::data_dir();
-    let keys = tempfile::tempdir().unwrap();
+    let keys = common::keys_dir();
     let key = keys.path().join("key");
     let policies = common::policies(&[(
         "types",
@@ -400,7 +400,7 @@ fn an_auditor_verifies_while_another_process_holds_the_store() {
 #[test]
 fn the_log_survives_kill_9_and_keeps_every_answered_call() {
     let data = common::data_dir();
-    let keys = tempfile::tempdir().unwrap();
+    let keys = common::keys_dir();
     let key = keys.path().join("key");
     let mut answered: Vec<String> = Vec::new();
     for round in 0..8u64 {

@@ -14,7 +14,7 @@ fn fabric(args: &[&str]) -> Output {
 fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
     let tools = common::example_tools();
     let data = common::data_dir();
-    let keys = tempfile::tempdir().unwrap();
+    let keys = common::keys_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
         .current_dir(common::repo())
         .arg("--tools")

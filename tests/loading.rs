@@ -1,11 +1,16 @@
-//! Loading a tools directory: broken components and bad policies are
-//! reported (file, function, why) and do not stop the others loading.
+//! Loading a tools directory: broken components, special files and bad
+//! policies are reported (file, function, why) and do not stop the others
+//! loading; the compiled-code cache survives concurrent loads and refuses
+//! code it did not make.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
 
-use fabric_host::{Caller, Fabric, Outcome};
+use fabric_host::{Caller, Fabric, HostConfig, Options, Outcome};
 use serde_json::json;
 
 fn copy_text_tool(to: &Path, name: &str) {
@@ -108,8 +113,10 @@ fn compiled_components_are_cached_by_digest() {
     let tools = tempfile::tempdir().unwrap();
     copy_text_tool(tools.path(), "cached");
     let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
     let none = common::policies(&[]);
-    let options = common::options(tools.path(), none.path(), Some(data.path()), None);
+    let key = keys.path().join("key");
+    let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
     let first = Fabric::open(&options).unwrap();
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
@@ -133,4 +140,421 @@ fn compiled_components_are_cached_by_digest() {
         common::call(&again, "cached.echo", json!({"text": "ok"})).output,
         json!("ok")
     );
+}
+
+#[test]
+fn without_a_key_location_nothing_is_cached() {
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "uncached");
+    let data = tempfile::tempdir().unwrap();
+    let none = common::policies(&[]);
+    let options = common::options(tools.path(), none.path(), Some(data.path()), None);
+    let f = Fabric::open(&options).unwrap();
+    assert_eq!(
+        common::call(&f, "uncached.echo", json!({"text": "ok"})).output,
+        json!("ok")
+    );
+    assert!(!data.path().join("compiled").exists());
+}
+
+/// Runs `Fabric::open` on another thread and gives up after `secs` seconds
+/// (a load that blocks fails the test instead of hanging it).
+fn open_within(options: Options, secs: u64) -> Fabric {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver is gone once the test has given up.
+        let _ = tx.send(Fabric::open(&options).map_err(|e| e.to_string()));
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("loading the tools took over {secs} s: it is blocked"))
+        .unwrap()
+}
+
+#[test]
+fn a_fifo_named_like_a_component_is_refused_without_blocking() {
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "good");
+    let fifo = tools.path().join("fifo.wasm");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let none = common::policies(&[]);
+    let f = open_within(common::options(tools.path(), none.path(), None, None), 60);
+    let problem = problem_for(&f, "fifo.wasm");
+    assert!(
+        problem.contains("is a named pipe (FIFO), not a regular file"),
+        "{problem}"
+    );
+    assert!(f.registry().get("good.echo").is_some());
+}
+
+#[test]
+fn a_link_to_dev_zero_is_refused_without_reading_it() {
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "good");
+    std::os::unix::fs::symlink("/dev/zero", tools.path().join("zero.wasm")).unwrap();
+    let none = common::policies(&[]);
+    let f = open_within(common::options(tools.path(), none.path(), None, None), 60);
+    let problem = problem_for(&f, "zero.wasm");
+    assert!(
+        problem.contains("symbolic link to /dev/zero, outside the tools directory"),
+        "{problem}"
+    );
+    assert!(f.registry().get("good.echo").is_some());
+}
+
+#[test]
+fn links_are_followed_only_to_files_inside_the_tools_directory() {
+    let tools = tempfile::tempdir().unwrap();
+    let t = tools.path();
+    std::fs::create_dir(t.join("versions")).unwrap();
+    copy_text_tool(&t.join("versions"), "text-1.2");
+    std::os::unix::fs::symlink("versions/text-1.2.wasm", t.join("inside.wasm")).unwrap();
+    std::os::unix::fs::symlink(
+        common::example_tools().join("text.wasm"),
+        t.join("outside.wasm"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("no-such.wasm", t.join("dangling.wasm")).unwrap();
+    std::fs::create_dir(t.join("dir.wasm")).unwrap();
+    let none = common::policies(&[]);
+    let f = open_within(common::options(t, none.path(), None, None), 60);
+    assert_eq!(
+        common::call(&f, "inside.echo", json!({"text": "linked"})).output,
+        json!("linked")
+    );
+    let outside = problem_for(&f, "outside.wasm");
+    assert!(
+        outside.contains("outside the tools directory: copy the component into"),
+        "{outside}"
+    );
+    assert!(problem_for(&f, "dangling.wasm").contains("does not resolve"));
+    assert!(problem_for(&f, "dir.wasm").contains("is a directory, not a regular file"));
+    assert_eq!(f.registry().problems().len(), 3);
+}
+
+#[test]
+fn a_component_over_the_size_limit_is_refused() {
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "big");
+    let size = std::fs::metadata(tools.path().join("big.wasm"))
+        .unwrap()
+        .len();
+    let none = common::policies(&[]);
+    let mut options = common::options(tools.path(), none.path(), None, None);
+    options.host = HostConfig::parse(&format!("max_component_size = {}", size - 1)).unwrap();
+    let f = Fabric::open(&options).unwrap();
+    let problem = problem_for(&f, "big.wasm");
+    assert!(
+        problem.contains(&format!(
+            "is {size} bytes, over the {}-byte limit",
+            size - 1
+        )) && problem.contains("max_component_size"),
+        "{problem}"
+    );
+    options.host = HostConfig::parse(&format!("max_component_size = {size}")).unwrap();
+    let f = Fabric::open(&options).unwrap();
+    assert!(f.registry().get("big.echo").is_some());
+}
+
+#[test]
+fn a_fifo_or_dangling_link_as_a_policy_is_an_error_not_the_default() {
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "piped");
+    copy_text_tool(tools.path(), "dangling");
+    let policies = common::policies(&[]);
+    let made = Command::new("mkfifo")
+        .arg(policies.path().join("piped.toml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("gone.toml", policies.path().join("dangling.toml")).unwrap();
+    let f = open_within(
+        common::options(tools.path(), policies.path(), None, None),
+        60,
+    );
+    let piped = problem_for(&f, "piped.wasm");
+    assert!(
+        piped.contains("piped.toml") && piped.contains("named pipe"),
+        "{piped}"
+    );
+    let dangling = problem_for(&f, "dangling.wasm");
+    assert!(dangling.contains("dangling.toml"), "{dangling}");
+    assert!(f.registry().get("piped.echo").is_none());
+    assert!(f.registry().get("dangling.echo").is_none());
+}
+
+/// Warnings logged on this thread while `f` runs.
+fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    (result, text.lines().map(str::to_string).collect())
+}
+
+fn cache_entries(data: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(data.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    entries
+}
+
+#[test]
+fn parallel_cold_loads_in_one_process_all_succeed() {
+    const THREADS: usize = 6;
+    // One cold cache and one compiled-code key (keys/compiled.key, made by
+    // whichever thread comes first), shared; each thread has its own audit
+    // log and signing key, as separate Fabrics in one process would.
+    let compiled = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let fabrics: Vec<(tempfile::TempDir, Options)> = (0..THREADS)
+        .map(|i| {
+            let data = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(compiled.path(), data.path().join("compiled")).unwrap();
+            let options = common::options(
+                &common::example_tools(),
+                &common::repo().join("policies"),
+                Some(data.path()),
+                Some(&keys.path().join(format!("key-{i}"))),
+            );
+            (data, options)
+        })
+        .collect();
+    let start = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = fabrics
+        .iter()
+        .map(|(_, options)| {
+            let (options, start) = (options.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let (opened, warnings) = warnings_during(|| Fabric::open(&options));
+                let f = opened.expect("opens");
+                let echo = common::call(&f, "text.echo", json!({"text": "par"}));
+                (f.registry().problems().len(), echo.output, warnings)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (problems, output, warnings) = t.join().unwrap();
+        assert_eq!(problems, 0);
+        assert_eq!(output, json!("par"));
+        assert!(warnings.is_empty(), "{warnings:#?}");
+    }
+    let entries = cache_entries(fabrics[0].0.path());
+    assert_eq!(
+        entries.len(),
+        3,
+        "one entry per component, no temporary files left: {entries:?}"
+    );
+    // What they left behind loads without a warning.
+    let (reopened, warnings) = warnings_during(|| Fabric::open(&fabrics[0].1));
+    assert!(reopened.is_ok() && warnings.is_empty(), "{warnings:#?}");
+}
+
+/// `fabric --tools build/tools --data DATA --audit-key KEY`.
+fn fabric_cmd(data: &Path, key: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric"));
+    cmd.current_dir(common::repo())
+        .arg("--tools")
+        .arg(common::example_tools())
+        .arg("--data")
+        .arg(data)
+        .arg("--audit-key")
+        .arg(key);
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn parallel_cold_loads_in_several_processes_all_succeed() {
+    const PROCESSES: usize = 6;
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    // Each its own signing key, all in one directory: one compiled-code key
+    // beside them, made by whichever process comes first.
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            fabric_cmd(data.path(), &keys.path().join(format!("key-{i}")))
+                .arg("tools")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).lines().any(|l| l == "text.echo"));
+    }
+    assert_eq!(cache_entries(data.path()).len(), 3);
+    // One compiled-code key, private, made by exactly one of them.
+    let key = keys.path().join("compiled.key");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.len(), 32);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(keys.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The cache entry of the bundled component `name`.
+fn entry_of(data: &Path, name: &str) -> PathBuf {
+    let digest =
+        blake3::hash(&std::fs::read(common::example_tools().join(format!("{name}.wasm"))).unwrap())
+            .to_hex()
+            .to_string();
+    cache_entries(data)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&digest)
+        })
+        .unwrap_or_else(|| panic!("no cache entry for {name}"))
+}
+
+#[test]
+fn swapped_compiled_code_is_recompiled_not_run() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+        .arg("tools")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (echo, http) = (entry_of(data.path(), "text"), entry_of(data.path(), "http"));
+    std::fs::copy(&http, &echo).unwrap();
+
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+        .args(["call", "text.echo", r#"{"text":"still me"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "still me\n");
+    let warning = text(&out.stderr);
+    assert!(
+        warning.contains(&echo.display().to_string())
+            && warning.contains("not made by this host from this component")
+            && warning.contains("recompiled"),
+        "{warning}"
+    );
+    // Replaced: the next start loads it silently.
+    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+        .args(["call", "text.echo", r#"{"text":"again"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "again\n");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_cache_entry_linked_to_a_device_is_replaced_unread() {
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "text");
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let none = common::policies(&[]);
+    let key = keys.path().join("key");
+    let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
+    drop(Fabric::open(&options).unwrap());
+    let entry = entry_of(data.path(), "text");
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &entry).unwrap();
+    let (f, warnings) = warnings_during(|| Fabric::open(&options).unwrap());
+    assert_eq!(
+        common::call(&f, "text.echo", json!({"text": "ok"})).output,
+        json!("ok")
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("unreadable")),
+        "{warnings:#?}"
+    );
+    assert!(!std::fs::symlink_metadata(&entry)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let keys = common::keys_dir();
+    Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .current_dir(dir)
+        .arg("--tools")
+        .arg(common::example_tools())
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--audit-key")
+        .arg(keys.path().join("key"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_missing_policies_directory_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-policies");
+    let out = run_in(
+        dir.path(),
+        &[
+            "--policies",
+            missing.to_str().unwrap(),
+            "call",
+            "text.echo",
+            r#"{"text":"x"}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot use the policies directory {}",
+            missing.display()
+        )) && err.contains("create it"),
+        "{err}"
+    );
+    // The default, `policies` in the working directory, is held to the same rule.
+    let out = run_in(dir.path(), &["tools"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot use the policies directory policies:"),
+        "{}",
+        text(&out.stderr)
+    );
+    // An empty directory is an explicit choice: every tool gets the default policy.
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let out = run_in(dir.path(), &["call", "text.echo", r#"{"text":"x"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }

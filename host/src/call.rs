@@ -25,7 +25,7 @@ use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, GuardConfig};
 use crate::listing::ToolInfo;
-use crate::registry::{Callable, LoadProblem, Registry, RegistryError, Returns, Status};
+use crate::registry::{Callable, CodeCache, LoadProblem, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, RunEnd, Secrets, State};
 use crate::schema::{arguments_to_vals, min_json_size};
 
@@ -371,13 +371,18 @@ impl Fabric {
         let engine = new_engine(&options.host).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
         let linker: Linker<State> =
             new_linker(&engine).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
-        let cache = options.data_dir.as_ref().map(|d| d.join("compiled"));
+        // Compiled code is cached only under a key kept beside the audit key.
+        let cache = options
+            .data_dir
+            .as_ref()
+            .zip(options.audit_key.as_ref())
+            .and_then(|(data, key)| CodeCache::open(data.join("compiled"), key));
         let registry = Registry::load(
             &engine,
             &linker,
             &options.tools_dir,
             &options.policies_dir,
-            cache.as_deref(),
+            cache.as_ref(),
             &options.host,
         )?;
         let audit = match &options.data_dir {

@@ -35,9 +35,12 @@
 //! - `engine` (internal): the one `Engine` (component model, fuel, epochs,
 //!   pooling allocator with copy-on-write images), the WASI linker and the
 //!   epoch timer.
-//! - `registry` (internal): loads `NAME.wasm` components once, caches their
-//!   compiled code, pre-links them, and turns their exported functions into
+//! - `registry` (internal): loads `NAME.wasm` components once (regular
+//!   files only, size-capped), caches their compiled code under a per-host
+//!   keyed hash, pre-links them, and turns their exported functions into
 //!   tools with JSON Schemas and descriptions.
+//! - `files` (internal): bounded reads of regular files only, and atomic
+//!   writes through fresh exclusive temporary files.
 //! - [`schema`]: the WIT ↔ JSON mapping: schemas, argument validation and
 //!   conversion, output conversion.
 //! - [`policy`]: `policies/NAME.toml`, read strictly: limits, mounts, network
@@ -62,6 +65,7 @@
 pub mod admit;
 pub mod call;
 pub mod config;
+mod files;
 pub mod listing;
 pub mod policy;
 pub mod schema;
@@ -91,5 +95,5 @@ pub use call::{
 };
 pub use config::HostConfig;
 pub use listing::{Grants, ToolInfo};
-pub use registry::LoadProblem;
+pub use registry::{LoadProblem, RegistryError};
 pub use sandbox::Denial;

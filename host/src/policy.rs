@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::files::{self, Links};
+
 /// Largest fuel a policy may grant per call (about a minute of CPU).
 pub const MAX_FUEL: u64 = 100_000_000_000;
 /// Largest linear memory a policy may grant; also the size of a pooling
@@ -21,6 +23,8 @@ pub const MAX_MEMORY: u64 = 1 << 30;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest output a policy may accept.
 pub const MAX_OUTPUT: u64 = 64 << 20;
+/// Largest policy file read.
+pub const MAX_POLICY_FILE: u64 = 1 << 20;
 
 /// The largest limits any policy on this host may grant: a policy above one
 /// of them is a load error. Set by the host configuration
@@ -268,27 +272,32 @@ struct FileGuard {
 }
 
 impl Policy {
-    /// Loads `dir/NAME.toml`, or returns the default policy when it does not exist.
+    /// Loads `dir/NAME.toml`, or returns the default policy (its limits
+    /// lowered to `maxima`) when there is no such entry (a symbolic link that
+    /// leads nowhere is an error, not "no policy").
     pub fn load_for(dir: &Path, name: &str, maxima: &Maxima) -> Result<Policy, PolicyError> {
         let path = dir.join(format!("{name}.toml"));
-        if !path.exists() {
-            return Ok(Policy {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy {
                 limits: maxima.default_limits(),
                 ..Policy::default()
-            });
+            }),
+            _ => Policy::load(&path, maxima),
         }
-        Policy::load(&path, maxima)
     }
 
-    /// Loads and checks one policy file.
+    /// Loads and checks one policy file: a regular file (links followed) of
+    /// at most [`MAX_POLICY_FILE`] bytes; a FIFO or device is refused unread.
     pub fn load(path: &Path, maxima: &Maxima) -> Result<Policy, PolicyError> {
         let err = |key: &str, message: String| PolicyError {
             file: path.to_path_buf(),
             key: key.to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path)
+        let bytes = files::read_regular(path, MAX_POLICY_FILE, Links::Follow)
             .map_err(|e| err("(file)", format!("cannot read it: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| err("(file)", "is not UTF-8 text: save it as UTF-8".into()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Policy::parse_with(&text, base, maxima)
             .map_err(|(key, message)| err(&key, message))

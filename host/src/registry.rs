@@ -1,12 +1,14 @@
 //! The registry: every component in the tools directory, compiled, linked
 //! and introspected once at start-up.
 //!
-//! For each `NAME.wasm` it computes the blake3 digest, loads the compiled
-//! artifact from the on-disk cache (keyed by that digest and the engine's
-//! compatibility hash) or compiles and stores it, pre-links it against the
-//! WASI linker ([`InstancePre`]), loads `policies/NAME.toml`, decodes the
-//! component's WIT to learn its exported functions with their types and
-//! docs, and derives each tool's JSON Schemas.
+//! For each `NAME.wasm` it reads the file (a regular file no larger than the
+//! limit; a symbolic link only to a file inside the tools directory),
+//! computes the blake3 digest, loads the compiled artifact from the
+//! [`CodeCache`] (checking that it was made by this host from these very
+//! bytes) or compiles and stores it, pre-links it against the WASI linker
+//! ([`InstancePre`]), loads `policies/NAME.toml`, decodes the component's WIT
+//! to learn its exported functions with their types and docs, and derives
+//! each tool's JSON Schemas.
 //!
 //! A component that fails any of this is a [`LoadProblem`] naming the file
 //! (and the function, where one is to blame) and why; the other components
@@ -23,20 +25,41 @@ use wasmtime::Engine;
 use wit_parser::{FunctionKind, Resolve, Type, TypeDefKind, WorldItem};
 
 use crate::config::HostConfig;
+use crate::files::{self, Links, ReadError};
 use crate::guard::GuardConfig;
 use crate::policy::Policy;
 use crate::sandbox::State;
 use crate::schema::{self, Param, Ty};
 use fabric_wit_docs::Docs;
 
-/// A tools directory that could not be read at all.
+/// A cached artifact may be this many times the largest component allowed
+/// (compiled code is 2-4 times its component's size).
+const ARTIFACT_GROWTH: u64 = 8;
+
+/// The file beside the audit signing key that holds the compiled-code key.
+pub const CODE_KEY_FILE: &str = "compiled.key";
+
+/// A tools or policies directory that could not be used at all.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the tools directory {dir}: {source}")]
-pub struct RegistryError {
-    /// The directory.
-    pub dir: PathBuf,
-    /// The I/O error.
-    pub source: std::io::Error,
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The tools directory cannot be read.
+    #[error("cannot read the tools directory {dir}: {source}")]
+    Tools {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The policies directory is missing or not a directory. Loading on
+    /// without it would give every tool the default policy.
+    #[error("cannot use the policies directory {dir}: {problem}; create it (an empty directory gives every tool the default policy), or name the directory that holds the tools' policies")]
+    Policies {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Something about one component that kept it, or one of its functions,
@@ -129,20 +152,36 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every `*.wasm` in `tools_dir`, with policies from
-    /// `policies_dir`, caching compiled code in `cache_dir` when given.
+    /// Loads every `*.wasm` in `tools_dir` of at most the host's
+    /// `max_component_size` bytes, with policies from `policies_dir` (which must exist), caching
+    /// compiled code in `cache` when given.
     pub fn load(
         engine: &Engine,
         linker: &Linker<State>,
         tools_dir: &Path,
         policies_dir: &Path,
-        cache_dir: Option<&Path>,
+        cache: Option<&CodeCache>,
         host: &HostConfig,
     ) -> Result<Registry, RegistryError> {
-        let read = std::fs::read_dir(tools_dir).map_err(|source| RegistryError {
+        let tools_error = |source| RegistryError::Tools {
             dir: tools_dir.into(),
             source,
-        })?;
+        };
+        let read = std::fs::read_dir(tools_dir).map_err(tools_error)?;
+        // Symbolic links are followed only to files under this directory.
+        let inside = std::fs::canonicalize(tools_dir).map_err(tools_error)?;
+        let policies_problem = match std::fs::metadata(policies_dir) {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(meta) => Some(format!("it is {}", files::describe(&meta.file_type()))),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = policies_problem {
+            return Err(RegistryError::Policies {
+                dir: policies_dir.into(),
+                problem,
+            });
+        }
+        let cache = cache.map(|c| (c, host.max_component_size.saturating_mul(ARTIFACT_GROWTH)));
         let mut files: Vec<PathBuf> = read
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
@@ -158,7 +197,14 @@ impl Registry {
                 function,
                 message,
             };
-            match load_component(engine, linker, &file, policies_dir, cache_dir, host) {
+            let bytes = match read_component(&inside, &file, host.max_component_size) {
+                Ok(bytes) => bytes,
+                Err(message) => {
+                    registry.problems.push(problem(None, message));
+                    continue;
+                }
+            };
+            match load_component(engine, linker, &file, &bytes, policies_dir, cache, host) {
                 Ok((tools, problems)) => {
                     registry
                         .problems
@@ -191,12 +237,42 @@ impl Registry {
 
 type Problems = Vec<(Option<String>, String)>;
 
+/// Reads a component file: a regular file (or a symbolic link to one under
+/// `inside`, the tools directory resolved) of at most `limit` bytes.
+fn read_component(inside: &Path, file: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::symlink_metadata(file).map_err(|e| format!("cannot read it: {e}"))?;
+    let target = if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(file).map_err(|e| {
+            format!("is a symbolic link that does not resolve ({e}): remove it, or point it at a component inside the tools directory")
+        })?;
+        if !target.starts_with(inside) {
+            return Err(format!(
+                "is a symbolic link to {}, outside the tools directory: copy the component into the tools directory instead",
+                target.display()
+            ));
+        }
+        target
+    } else {
+        file.to_path_buf()
+    };
+    files::read_regular(&target, limit, Links::Refuse).map_err(|e| match e {
+        ReadError::NotRegular(kind) => format!(
+            "is {kind}, not a regular file: only regular files are loaded; replace it with the component file or remove it"
+        ),
+        ReadError::TooLarge { size, limit } => format!(
+            "is {size} bytes, over the {limit}-byte limit for a component: remove it, or raise the host's max_component_size"
+        ),
+        ReadError::Io(e) => format!("cannot read it: {e}"),
+    })
+}
+
 fn load_component(
     engine: &Engine,
     linker: &Linker<State>,
     file: &Path,
+    bytes: &[u8],
     policies_dir: &Path,
-    cache_dir: Option<&Path>,
+    cache: Option<(&CodeCache, u64)>,
     host: &HostConfig,
 ) -> Result<(Vec<Tool>, Problems), String> {
     let name = file
@@ -213,14 +289,13 @@ fn load_component(
             "{name:?} is not a valid tool name: rename the file to lower-case letters, digits, '-' and '_'"
         ));
     }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
     if !bytes.starts_with(b"\0asm") {
         return Err("not a WebAssembly file".into());
     }
     if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
         return Err("not a valid component: it is a core WebAssembly module; build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into());
     }
-    let (resolve, world) = match wit_component::decode(&bytes) {
+    let (resolve, world) = match wit_component::decode(bytes) {
         Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
         Ok(wit_component::DecodedWasm::WitPackage(..)) => {
             return Err("this is a WIT package, not a runnable component".into())
@@ -233,8 +308,8 @@ fn load_component(
     };
     let policy = Policy::load_for(policies_dir, &name, &host.maxima)
         .map_err(|e| format!("its policy is invalid: {e}"))?;
-    let digest = blake3::hash(&bytes);
-    let component = compile(engine, &bytes, digest, cache_dir)?;
+    let digest = blake3::hash(bytes);
+    let component = compile(engine, bytes, digest, cache)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         format!("cannot be linked: {e:#} (a tool may import only the interfaces of the fabric:tool/host world)")
     })?;
@@ -251,7 +326,7 @@ fn load_component(
         guard,
     });
 
-    let docs = Docs::read(&bytes).unwrap_or_default();
+    let docs = Docs::read(bytes).unwrap_or_default();
     let doc = |key: &str| docs.get(key).map(str::to_string);
     let mut tools = Vec::new();
     let mut problems = Vec::new();
@@ -386,47 +461,160 @@ fn describe_function(
     Ok((params, returns))
 }
 
-/// Compiles a component, or loads it from the cache of compiled artifacts.
+/// Compiles a component, or loads it from the cache, where `u64` is the
+/// largest artifact read.
 fn compile(
     engine: &Engine,
     bytes: &[u8],
     digest: blake3::Hash,
-    cache_dir: Option<&Path>,
+    cache: Option<(&CodeCache, u64)>,
 ) -> Result<Component, String> {
     let compile_now =
         || Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
-    let Some(dir) = cache_dir else {
+    let Some((cache, limit)) = cache else {
         return compile_now();
     };
-    let path = dir.join(format!(
+    let path = cache.dir.join(format!(
         "{}-{}.cwasm",
         digest.to_hex(),
         compatibility_key(engine)
     ));
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of an engine
-        // with the same compatibility hash (it is in the name), in a directory
-        // that only Fabric writes to. A file that fails to load is recompiled.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "recompiling: cached artifact unusable: {e:#}")
+    match cache.read(&path, digest, limit) {
+        Ok(artifact) => {
+            // SAFETY: `artifact` is in memory (no file can change under it)
+            // and carries a hash keyed with this host's secret over itself and
+            // this component's digest: this host serialized it from these
+            // bytes. wasmtime checks the engine configuration it was made for.
+            match unsafe { Component::deserialize(engine, artifact) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    "compiled code unusable ({e:#}): recompiled and replaced"
+                ),
             }
         }
+        Err(Stale::Missing) => {}
+        Err(Stale::Unreadable(e)) => tracing::warn!(
+            path = %path.display(),
+            "compiled code unreadable ({e}): recompiled and replaced"
+        ),
+        Err(Stale::Unbound) => tracing::warn!(
+            path = %path.display(),
+            "compiled code not made by this host from this component (altered, copied from another entry, or made under another key): recompiled and replaced"
+        ),
     }
     let component = compile_now()?;
-    if let Err(e) = store_artifact(dir, &path, &component) {
-        tracing::warn!(path = %path.display(), "cannot cache the compiled component: {e:#}");
+    if let Err(e) = component
+        .serialize()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|artifact| {
+            cache
+                .store(&path, digest, &artifact)
+                .map_err(|e| e.to_string())
+        })
+    {
+        tracing::warn!(path = %path.display(), "cannot cache the compiled component: {e}");
     }
     Ok(component)
 }
 
-fn store_artifact(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// Compiled components on disk (`DATA/compiled/DIGEST-ENGINE.cwasm`), each
+/// bound to its source: the file holds a blake3 hash keyed with a per-host
+/// secret over the component's digest and the compiled code, checked before
+/// the code is loaded. A copied, swapped or edited entry is recompiled.
+pub struct CodeCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+/// Start of every cache entry; then the 32-byte keyed hash, then the code.
+const MAGIC: &[u8; 16] = b"fabric-cwasm-v1\n";
+const HEADER: usize = MAGIC.len() + blake3::OUT_LEN;
+
+/// Why a cache entry was not used.
+enum Stale {
+    Missing,
+    Unreadable(ReadError),
+    Unbound,
+}
+
+impl CodeCache {
+    /// The cache in `dir`, keyed with the 32 random bytes in [`CODE_KEY_FILE`]
+    /// beside `audit_key` (created on first use, mode 0600). `None`, with a
+    /// warning, when that key can be neither read nor created: then nothing
+    /// is cached.
+    pub fn open(dir: PathBuf, audit_key: &Path) -> Option<CodeCache> {
+        let key_file = audit_key.with_file_name(CODE_KEY_FILE);
+        match read_or_create_key(&key_file) {
+            Ok(key) => Some(CodeCache { dir, key }),
+            Err(e) => {
+                tracing::warn!(
+                    "compiled code is not cached: the key {} {e}",
+                    key_file.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn tag(&self, digest: blake3::Hash, artifact: &[u8]) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(digest.as_bytes());
+        hasher.update(artifact);
+        hasher.finalize()
+    }
+
+    /// The compiled code stored at `path` for `digest`, once its tag checks.
+    fn read(&self, path: &Path, digest: blake3::Hash, limit: u64) -> Result<Vec<u8>, Stale> {
+        let entry = match files::read_regular(path, limit, Links::Refuse) {
+            Ok(entry) => entry,
+            Err(e) if e.is_not_found() => return Err(Stale::Missing),
+            Err(e) => return Err(Stale::Unreadable(e)),
+        };
+        if entry.len() < HEADER || !entry.starts_with(MAGIC) {
+            return Err(Stale::Unbound);
+        }
+        let stored = <[u8; blake3::OUT_LEN]>::try_from(&entry[MAGIC.len()..HEADER])
+            .map(blake3::Hash::from_bytes)
+            .map_err(|_| Stale::Unbound)?;
+        // blake3::Hash compares in constant time.
+        if stored != self.tag(digest, &entry[HEADER..]) {
+            return Err(Stale::Unbound);
+        }
+        let mut artifact = entry;
+        artifact.drain(..HEADER);
+        Ok(artifact)
+    }
+
+    /// Stores compiled code for `digest` at `path`, atomically.
+    fn store(&self, path: &Path, digest: blake3::Hash, artifact: &[u8]) -> std::io::Result<()> {
+        files::create_private_dir(&self.dir)?;
+        let tag = self.tag(digest, artifact);
+        files::write_atomic(path, &[MAGIC, tag.as_bytes(), artifact])
+    }
+}
+
+/// Reads the 32-byte key at `path`, creating it (random, 0600) if missing.
+fn read_or_create_key(path: &Path) -> Result<[u8; 32], String> {
+    let read = || {
+        match files::read_regular(path, 64, Links::Follow) {
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map(Some).map_err(|_| {
+            "is not a 32-byte key: remove it and a new one is made (cached code is then recompiled)"
+                .to_string()
+        }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(format!("cannot be read: {e}")),
+    }
+    };
+    if let Some(key) = read()? {
+        return Ok(key);
+    }
+    let create = |e: std::io::Error| format!("cannot be created: {e}");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        files::create_private_dir(dir).map_err(create)?;
+    }
+    files::create_once(path, &rand::random::<[u8; 32]>()).map_err(create)?;
+    read()?.ok_or_else(|| "vanished right after it was created".to_string())
 }
 
 /// The engine's precompile-compatibility hash, as 16 hex digits.

@@ -40,9 +40,11 @@ fn built(which: &str) -> PathBuf {
 }
 
 /// Compiled components shared by all tests (each test has its own data
-/// directory, whose `compiled/` links here), so each is compiled once.
+/// directory, whose `compiled/` links here), so each is compiled once. Named
+/// for the entry format (keyed entries), so that checkouts sharing a target
+/// directory with an older format do not keep replacing each other's entries.
 pub fn shared_compiled() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled-keyed");
     std::fs::create_dir_all(&dir).expect("compiled cache dir");
     dir
 }
@@ -52,6 +54,26 @@ pub fn data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::os::unix::fs::symlink(shared_compiled(), dir.path().join("compiled"))
         .expect("link compiled cache");
+    dir
+}
+
+/// A fresh directory for a signing key (`key`) whose compiled-code key
+/// (`compiled.key`, beside it) links to one shared by all tests, so that
+/// the shared compiled-code cache verifies for every test.
+pub fn keys_dir() -> tempfile::TempDir {
+    let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fabric-compiled.key");
+    if !shared.exists() {
+        // Written whole under a unique name, then renamed: a test reading it
+        // meanwhile sees no key or the whole key, never a part.
+        let mut tmp = tempfile::NamedTempFile::new_in(shared.parent().expect("parent"))
+            .expect("temp key file");
+        std::io::Write::write_all(&mut tmp, blake3::hash(b"fabric tests").as_bytes())
+            .expect("write test key");
+        tmp.persist(&shared).expect("place test key");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(&shared, dir.path().join("compiled.key"))
+        .expect("link compiled-code key");
     dir
 }
 
@@ -83,7 +105,7 @@ pub fn options(tools: &Path, policies: &Path, data: Option<&Path>, key: Option<&
 /// Opens a Fabric over `tools` with `policies`.
 pub fn open(tools: &Path, policies: &Path) -> TestFabric {
     let data = data_dir();
-    let keys = tempfile::tempdir().expect("temp dir");
+    let keys = keys_dir();
     let options = options(
         tools,
         policies,
