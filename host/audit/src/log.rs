@@ -881,3 +881,39 @@ impl Follower {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn append_waits_while_the_queue_is_full() {
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(AuditLog {
+            tx,
+            room: Arc::new(Semaphore::new(2)),
+            thread: None,
+        });
+        let append =
+            |log: Arc<AuditLog>| tokio::spawn(async move { log.append(Entry::default()).await });
+        let _first = append(log.clone());
+        let _second = append(log.clone());
+        let third = append(log.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Two entries queued; the third waits for room instead of queueing.
+        let queued: Vec<Job> = rx.try_iter().collect();
+        assert_eq!(queued.len(), 2);
+        assert!(!third.is_finished());
+        assert!(rx.try_recv().is_err());
+        // The writer takes one (its permit goes with it): the third goes in.
+        drop(queued);
+        let started = Instant::now();
+        while rx.try_recv().is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the third never went in"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
