@@ -225,6 +225,7 @@ fn verify(
     file: Option<PathBuf>,
     key: Option<&Path>,
 ) -> Result<ExitCode> {
+    let mut mirror_ahead = None;
     let (source, items, head) = match &file {
         Some(path) => {
             let f = std::fs::File::open(path)
@@ -232,15 +233,14 @@ fn verify(
             ("export", audit::read_jsonl(f)?, None)
         }
         None => match audit::read_records(dir) {
-            Ok((source, items, head)) => (
-                if source == Source::Store {
-                    "store"
-                } else {
-                    "live mirror"
-                },
-                items,
-                head,
-            ),
+            Ok((Source::Store, items, head)) => {
+                // The mirror is written after the store is flushed: more
+                // records there mean the store lost some.
+                let mirrored = audit::mirror_count(dir)?;
+                mirror_ahead = (mirrored > items.len() as u64).then_some(mirrored);
+                ("store", items, head)
+            }
+            Ok((Source::Mirror, items, head)) => ("live mirror", items, head),
             Err(e @ AuditError::Missing { .. }) => return Err(e.into()),
             Err(e) => {
                 println!("FAIL: {}", chain(&e));
@@ -259,6 +259,7 @@ fn verify(
             head,
             None,
             &format!("{source}; head unverified: no checkpoint checked"),
+            mirror_ahead,
         );
     }
     let checkpoint_path = choice
@@ -266,7 +267,7 @@ fn verify(
         .clone()
         .or_else(|| Some(dir.join("checkpoint")).filter(|p| file.is_none() && p.exists()));
     let Some(path) = checkpoint_path else {
-        return finish_verify(&items, from, head, None, source);
+        return finish_verify(&items, from, head, None, source, mirror_ahead);
     };
     let pubkey = choice
         .pubkey
@@ -288,7 +289,7 @@ fn verify(
     let note = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     match Checkpoint::verify(&note, &vk) {
-        Ok(cp) => finish_verify(&items, from, head, Some(cp), source),
+        Ok(cp) => finish_verify(&items, from, head, Some(cp), source, mirror_ahead),
         Err(e) => {
             println!("FAIL: {}: signature invalid ({e})", path.display());
             Ok(ExitCode::from(1))
@@ -332,9 +333,18 @@ fn finish_verify(
     head: Option<(u64, [u8; 32])>,
     checkpoint: Option<Checkpoint>,
     source: &str,
+    mirror_ahead: Option<u64>,
 ) -> Result<ExitCode> {
-    match audit::verify(items, from, head, checkpoint) {
-        Ok(v) => {
+    match (audit::verify(items, from, head, checkpoint), mirror_ahead) {
+        (Ok(v), Some(mirrored)) => {
+            println!(
+                "FAIL: first bad record {}: truncated: the audit store holds {} records but log.jsonl holds {}: \
+                 the store lost records (it is corrupt or was cut) ({source})",
+                v.count, v.count, mirrored
+            );
+            Ok(ExitCode::from(1))
+        }
+        (Ok(v), None) => {
             let head = v
                 .head
                 .map(|h| format!(", head {} {h}", v.count - 1))
@@ -345,7 +355,7 @@ fn finish_verify(
             println!("OK: {} records{head}{cp} ({source})", v.count);
             Ok(ExitCode::SUCCESS)
         }
-        Err(finding) => {
+        (Err(finding), _) => {
             println!(
                 "FAIL: first bad record {}: {}: {} ({source})",
                 finding.seq, finding.kind, finding.detail

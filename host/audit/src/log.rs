@@ -349,14 +349,32 @@ impl Writer {
                 (last.seq + 1, hash)
             }
         };
-        let (divergence, signed) = check_head(&dir, &db, &records, key.as_ref(), next_seq, head)?;
+        let mirror_path = dir.join(MIRROR);
+        let mirrored = mirror_count(&dir)?;
+        let (mut divergence, signed) =
+            check_head(&dir, &db, &records, key.as_ref(), next_seq, head)?;
+        if mirrored > next_seq {
+            let lost = format!(
+                "log.jsonl holds {mirrored} records but the store only {next_seq}: the store lost records (it is corrupt or was cut)"
+            );
+            match &mut divergence {
+                Some(d) => d.problem = format!("{}; {lost}", d.problem),
+                None => {
+                    divergence = Some(Divergence {
+                        remain: next_seq,
+                        head: None,
+                        checkpoint: signed,
+                        problem: lost,
+                    })
+                }
+            }
+        }
         if let (Some(divergence), false) = (&divergence, force) {
             return Err(AuditError::Diverged {
                 path: dir,
                 divergence: divergence.clone(),
             });
         }
-        let mirror_path = dir.join(MIRROR);
         let mirror =
             fsutil::open_append(&mirror_path).map_err(AuditError::io("open", &mirror_path))?;
         let mut writer = Writer {
@@ -811,6 +829,29 @@ pub fn read_records(dir: &Path) -> Result<(Source, Vec<Stored>, Option<Head>), A
             ))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// How many complete lines (records) `log.jsonl` in `dir` holds (0 when
+/// there is no such file). A store that holds fewer lost records: the
+/// mirror is only written after the store is flushed.
+pub fn mirror_count(dir: &Path) -> Result<u64, AuditError> {
+    let path = dir.join(MIRROR);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(AuditError::io("open", &path)(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut count = 0;
+    loop {
+        let buf = reader.fill_buf().map_err(AuditError::io("read", &path))?;
+        if buf.is_empty() {
+            return Ok(count);
+        }
+        count += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = buf.len();
+        reader.consume(n);
     }
 }
 
