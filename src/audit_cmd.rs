@@ -1,5 +1,6 @@
 //! `fabric audit …`: verify, export, tail and show the audit log.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -7,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fabric_host::audit::log::Stored;
-use fabric_host::audit::{self, Checkpoint, Record, Source, VerifyingKey};
+use fabric_host::audit::{
+    self, AuditError, AuditLog, AuditOptions, Checkpoint, Record, Source, VerifyingKey,
+};
 
 /// The audit subcommands.
 #[derive(Subcommand)]
@@ -20,13 +23,21 @@ pub enum AuditCommand {
         /// A signed checkpoint you kept (default: the log's own latest one, if any).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// The verifier key of the checkpoint signer (default: AUDIT_KEY.pub).
+        /// The verifier key of the checkpoint signer (default: the --audit-key path with .pub appended).
         #[arg(long)]
         pubkey: Option<PathBuf>,
         /// Verify an export (JSON lines) instead of the log under --data.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Check the chain alone, without any checkpoint: the head stays
+        /// unverified (a cut-off tail or a re-hashed history would pass).
+        #[arg(long, conflicts_with_all = ["checkpoint", "pubkey"])]
+        no_checkpoint: bool,
     },
+    /// Continue a log whose records were removed or replaced (the writer
+    /// refuses it): keeps what remains, appends a record of outcome
+    /// `recovered` saying what was lost, and signs the new head.
+    Recover,
     /// Print records as JSON lines, with their hashes.
     Export(Filter),
     /// Print the last records; with -f, keep printing new ones.
@@ -117,7 +128,19 @@ pub fn run(command: AuditCommand, data: &Path, key: Option<&Path>) -> Result<Exi
             checkpoint,
             pubkey,
             file,
-        } => verify(&dir, from, checkpoint, pubkey, file, key),
+            no_checkpoint,
+        } => verify(
+            &dir,
+            from,
+            CheckpointChoice {
+                checkpoint,
+                pubkey,
+                skip: no_checkpoint,
+            },
+            file,
+            key,
+        ),
+        AuditCommand::Recover => recover(&dir, key),
         AuditCommand::Export(filter) => {
             let bounds = filter.bounds()?;
             let (_, items, _) = audit::read_records(&dir)?;
@@ -144,19 +167,21 @@ pub fn run(command: AuditCommand, data: &Path, key: Option<&Path>) -> Result<Exi
             for r in &kept[kept.len().saturating_sub(lines)..] {
                 println!("{}", serde_json::to_string(r)?);
             }
-            while follow {
-                std::thread::sleep(Duration::from_millis(200));
-                let file = std::fs::File::open(dir.join("log.jsonl"))
-                    .context("cannot follow log.jsonl")?;
-                let from = next;
-                for record in readable(audit::read_jsonl(file)?)?
-                    .into_iter()
-                    .filter(|r| r.seq >= from)
-                {
-                    next = record.seq + 1;
-                    if filter.keeps(&bounds, &record) {
-                        println!("{}", serde_json::to_string(&record)?);
+            if follow {
+                // Read the mirror once, then only what is appended to it.
+                let mut log = audit::Follower::open(&dir.join("log.jsonl"))?;
+                loop {
+                    for record in readable(log.read_new().context("cannot follow log.jsonl")?)? {
+                        if record.seq < next {
+                            continue;
+                        }
+                        next = record.seq + 1;
+                        if filter.keeps(&bounds, &record) {
+                            println!("{}", serde_json::to_string(&record)?);
+                        }
                     }
+                    std::io::stdout().flush()?;
+                    std::thread::sleep(Duration::from_millis(200));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -183,63 +208,123 @@ fn readable(items: Vec<Stored>) -> Result<Vec<Record>> {
         .collect()
 }
 
+/// Which checkpoint `verify` checks the log against.
+struct CheckpointChoice {
+    /// One the auditor kept (default: the log's own).
+    checkpoint: Option<PathBuf>,
+    /// The signer's verifier key (default: the audit key's `.pub`).
+    pubkey: Option<PathBuf>,
+    /// `--no-checkpoint`.
+    skip: bool,
+}
+
 fn verify(
     dir: &Path,
     from: u64,
-    checkpoint: Option<PathBuf>,
-    pubkey: Option<PathBuf>,
+    choice: CheckpointChoice,
     file: Option<PathBuf>,
     key: Option<&Path>,
 ) -> Result<ExitCode> {
+    let mut mirror_ahead = None;
     let (source, items, head) = match &file {
         Some(path) => {
             let f = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             ("export", audit::read_jsonl(f)?, None)
         }
-        None => {
-            let (source, items, head) = audit::read_records(dir)?;
-            (
-                if source == Source::Store {
-                    "store"
-                } else {
-                    "live mirror"
-                },
-                items,
-                head,
-            )
-        }
+        None => match audit::read_records(dir) {
+            Ok((Source::Store, items, head)) => {
+                // The mirror is written after the store is flushed: more
+                // records there mean the store lost some.
+                let mirrored = audit::mirror_count(dir)?;
+                mirror_ahead = (mirrored > items.len() as u64).then_some(mirrored);
+                ("store", items, head)
+            }
+            Ok((Source::Mirror, items, head)) => ("live mirror", items, head),
+            Err(e @ AuditError::Missing { .. }) => return Err(e.into()),
+            Err(e) => {
+                println!("FAIL: {}", chain(&e));
+                return Ok(ExitCode::from(1));
+            }
+        },
     };
-    let pubkey = pubkey.or_else(|| key.map(|k| k.with_extension("pub")));
-    let checkpoint_path = checkpoint
+    if choice.skip {
+        eprintln!(
+            "warning: --no-checkpoint: the head is UNVERIFIED; a cut-off tail or a history rewritten \
+             and re-hashed would pass"
+        );
+        return finish_verify(
+            &items,
+            from,
+            head,
+            None,
+            &format!("{source}; head unverified: no checkpoint checked"),
+            mirror_ahead,
+        );
+    }
+    let checkpoint_path = choice
+        .checkpoint
         .clone()
         .or_else(|| Some(dir.join("checkpoint")).filter(|p| file.is_none() && p.exists()));
-    let checkpoint = match checkpoint_path {
-        None => None,
-        Some(path) => {
-            let Some(pubkey) = pubkey.filter(|p| p.exists()) else {
-                if checkpoint.is_some() {
-                    bail!("--checkpoint needs the signer's verifier key: pass --pubkey FILE");
-                }
-                return finish_verify(&items, from, head, None, source);
-            };
-            let vk = VerifyingKey::parse(
-                &std::fs::read_to_string(&pubkey)
-                    .with_context(|| format!("cannot read {}", pubkey.display()))?,
-            )
-            .with_context(|| format!("{}", pubkey.display()))?;
-            let note = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            match Checkpoint::verify(&note, &vk) {
-                Ok(cp) => Some(cp),
-                Err(e) => {
-                    println!("FAIL: {}: signature invalid ({e})", path.display());
-                    return Ok(ExitCode::from(1));
-                }
-            }
-        }
+    let Some(path) = checkpoint_path else {
+        return finish_verify(&items, from, head, None, source, mirror_ahead);
     };
-    finish_verify(&items, from, head, checkpoint, source)
+    let pubkey = choice
+        .pubkey
+        .or_else(|| key.map(audit::public_key_path))
+        .filter(|p| p.exists());
+    let Some(pubkey) = pubkey else {
+        println!(
+            "FAIL: {} is present but its verifier key is not: pass --pubkey FILE (the .pub beside the \
+             signing key), or --no-checkpoint to check the chain alone, leaving the head unverified",
+            path.display()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let vk = VerifyingKey::parse(
+        &std::fs::read_to_string(&pubkey)
+            .with_context(|| format!("cannot read {}", pubkey.display()))?,
+    )
+    .with_context(|| format!("{}", pubkey.display()))?;
+    let note = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    match Checkpoint::verify(&note, &vk) {
+        Ok(cp) => finish_verify(&items, from, head, Some(cp), source, mirror_ahead),
+        Err(e) => {
+            println!("FAIL: {}: signature invalid ({e})", path.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `fabric audit recover`.
+fn recover(dir: &Path, key: Option<&Path>) -> Result<ExitCode> {
+    let options = AuditOptions {
+        key: key.map(Path::to_path_buf),
+        ..AuditOptions::new(dir)
+    };
+    match AuditLog::recover(&options)? {
+        None => {
+            println!("nothing to recover: the records agree with the stored head and checkpoint")
+        }
+        Some(r) => println!(
+            "recovered: {}; record {} ({}) documents it",
+            r.divergence.problem, r.record.seq, r.record.hash
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn finish_verify(
@@ -248,9 +333,18 @@ fn finish_verify(
     head: Option<(u64, [u8; 32])>,
     checkpoint: Option<Checkpoint>,
     source: &str,
+    mirror_ahead: Option<u64>,
 ) -> Result<ExitCode> {
-    match audit::verify(items, from, head, checkpoint) {
-        Ok(v) => {
+    match (audit::verify(items, from, head, checkpoint), mirror_ahead) {
+        (Ok(v), Some(mirrored)) => {
+            println!(
+                "FAIL: first bad record {}: truncated: the audit store holds {} records but log.jsonl holds {}: \
+                 the store lost records (it is corrupt or was cut) ({source})",
+                v.count, v.count, mirrored
+            );
+            Ok(ExitCode::from(1))
+        }
+        (Ok(v), None) => {
             let head = v
                 .head
                 .map(|h| format!(", head {} {h}", v.count - 1))
@@ -261,7 +355,7 @@ fn finish_verify(
             println!("OK: {} records{head}{cp} ({source})", v.count);
             Ok(ExitCode::SUCCESS)
         }
-        Err(finding) => {
+        (Err(finding), _) => {
             println!(
                 "FAIL: first bad record {}: {}: {} ({source})",
                 finding.seq, finding.kind, finding.detail

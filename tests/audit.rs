@@ -421,6 +421,7 @@ fn the_log_survives_kill_9_and_keeps_every_answered_call() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first, answering) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut ids = Vec::new();
             for line in BufReader::new(stdout).lines() {
@@ -430,10 +431,14 @@ fn the_log_survives_kill_9_and_keeps_every_answered_call() {
                 };
                 assert_eq!(v["outcome"], "ok");
                 ids.push(v["invocation_id"].as_str().unwrap().to_string());
+                let _ = first.send(());
             }
             ids
         });
-        std::thread::sleep(Duration::from_millis(300 + 97 * round));
+        // Kill at a different point of each run, once calls are answered
+        // (start-up time varies with the machine's load).
+        let _ = answering.recv_timeout(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(50 + 97 * round));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let ids = reader.join().unwrap();
@@ -532,4 +537,260 @@ fn first_record(f: common::TestFabric) -> (Record, String) {
         .output()
         .unwrap();
     (serde_json::from_slice(&out.stdout).unwrap(), text(&out))
+}
+
+/// `fabric audit verify` on `data` with the auditor's kept checkpoint.
+fn verify_with(data: &Path, key: &Path, extra: &[&str]) -> (bool, String) {
+    let out = fabric_cmd(data, key)
+        .args(["audit", "verify"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.success(), text(&out))
+}
+
+#[test]
+fn store_corruption_is_a_fail_not_a_fallback_to_the_mirror() {
+    let (data, keys) = make_log();
+    let key = keys.path().join("key");
+    let audit = data.path().join("audit");
+    // One byte of the first stored record.
+    let db = audit.join("db/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes
+        .windows(18)
+        .position(|w| w == b"\"tool\":\"text.echo\"")
+        .unwrap();
+    bytes[at + 10] ^= 0x20;
+    std::fs::write(&db, bytes).unwrap();
+    // The mirror cut back to a consistent prefix, the checkpoint removed.
+    let mirror = std::fs::read_to_string(audit.join("log.jsonl")).unwrap();
+    let first: String = mirror.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(audit.join("log.jsonl"), first).unwrap();
+    std::fs::remove_file(audit.join("checkpoint")).unwrap();
+    let (ok, said) = verify_with(data.path(), &key, &[]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.starts_with("FAIL:") && said.contains("the audit store") && said.contains("corrupt"),
+        "{said}"
+    );
+    assert!(!said.contains("live mirror"), "{said}");
+    // And no writer continues on it.
+    let out = fabric_cmd(data.path(), &key)
+        .args(["call", "text.echo", r#"{"text":"after"}"#])
+        .arg("--tools")
+        .arg(common::example_tools())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("the store lost records"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Removes records `from..` from the stored log in place; with `fix_head`,
+/// also rewrites the stored head to match what remains.
+fn cut_store(data: &Path, from: u64, fix_head: bool) {
+    // sled's background threads may hold the lock a moment after a close.
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled::open(data.join("audit/db")) {
+            Ok(db) => break db,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    };
+    let tree = db.open_tree("records").unwrap();
+    let last = tree.last().unwrap().unwrap().0;
+    let count = u64::from_be_bytes(last.as_ref().try_into().unwrap()) + 1;
+    for seq in from..count {
+        tree.remove(seq.to_be_bytes()).unwrap();
+    }
+    if fix_head {
+        let mut head = from.to_be_bytes().to_vec();
+        head.extend_from_slice(
+            &fabric_host::audit::record::digest("hash", &get(&tree, from - 1).hash).unwrap(),
+        );
+        db.insert(b"head", head).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_writer_refuses_a_log_cut_behind_its_head_until_an_explicit_recover() {
+    let (data, keys) = make_log();
+    let (d, key) = (data.path(), keys.path().join("key"));
+    let kept = keys.path().join("kept.note");
+    std::fs::copy(d.join("audit/checkpoint"), &kept).unwrap();
+    let call = || {
+        fabric_cmd(d, &key)
+            .args(["call", "text.echo", r#"{"text":"after"}"#])
+            .arg("--tools")
+            .arg(common::example_tools())
+            .output()
+            .unwrap()
+    };
+    cut_store(d, 10, false);
+    let (ok, said) = verify_with(d, &key, &[]);
+    assert!(
+        !ok && said.contains("first bad record 10: truncated"),
+        "{said}"
+    );
+    // The writer does not trust what remains, re-head it or re-sign it.
+    let out = call();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let refused = text(&out);
+    for needle in [
+        "stored head: 12 records",
+        "last signed checkpoint: 12 records",
+        "records that remain: 10",
+        "fabric audit recover",
+    ] {
+        assert!(refused.contains(needle), "{needle:?} not in {refused}");
+    }
+    let (ok, said) = verify_with(d, &key, &[]);
+    assert!(
+        !ok && said.contains("first bad record 10: truncated"),
+        "{said}"
+    );
+
+    // Recovery is explicit, and leaves its own record.
+    let out = fabric_cmd(d, &key)
+        .args(["audit", "recover"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && text(&out).starts_with("recovered:"),
+        "{}",
+        text(&out)
+    );
+    let (ok, said) = verify_with(d, &key, &[]);
+    assert!(ok && said.starts_with("OK: 11 records"), "{said}");
+    let out = fabric_cmd(d, &key)
+        .args(["audit", "show", "10"])
+        .output()
+        .unwrap();
+    let record: Record = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (record.tool.as_str(), record.outcome.as_str()),
+        ("audit.recover", "recovered")
+    );
+    assert!(
+        record
+            .arguments
+            .as_deref()
+            .unwrap_or("")
+            .contains("\"records_remaining\":10"),
+        "{record:?}"
+    );
+    // A checkpoint kept elsewhere still shows the loss, to both verifiers.
+    let export = keys.path().join("export.jsonl");
+    let out = fabric_cmd(d, &key)
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    std::fs::write(&export, &out.stdout).unwrap();
+    assert_finding(verdicts(d, &key, &export, Some(&kept)), 11, "truncated");
+    assert_eq!(call().status.code(), Some(0), "calls are recorded again");
+
+    // Records removed and the stored head rewritten to match: the signed
+    // checkpoint still says what was there.
+    let (data, keys) = make_log();
+    let (d, key) = (data.path(), keys.path().join("key"));
+    cut_store(d, 9, true);
+    let out = fabric_cmd(d, &key)
+        .args(["call", "text.echo", r#"{"text":"after"}"#])
+        .arg("--tools")
+        .arg(common::example_tools())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("the last signed checkpoint covers 12 records but only 9 remain"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_missing_verifier_key_fails_unless_no_checkpoint_is_explicit() {
+    let (data, keys) = make_log();
+    let d = data.path();
+    // The signing key's directory is elsewhere (or gone): no verifier key.
+    let elsewhere = keys.path().join("elsewhere/key");
+    let (ok, said) = verify_with(d, &elsewhere, &[]);
+    assert!(
+        !ok && said.starts_with("FAIL:") && said.contains("--pubkey"),
+        "{said}"
+    );
+    assert!(!elsewhere.exists(), "verify created a key");
+    let (ok, said) = verify_with(d, &elsewhere, &["--no-checkpoint"]);
+    assert!(ok && said.starts_with("OK: 12 records"), "{said}");
+    assert!(
+        said.contains("head unverified") && said.contains("UNVERIFIED"),
+        "{said}"
+    );
+    // An export with a checkpoint but no key: both verifiers fail.
+    let export = keys.path().join("export.jsonl");
+    let out = fabric_cmd(d, &elsewhere)
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    std::fs::write(&export, &out.stdout).unwrap();
+    let checkpoint = d.join("audit/checkpoint");
+    let ours = fabric_cmd(d, &elsewhere)
+        .args(["audit", "verify", "--file"])
+        .arg(&export)
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    let theirs = Command::new("python3")
+        .arg(common::repo().join("tests/audit/verify.py"))
+        .arg(&export)
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    assert!(
+        !ours.status.success() && text(&ours).starts_with("FAIL:"),
+        "{}",
+        text(&ours)
+    );
+    assert!(
+        !theirs.status.success() && text(&theirs).starts_with("FAIL:"),
+        "{}",
+        text(&theirs)
+    );
+}
+
+#[test]
+fn an_audit_key_that_is_a_public_key_is_refused_and_kept() {
+    let (data, keys) = make_log();
+    let key = keys.path().join("key");
+    let public = fabric_host::audit::public_key_path(&key);
+    assert_eq!(public, keys.path().join("key.pub"));
+    let (private_text, public_text) = (
+        std::fs::read_to_string(&key).unwrap(),
+        std::fs::read_to_string(&public).unwrap(),
+    );
+    let out = fabric_cmd(data.path(), &public)
+        .args(["call", "text.echo", r#"{"text":"x"}"#])
+        .arg("--tools")
+        .arg(common::example_tools())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("verifier (public) key"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), private_text);
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), public_text);
+    assert!(!keys.path().join("key.pub.pub").exists());
 }

@@ -387,9 +387,9 @@ impl Fabric {
         )?;
         let audit = match &options.data_dir {
             Some(dir) => Some(AuditLog::open(&AuditOptions {
-                dir: dir.join("audit"),
                 key: options.audit_key.clone(),
                 durable: options.durable_audit,
+                ..AuditOptions::new(dir.join("audit"))
             })?),
             None => None,
         };
@@ -424,6 +424,16 @@ impl Fabric {
     /// What failed to load: components, policies, single functions.
     pub fn problems(&self) -> &[LoadProblem] {
         self.registry.problems()
+    }
+
+    /// Closes the audit log: writes what is queued, signs the head and
+    /// releases the store, reporting a failure (dropping a `Fabric` does the
+    /// same silently).
+    pub async fn close(self) -> Result<(), AuditError> {
+        match self.audit {
+            Some(audit) => audit.close().await,
+            None => Ok(()),
+        }
     }
 
     /// The registry, for benchmarks.

@@ -160,6 +160,9 @@ def main(argv):
     checkpoint = None
     if "--checkpoint" in args:
         note = args[args.index("--checkpoint") + 1]
+        if "--pubkey" not in args:
+            print(f"FAIL: {note} is present but its verifier key is not: pass --pubkey FILE")
+            return 1
         pub = args[args.index("--pubkey") + 1]
         try:
             checkpoint = read_checkpoint(note, pub)

@@ -13,7 +13,7 @@
 //! — fabric-audit AAAAAbase64(key id || ed25519 signature)
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -21,6 +21,7 @@ use ed25519_dalek::{Signer, Verifier};
 use sha2::Digest;
 
 use crate::error::AuditError;
+use crate::fsutil;
 
 /// Signature-type byte of Ed25519 keys in signed notes.
 const ED25519: u8 = 0x01;
@@ -69,29 +70,59 @@ fn hex4(id: [u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where the verifier (public) key of the private key at `private` lives:
+/// beside it, with `.pub` appended (`audit.key` → `audit.key.pub`).
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let mut name = private.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
 impl SigningKey {
-    /// Loads the key at `path`, or creates one there (mode 0600) with its
-    /// verifier key beside it in `PATH.pub`.
+    /// Loads the private key at `path`, or creates one there (mode 0600, its
+    /// directory 0700) with its verifier key beside it at
+    /// [`public_key_path`]. Never overwrites a file: a verifier key already at
+    /// that path without its private key is an error, and so is a file at
+    /// `path` that is not a private key.
     pub fn load_or_create(path: &Path) -> Result<SigningKey, AuditError> {
-        let err = |m: String| AuditError::Store {
+        let key_err = |problem: String| AuditError::Key {
             path: path.to_path_buf(),
-            message: m,
+            problem: CheckpointError(problem),
         };
         if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-            return SigningKey::parse(text.trim()).map_err(|e| err(e.0));
+            let text = std::fs::read_to_string(path).map_err(AuditError::io("read", path))?;
+            let text = text.trim();
+            return SigningKey::parse(text).map_err(|e| {
+                if VerifyingKey::parse(text).is_ok() {
+                    key_err(
+                        "this is a verifier (public) key, not the private key that signs checkpoints; \
+                         pass the private key file (the one without .pub)"
+                            .into(),
+                    )
+                } else {
+                    key_err(e.0)
+                }
+            });
+        }
+        let public = public_key_path(path);
+        if public.exists() {
+            return Err(key_err(format!(
+                "there is no private key here but {} exists; refusing to overwrite it: \
+                 pass the private key that belongs to it, or move it away to create a new pair",
+                public.display()
+            )));
         }
         let key = SigningKey {
             name: DEFAULT_KEY_NAME.into(),
             key: ed25519_dalek::SigningKey::from_bytes(&rand::random()),
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                fsutil::private_dir(parent).map_err(AuditError::io("create", parent))?;
+            }
         }
-        write_private(path, &key.encode()).map_err(|e| err(e.to_string()))?;
-        let public = path.with_extension("pub");
-        std::fs::write(&public, format!("{}\n", key.verifying_key().encode()))
-            .map_err(|e| err(e.to_string()))?;
+        write_new(path, 0o600, &key.encode())?;
+        write_new(&public, 0o644, &key.verifying_key().encode())?;
         Ok(key)
     }
 
@@ -140,21 +171,16 @@ fn split_key(text: &str) -> Option<(&str, &str, [u8; 32])> {
     Some((name, id, key))
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` and a newline to a new file (never through a link, never
+/// over an existing file).
+fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), AuditError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(f, "{text}")
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{text}\n"))
+    fsutil::create_new(path, mode)
+        .and_then(|mut f| {
+            writeln!(f, "{text}")?;
+            f.sync_all()
+        })
+        .map_err(AuditError::io("create", path))
 }
 
 impl VerifyingKey {

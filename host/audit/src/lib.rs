@@ -3,19 +3,24 @@
 //!
 //! - [`record`]: the record and its canonical, versioned encoding
 //!   (specified in `docs/AUDIT.md` for independent verifiers);
-//! - [`log`]: sled storage with group commit, the JSONL mirror live readers
-//!   use, and periodic signed checkpoints;
+//! - [`log`]: sled storage with group commit behind a bounded queue, the
+//!   JSONL mirror live readers use, signed checkpoints (by count and by
+//!   time, idle or not), refusal of a log whose records were removed;
 //! - [`checkpoint`]: C2SP signed notes of the head (Ed25519);
 //! - [`verify`]: finds the first altered, missing, reordered or truncated record.
 
 pub mod checkpoint;
 pub mod error;
+mod fsutil;
 pub mod log;
 pub mod record;
 pub mod verify;
 
-pub use checkpoint::{Checkpoint, SigningKey, VerifyingKey};
-pub use error::AuditError;
-pub use log::{read_jsonl, read_records, AuditLog, AuditOptions, Sealed, Source};
+pub use checkpoint::{public_key_path, Checkpoint, SigningKey, VerifyingKey};
+pub use error::{AuditError, Divergence};
+pub use log::{
+    mirror_count, read_jsonl, read_records, AuditLog, AuditOptions, Follower, Recovery, Sealed,
+    Source,
+};
 pub use record::{Entry, Record, RecordedDenial};
 pub use verify::{verify, Finding, Verified};

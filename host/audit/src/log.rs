@@ -1,28 +1,40 @@
 //! The append-only log: sled storage, group commit, a JSONL mirror for live
 //! readers, and signed checkpoints.
 //!
-//! One writer thread owns the store. Calls hand it [`Entry`]s; it seals each
-//! into the chain, writes the whole batch that queued up meanwhile, flushes
-//! (fsync) once for the batch — group commit — and only then answers every
-//! caller in it. So a call's result is never returned before its record is on
-//! disk, and concurrent calls share the cost of the flush.
+//! One writer thread owns the store. Calls hand it [`Entry`]s through a
+//! bounded queue ([`AuditOptions::queue`]: when it is full, [`AuditLog::append`]
+//! waits); it seals each into the chain, writes the whole batch that queued
+//! up meanwhile, flushes (fsync) once for the batch — group commit — and only
+//! then answers every caller in it. So a call's result is never returned
+//! before its record is on disk, and concurrent calls share the cost of the
+//! flush. It signs a checkpoint every 1000 records, and at the latest
+//! [`AuditOptions::checkpoint_every`] after the oldest unsigned record,
+//! whether or not more calls arrive; [`AuditLog::close`] drains the queue and
+//! signs the head.
 //!
 //! sled locks its directory for one process. So that an auditor can verify
 //! while a server or another call holds it, each batch is also appended to
 //! `log.jsonl` (the export format) and synced before the answer; readers that
-//! find the store locked read that file instead ([`read_records`]).
+//! find the store locked by a live writer read that file instead
+//! ([`read_records`]); any other failure to read the store is corruption.
+//!
+//! On opening, the writer refuses to continue a log whose stored head or
+//! last signed checkpoint is ahead of (or disagrees with) its records:
+//! records were removed or replaced. [`AuditLog::recover`] continues from
+//! what remains and records the loss as a record of its own.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::checkpoint::{Checkpoint, SigningKey};
-use crate::error::{store_err, AuditError};
-use crate::record::{digest, Entry, Record, GENESIS};
+use crate::error::{AuditError, Divergence};
+use crate::fsutil;
+use crate::record::{Entry, Record, GENESIS};
 
 /// Most records written per flush; more wait for the next one.
 const MAX_BATCH: usize = 1024;
@@ -30,13 +42,20 @@ const MAX_BATCH: usize = 1024;
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Sign a checkpoint after this many new records…
 const CHECKPOINT_EVERY_RECORDS: u64 = 1000;
-/// …or this long after the last one, whichever comes first.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// …or this long after the oldest unsigned record (the default of
+/// [`AuditOptions::checkpoint_every`]), whichever comes first.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// Default of [`AuditOptions::queue`].
+pub const QUEUE: usize = 4096;
 
 /// sled tree of records, keyed by big-endian sequence number.
 const RECORDS: &str = "records";
 /// sled key of the head (`seq+1` and hash of the last record), for truncation checks.
 const HEAD_KEY: &[u8] = b"head";
+/// The mirror's file name in the audit directory.
+const MIRROR: &str = "log.jsonl";
+/// The latest checkpoint's file name in the audit directory.
+const CHECKPOINT: &str = "checkpoint";
 
 /// Where a record went: its sequence number and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +66,7 @@ pub struct Sealed {
     pub hash: String,
 }
 
-/// How the log is opened.
+/// How the log is opened. [`AuditOptions::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
     /// The audit directory (`DATA/audit`).
@@ -56,63 +75,160 @@ pub struct AuditOptions {
     pub key: Option<PathBuf>,
     /// Flush before answering (group commit). Off only for measurements.
     pub durable: bool,
+    /// Most entries waiting for the writer; further appends wait for room.
+    pub queue: usize,
+    /// Longest time a record stays unsigned by a checkpoint, busy or idle.
+    pub checkpoint_every: Duration,
 }
 
+impl AuditOptions {
+    /// Durable, unsigned, with the default queue and checkpoint interval.
+    pub fn new(dir: impl Into<PathBuf>) -> AuditOptions {
+        AuditOptions {
+            dir: dir.into(),
+            key: None,
+            durable: true,
+            queue: QUEUE,
+            checkpoint_every: CHECKPOINT_EVERY,
+        }
+    }
+}
+
+/// What [`AuditLog::recover`] found and recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// How the records disagreed with the stored head or checkpoint.
+    pub divergence: Divergence,
+    /// The record that documents the recovery.
+    pub record: Sealed,
+}
+
+type Reply = oneshot::Sender<Result<Sealed, Arc<AuditError>>>;
+
 enum Job {
-    Append(Box<Entry>, oneshot::Sender<Result<Sealed, String>>),
+    Append(Box<Entry>, Reply, OwnedSemaphorePermit),
+    Close(oneshot::Sender<Result<(), AuditError>>),
     Stop,
 }
 
 /// The writer's handle.
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
+    room: Arc<Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AuditLog {
     /// Opens (or creates) the log, waiting up to 10 s for another writer to
-    /// release the store, and repairs the mirror after a crash.
+    /// release the store, and repairs the mirror after a crash. Fails with
+    /// [`AuditError::Diverged`] when records were removed or replaced.
     pub fn open(options: &AuditOptions) -> Result<AuditLog, AuditError> {
         let key = options
             .key
             .as_deref()
             .map(SigningKey::load_or_create)
             .transpose()?;
-        let writer = Writer::open(options, key)?;
+        let (writer, _) = Writer::open(options, key, false)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("fabric-audit".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| store_err(&options.dir, e))?;
+            .map_err(AuditError::io("start the writer thread for", &options.dir))?;
         Ok(AuditLog {
             tx,
+            room: Arc::new(Semaphore::new(options.queue.max(1))),
             thread: Some(thread),
         })
     }
 
-    /// Appends an entry; returns once it is durable (when the log is).
+    /// Appends an entry; returns once it is durable (when the log is). Waits
+    /// while the queue is full.
     pub async fn append(&self, entry: Entry) -> Result<Sealed, AuditError> {
+        let permit = self
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AuditError::Closed)?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job::Append(Box::new(entry), reply))
+            .send(Job::Append(Box::new(entry), reply, permit))
             .map_err(|_| AuditError::Closed)?;
         match answer.await {
             Ok(Ok(sealed)) => Ok(sealed),
-            Ok(Err(message)) => Err(AuditError::Store {
-                path: PathBuf::from("(audit writer)"),
-                message,
-            }),
+            Ok(Err(source)) => Err(AuditError::Failed { source }),
             Err(_) => Err(AuditError::Closed),
         }
     }
+
+    /// Writes every queued entry, signs the head and releases the store.
+    /// Dropping the log does the same, but cannot report a failure.
+    pub async fn close(mut self) -> Result<(), AuditError> {
+        let thread = self.thread.take();
+        let (reply, answer) = oneshot::channel();
+        let result = match self.tx.send(Job::Close(reply)) {
+            Ok(()) => answer.await.unwrap_or(Err(AuditError::Closed)),
+            Err(_) => Err(AuditError::Closed),
+        };
+        if let Some(thread) = thread {
+            // The writer has answered: it is returning.
+            let _ = thread.join();
+        }
+        result
+    }
+
+    /// Opens a log that [`AuditLog::open`] refuses (records were removed or
+    /// replaced), appends a record of outcome `recovered` that states what
+    /// the stored head and checkpoint said and how many records remain, and
+    /// signs the new head. `Ok(None)`: nothing needed recovering.
+    pub fn recover(options: &AuditOptions) -> Result<Option<Recovery>, AuditError> {
+        let key = options
+            .key
+            .as_deref()
+            .map(SigningKey::load_or_create)
+            .transpose()?;
+        let (mut writer, divergence) = Writer::open(options, key, true)?;
+        let Some(divergence) = divergence else {
+            return Ok(None);
+        };
+        let arguments = serde_json::json!({
+            "records_remaining": divergence.remain,
+            "stored_head": divergence.head,
+            "checkpoint": divergence.checkpoint,
+        })
+        .to_string();
+        let entry = Entry {
+            time_unix_us: now_unix_us(),
+            invocation_id: format!("{:032x}", rand::random::<u128>()),
+            tool: RECOVER_TOOL.into(),
+            arguments_digest: *blake3::hash(arguments.as_bytes()).as_bytes(),
+            outcome: "recovered".into(),
+            error: Some(divergence.problem.clone()),
+            arguments: Some(arguments),
+            ..Entry::default()
+        };
+        let record = writer.write(vec![entry])?.remove(0);
+        writer.sign_checkpoint()?;
+        Ok(Some(Recovery { divergence, record }))
+    }
+}
+
+/// The `tool` of the record [`AuditLog::recover`] appends.
+pub const RECOVER_TOOL: &str = "audit.recover";
+
+fn now_unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Drop for AuditLog {
-    /// Drains the queue, signs a final checkpoint and releases the store.
+    /// Drains the queue, signs a final checkpoint and releases the store
+    /// (unless [`AuditLog::close`] did).
     fn drop(&mut self) {
-        let _ = self.tx.send(Job::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = self.tx.send(Job::Stop);
+            let _ = thread.join();
         }
     }
 }
@@ -124,64 +240,143 @@ struct Writer {
     mirror: File,
     durable: bool,
     key: Option<SigningKey>,
+    checkpoint_every: Duration,
     next_seq: u64,
     head: [u8; 32],
-    signed_size: u64,
-    signed_at: Instant,
+    /// Size of the last checkpoint written (or found valid on opening).
+    signed: Option<u64>,
+    /// When the oldest record not yet covered by a checkpoint was written.
+    unsigned_since: Option<Instant>,
 }
 
 /// Opens the sled store, waiting up to `wait` for another process's lock.
 fn open_db(dir: &Path, wait: Duration) -> Result<sled::Db, AuditError> {
+    let path = dir.join("db");
     let started = Instant::now();
     loop {
-        match sled::Config::new()
-            .path(dir.join("db"))
-            .flush_every_ms(None)
-            .open()
-        {
+        match sled::Config::new().path(&path).flush_every_ms(None).open() {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e)) if is_lock_error(&e) && started.elapsed() < wait => {
+            Err(sled::Error::Io(e)) if is_lock_error(&e) => {
+                if started.elapsed() >= wait {
+                    return Err(AuditError::Locked { path });
+                }
                 std::thread::sleep(Duration::from_millis(20))
             }
-            Err(sled::Error::Io(e)) if is_lock_error(&e) => {
-                return Err(store_err(
-                    dir,
-                    "another Fabric process holds the store; stop it or wait",
-                ))
+            Err(source @ sled::Error::Io(_)) => {
+                return Err(AuditError::Store {
+                    action: "open",
+                    path,
+                    source,
+                })
             }
-            Err(e) => return Err(store_err(dir, e)),
+            Err(source) => {
+                return Err(AuditError::Corrupt {
+                    path,
+                    what: "sled cannot open it".into(),
+                    source: Box::new(source),
+                })
+            }
         }
     }
 }
 
+/// Whether sled failed because another live process holds its file lock
+/// (an advisory lock the kernel releases when its holder dies).
 fn is_lock_error(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock")
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || (e.kind() == std::io::ErrorKind::Other
+            && e.to_string().starts_with("could not acquire lock"))
+}
+
+/// A corrupt stored record.
+fn corrupt_record(
+    path: &Path,
+    seq: u64,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> AuditError {
+    AuditError::Corrupt {
+        path: path.to_path_buf(),
+        what: format!("record {seq} does not parse"),
+        source: Box::new(source),
+    }
+}
+
+/// The hash of stored record `seq`, if there is one.
+fn stored_hash(tree: &sled::Tree, path: &Path, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
+    let Some(value) = tree
+        .get(seq.to_be_bytes())
+        .map_err(AuditError::store("read", path))?
+    else {
+        return Ok(None);
+    };
+    let record: Record =
+        serde_json::from_slice(&value).map_err(|e| corrupt_record(path, seq, e))?;
+    record
+        .hash_bytes()
+        .map(Some)
+        .map_err(|e| corrupt_record(path, seq, e))
 }
 
 impl Writer {
-    fn open(options: &AuditOptions, key: Option<SigningKey>) -> Result<Writer, AuditError> {
+    /// Opens the store and the mirror. Unless `force`, fails when the records
+    /// disagree with the stored head or the last checkpoint; with `force`,
+    /// returns the disagreement instead.
+    fn open(
+        options: &AuditOptions,
+        key: Option<SigningKey>,
+        force: bool,
+    ) -> Result<(Writer, Option<Divergence>), AuditError> {
         let dir = options.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| store_err(&dir, e))?;
+        fsutil::private_dir(&dir).map_err(AuditError::io("create", &dir))?;
         let db = open_db(&dir, LOCK_WAIT)?;
-        let records = db.open_tree(RECORDS).map_err(|e| store_err(&dir, e))?;
-        let (next_seq, head) = match records.last().map_err(|e| store_err(&dir, e))? {
+        let db_path = dir.join("db");
+        fsutil::restrict_tree(&db_path).map_err(AuditError::io("restrict access to", &db_path))?;
+        let records = db
+            .open_tree(RECORDS)
+            .map_err(AuditError::store("open", &db_path))?;
+        let (next_seq, head) = match records
+            .last()
+            .map_err(AuditError::store("read", &db_path))?
+        {
             None => (0, GENESIS),
-            Some((_, value)) => {
-                let last: Record = serde_json::from_slice(&value)
-                    .map_err(|e| store_err(&dir, format!("last record unreadable: {e}")))?;
-                (
-                    last.seq + 1,
-                    digest("hash", &last.hash).map_err(|e| store_err(&dir, e))?,
-                )
+            Some((key, value)) => {
+                let seq = key.as_ref().try_into().map_or(u64::MAX, u64::from_be_bytes);
+                let last: Record =
+                    serde_json::from_slice(&value).map_err(|e| corrupt_record(&db_path, seq, e))?;
+                let hash = last
+                    .hash_bytes()
+                    .map_err(|e| corrupt_record(&db_path, seq, e))?;
+                (last.seq + 1, hash)
             }
         };
-        let mirror_path = dir.join("log.jsonl");
-        let mirror = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&mirror_path)
-            .map_err(|e| store_err(&mirror_path, e))?;
+        let mirror_path = dir.join(MIRROR);
+        let mirrored = mirror_count(&dir)?;
+        let (mut divergence, signed) =
+            check_head(&dir, &db, &records, key.as_ref(), next_seq, head)?;
+        if mirrored > next_seq {
+            let lost = format!(
+                "log.jsonl holds {mirrored} records but the store only {next_seq}: the store lost records (it is corrupt or was cut)"
+            );
+            match &mut divergence {
+                Some(d) => d.problem = format!("{}; {lost}", d.problem),
+                None => {
+                    divergence = Some(Divergence {
+                        remain: next_seq,
+                        head: None,
+                        checkpoint: signed,
+                        problem: lost,
+                    })
+                }
+            }
+        }
+        if let (Some(divergence), false) = (&divergence, force) {
+            return Err(AuditError::Diverged {
+                path: dir,
+                divergence: divergence.clone(),
+            });
+        }
+        let mirror =
+            fsutil::open_append(&mirror_path).map_err(AuditError::io("open", &mirror_path))?;
         let mut writer = Writer {
             dir,
             db,
@@ -189,71 +384,94 @@ impl Writer {
             mirror,
             durable: options.durable,
             key,
+            checkpoint_every: options.checkpoint_every,
             next_seq,
             head,
-            signed_size: 0,
-            signed_at: Instant::now(),
+            signed,
+            unsigned_since: (signed != Some(next_seq)).then(Instant::now),
         };
-        writer
-            .repair_mirror()
-            .map_err(|e| store_err(&mirror_path, e))?;
-        writer.write_head().map_err(|e| store_err(&writer.dir, e))?;
-        Ok(writer)
+        writer.repair_mirror()?;
+        writer.write_head()?;
+        Ok((writer, divergence))
     }
 
-    /// Makes `log.jsonl` hold exactly the stored records: drops a torn last
-    /// line and appends what a crash kept from reaching it.
-    fn repair_mirror(&mut self) -> anyhow::Result<()> {
-        let path = self.dir.join("log.jsonl");
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
+    fn mirror_path(&self) -> PathBuf {
+        self.dir.join(MIRROR)
+    }
+
+    /// Makes `log.jsonl` hold exactly the stored records: keeps the longest
+    /// prefix whose lines are byte for byte the stored records (content, not
+    /// only sequence numbers), and rewrites the rest from the store.
+    fn repair_mirror(&mut self) -> Result<(), AuditError> {
+        let path = self.mirror_path();
+        let db_path = self.db_path();
+        let io_err = |action| AuditError::io(action, &path);
         let mut good_len = 0u64;
-        let mut last_seq: Option<u64> = None;
-        let mut consistent = true;
-        let mut reader = BufReader::new(File::open(&path)?);
+        let mut from = 0u64;
+        let mut reader = BufReader::new(File::open(&path).map_err(io_err("open"))?);
+        let mut stored = self.records.iter();
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(io_err("read"))?;
             if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            match serde_json::from_slice::<Record>(&line) {
-                Ok(r) if r.seq == last_seq.map_or(0, |s| s + 1) && r.seq < self.next_seq => {
-                    last_seq = Some(r.seq);
-                    good_len += n as u64;
-                }
-                _ => {
-                    consistent = false;
-                    break;
-                }
+            let Some(item) = stored.next() else { break };
+            let (key, value) = item.map_err(AuditError::store("read", &db_path))?;
+            if key.as_ref() != from.to_be_bytes() || value.as_ref() != &line[..n - 1] {
+                break;
             }
+            good_len += n as u64;
+            from += 1;
         }
-        if !consistent {
-            // Not a prefix of the store: rebuild it from the store.
-            good_len = 0;
-            last_seq = None;
-        }
-        self.mirror.set_len(good_len)?;
-        self.mirror.seek(SeekFrom::End(0))?;
-        let from = last_seq.map_or(0, |s| s + 1);
+        self.mirror.set_len(good_len).map_err(io_err("truncate"))?;
+        self.mirror.seek(SeekFrom::End(0)).map_err(io_err("seek"))?;
+        let mut out = std::io::BufWriter::new(&self.mirror);
         for item in self.records.range(from.to_be_bytes()..) {
-            let (_, value) = item?;
-            self.mirror.write_all(&value)?;
-            self.mirror.write_all(b"\n")?;
+            let (_, value) = item.map_err(AuditError::store("read", &db_path))?;
+            out.write_all(&value).map_err(io_err("write"))?;
+            out.write_all(b"\n").map_err(io_err("write"))?;
         }
-        self.mirror.sync_data()?;
-        Ok(())
+        out.flush().map_err(io_err("write"))?;
+        drop(out);
+        self.mirror.sync_data().map_err(io_err("sync"))
     }
 
-    fn write_head(&self) -> sled::Result<()> {
+    fn write_head(&self) -> Result<(), AuditError> {
+        let store = AuditError::store("write", self.db_path());
         self.db
-            .insert(HEAD_KEY, encode_head(self.next_seq, &self.head))?;
-        self.db.flush()?;
-        Ok(())
+            .insert(HEAD_KEY, encode_head(self.next_seq, &self.head))
+            .and_then(|_| self.db.flush())
+            .map(drop)
+            .map_err(store)
     }
 
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        let mut failed: Option<String> = None;
-        while let Ok(first) = rx.recv() {
+        let mut failed: Option<Arc<AuditError>> = None;
+        let mut close = None;
+        loop {
+            let deadline = self.checkpoint_deadline().filter(|_| failed.is_none());
+            let first = match deadline {
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sign_logged();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -261,105 +479,276 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let stop = batch.iter().any(|j| matches!(j, Job::Stop));
-            let mut replies = Vec::new();
-            let mut sealed = Vec::new();
+            let mut ending = false;
+            let mut entries = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
             for job in batch {
-                if let Job::Append(entry, reply) = job {
-                    let record = Record::seal(*entry, self.next_seq, self.head);
-                    self.next_seq += 1;
-                    self.head = digest("hash", &record.hash).unwrap_or(GENESIS);
-                    replies.push((
-                        reply,
-                        Sealed {
-                            seq: record.seq,
-                            hash: record.hash.clone(),
-                        },
-                    ));
-                    sealed.push(record);
+                match job {
+                    // The permit is dropped here: the entry left the queue.
+                    Job::Append(entry, reply, _permit) => {
+                        entries.push(*entry);
+                        replies.push(reply);
+                    }
+                    Job::Close(reply) => {
+                        close = Some(reply);
+                        ending = true;
+                    }
+                    Job::Stop => ending = true,
                 }
             }
             let result = match &failed {
-                Some(message) => Err(message.clone()),
-                None => self.commit(&sealed).map_err(|e| format!("{e:#}")),
+                Some(e) => Err(e.clone()),
+                None if entries.is_empty() => Ok(Vec::new()),
+                None => self.write(entries).map_err(Arc::new),
             };
-            if let Err(message) = &result {
-                tracing::error!("audit log write failed: {message}");
-                failed = Some(message.clone());
+            match result {
+                Ok(sealed) => {
+                    for (reply, s) in replies.into_iter().zip(sealed) {
+                        let _ = reply.send(Ok(s));
+                    }
+                }
+                Err(e) => {
+                    if failed.is_none() {
+                        tracing::error!("audit log write failed: {}", chain(&*e));
+                    }
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    failed = Some(e);
+                }
             }
-            for (reply, s) in replies {
-                let _ = reply.send(result.clone().map(|()| s));
-            }
-            if failed.is_none() && self.checkpoint_due() {
-                self.sign_checkpoint();
-            }
-            if stop {
+            if ending {
                 break;
             }
+            if failed.is_none() && self.checkpoint_due() {
+                self.sign_logged();
+            }
         }
-        if failed.is_none() {
-            self.sign_checkpoint();
+        let result = match failed {
+            Some(source) => Err(AuditError::Failed { source }),
+            None => self.sign_checkpoint(),
+        };
+        // Release the store before answering `close`.
+        drop(self);
+        match close {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::error!("closing the audit log: {}", chain(&e));
+                }
+            }
         }
     }
 
-    /// Writes a batch to the store and the mirror, durably when configured.
-    fn commit(&mut self, batch: &[Record]) -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    /// Seals `entries` into the chain and commits them; the head moves only
+    /// once they are written.
+    fn write(&mut self, entries: Vec<Entry>) -> Result<Vec<Sealed>, AuditError> {
+        let (mut seq, mut head) = (self.next_seq, self.head);
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let record = Record::seal(entry, seq, head)
+                .map_err(|source| AuditError::Seal { seq, source })?;
+            head = record
+                .hash_bytes()
+                .map_err(|source| AuditError::Seal { seq, source })?;
+            seq += 1;
+            records.push(record);
         }
+        self.commit(&records, seq, head)?;
+        self.next_seq = seq;
+        self.head = head;
+        self.unsigned_since.get_or_insert_with(Instant::now);
+        Ok(records
+            .into_iter()
+            .map(|r| Sealed {
+                seq: r.seq,
+                hash: r.hash,
+            })
+            .collect())
+    }
+
+    /// Writes a batch and the new head to the store and the mirror, durably
+    /// when configured.
+    fn commit(&mut self, batch: &[Record], count: u64, head: [u8; 32]) -> Result<(), AuditError> {
+        let db_path = self.db_path();
         let mut lines = Vec::new();
         let mut tx = sled::Batch::default();
         for record in batch {
-            let json = serde_json::to_vec(record)?;
+            let json = serde_json::to_vec(record).map_err(|e| AuditError::Seal {
+                seq: record.seq,
+                source: crate::record::FieldError {
+                    field: "record",
+                    problem: e.to_string(),
+                },
+            })?;
             tx.insert(&record.seq.to_be_bytes(), json.as_slice());
             lines.extend_from_slice(&json);
             lines.push(b'\n');
         }
-        self.records.apply_batch(tx)?;
-        self.db
-            .insert(HEAD_KEY, encode_head(self.next_seq, &self.head))?;
+        self.records
+            .apply_batch(tx)
+            .and_then(|()| self.db.insert(HEAD_KEY, encode_head(count, &head)))
+            .map_err(AuditError::store("write", &db_path))?;
         if self.durable {
-            self.db.flush()?;
+            self.db
+                .flush()
+                .map_err(AuditError::store("flush", &db_path))?;
         }
-        self.mirror.write_all(&lines)?;
+        let mirror = self.mirror_path();
+        self.mirror
+            .write_all(&lines)
+            .map_err(AuditError::io("write", &mirror))?;
         if self.durable {
-            self.mirror.sync_data()?;
+            self.mirror
+                .sync_data()
+                .map_err(AuditError::io("sync", &mirror))?;
         }
         Ok(())
     }
 
-    fn checkpoint_due(&self) -> bool {
-        self.key.is_some()
-            && self.next_seq > self.signed_size
-            && (self.next_seq - self.signed_size >= CHECKPOINT_EVERY_RECORDS
-                || self.signed_at.elapsed() >= CHECKPOINT_EVERY)
+    /// When the next time-based checkpoint is due (`None`: no records wait).
+    fn checkpoint_deadline(&self) -> Option<Instant> {
+        self.key.as_ref()?;
+        Some(self.unsigned_since? + self.checkpoint_every)
     }
 
-    /// Signs the head and writes it to `DATA/audit/checkpoint`.
-    fn sign_checkpoint(&mut self) {
-        let Some(key) = &self.key else { return };
-        if self.next_seq == self.signed_size && self.signed_size != 0 {
-            return;
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoint_deadline()
+            .is_some_and(|at| Instant::now() >= at)
+            || (self.key.is_some()
+                && self.next_seq - self.signed.unwrap_or(0) >= CHECKPOINT_EVERY_RECORDS)
+    }
+
+    /// Signs, logging a failure; a failed attempt is retried one interval later.
+    fn sign_logged(&mut self) {
+        if let Err(e) = self.sign_checkpoint() {
+            tracing::warn!("cannot sign the audit checkpoint: {}", chain(&e));
+            self.unsigned_since = Some(Instant::now());
+        }
+    }
+
+    /// Signs the head and writes it to `DATA/audit/checkpoint`, once every
+    /// record it covers is on disk.
+    fn sign_checkpoint(&mut self) -> Result<(), AuditError> {
+        let Some(key) = &self.key else { return Ok(()) };
+        if self.signed == Some(self.next_seq) {
+            return Ok(());
+        }
+        if !self.durable {
+            self.db
+                .flush()
+                .map_err(AuditError::store("flush", self.db_path()))?;
         }
         let note = Checkpoint {
             size: self.next_seq,
             hash: self.head,
         }
         .sign(key);
-        let path = self.dir.join("checkpoint");
-        let tmp = self.dir.join("checkpoint.tmp");
-        let written =
-            std::fs::write(&tmp, note.as_bytes()).and_then(|()| std::fs::rename(&tmp, &path));
-        match written {
-            Ok(()) => {
-                self.signed_size = self.next_seq;
-                self.signed_at = Instant::now();
+        fsutil::replace(&self.dir.join(CHECKPOINT), note.as_bytes()).map_err(|(tmp, source)| {
+            AuditError::Io {
+                action: "write the checkpoint through",
+                path: tmp,
+                source,
             }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot write the audit checkpoint: {e}")
-            }
+        })?;
+        self.signed = Some(self.next_seq);
+        self.unsigned_since = None;
+        Ok(())
+    }
+}
+
+/// Compares the records (`count` of them, the last with hash `head`) with
+/// the head the store recorded and the checkpoint in `dir`. Returns what
+/// disagrees, and the size of a checkpoint that matches.
+fn check_head(
+    dir: &Path,
+    db: &sled::Db,
+    records: &sled::Tree,
+    key: Option<&SigningKey>,
+    count: u64,
+    head: [u8; 32],
+) -> Result<(Option<Divergence>, Option<u64>), AuditError> {
+    let db_path = dir.join("db");
+    let stored = db
+        .get(HEAD_KEY)
+        .map_err(AuditError::store("read", &db_path))?
+        .and_then(|v| decode_head(&v));
+    let checkpoint_path = dir.join(CHECKPOINT);
+    let checkpoint = match (key, checkpoint_path.exists()) {
+        (Some(key), true) => {
+            let note = std::fs::read_to_string(&checkpoint_path)
+                .map_err(AuditError::io("read", &checkpoint_path))?;
+            Some(Checkpoint::verify(&note, &key.verifying_key()))
+        }
+        _ => None,
+    };
+    let mut divergence = Divergence {
+        remain: count,
+        head: stored.map(|(n, _)| n),
+        checkpoint: checkpoint
+            .as_ref()
+            .and_then(|c| c.as_ref().ok())
+            .map(|c| c.size),
+        problem: String::new(),
+    };
+    let hash_at = |n: u64| -> Result<Option<[u8; 32]>, AuditError> {
+        if n == count {
+            Ok(Some(head))
+        } else {
+            stored_hash(records, &db_path, n - 1)
+        }
+    };
+    let mut problems = Vec::new();
+    if let Some((n, hash)) = stored {
+        if n > count {
+            problems.push(format!(
+                "the stored head says {n} records but only {count} remain: records were removed"
+            ));
+        } else if n > 0 && hash_at(n)? != Some(hash) {
+            problems.push(format!(
+                "record {} is not the one the stored head names: it was replaced",
+                n - 1
+            ));
         }
     }
+    let mut signed = None;
+    match checkpoint {
+        None => {}
+        Some(Err(e)) => problems.push(format!(
+            "{} does not verify with the signing key ({e}): it was replaced, or the key changed",
+            checkpoint_path.display()
+        )),
+        Some(Ok(cp)) if cp.size > count => problems.push(format!(
+            "the last signed checkpoint covers {} records but only {count} remain: records were removed",
+            cp.size
+        )),
+        Some(Ok(cp)) if cp.size > 0 && hash_at(cp.size)? != Some(cp.hash) => {
+            problems.push(format!(
+                "record {} is not the one the last signed checkpoint names: history was rewritten",
+                cp.size - 1
+            ))
+        }
+        Some(Ok(cp)) => signed = Some(cp.size),
+    }
+    if problems.is_empty() {
+        return Ok((None, signed));
+    }
+    divergence.problem = problems.join("; ");
+    Ok((Some(divergence), signed))
+}
+
+/// An error and its causes, `: `-separated, for log lines.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The stored head: record count (big-endian u64), then the last hash.
@@ -379,7 +768,7 @@ fn decode_head(value: &[u8]) -> Option<(u64, [u8; 32])> {
 pub enum Source {
     /// The sled store (no writer was running).
     Store,
-    /// `log.jsonl` (a writer holds the store).
+    /// `log.jsonl` (a live writer holds the store).
     Mirror,
 }
 
@@ -387,28 +776,38 @@ pub enum Source {
 /// with the sequence number it is stored under (for the store: its key).
 pub type Stored = (u64, Result<Record, String>);
 
+/// The head the store recorded: the record count and the last record's hash.
+pub type Head = (u64, [u8; 32]);
+
 /// Reads every record of the log in `dir` (`DATA/audit`) in storage order,
-/// and the head the store recorded (`(count, hash)`), if known.
-pub fn read_records(
-    dir: &Path,
-) -> Result<(Source, Vec<Stored>, Option<(u64, [u8; 32])>), AuditError> {
-    if !dir.join("db").exists() {
-        return Err(store_err(
-            dir,
-            "no audit log here (run a call first, or pass --data DIR)",
-        ));
+/// and the head the store recorded (`(count, hash)`), if known. Reads the
+/// mirror only when a live writer holds the store's lock; a store that
+/// cannot be read is [`AuditError::Corrupt`].
+pub fn read_records(dir: &Path) -> Result<(Source, Vec<Stored>, Option<Head>), AuditError> {
+    let path = dir.join("db");
+    if !path.exists() {
+        return Err(AuditError::Missing {
+            path: dir.to_path_buf(),
+        });
     }
+    let corrupt = |what: &str| {
+        let what = what.to_string();
+        let path = path.clone();
+        move |e: sled::Error| AuditError::Corrupt {
+            path,
+            what,
+            source: Box::new(e),
+        }
+    };
     match open_db(dir, Duration::ZERO) {
         Ok(db) => {
-            let tree = db.open_tree(RECORDS).map_err(|e| store_err(dir, e))?;
+            let tree = db
+                .open_tree(RECORDS)
+                .map_err(corrupt("its records tree cannot be opened"))?;
             let mut out = Vec::new();
             for item in tree.iter() {
-                let (key, value) = item.map_err(|e| store_err(dir, e))?;
-                let seq = key
-                    .as_ref()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(u64::MAX);
+                let (key, value) = item.map_err(corrupt("a record cannot be read"))?;
+                let seq = key.as_ref().try_into().map_or(u64::MAX, u64::from_be_bytes);
                 out.push((
                     seq,
                     serde_json::from_slice(&value).map_err(|e| format!("unreadable record: {e}")),
@@ -416,35 +815,146 @@ pub fn read_records(
             }
             let head = db
                 .get(HEAD_KEY)
-                .map_err(|e| store_err(dir, e))?
+                .map_err(corrupt("its head cannot be read"))?
                 .and_then(|v| decode_head(&v));
             Ok((Source::Store, out, head))
         }
-        Err(_) => {
-            let path = dir.join("log.jsonl");
-            let file = File::open(&path).map_err(|e| store_err(&path, e))?;
+        Err(AuditError::Locked { .. }) => {
+            let path = dir.join(MIRROR);
+            let file = File::open(&path).map_err(AuditError::io("open", &path))?;
             Ok((
                 Source::Mirror,
-                read_jsonl(file).map_err(|e| store_err(&path, e))?,
+                read_jsonl(file).map_err(AuditError::io("read", &path))?,
                 None,
             ))
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// How many complete lines (records) `log.jsonl` in `dir` holds (0 when
+/// there is no such file). A store that holds fewer lost records: the
+/// mirror is only written after the store is flushed.
+pub fn mirror_count(dir: &Path) -> Result<u64, AuditError> {
+    let path = dir.join(MIRROR);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(AuditError::io("open", &path)(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut count = 0;
+    loop {
+        let buf = reader.fill_buf().map_err(AuditError::io("read", &path))?;
+        if buf.is_empty() {
+            return Ok(count);
+        }
+        count += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = buf.len();
+        reader.consume(n);
     }
 }
 
 /// Reads an export (JSON lines); a torn last line (no newline) is ignored.
 /// Items are numbered by position.
 pub fn read_jsonl(file: File) -> std::io::Result<Vec<Stored>> {
-    let mut reader = BufReader::new(file);
-    let mut out = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
-            return Ok(out);
+    let mut follower = Follower {
+        file,
+        offset: 0,
+        partial: Vec::new(),
+        lines: 0,
+    };
+    follower.read_new()
+}
+
+/// Follows a growing JSONL log: each [`Follower::read_new`] reads only what
+/// was appended since the last one, and keeps a torn last line for later.
+pub struct Follower {
+    file: File,
+    offset: u64,
+    partial: Vec<u8>,
+    lines: u64,
+}
+
+impl Follower {
+    /// Follows `path` from its start.
+    pub fn open(path: &Path) -> Result<Follower, AuditError> {
+        Ok(Follower {
+            file: File::open(path).map_err(AuditError::io("open", path))?,
+            offset: 0,
+            partial: Vec::new(),
+            lines: 0,
+        })
+    }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The complete lines appended since the last call, numbered by position.
+    /// A file that shrank (the writer repaired it) is read again from its start.
+    pub fn read_new(&mut self) -> std::io::Result<Vec<Stored>> {
+        if self.file.metadata()?.len() < self.offset {
+            self.offset = 0;
+            self.lines = 0;
+            self.partial.clear();
         }
-        let parsed =
-            serde_json::from_slice::<Record>(&line).map_err(|e| format!("unreadable record: {e}"));
-        out.push((out.len() as u64, parsed));
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        let start = self.partial.len();
+        let n = (&self.file).read_to_end(&mut self.partial)?;
+        self.offset += n as u64;
+        let Some(end) = self.partial[start..]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| start + i + 1)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for line in self.partial[..end].split_inclusive(|&b| b == b'\n') {
+            let parsed = serde_json::from_slice::<Record>(line)
+                .map_err(|e| format!("unreadable record: {e}"));
+            out.push((self.lines, parsed));
+            self.lines += 1;
+        }
+        self.partial.drain(..end);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn append_waits_while_the_queue_is_full() {
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(AuditLog {
+            tx,
+            room: Arc::new(Semaphore::new(2)),
+            thread: None,
+        });
+        let append =
+            |log: Arc<AuditLog>| tokio::spawn(async move { log.append(Entry::default()).await });
+        let _first = append(log.clone());
+        let _second = append(log.clone());
+        let third = append(log.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Two entries queued; the third waits for room instead of queueing.
+        let queued: Vec<Job> = rx.try_iter().collect();
+        assert_eq!(queued.len(), 2);
+        assert!(!third.is_finished());
+        assert!(rx.try_recv().is_err());
+        // The writer takes one (its permit goes with it): the third goes in.
+        drop(queued);
+        let started = Instant::now();
+        while rx.try_recv().is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the third never went in"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -119,8 +119,9 @@ pub struct FieldError {
 }
 
 impl Record {
-    /// Seals an entry as record `seq` after `prev_hash`.
-    pub fn seal(entry: Entry, seq: u64, prev_hash: [u8; 32]) -> Record {
+    /// Seals an entry as record `seq` after `prev_hash`. Fails, rather than
+    /// produce a record without a valid hash, when it cannot be encoded.
+    pub fn seal(entry: Entry, seq: u64, prev_hash: [u8; 32]) -> Result<Record, FieldError> {
         let hex = |d: [u8; 32]| blake3::Hash::from_bytes(d).to_hex().to_string();
         let mut record = Record {
             seq,
@@ -144,12 +145,13 @@ impl Record {
             prev_hash: hex(prev_hash),
             hash: String::new(),
         };
-        // Encoding a record built from valid digests cannot fail.
-        record.hash = record
-            .compute_hash()
-            .map(|h| h.to_hex().to_string())
-            .unwrap_or_default();
-        record
+        record.hash = record.compute_hash()?.to_hex().to_string();
+        Ok(record)
+    }
+
+    /// The 32 bytes of this record's stated `hash`.
+    pub fn hash_bytes(&self) -> Result<[u8; 32], FieldError> {
+        digest("hash", &self.hash)
     }
 
     /// The canonical encoding (docs/AUDIT.md): MAGIC, then tagged fields in
