@@ -89,10 +89,10 @@ impl SigningKey {
             path: path.to_path_buf(),
             problem: CheckpointError(problem),
         };
-        if path.exists() {
+        let read = || {
             let text = std::fs::read_to_string(path).map_err(AuditError::io("read", path))?;
             let text = text.trim();
-            return SigningKey::parse(text).map_err(|e| {
+            SigningKey::parse(text).map_err(|e| {
                 if VerifyingKey::parse(text).is_ok() {
                     key_err(
                         "this is a verifier (public) key, not the private key that signs checkpoints; \
@@ -102,7 +102,10 @@ impl SigningKey {
                 } else {
                     key_err(e.0)
                 }
-            });
+            })
+        };
+        if path.exists() {
+            return read();
         }
         let public = public_key_path(path);
         if public.exists() {
@@ -121,7 +124,13 @@ impl SigningKey {
                 fsutil::private_dir(parent).map_err(AuditError::io("create", parent))?;
             }
         }
-        write_new(path, 0o600, &key.encode())?;
+        // Processes starting at once race to create the key: one wins, the
+        // others read the key it made.
+        let created = fsutil::publish_new(path, 0o600, format!("{}\n", key.encode()).as_bytes())
+            .map_err(AuditError::io("create", path))?;
+        if !created {
+            return read();
+        }
         write_new(&public, 0o644, &key.verifying_key().encode())?;
         Ok(key)
     }

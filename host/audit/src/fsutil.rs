@@ -82,6 +82,30 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Creates `path` holding `bytes` (mode `mode`) unless something is
+/// already there, atomically: written and synced to a new temporary file,
+/// then hard-linked into place, so a reader never sees it half-written and
+/// of processes racing to create it exactly one wins. Returns whether this
+/// call created it.
+pub(crate) fn publish_new(path: &Path, mode: u32, bytes: &[u8]) -> io::Result<bool> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let written = create_new(&tmp, mode).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Replaces `path` with `bytes`: written and synced to a new, uniquely named
 /// temporary file beside it, then renamed over it. Returns the temporary
 /// file's path on failure, for the message.
