@@ -48,11 +48,13 @@
 
 pub mod admit;
 pub mod call;
+pub mod callers;
 pub mod config;
 pub mod listing;
 pub mod policy;
 pub mod schema;
 mod secrets;
+pub mod server;
 
 // Internals: the benchmarks reach them through the `internals` feature.
 #[cfg(feature = "internals")]

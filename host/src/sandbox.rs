@@ -36,7 +36,7 @@ const STDERR_IN_MESSAGE: usize = 2 * 1024;
 const HOST_WAIT_GRACE: Duration = Duration::from_millis(50);
 
 /// A capability the tool asked for and was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Denial {
     /// What kind of capability: `net`.
     pub kind: &'static str,
