@@ -37,7 +37,7 @@ async def main(url: str, token: str, mode: str) -> None:
                 "protocol_version": client.protocol_version,
                 "tools": sorted(tools),
                 "echo_output_schema": echo.output_schema if echo else None,
-                "echo_annotations": echo.annotations.model_dump(exclude_none=True) if echo and echo.annotations else None,
+                "echo_annotations": echo.annotations.model_dump(exclude_none=True, by_alias=True) if echo and echo.annotations else None,
                 "ok": {
                     "is_error": ok.is_error,
                     "structured": ok.structured_content,

@@ -541,10 +541,18 @@ async fn modern(
                 "supportedVersions": supported,
                 "capabilities": {"tools": {"listChanged": false}},
                 "instructions": INSTRUCTIONS,
+                "ttlMs": 0,
+                "cacheScope": "public",
             }))
         }
+        // Cacheable results: the listing is per caller and changes when the
+        // callers file does, so clients re-fetch it.
         "tools/list" => match list(&request) {
-            Ok(result) => complete(result),
+            Ok(mut result) => {
+                result["ttlMs"] = json!(0);
+                result["cacheScope"] = json!("private");
+                complete(result)
+            }
             Err(response) => response,
         },
         "tools/call" => call(&request, None, true).await,
