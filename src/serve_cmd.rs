@@ -150,7 +150,10 @@ pub fn caller(command: CallerCommand, data: &Path) -> Result<ExitCode> {
             let path = callers_path(callers, data);
             let spec = CallersSpec::read(&path)?;
             let Some(c) = spec.get(&name) else {
-                bail!("{}: no caller named {name:?} (fabric caller list)", path.display());
+                bail!(
+                    "{}: no caller named {name:?} (fabric caller list)",
+                    path.display()
+                );
             };
             println!("name: {}", c.name);
             println!("scope: {}", c.scope.join(" "));
@@ -171,7 +174,10 @@ pub fn caller(command: CallerCommand, data: &Path) -> Result<ExitCode> {
             let before = spec.callers.len();
             spec.callers.retain(|c| c.name != name);
             if spec.callers.len() == before {
-                bail!("{}: no caller named {name:?} (fabric caller list)", path.display());
+                bail!(
+                    "{}: no caller named {name:?} (fabric caller list)",
+                    path.display()
+                );
             }
             spec.write(&path)?;
             eprintln!("removed {name}");
@@ -181,7 +187,11 @@ pub fn caller(command: CallerCommand, data: &Path) -> Result<ExitCode> {
 }
 
 /// `fabric serve`: opens Fabric, then serves until SIGTERM or SIGINT.
-pub fn serve(args: ServeArgs, data: &Path, open: impl FnOnce() -> Result<Fabric>) -> Result<ExitCode> {
+pub fn serve(
+    args: ServeArgs,
+    data: &Path,
+    open: impl FnOnce() -> Result<Fabric>,
+) -> Result<ExitCode> {
     let auth = match (&args.callers, args.no_auth) {
         (Some(_), true) => bail!("--callers and --no-auth exclude each other: choose one"),
         (_, true) => {
@@ -214,7 +224,8 @@ pub fn serve(args: ServeArgs, data: &Path, open: impl FnOnce() -> Result<Fabric>
     let options = ServeOptions {
         auth,
         allow_origins: args.allow_origin.clone(),
-        max_body: parse_size_text(&args.max_body).map_err(|e| anyhow::anyhow!("--max-body: {e}"))?,
+        max_body: parse_size_text(&args.max_body)
+            .map_err(|e| anyhow::anyhow!("--max-body: {e}"))?,
         shutdown_grace: duration("shutdown-grace", &args.shutdown_grace)?,
         client_timeout: duration("client-timeout", &args.client_timeout)?,
     };

@@ -214,7 +214,9 @@ impl CallersSpec {
             CallersError::new(
                 path,
                 "(file)",
-                format!("cannot read it ({e}); create it with `fabric caller add NAME --scope GLOB`"),
+                format!(
+                    "cannot read it ({e}); create it with `fabric caller add NAME --scope GLOB`"
+                ),
             )
         })?;
         CallersSpec::parse(path, &text)
@@ -508,7 +510,9 @@ impl CallerFile {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
         else {
-            return Caller::Unauthenticated("the Authorization header is not a bearer token".into());
+            return Caller::Unauthenticated(
+                "the Authorization header is not a bearer token".into(),
+            );
         };
         match self.current().authenticate(token.trim()) {
             Some(identity) => Caller::Named(identity),
@@ -563,11 +567,17 @@ mod tests {
             }],
         };
         let callers = Callers::from_spec(&spec);
-        assert_eq!(callers.authenticate(&token).map(|i| i.name.clone()), Some("ci".into()));
+        assert_eq!(
+            callers.authenticate(&token).map(|i| i.name.clone()),
+            Some("ci".into())
+        );
         assert!(callers.authenticate("fabric_wrong").is_none());
         let text = toml::to_string_pretty(&spec).unwrap();
         assert!(!text.contains(&token));
-        assert_eq!(CallersSpec::parse(Path::new("c.toml"), &text).unwrap(), spec);
+        assert_eq!(
+            CallersSpec::parse(Path::new("c.toml"), &text).unwrap(),
+            spec
+        );
     }
 
     #[test]
@@ -575,7 +585,10 @@ mod tests {
         let p = Path::new("callers.toml");
         let bad_hash = "[[caller]]\nname = \"a\"\ntoken_hash = \"xyz\"\nscope = [\"*\"]\n";
         let e = CallersSpec::parse(p, bad_hash).unwrap_err().to_string();
-        assert!(e.contains("callers.toml") && e.contains("token_hash"), "{e}");
+        assert!(
+            e.contains("callers.toml") && e.contains("token_hash"),
+            "{e}"
+        );
         let unknown = "[[caller]]\nname = \"a\"\ntokn = \"x\"\n";
         let e = CallersSpec::parse(p, unknown).unwrap_err().to_string();
         assert!(e.contains("tokn") && e.contains("line"), "{e}");

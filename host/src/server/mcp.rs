@@ -69,7 +69,11 @@ struct Session {
 
 impl Sessions {
     fn open(&self, caller: &Caller) -> String {
-        let id = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+        let id = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
         let audit_name = format!("mcp-{}", &blake3::hash(id.as_bytes()).to_hex()[..16]);
         let mut open = self.lock();
         open.retain(|_, s| s.used.elapsed() < SESSION_IDLE);
@@ -291,7 +295,11 @@ pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: 
             "the id must be a string or an integer",
         );
     }
-    let Some(method) = message.get("method").and_then(Value::as_str).map(str::to_string) else {
+    let Some(method) = message
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
         if message.contains_key("result") || message.contains_key("error") {
             // A response to a request this server never sends: accepted.
             return StatusCode::ACCEPTED.into_response();
@@ -397,7 +405,8 @@ fn initialize(request: &Request<'_>) -> Response {
     response
 }
 
-const INSTRUCTIONS: &str = "Fabric runs each tool call in a fresh WebAssembly sandbox. Every result carries \
+const INSTRUCTIONS: &str =
+    "Fabric runs each tool call in a fresh WebAssembly sandbox. Every result carries \
 its audit record under _meta[\"fabric.dev/result\"].";
 
 fn server_info() -> Value {
@@ -464,7 +473,8 @@ async fn modern(
     header_version: Option<String>,
 ) -> Response {
     let id = &request.id;
-    let mismatch = |message: String| rpc_error(StatusCode::BAD_REQUEST, id, HEADER_MISMATCH, message);
+    let mismatch =
+        |message: String| rpc_error(StatusCode::BAD_REQUEST, id, HEADER_MISMATCH, message);
     let Some(Value::String(version)) = meta_version else {
         return mismatch(format!(
             "Header mismatch: MCP-Protocol-Version says {MODERN} but params._meta[\"{META_VERSION}\"] \

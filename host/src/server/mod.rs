@@ -46,6 +46,8 @@ use crate::callers::CallerFile;
 const MAX_CONNECTIONS: usize = 4096;
 /// Largest request head (request line and headers); more is a 431.
 const MAX_HEAD: usize = 64 * 1024;
+/// Longest `Fabric-Session` value.
+pub(crate) const MAX_SESSION: usize = 256;
 
 /// How the server authenticates requests.
 #[derive(Debug)]
@@ -377,13 +379,21 @@ pub(crate) async fn read_body(
 pub(crate) fn session_header(headers: &HeaderMap) -> Result<Option<String>, Response> {
     match headers.get("fabric-session") {
         None => Ok(None),
-        Some(v) => match v.to_str() {
-            Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-            _ => Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "the Fabric-Session header must be non-empty visible ASCII",
-            )),
-        },
+        Some(v) => {
+            let bytes = v.as_bytes();
+            if bytes.is_empty()
+                || bytes.len() > MAX_SESSION
+                || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+            {
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the Fabric-Session header must be 1-{MAX_SESSION} visible ASCII characters, no spaces"
+                    ),
+                ));
+            }
+            Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+        }
     }
 }
 
@@ -410,7 +420,10 @@ mod tests {
         assert_eq!(status_of(Outcome::ToolError), StatusCode::OK);
         assert_eq!(status_of(Outcome::OutputRejected), StatusCode::OK);
         assert_eq!(status_of(Outcome::Timeout), StatusCode::OK);
-        assert_eq!(status_of(Outcome::InvalidArguments), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_of(Outcome::InvalidArguments),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(status_of(Outcome::Unauthorized), StatusCode::UNAUTHORIZED);
         assert_eq!(status_of(Outcome::Forbidden), StatusCode::FORBIDDEN);
         assert_eq!(status_of(Outcome::UnknownTool), StatusCode::NOT_FOUND);

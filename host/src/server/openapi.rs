@@ -21,7 +21,11 @@ use crate::listing::ToolInfo;
 const INVOKE_ERRORS: [(&str, &str, bool); 10] = [
     ("400", "bad JSON or invalid_arguments", true),
     ("401", "unauthorized: no or unknown bearer token", true),
-    ("403", "forbidden: the tool is outside the caller's scope", true),
+    (
+        "403",
+        "forbidden: the tool is outside the caller's scope",
+        true,
+    ),
     ("404", "unknown_tool", true),
     ("408", "the body was not received in time", false),
     ("413", "the body is larger than --max-body", false),
@@ -86,28 +90,34 @@ pub fn build(tools: &[ToolInfo]) -> Value {
     let session_header = json!({
         "name": "Fabric-Session", "in": "header", "required": false,
         "description": "groups calls into an agent session (budgets, audit, traces)",
-        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]+$"},
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]+$", "maxLength": super::MAX_SESSION},
     });
 
     let mut paths = Map::new();
-    paths.insert("/v1/tools".into(), json!({"get": {
-        "operationId": "listTools",
-        "summary": "The caller's tools, with descriptions and JSON Schemas",
-        "responses": {
-            "200": respond("the tools", listing),
-            "401": respond("unauthorized", error.clone()),
-        },
-    }}));
-    paths.insert("/v1/tools/{tool}/invoke".into(), json!({"post": {
-        "operationId": "invokeTool",
-        "summary": "Run one call through the whole pipeline",
-        "parameters": [
-            {"name": "tool", "in": "path", "required": true, "schema": {"type": "string"}},
-            session_header,
-        ],
-        "requestBody": {"required": true, "content": {"application/json": {"schema": invoke}}},
-        "responses": invoke_responses(call_result.clone()),
-    }}));
+    paths.insert(
+        "/v1/tools".into(),
+        json!({"get": {
+            "operationId": "listTools",
+            "summary": "The caller's tools, with descriptions and JSON Schemas",
+            "responses": {
+                "200": respond("the tools", listing),
+                "401": respond("unauthorized", error.clone()),
+            },
+        }}),
+    );
+    paths.insert(
+        "/v1/tools/{tool}/invoke".into(),
+        json!({"post": {
+            "operationId": "invokeTool",
+            "summary": "Run one call through the whole pipeline",
+            "parameters": [
+                {"name": "tool", "in": "path", "required": true, "schema": {"type": "string"}},
+                session_header,
+            ],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": invoke}}},
+            "responses": invoke_responses(call_result.clone()),
+        }}),
+    );
     for tool in tools.iter().filter(|t| t.available) {
         let mut input = tool.input_schema.clone();
         let mut output = tool.output_schema.clone();
@@ -141,19 +151,25 @@ pub fn build(tools: &[ToolInfo]) -> Value {
             json!({"post": operation}),
         );
     }
-    paths.insert("/healthz".into(), json!({"get": {
-        "operationId": "health",
-        "security": [],
-        "responses": {"200": respond("alive", health.clone())},
-    }}));
-    paths.insert("/readyz".into(), json!({"get": {
-        "operationId": "ready",
-        "security": [],
-        "responses": {
-            "200": respond("tools loaded, not draining", health.clone()),
-            "503": respond("no tools loaded, or draining", health),
-        },
-    }}));
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {
+            "operationId": "health",
+            "security": [],
+            "responses": {"200": respond("alive", health.clone())},
+        }}),
+    );
+    paths.insert(
+        "/readyz".into(),
+        json!({"get": {
+            "operationId": "ready",
+            "security": [],
+            "responses": {
+                "200": respond("tools loaded, not draining", health.clone()),
+                "503": respond("no tools loaded, or draining", health),
+            },
+        }}),
+    );
     paths.insert("/openapi.json".into(), json!({"get": {
         "operationId": "openapi",
         "security": [],
