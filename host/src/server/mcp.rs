@@ -454,7 +454,7 @@ async fn legacy(request: Request<'_>, header_version: Option<String>) -> Respons
         "ping" => rpc_result(&request.id, json!({})),
         "tools/list" => match list(&request) {
             Ok(result) => rpc_result(&request.id, result),
-            Err(response) => response,
+            Err(message) => rpc_error(StatusCode::OK, &request.id, INVALID_PARAMS, message),
         },
         "tools/call" => call(&request, Some(audit_session), false).await,
         other => rpc_error(
@@ -563,7 +563,7 @@ async fn modern(
                 result["cacheScope"] = json!("private");
                 complete(result)
             }
-            Err(response) => response,
+            Err(message) => rpc_error(StatusCode::OK, id, INVALID_PARAMS, message),
         },
         "tools/call" => call(&request, None, true).await,
         other => rpc_error(
@@ -592,7 +592,8 @@ fn decode_header(value: &str) -> Option<String> {
 }
 
 /// `tools/list`: the caller's callable tools, a page at a time.
-fn list(request: &Request<'_>) -> Result<Value, Response> {
+/// The page of tools, or the message of an invalid-params error.
+fn list(request: &Request<'_>) -> Result<Value, &'static str> {
     let tools: Vec<ToolInfo> = request
         .state
         .fabric
@@ -603,23 +604,10 @@ fn list(request: &Request<'_>) -> Result<Value, Response> {
     let cursor = match request.params.get("cursor") {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) => Some(c.as_str()),
-        Some(_) => {
-            return Err(rpc_error(
-                StatusCode::OK,
-                &request.id,
-                INVALID_PARAMS,
-                "cursor must be a string from a previous nextCursor",
-            ))
-        }
+        Some(_) => return Err("cursor must be a string from a previous nextCursor"),
     };
-    let (page, next) = paginate(&tools, cursor, PAGE).ok_or_else(|| {
-        rpc_error(
-            StatusCode::OK,
-            &request.id,
-            INVALID_PARAMS,
-            "invalid cursor: pass the nextCursor of a previous tools/list, or none",
-        )
-    })?;
+    let (page, next) = paginate(&tools, cursor, PAGE)
+        .ok_or("invalid cursor: pass the nextCursor of a previous tools/list, or none")?;
     let mut result = json!({"tools": page.iter().map(mcp_tool).collect::<Vec<_>>()});
     if let Some(next) = next {
         result["nextCursor"] = json!(next);
@@ -727,7 +715,7 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
         .map(str::to_string);
     let header_session = match session_header(request.headers) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(message) => return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, message),
     };
     let mut call = Call::new(request.caller.clone(), name, arguments);
     if let Some(session) = mcp_session.or(meta_session).or(header_session) {

@@ -375,8 +375,8 @@ pub(crate) async fn read_body(
     }
 }
 
-/// The `Fabric-Session` header, when it is usable text.
-pub(crate) fn session_header(headers: &HeaderMap) -> Result<Option<String>, Response> {
+/// The `Fabric-Session` header, or the 400 message for a malformed one.
+pub(crate) fn session_header(headers: &HeaderMap) -> Result<Option<String>, String> {
     match headers.get("fabric-session") {
         None => Ok(None),
         Some(v) => {
@@ -385,11 +385,8 @@ pub(crate) fn session_header(headers: &HeaderMap) -> Result<Option<String>, Resp
                 || bytes.len() > MAX_SESSION
                 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
             {
-                return Err(error_response(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "the Fabric-Session header must be 1-{MAX_SESSION} visible ASCII characters, no spaces"
-                    ),
+                return Err(format!(
+                    "the Fabric-Session header must be 1-{MAX_SESSION} visible ASCII characters, no spaces"
                 ));
             }
             Ok(Some(String::from_utf8_lossy(bytes).into_owned()))

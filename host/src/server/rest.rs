@@ -76,7 +76,7 @@ pub(crate) async fn invoke(
     let caller = state.caller(&headers);
     let session = match session_header(&headers) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
     };
     let with_context = |call: Call| {
         let call = match &session {
