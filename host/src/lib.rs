@@ -10,7 +10,8 @@
 //! One call takes one path; each stage is one module, read top to bottom:
 //!
 //! ```text
-//!  CLI / HTTP ─► Call { tool, arguments }                          call.rs
+//!  CLI / HTTP / MCP ─► Call { caller, tool, arguments }          call.rs
+//!                 │ admit     caller, scope, slots              admit.rs
 //!                 │ resolve   NAME.FUNCTION → Tool                 registry.rs
 //!                 │ validate  JSON → Vec<Val> against the schema   schema.rs
 //!                 │ sandbox   fresh Store: fuel, memory, deadline, sandbox.rs
@@ -40,6 +41,11 @@
 //!   offline verifier. Needs nothing of wasmtime.
 //! - [`call`]: the pipeline above, and [`Fabric`], which holds what is built
 //!   once.
+//! - [`admit`]: the first stage: caller, scope, slots.
+//! - [`callers`]: the callers file (token hashes, scopes, budgets), re-read
+//!   when it changes.
+//! - [`server`]: `fabric serve`: REST, MCP (Streamable HTTP) and the OpenAPI
+//!   document, thin adapters over [`Fabric::call`].
 //!
 //! Built once: engine, linker, each component's `InstancePre`, policies,
 //! compiled guard rules, the audit writer.
