@@ -10,8 +10,8 @@
 //! One call takes one path; each stage is one module, read top to bottom:
 //!
 //! ```text
-//!  CLI / HTTP / MCP ─► Call { caller, tool, arguments }          call.rs
-//!                 │ admit     caller, scope, slots              admit.rs
+//!  CLI / HTTP / MCP ─► Call { caller, tool, arguments }            call.rs
+//!                 │ admit     caller, scope, slots                 admit.rs
 //!                 │ resolve   NAME.FUNCTION → Tool                 registry.rs
 //!                 │ validate  JSON → Vec<Val> against the schema   schema.rs
 //!                 │ sandbox   fresh Store: fuel, memory, deadline, sandbox.rs
