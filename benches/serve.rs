@@ -157,7 +157,9 @@ fn main() {
                 _ => unreachable!("every HTTP row has a target"),
             };
             latencies.sort_unstable();
-            let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+            let at = |q: f64| {
+                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
+            };
             println!(
                 "{name:<28} {concurrency:>5} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
                 n as f64 / secs,
@@ -177,9 +179,10 @@ async fn bare_server() -> std::net::SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-                });
+                let service =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -200,9 +203,10 @@ async fn http_load(target: &Target, concurrency: usize, n: usize) -> (f64, Vec<D
         workers.push(tokio::spawn(async move {
             let stream = TcpStream::connect(target.addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
             tokio::spawn(connection);
             let mut latencies = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
@@ -216,8 +220,17 @@ async fn http_load(target: &Target, concurrency: usize, n: usize) -> (f64, Vec<D
                 let sent = Instant::now();
                 let response = sender.send_request(request).await.expect("response");
                 let status = response.status();
-                let body = response.into_body().collect().await.expect("body").to_bytes();
-                assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert!(
+                    status.is_success(),
+                    "{status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
                 latencies.push(sent.elapsed());
             }
             latencies
