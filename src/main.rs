@@ -6,6 +6,7 @@
 
 mod audit_cmd;
 mod guard_cmd;
+mod serve_cmd;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ enum Command {
     /// The output guard.
     #[command(subcommand)]
     Guard(GuardCommand),
+    /// Serve the tools over HTTP (REST at /v1, MCP at /mcp) to agents.
+    Serve(serve_cmd::ServeArgs),
+    /// Manage the callers file: who may call which tools, with which token.
+    #[command(subcommand)]
+    Caller(serve_cmd::CallerCommand),
 }
 
 fn main() -> ExitCode {
@@ -161,6 +167,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             show_errors,
             json,
         }) => guard_cmd::eval(&file, show_errors, json),
+        Command::Caller(command) => serve_cmd::caller(command, &cli.data),
+        Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);

@@ -169,7 +169,7 @@ impl Call {
 }
 
 /// How a call ended. Stable, snake_case names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The tool returned a value (or `ok` of its `result`).
@@ -225,7 +225,7 @@ impl Outcome {
 }
 
 /// The error part of a result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// One line saying what went wrong.
     pub message: String,
@@ -235,14 +235,14 @@ pub struct ErrorBody {
 }
 
 /// Guard findings in a result.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, schemars::JsonSchema)]
 pub struct GuardReport {
     /// Rule hits.
     pub flags: Vec<Flag>,
 }
 
 /// Where the call's audit record is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AuditRef {
     /// Sequence number.
     pub seq: u64,
@@ -251,7 +251,7 @@ pub struct AuditRef {
 }
 
 /// The contract's result object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CallResult {
     /// Unique id of this invocation.
     pub invocation_id: String,

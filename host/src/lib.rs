@@ -53,6 +53,10 @@
 //! - [`audit`] (the `fabric-audit` crate, `host/audit/`): the append-only,
 //!   hash-chained log (sled, group commit, signed checkpoints) and its
 //!   offline verifier. Needs nothing of wasmtime.
+//! - [`callers`]: the callers file (token hashes, scopes, budgets), re-read
+//!   when it changes.
+//! - [`server`]: `fabric serve`: REST, MCP (Streamable HTTP) and the OpenAPI
+//!   document, thin adapters over [`Fabric::call`].
 //!
 //! Built once: engine, linker, each component's `InstancePre`, policies,
 //! compiled guard rules, the admission semaphore, the audit writer.
@@ -64,12 +68,14 @@
 
 pub mod admit;
 pub mod call;
+pub mod callers;
 pub mod config;
 mod files;
 pub mod listing;
 pub mod policy;
 pub mod schema;
 mod secrets;
+pub mod server;
 
 // Internals: the benchmarks reach them through the `internals` feature.
 #[cfg(feature = "internals")]

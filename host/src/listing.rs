@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::registry::{Status, Tool};
 
 /// One tool as callers see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ToolInfo {
     /// `NAME.FUNCTION`.
     pub name: String,
@@ -26,7 +26,7 @@ pub struct ToolInfo {
 }
 
 /// What a tool's policy lets it touch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
 pub struct Grants {
     /// A writable mount or any network: it may change the world.
     pub writes: bool,

@@ -611,6 +611,12 @@ pub(crate) fn parse_size(key: &str, size: &Size) -> Result<u64, (String, String)
     n.checked_mul(mult).ok_or_else(bad)
 }
 
+/// A size written as text (`"64 MiB"`, `"4 KiB"`, `"1000"`), or what is
+/// wrong with it.
+pub fn parse_size_text(text: &str) -> Result<u64, String> {
+    parse_size("size", &Size::Text(text.to_string())).map_err(|(_, m)| m)
+}
+
 /// `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();

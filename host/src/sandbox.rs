@@ -47,7 +47,7 @@ const HOST_WAIT_GRACE: Duration = Duration::from_millis(50);
 pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 
 /// A capability the tool asked for and was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Denial {
     /// What kind of capability: `net` or `fs`.
     pub kind: &'static str,

@@ -39,7 +39,7 @@ const MAX_FLAGS: usize = 256;
 const EXCERPT_CHARS: usize = 80;
 
 /// One rule hit reported with a call's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Flag {
     /// The rule's id.
     pub rule: String,

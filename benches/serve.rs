@@ -1,0 +1,268 @@
+//! `cargo bench --bench serve`: what each layer of `fabric serve` costs.
+//!
+//! Calls of `text.echo`, audit durable, at 1 and 64 concurrent keep-alive
+//! connections, each row side by side in one run:
+//!
+//! - bare hyper: a handler that returns a fixed body (the HTTP floor);
+//! - in-process: `Fabric::call` in a loop (no HTTP at all);
+//! - REST: `POST /v1/tools/text.echo/invoke`;
+//! - MCP: `tools/call`, stateless revision 2026-07-28.
+//!
+//! The client is this process's own (hyper, one connection per worker), so on
+//! a 2-core machine it competes with the server for the cores: compare rows.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fabric_host::callers::{new_token, CallerFile, CallerSpec, CallersSpec};
+use fabric_host::server::{self, Auth, ServeOptions};
+use fabric_host::{Call, Caller, Fabric, Options};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+const CONCURRENCY: [usize; 2] = [1, 64];
+
+fn calls_for(concurrency: usize) -> usize {
+    if concurrency == 1 {
+        3_000
+    } else {
+        12_000
+    }
+}
+
+/// What one request of a row looks like.
+#[derive(Clone)]
+struct Target {
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tools = root.join("build/tools");
+    assert!(
+        tools.join("text.wasm").exists(),
+        "{} has no text.wasm: run scripts/build-tools first",
+        tools.display()
+    );
+    let data = tempfile::tempdir().expect("temp dir");
+    let keys = tempfile::tempdir().expect("temp dir");
+    let mut options = Options::new(tools, root.join("policies"));
+    options.data_dir = Some(data.path().into());
+    options.audit_key = Some(keys.path().join("key"));
+    let fabric = Arc::new(Fabric::open(&options).expect("fabric opens"));
+    let (token, token_hash) = new_token();
+    let callers = data.path().join("callers.toml");
+    CallersSpec {
+        callers: vec![CallerSpec {
+            name: "bench".into(),
+            token_hash,
+            scope: vec!["text.*".into()],
+            max_in_flight: None,
+            budget: Default::default(),
+            session_budget: Default::default(),
+        }],
+        ..Default::default()
+    }
+    .write(&callers)
+    .expect("callers file");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (fabric_addr, bare_addr) = runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = ServeOptions {
+            auth: Auth::Callers(CallerFile::open(&callers).expect("callers")),
+            allow_origins: Vec::new(),
+            max_body: 1 << 20,
+            shutdown_grace: Duration::from_secs(1),
+            client_timeout: Duration::from_secs(10),
+        };
+        tokio::spawn(server::run(
+            fabric.clone(),
+            listener,
+            options,
+            std::future::pending(),
+        ));
+        (addr, bare_server().await)
+    });
+
+    let auth = format!("Bearer {token}");
+    let echo = json!({"arguments": {"text": "hello"}}).to_string();
+    let mcp = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "text.echo", "arguments": {"text": "hello"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let rest = Target {
+        addr: fabric_addr,
+        path: "/v1/tools/text.echo/invoke",
+        headers: vec![
+            ("authorization", auth.clone()),
+            ("content-type", "application/json".into()),
+        ],
+        body: Bytes::from(echo),
+    };
+    let mcp = Target {
+        addr: fabric_addr,
+        path: "/mcp",
+        headers: vec![
+            ("authorization", auth),
+            ("content-type", "application/json".into()),
+            ("accept", "application/json, text/event-stream".into()),
+            ("mcp-protocol-version", "2026-07-28".into()),
+            ("mcp-method", "tools/call".into()),
+            ("mcp-name", "text.echo".into()),
+        ],
+        body: Bytes::from(mcp),
+    };
+    let bare = Target {
+        addr: bare_addr,
+        path: "/",
+        headers: Vec::new(),
+        body: Bytes::from_static(b"{}"),
+    };
+
+    println!(
+        "{:<28} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "text.echo, audit durable", "conns", "calls/s", "p50 µs", "p99 µs", "p99.9 µs"
+    );
+    for concurrency in CONCURRENCY {
+        let n = calls_for(concurrency);
+        let rows = [
+            ("bare hyper (fixed body)", None),
+            ("in-process Fabric::call", None),
+            ("REST invoke", Some(&rest)),
+            ("MCP tools/call (stateless)", Some(&mcp)),
+        ];
+        for (i, (name, target)) in rows.into_iter().enumerate() {
+            let (secs, mut latencies) = match (i, target) {
+                (0, _) => runtime.block_on(http_load(&bare, concurrency, n)),
+                (1, _) => runtime.block_on(in_process(&fabric, concurrency, n)),
+                (_, Some(t)) => runtime.block_on(http_load(t, concurrency, n)),
+                _ => unreachable!("every HTTP row has a target"),
+            };
+            latencies.sort_unstable();
+            let at = |q: f64| {
+                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
+            };
+            println!(
+                "{name:<28} {concurrency:>5} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+                n as f64 / secs,
+                at(0.50).as_secs_f64() * 1e6,
+                at(0.99).as_secs_f64() * 1e6,
+                at(0.999).as_secs_f64() * 1e6,
+            );
+        }
+    }
+}
+
+/// A hyper server whose every answer is `{}`.
+async fn bare_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `n` requests over `concurrency` keep-alive connections: elapsed seconds
+/// and each request's latency.
+async fn http_load(target: &Target, concurrency: usize, n: usize) -> (f64, Vec<Duration>) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (target, next) = (target.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(target.addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let mut request = Request::post(target.path).header("host", "bench");
+                for (k, v) in &target.headers {
+                    request = request.header(*k, v);
+                }
+                let request = request
+                    .body(Full::new(target.body.clone()))
+                    .expect("request");
+                let sent = Instant::now();
+                let response = sender.send_request(request).await.expect("response");
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert!(
+                    status.is_success(),
+                    "{status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    (started.elapsed().as_secs_f64(), all)
+}
+
+/// `n` calls of `Fabric::call`, `concurrency` at a time.
+async fn in_process(fabric: &Arc<Fabric>, concurrency: usize, n: usize) -> (f64, Vec<Duration>) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (fabric, next) = (fabric.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let caller = Caller::named("bench", fabric_host::Scope::new(["text.*"]));
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let sent = Instant::now();
+                let call = Call::new(caller.clone(), "text.echo", json!({"text": "hello"}));
+                let result = fabric.call(call).await.expect("audited");
+                assert_eq!(result.outcome, fabric_host::Outcome::Ok);
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    (started.elapsed().as_secs_f64(), all)
+}

@@ -1,0 +1,844 @@
+//! MCP over Streamable HTTP at `/mcp`, two revisions on one endpoint.
+//!
+//! The revision is chosen per request, as the 2026-07-28 versioning text
+//! says a dual-era server does: `initialize` opens a 2025-11-25 session
+//! (`Mcp-Session-Id`, later requests must carry it); a request whose
+//! `params._meta` names `io.modelcontextprotocol/protocolVersion` (or whose
+//! `MCP-Protocol-Version` header names 2026-07-28) is served statelessly,
+//! with its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers
+//! checked against the body (`-32020` HeaderMismatch, HTTP 400).
+//!
+//! Every response is one JSON object (no SSE streams); `GET /mcp` is 405
+//! (no server-initiated stream is offered). Batches are refused: neither
+//! revision allows them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::{is_json, read_body, session_header, trace_context, Shared};
+use crate::admit::Caller;
+use crate::call::{Call, CallResult, Outcome};
+use crate::listing::ToolInfo;
+
+/// The stateless revision.
+pub const MODERN: &str = "2026-07-28";
+/// Handshake revisions served, newest first.
+pub const LEGACY: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+/// Tools per `tools/list` page.
+const PAGE: usize = 100;
+/// Sessions kept at once; the one idle longest goes first.
+const MAX_SESSIONS: usize = 10_000;
+/// A session unused this long is forgotten.
+const SESSION_IDLE: Duration = Duration::from_secs(3600);
+
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+const HEADER_MISMATCH: i64 = -32020;
+const UNSUPPORTED_VERSION: i64 = -32022;
+
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
+const META_SESSION: &str = "fabric.dev/session";
+const META_RESULT: &str = "fabric.dev/result";
+
+/// Open 2025-11-25 sessions: id → the caller that opened it.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    open: Mutex<HashMap<String, Session>>,
+}
+
+struct Session {
+    /// The caller's name (`None`: `--no-auth`); another caller's token
+    /// cannot use the session.
+    caller: Option<String>,
+    /// Recorded in audit records instead of the id, which is a secret.
+    audit_name: String,
+    used: Instant,
+}
+
+impl Sessions {
+    fn open(&self, caller: &Caller) -> String {
+        let id = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        let audit_name = format!("mcp-{}", &blake3::hash(id.as_bytes()).to_hex()[..16]);
+        let mut open = self.lock();
+        open.retain(|_, s| s.used.elapsed() < SESSION_IDLE);
+        if open.len() >= MAX_SESSIONS {
+            if let Some(oldest) = open
+                .iter()
+                .min_by_key(|(_, s)| s.used)
+                .map(|(k, _)| k.clone())
+            {
+                open.remove(&oldest);
+            }
+        }
+        open.insert(
+            id.clone(),
+            Session {
+                caller: caller.name().map(str::to_string),
+                audit_name,
+                used: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// The session's audit name, if `id` is open for this caller.
+    fn touch(&self, id: &str, caller: &Caller) -> Option<String> {
+        let mut open = self.lock();
+        let session = open.get_mut(id)?;
+        if session.caller.as_deref() != caller.name() || session.used.elapsed() >= SESSION_IDLE {
+            return None;
+        }
+        session.used = Instant::now();
+        Some(session.audit_name.clone())
+    }
+
+    fn close(&self, id: &str, caller: &Caller) -> bool {
+        let mut open = self.lock();
+        match open.get(id) {
+            Some(s) if s.caller.as_deref() == caller.name() => open.remove(id).is_some(),
+            _ => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        match self.open.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// A JSON-RPC error response with this HTTP status.
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: impl Into<String>) -> Response {
+    rpc_error_data(status, id, code, message, None)
+}
+
+fn rpc_error_data(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: impl Into<String>,
+    data: Option<Value>,
+) -> Response {
+    let mut error = json!({"code": code, "message": message.into()});
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let mut body = json!({"jsonrpc": "2.0", "error": error});
+    if !id.is_null() {
+        body["id"] = id.clone();
+    }
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn rpc_result(id: &Value, result: Value) -> Response {
+    Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+}
+
+/// The 403 for a browser origin that is not allowed.
+pub(crate) fn forbidden_origin(origin: &str) -> Response {
+    rpc_error(
+        StatusCode::FORBIDDEN,
+        &Value::Null,
+        INVALID_REQUEST,
+        format!("origin {origin:?} is not allowed; start the server with --allow-origin {origin}"),
+    )
+}
+
+/// `GET /mcp`: no server-initiated stream is offered.
+pub(crate) async fn get(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refused) = state.check_origin(&headers) {
+        return refused;
+    }
+    let mut response = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &Value::Null,
+        INVALID_REQUEST,
+        "this server offers no server-initiated stream; POST JSON-RPC messages",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    response
+}
+
+/// Any other method on `/mcp`.
+pub(crate) async fn other_method() -> Response {
+    let mut response = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &Value::Null,
+        INVALID_REQUEST,
+        "POST JSON-RPC messages to /mcp (DELETE ends a session)",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    response
+}
+
+/// `DELETE /mcp`: ends the 2025-11-25 session named by `Mcp-Session-Id`.
+pub(crate) async fn delete(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refused) = state.check_origin(&headers) {
+        return refused;
+    }
+    let caller = state.caller(&headers);
+    if let Caller::Unauthenticated(why) = &caller {
+        return unauthorized(&Value::Null, why);
+    }
+    let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "send the Mcp-Session-Id header of the session to end",
+        );
+    };
+    if state.sessions.close(id, &caller) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        session_not_found(&Value::Null)
+    }
+}
+
+fn unauthorized(id: &Value, why: &str) -> Response {
+    rpc_error(
+        StatusCode::UNAUTHORIZED,
+        id,
+        INVALID_REQUEST,
+        format!("unauthorized: {why}; send Authorization: Bearer TOKEN with a caller's token"),
+    )
+}
+
+fn session_not_found(id: &Value) -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        id,
+        INVALID_REQUEST,
+        "no such session (it ended or never existed); send initialize to start a new one",
+    )
+}
+
+/// What one request needs besides its message.
+struct Request<'a> {
+    state: &'a Shared,
+    headers: &'a HeaderMap,
+    caller: Caller,
+    id: Value,
+    method: String,
+    params: Map<String, Value>,
+}
+
+/// `POST /mcp`: one JSON-RPC message.
+pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refused) = state.check_origin(&headers) {
+        return refused;
+    }
+    if !is_json(&headers) {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &Value::Null,
+            INVALID_REQUEST,
+            "send JSON-RPC messages with Content-Type: application/json",
+        );
+    }
+    let bytes = match read_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return rpc_error(e.status(), &Value::Null, INVALID_REQUEST, e.message()),
+    };
+    let message: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                PARSE_ERROR,
+                format!("parse error: the body is not JSON ({e})"),
+            )
+        }
+    };
+    let Value::Object(mut message) = message else {
+        let why = if message.is_array() {
+            "JSON-RPC batches are not supported by MCP 2025-11-25 or 2026-07-28; send one message per request"
+        } else {
+            "the body must be one JSON-RPC message object"
+        };
+        return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, INVALID_REQUEST, why);
+    };
+    let id = message.remove("id").unwrap_or(Value::Null);
+    if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "the id must be a string or an integer",
+        );
+    }
+    let Some(method) = message
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        if message.contains_key("result") || message.contains_key("error") {
+            // A response to a request this server never sends: accepted.
+            return StatusCode::ACCEPTED.into_response();
+        }
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            INVALID_REQUEST,
+            "the message has no method",
+        );
+    };
+    let params = match message.remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &id,
+                INVALID_PARAMS,
+                "params must be an object",
+            )
+        }
+    };
+    let caller = state.caller(&headers);
+    let request = Request {
+        state: &state,
+        headers: &headers,
+        caller,
+        id,
+        method,
+        params,
+    };
+    if let Caller::Unauthenticated(why) = &request.caller {
+        let why = why.clone();
+        if request.method == "tools/call" {
+            // The refusal is a call like any other: audited.
+            let tool = request
+                .params
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let call = Call::new(request.caller.clone(), tool, Value::Null);
+            if let Err(response) = state.run(call).await {
+                return response;
+            }
+        }
+        return unauthorized(&request.id, &why);
+    }
+    let header_version = header_text(&headers, "mcp-protocol-version");
+    let meta_version = request
+        .params
+        .get("_meta")
+        .and_then(|m| m.get(META_VERSION))
+        .cloned();
+    if request.method == "initialize" {
+        initialize(&request)
+    } else if meta_version.is_some() || header_version.as_deref() == Some(MODERN) {
+        modern(request, meta_version, header_version).await
+    } else {
+        legacy(request, header_version).await
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map(str::to_string).unwrap_or_default())
+}
+
+/// 2025-11-25 `initialize`: opens a session.
+fn initialize(request: &Request<'_>) -> Response {
+    if request.id.is_null() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "initialize is a request: give it an id",
+        );
+    }
+    let asked = request
+        .params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // Echo a version we serve; otherwise offer the newest handshake revision.
+    let version = LEGACY
+        .iter()
+        .find(|v| **v == asked)
+        .copied()
+        .unwrap_or(LEGACY[0]);
+    let session = request.state.sessions.open(&request.caller);
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": {"tools": {"listChanged": false}},
+        "serverInfo": server_info(),
+        "instructions": INSTRUCTIONS,
+    });
+    let mut response = rpc_result(&request.id, result);
+    if let Ok(value) = HeaderValue::from_str(&session) {
+        response.headers_mut().insert("mcp-session-id", value);
+    }
+    response
+}
+
+const INSTRUCTIONS: &str =
+    "Fabric runs each tool call in a fresh WebAssembly sandbox. Every result carries \
+its audit record under _meta[\"fabric.dev/result\"].";
+
+fn server_info() -> Value {
+    json!({"name": "fabric", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// A request of the 2025-11-25 revision: inside a session.
+async fn legacy(request: Request<'_>, header_version: Option<String>) -> Response {
+    if let Some(v) = header_version.as_deref() {
+        if !LEGACY.contains(&v) {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &request.id,
+                INVALID_REQUEST,
+                format!(
+                    "unsupported MCP-Protocol-Version {v:?}; this server speaks {MODERN}, {}",
+                    LEGACY.join(", ")
+                ),
+            );
+        }
+    }
+    let Some(session_id) = request
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &request.id,
+            INVALID_REQUEST,
+            format!(
+                "missing Mcp-Session-Id: send initialize first (2025-11-25), or send \
+                 _meta[\"{META_VERSION}\"] = \"{MODERN}\" for the stateless revision"
+            ),
+        );
+    };
+    let Some(audit_session) = request.state.sessions.touch(session_id, &request.caller) else {
+        return session_not_found(&request.id);
+    };
+    if request.id.is_null() {
+        // notifications/initialized, notifications/cancelled, …
+        return StatusCode::ACCEPTED.into_response();
+    }
+    match request.method.as_str() {
+        "ping" => rpc_result(&request.id, json!({})),
+        "tools/list" => match list(&request) {
+            Ok(result) => rpc_result(&request.id, result),
+            Err(message) => rpc_error(StatusCode::OK, &request.id, INVALID_PARAMS, message),
+        },
+        "tools/call" => call(&request, Some(audit_session), false).await,
+        other => rpc_error(
+            StatusCode::OK,
+            &request.id,
+            METHOD_NOT_FOUND,
+            format!("method not found: {other:?}; this server offers ping, tools/list, tools/call"),
+        ),
+    }
+}
+
+/// A request of the stateless 2026-07-28 revision.
+async fn modern(
+    request: Request<'_>,
+    meta_version: Option<Value>,
+    header_version: Option<String>,
+) -> Response {
+    let id = &request.id;
+    let mismatch =
+        |message: String| rpc_error(StatusCode::BAD_REQUEST, id, HEADER_MISMATCH, message);
+    let Some(Value::String(version)) = meta_version else {
+        return mismatch(format!(
+            "Header mismatch: MCP-Protocol-Version says {MODERN} but params._meta[\"{META_VERSION}\"] \
+             is missing or not a string"
+        ));
+    };
+    if version != MODERN {
+        let mut supported = vec![MODERN];
+        supported.extend(LEGACY);
+        return rpc_error_data(
+            StatusCode::BAD_REQUEST,
+            id,
+            UNSUPPORTED_VERSION,
+            "Unsupported protocol version",
+            Some(json!({"supported": supported, "requested": version})),
+        );
+    }
+    match header_version.as_deref() {
+        Some(v) if v == version => {}
+        Some(v) => {
+            return mismatch(format!(
+                "Header mismatch: MCP-Protocol-Version header value {v:?} does not match body value {version:?}"
+            ))
+        }
+        None => return mismatch("Header mismatch: the MCP-Protocol-Version header is missing".into()),
+    }
+    match header_text(request.headers, "mcp-method") {
+        Some(m) if m == request.method => {}
+        Some(m) => {
+            return mismatch(format!(
+                "Header mismatch: Mcp-Method header value {m:?} does not match body value {:?}",
+                request.method
+            ))
+        }
+        None => return mismatch("Header mismatch: the Mcp-Method header is missing".into()),
+    }
+    if request.method == "tools/call" {
+        let body_name = request
+            .params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match header_text(request.headers, "mcp-name").map(|h| decode_header(&h)) {
+            Some(Some(name)) if name == body_name => {}
+            Some(Some(name)) => {
+                return mismatch(format!(
+                    "Header mismatch: Mcp-Name header value {name:?} does not match body value {body_name:?}"
+                ))
+            }
+            Some(None) => {
+                return mismatch("Header mismatch: the Mcp-Name header is not valid base64".into())
+            }
+            None => return mismatch("Header mismatch: the Mcp-Name header is missing".into()),
+        }
+    }
+    if request.id.is_null() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let complete = |mut result: Value| {
+        result["resultType"] = json!("complete");
+        let meta = result
+            .as_object_mut()
+            .map(|o| o.entry("_meta").or_insert_with(|| json!({})));
+        if let Some(meta) = meta {
+            meta[META_SERVER] = server_info();
+        }
+        rpc_result(id, result)
+    };
+    match request.method.as_str() {
+        "server/discover" => {
+            let mut supported = vec![MODERN];
+            supported.extend(LEGACY);
+            complete(json!({
+                "supportedVersions": supported,
+                "capabilities": {"tools": {"listChanged": false}},
+                "instructions": INSTRUCTIONS,
+                "ttlMs": 0,
+                "cacheScope": "public",
+            }))
+        }
+        // Cacheable results: the listing is per caller and changes when the
+        // callers file does, so clients re-fetch it.
+        "tools/list" => match list(&request) {
+            Ok(mut result) => {
+                result["ttlMs"] = json!(0);
+                result["cacheScope"] = json!("private");
+                complete(result)
+            }
+            Err(message) => rpc_error(StatusCode::OK, id, INVALID_PARAMS, message),
+        },
+        "tools/call" => call(&request, None, true).await,
+        other => rpc_error(
+            StatusCode::NOT_FOUND,
+            id,
+            METHOD_NOT_FOUND,
+            format!(
+                "method not found: {other:?}; this server offers server/discover, tools/list, tools/call"
+            ),
+        ),
+    }
+}
+
+/// A `Mcp-Name` value, decoded from `=?base64?…?=` when so written.
+fn decode_header(value: &str) -> Option<String> {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        None => Some(value.to_string()),
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+    }
+}
+
+/// `tools/list`: the caller's callable tools, a page at a time.
+/// The page of tools, or the message of an invalid-params error.
+fn list(request: &Request<'_>) -> Result<Value, &'static str> {
+    let tools: Vec<ToolInfo> = request
+        .state
+        .fabric
+        .tools(&request.caller)
+        .into_iter()
+        .filter(|t| t.available)
+        .collect();
+    let cursor = match request.params.get("cursor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.as_str()),
+        Some(_) => return Err("cursor must be a string from a previous nextCursor"),
+    };
+    let (page, next) = paginate(&tools, cursor, PAGE)
+        .ok_or("invalid cursor: pass the nextCursor of a previous tools/list, or none")?;
+    let mut result = json!({"tools": page.iter().map(mcp_tool).collect::<Vec<_>>()});
+    if let Some(next) = next {
+        result["nextCursor"] = json!(next);
+    }
+    Ok(result)
+}
+
+/// The page after `cursor` (the last name of the previous page, base64url)
+/// and the cursor of the page after it. `None`: the cursor is not one of ours.
+fn paginate<'t>(
+    tools: &'t [ToolInfo],
+    cursor: Option<&str>,
+    size: usize,
+) -> Option<(&'t [ToolInfo], Option<String>)> {
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let start = match cursor {
+        None => 0,
+        Some(c) => {
+            let after = String::from_utf8(b64.decode(c).ok()?).ok()?;
+            tools.partition_point(|t| t.name.as_str() <= after.as_str())
+        }
+    };
+    let end = (start + size).min(tools.len());
+    let page = &tools[start..end];
+    let next = (end < tools.len())
+        .then(|| page.last().map(|t| b64.encode(t.name.as_bytes())))
+        .flatten();
+    Some((page, next))
+}
+
+/// One tool as MCP lists it.
+fn mcp_tool(tool: &ToolInfo) -> Value {
+    let mut entry = json!({
+        "name": tool.name,
+        "inputSchema": tool.input_schema,
+        "outputSchema": object_schema(&tool.output_schema),
+        "annotations": {
+            "readOnlyHint": !tool.grants.writes,
+            "openWorldHint": tool.grants.network,
+        },
+    });
+    if let Some(d) = &tool.description {
+        entry["description"] = json!(d);
+    }
+    entry
+}
+
+/// MCP wants object schemas: a non-object output schema is wrapped as
+/// `{"result": …}`.
+pub fn object_schema(schema: &Value) -> Value {
+    if schema.get("type").and_then(Value::as_str) == Some("object") {
+        return schema.clone();
+    }
+    let mut inner = schema.clone();
+    let dialect = inner
+        .as_object_mut()
+        .and_then(|o| o.remove("$schema"))
+        .unwrap_or_else(|| json!("https://json-schema.org/draft/2020-12/schema"));
+    json!({
+        "$schema": dialect,
+        "type": "object",
+        "properties": {"result": inner},
+        "required": ["result"],
+        "additionalProperties": false,
+    })
+}
+
+/// The structured output, wrapped as its schema is.
+pub fn structured(schema: &Value, output: Value) -> Value {
+    if schema.get("type").and_then(Value::as_str) == Some("object") {
+        output
+    } else {
+        json!({"result": output})
+    }
+}
+
+/// `tools/call`: runs the call, answers with a `CallToolResult`.
+async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) -> Response {
+    let id = &request.id;
+    let Some(name) = request.params.get("name").and_then(Value::as_str) else {
+        return rpc_error(
+            StatusCode::OK,
+            id,
+            INVALID_PARAMS,
+            "tools/call needs params.name, the tool's name",
+        );
+    };
+    let arguments = match request.params.get("arguments") {
+        None | Some(Value::Null) => json!({}),
+        Some(a @ Value::Object(_)) => a.clone(),
+        Some(_) => {
+            return rpc_error(
+                StatusCode::OK,
+                id,
+                INVALID_PARAMS,
+                "params.arguments must be an object",
+            )
+        }
+    };
+    let meta_session = request
+        .params
+        .get("_meta")
+        .and_then(|m| m.get(META_SESSION))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let header_session = match session_header(request.headers) {
+        Ok(s) => s,
+        Err(message) => return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, message),
+    };
+    let mut call = Call::new(request.caller.clone(), name, arguments);
+    if let Some(session) = mcp_session.or(meta_session).or(header_session) {
+        call = call.in_session(session);
+    }
+    if let Some(trace) = trace_context(request.headers) {
+        call = call.with_trace(trace);
+    }
+    let result = match request.state.run(call).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    if result.outcome == Outcome::UnknownTool {
+        // A protocol error in MCP; the audit proof still travels.
+        let message = result
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        return rpc_error_data(
+            StatusCode::OK,
+            id,
+            INVALID_PARAMS,
+            format!("Unknown tool: {message}"),
+            Some(json!({META_RESULT: result})),
+        );
+    }
+    let schema = request
+        .state
+        .fabric
+        .tool(&request.caller, name)
+        .map(|t| t.output_schema)
+        .unwrap_or(Value::Null);
+    let mut body = tool_result(&schema, result);
+    if modern {
+        body["resultType"] = json!("complete");
+        body["_meta"][META_SERVER] = server_info();
+    }
+    rpc_result(id, body)
+}
+
+/// A `CallToolResult` from a Fabric result.
+fn tool_result(schema: &Value, result: CallResult) -> Value {
+    let ok = result.outcome == Outcome::Ok;
+    let mut body = if ok {
+        let text = serde_json::to_string(&result.output).unwrap_or_default();
+        json!({
+            "content": [{"type": "text", "text": text}],
+            "structuredContent": structured(schema, result.output.clone()),
+            "isError": false,
+        })
+    } else {
+        let (message, detail) = result
+            .error
+            .as_ref()
+            .map(|e| (e.message.as_str(), &e.detail))
+            .unwrap_or(("", &Value::Null));
+        let mut content = vec![json!({
+            "type": "text",
+            "text": format!("{}: {message}", result.outcome.as_str()),
+        })];
+        if !detail.is_null() {
+            content.push(json!({
+                "type": "text",
+                "text": serde_json::to_string(detail).unwrap_or_default(),
+            }));
+        }
+        json!({"content": content, "isError": true})
+    };
+    body["_meta"] = json!({META_RESULT: result});
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listing::Grants;
+
+    fn tool(name: &str) -> ToolInfo {
+        ToolInfo {
+            name: name.into(),
+            description: None,
+            input_schema: json!({"type": "object"}),
+            output_schema: json!({"type": "string"}),
+            available: true,
+            reason: None,
+            grants: Grants::default(),
+        }
+    }
+
+    #[test]
+    fn pages_follow_cursors() {
+        let tools: Vec<ToolInfo> = ["a.x", "b.y", "c.z", "d.w", "e.v"].map(tool).to_vec();
+        let (page, next) = paginate(&tools, None, 2).unwrap();
+        assert_eq!(page.len(), 2);
+        let (page, next) = paginate(&tools, next.as_deref(), 2).unwrap();
+        assert_eq!(page[0].name, "c.z");
+        let (page, next) = paginate(&tools, next.as_deref(), 2).unwrap();
+        assert_eq!(page.len(), 1);
+        assert!(next.is_none());
+        assert!(paginate(&tools, Some("!!not base64"), 2).is_none());
+    }
+
+    #[test]
+    fn non_object_outputs_are_wrapped() {
+        let schema = json!({"$schema": "x", "type": "string"});
+        let wrapped = object_schema(&schema);
+        assert_eq!(wrapped["type"], "object");
+        assert_eq!(wrapped["properties"]["result"], json!({"type": "string"}));
+        assert_eq!(wrapped["$schema"], "x");
+        assert_eq!(structured(&schema, json!("hi")), json!({"result": "hi"}));
+        let object = json!({"type": "object", "properties": {}});
+        assert_eq!(object_schema(&object), object);
+        assert_eq!(structured(&object, json!({"a": 1})), json!({"a": 1}));
+    }
+
+    #[test]
+    fn mcp_name_sentinel_decodes() {
+        assert_eq!(decode_header("text.echo").as_deref(), Some("text.echo"));
+        assert_eq!(
+            decode_header("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
+            Some("Hello, 世界")
+        );
+        assert_eq!(decode_header("=?base64?***?="), None);
+    }
+}

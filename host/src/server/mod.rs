@@ -1,0 +1,447 @@
+//! `fabric serve`: the REST API and MCP over Streamable HTTP, thin adapters
+//! over [`Fabric::call`].
+//!
+//! Read it as mini-redis's server reads:
+//!
+//! - [`run`]: the accept loop. A semaphore bounds connections; each
+//!   connection is one hyper task watched by a graceful-shutdown handle;
+//!   the `shutdown` future passed in ends the loop, then open connections
+//!   finish their requests (up to the grace period) and the function returns.
+//! - [`rest`]: `/v1/tools`, `/v1/tools/{tool}/invoke`, `/healthz`, `/readyz`.
+//! - [`mcp`]: `/mcp`, revisions 2025-11-25 (sessions) and 2026-07-28
+//!   (stateless), chosen per request.
+//! - [`openapi`]: `/openapi.json`, built from the types the handlers return.
+//!
+//! Every call runs in a task of its own, so a client that goes away mid-call
+//! does not cancel it: the call completes and is audited.
+
+pub mod mcp;
+pub mod openapi;
+pub mod rest;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::admit::Caller;
+use crate::call::{Call, CallError, CallResult, Fabric, Outcome, TraceContext};
+use crate::callers::CallerFile;
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// Largest request head (request line and headers); more is a 431.
+const MAX_HEAD: usize = 64 * 1024;
+/// Longest `Fabric-Session` value.
+pub(crate) const MAX_SESSION: usize = 256;
+
+/// How the server authenticates requests.
+#[derive(Debug)]
+pub enum Auth {
+    /// Bearer tokens of the callers in this file.
+    Callers(CallerFile),
+    /// No authentication: every request is the local operator
+    /// (`--no-auth`, loopback only).
+    None,
+}
+
+/// How `fabric serve` behaves.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Who may call.
+    pub auth: Auth,
+    /// Browser origins allowed to reach `/mcp` (besides requests without an
+    /// `Origin` header and origins on the server's own host).
+    pub allow_origins: Vec<String>,
+    /// Largest request body, bytes; a larger one is a 413.
+    pub max_body: u64,
+    /// How long open connections may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's head, or its body.
+    pub client_timeout: Duration,
+}
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub(crate) fabric: Arc<Fabric>,
+    auth: Auth,
+    allow_origins: Vec<String>,
+    pub(crate) max_body: u64,
+    pub(crate) client_timeout: Duration,
+    pub(crate) draining: AtomicBool,
+    pub(crate) sessions: mcp::Sessions,
+    local: SocketAddr,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// Serves `listener` until `shutdown` completes, then lets open connections
+/// finish for up to `options.shutdown_grace` and returns.
+pub async fn run(
+    fabric: Arc<Fabric>,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        fabric,
+        auth: options.auth,
+        allow_origins: options.allow_origins,
+        max_body: options.max_body,
+        client_timeout: options.client_timeout,
+        draining: AtomicBool::new(false),
+        sessions: mcp::Sessions::default(),
+        local,
+    });
+    let app = router(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.client_timeout)
+        .max_header_size(MAX_HEAD)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+
+    // Drain: no new connections, readiness off, open ones finish.
+    state.draining.store(true, Ordering::SeqCst);
+    drop(listener);
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after the {:?} grace period; closing them",
+            options.shutdown_grace
+        );
+    }
+    Ok(())
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/tools", get(rest::list))
+        .route("/v1/tools/{tool}/invoke", post(rest::invoke))
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .route("/openapi.json", get(openapi::document))
+        .route(
+            "/mcp",
+            post(mcp::post)
+                .get(mcp::get)
+                .delete(mcp::delete)
+                .fallback(mcp::other_method),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "no such route: see /openapi.json for the API",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route: see /openapi.json",
+    )
+}
+
+/// `{"error": {"message": …}}`: the body of an error where no call was formed.
+pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"message": message.into()}});
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+impl AppState {
+    /// The caller a request's headers name.
+    pub(crate) fn caller(&self, headers: &HeaderMap) -> Caller {
+        match &self.auth {
+            Auth::None => Caller::Local,
+            Auth::Callers(file) => file.caller(
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+        }
+    }
+
+    /// Runs a call in a task of its own: a client that disconnects does not
+    /// cancel it, so it still completes and is audited.
+    pub(crate) async fn run(&self, call: Call) -> Result<CallResult, Response> {
+        let fabric = self.fabric.clone();
+        match tokio::spawn(async move { fabric.call(call).await }).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e @ CallError::HostFault { .. })) => {
+                tracing::error!("{e}");
+                Err(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.to_string(),
+                ))
+            }
+            Ok(Err(e @ CallError::Audit(_))) => {
+                tracing::error!("{e}");
+                Err(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{e}; the call was not answered because it could not be recorded"),
+                ))
+            }
+            Err(e) => Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the call failed inside Fabric: {e}"),
+            )),
+        }
+    }
+
+    /// `None` when `Origin` is absent, on this server's own host, or
+    /// allowed by `--allow-origin`; otherwise the 403 to send.
+    pub(crate) fn check_origin(&self, headers: &HeaderMap) -> Option<Response> {
+        let origin = headers.get(header::ORIGIN)?;
+        let Ok(origin) = origin.to_str() else {
+            return Some(mcp::forbidden_origin("(not text)"));
+        };
+        if self.allow_origins.iter().any(|o| o == "*" || o == origin) {
+            return None;
+        }
+        // The server's own address, as a browser on this host would send it.
+        let port = self.local.port();
+        let own = [
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+            format!("http://[::1]:{port}"),
+            format!("http://{}", self.local),
+        ];
+        if own.iter().any(|o| o == origin) {
+            return None;
+        }
+        Some(mcp::forbidden_origin(origin))
+    }
+}
+
+/// The HTTP status of a call that ended with `outcome` (the contract's
+/// table), shared by every route that answers with a result object.
+pub fn status_of(outcome: Outcome) -> StatusCode {
+    match outcome {
+        Outcome::InvalidArguments => StatusCode::BAD_REQUEST,
+        Outcome::Unauthorized => StatusCode::UNAUTHORIZED,
+        Outcome::Forbidden => StatusCode::FORBIDDEN,
+        Outcome::UnknownTool => StatusCode::NOT_FOUND,
+        Outcome::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+        Outcome::Overloaded | Outcome::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    }
+}
+
+/// `Retry-After` seconds for a refusal that passes, from its detail.
+pub(crate) fn retry_after(result: &CallResult) -> Option<u64> {
+    matches!(
+        result.outcome,
+        Outcome::BudgetExceeded | Outcome::Overloaded | Outcome::CircuitOpen
+    )
+    .then(|| {
+        result
+            .error
+            .as_ref()
+            .and_then(|e| e.detail.get("retry_after_s"))
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+    })
+}
+
+/// Adds `WWW-Authenticate` or `Retry-After` as the result's outcome asks.
+pub(crate) fn outcome_headers(response: &mut Response, result: &CallResult) {
+    if result.outcome == Outcome::Unauthorized {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(secs) = retry_after(result) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, any
+/// parameters).
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Why a body could not be read.
+pub(crate) enum BodyError {
+    /// Over `--max-body`; nothing more was read.
+    TooLarge(u64),
+    /// The client took longer than the client timeout.
+    Slow,
+    /// The connection failed.
+    Broken(String),
+}
+
+impl BodyError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Slow => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match self {
+            BodyError::TooLarge(max) => format!(
+                "the request body is larger than {max} bytes, the server's limit (--max-body)"
+            ),
+            BodyError::Slow => "the request body was not received in time".to_string(),
+            BodyError::Broken(e) => format!("the request body could not be read: {e}"),
+        }
+    }
+}
+
+/// The whole body, at most `max_body` bytes, within the client timeout. A
+/// declared length over the limit is refused before any of it is read.
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, BodyError> {
+    let max = state.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match tokio::time::timeout(state.client_timeout, limited.collect()).await {
+        Err(_) => Err(BodyError::Slow),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Ok(Err(e)) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
+/// The `Fabric-Session` header, or the 400 message for a malformed one.
+pub(crate) fn session_header(headers: &HeaderMap) -> Result<Option<String>, String> {
+    match headers.get("fabric-session") {
+        None => Ok(None),
+        Some(v) => {
+            let bytes = v.as_bytes();
+            if bytes.is_empty()
+                || bytes.len() > MAX_SESSION
+                || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+            {
+                return Err(format!(
+                    "the Fabric-Session header must be 1-{MAX_SESSION} visible ASCII characters, no spaces"
+                ));
+            }
+            Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+        }
+    }
+}
+
+/// The caller's W3C trace context, when it sent one.
+pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let traceparent = headers.get("traceparent")?.to_str().ok()?.to_string();
+    let tracestate = headers
+        .get("tracestate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Some(TraceContext {
+        traceparent,
+        tracestate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        assert_eq!(status_of(Outcome::Ok), StatusCode::OK);
+        assert_eq!(status_of(Outcome::ToolError), StatusCode::OK);
+        assert_eq!(status_of(Outcome::OutputRejected), StatusCode::OK);
+        assert_eq!(status_of(Outcome::Timeout), StatusCode::OK);
+        assert_eq!(
+            status_of(Outcome::InvalidArguments),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(status_of(Outcome::Unauthorized), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(Outcome::Forbidden), StatusCode::FORBIDDEN);
+        assert_eq!(status_of(Outcome::UnknownTool), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status_of(Outcome::BudgetExceeded),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status_of(Outcome::Overloaded),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(Outcome::CircuitOpen),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The REST API: list tools, invoke one, health and readiness.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{
+    error_response, is_json, outcome_headers, read_body, session_header, status_of, trace_context,
+    Shared,
+};
+use crate::admit::Caller;
+use crate::call::Call;
+
+/// The body of `POST /v1/tools/{tool}/invoke`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// The arguments object; its keys are the tool's parameter names.
+    pub arguments: Map<String, Value>,
+}
+
+/// An error where no call was formed (bad JSON, wrong content type, body too
+/// large, no route).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: ErrorMessage,
+}
+
+/// The message of an [`ErrorResponse`].
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorMessage {
+    /// One line saying what is wrong and what to do.
+    pub message: String,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `draining`.
+    pub status: String,
+    /// Tools loaded (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<usize>,
+    /// What failed to load (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
+
+/// `GET /v1/tools`: the caller's tools.
+pub(crate) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let caller = state.caller(&headers);
+    if let Caller::Unauthenticated(why) = &caller {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            format!("{why}; send Authorization: Bearer TOKEN with a caller's token"),
+        );
+    }
+    Json(state.fabric.tools(&caller)).into_response()
+}
+
+/// `POST /v1/tools/{tool}/invoke`.
+pub(crate) async fn invoke(
+    State(state): State<Shared>,
+    Path(tool): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = state.caller(&headers);
+    let session = match session_header(&headers) {
+        Ok(s) => s,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
+    };
+    let with_context = |call: Call| {
+        let call = match &session {
+            Some(s) => call.in_session(s.clone()),
+            None => call,
+        };
+        match trace_context(&headers) {
+            Some(t) => call.with_trace(t),
+            None => call,
+        }
+    };
+    // A stranger's body is not read: the refusal is audited without it.
+    if let Caller::Unauthenticated(_) = caller {
+        return answer(&state, with_context(Call::new(caller, tool, Value::Null))).await;
+    }
+    if !is_json(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON with Content-Type: application/json",
+        );
+    }
+    let bytes = match read_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(e.status(), e.message()),
+    };
+    let request: InvokeRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body is not a valid invoke request ({e}); send {{\"arguments\": {{…}}}}"
+                ),
+            )
+        }
+    };
+    let call = Call::new(caller, tool, Value::Object(request.arguments));
+    answer(&state, with_context(call)).await
+}
+
+/// Runs the call and answers with its result object and status.
+async fn answer(state: &Shared, call: Call) -> Response {
+    match state.run(call).await {
+        Ok(result) => {
+            let mut response = (status_of(result.outcome), Json(&result)).into_response();
+            outcome_headers(&mut response, &result);
+            response
+        }
+        Err(response) => response,
+    }
+}
+
+/// `GET /healthz`: the process answers.
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        tools: None,
+        problems: None,
+    })
+}
+
+/// `GET /readyz`: tools loaded and not draining (503 otherwise).
+pub(crate) async fn readyz(State(state): State<Shared>) -> Response {
+    let tools = state.fabric.tools(&Caller::Local);
+    let available = tools.iter().filter(|t| t.available).count();
+    let draining = state.draining.load(Ordering::SeqCst);
+    let health = Health {
+        status: if draining { "draining" } else { "ready" }.into(),
+        tools: Some(available),
+        problems: Some(
+            state
+                .fabric
+                .problems()
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        ),
+    };
+    let status = if draining || available == 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(health)).into_response()
+}
