@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use fabric_host::audit::error::chain;
 use fabric_host::audit::log::Stored;
 use fabric_host::audit::{
     self, AuditError, AuditLog, AuditOptions, Checkpoint, Record, Source, VerifyingKey,
@@ -313,18 +314,6 @@ fn recover(dir: &Path, key: Option<&Path>) -> Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 fn finish_verify(

@@ -159,3 +159,15 @@ impl AuditError {
         }
     }
 }
+
+/// An error and its causes, `: `-separated, for log lines and messages.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

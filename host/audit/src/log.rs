@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::checkpoint::{Checkpoint, SigningKey};
-use crate::error::{AuditError, Divergence};
+use crate::error::{chain, AuditError, Divergence};
 use crate::fsutil;
 use crate::record::{Entry, Record, GENESIS};
 
@@ -737,18 +737,6 @@ fn check_head(
     }
     divergence.problem = problems.join("; ");
     Ok((Some(divergence), signed))
-}
-
-/// An error and its causes, `: `-separated, for log lines.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// The stored head: record count (big-endian u64), then the last hash.
