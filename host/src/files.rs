@@ -134,50 +134,17 @@ pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> 
     written
 }
 
-/// Creates `path` with `bytes` unless it exists, atomically: readers never
-/// see it partly written, and of several processes creating it at once one
-/// wins and the others keep its content. Returns whether this call made it.
-pub(crate) fn create_once(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let (tmp, mut file) = create_temp(path)?;
-    let made = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| match std::fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        });
-    let _ = std::fs::remove_file(&tmp);
-    made
-}
-
 /// A new file beside `path` under a random name, created exclusively.
 fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     loop {
         let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-        match create_new(&tmp) {
+        match fabric_audit::fsutil::create_new(&tmp, 0o600) {
             Ok(file) => return Ok((tmp, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
-}
-
-#[cfg(unix)]
-fn create_new(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn create_new(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 /// Creates `dir` and its missing parents, the new ones private (0700).

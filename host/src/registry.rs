@@ -613,7 +613,7 @@ fn read_or_create_key(path: &Path) -> Result<[u8; 32], String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         files::create_private_dir(dir).map_err(create)?;
     }
-    files::create_once(path, &rand::random::<[u8; 32]>()).map_err(create)?;
+    fabric_audit::fsutil::publish_new(path, 0o600, &rand::random::<[u8; 32]>()).map_err(create)?;
     read()?.ok_or_else(|| "vanished right after it was created".to_string())
 }
 

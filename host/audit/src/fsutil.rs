@@ -1,5 +1,6 @@
 //! Files the audit log creates: private (0600 files, 0700 directories),
-//! never written through a symbolic link planted in their place.
+//! never written through a symbolic link planted in their place. The host
+//! uses the same primitives for its compiled-code cache and its key.
 //!
 //! Every new file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`; files that
 //! are replaced whole (the checkpoint) are written to a fresh, uniquely named
@@ -66,7 +67,7 @@ fn options(mode: u32) -> OpenOptions {
 
 /// Creates a new file (`O_CREAT|O_EXCL|O_NOFOLLOW`) with `mode`; fails if
 /// anything, a symbolic link included, is already at `path`.
-pub(crate) fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     options(mode).write(true).create_new(true).open(path)
 }
 
@@ -87,7 +88,7 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
 /// then hard-linked into place, so a reader never sees it half-written and
 /// of processes racing to create it exactly one wins. Returns whether this
 /// call created it.
-pub(crate) fn publish_new(path: &Path, mode: u32, bytes: &[u8]) -> io::Result<bool> {
+pub fn publish_new(path: &Path, mode: u32, bytes: &[u8]) -> io::Result<bool> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

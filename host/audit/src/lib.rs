@@ -11,7 +11,7 @@
 
 pub mod checkpoint;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod log;
 pub mod record;
 pub mod verify;
