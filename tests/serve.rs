@@ -154,14 +154,29 @@ impl Server {
             .status()
             .expect("kill");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "fabric serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
+        eventually(Duration::from_secs(20), Duration::from_millis(50), || {
+            self.child
+                .try_wait()
+                .expect("wait")
+                .ok_or_else(|| "fabric serve did not stop".to_string())
+        })
+    }
+}
+
+/// Polls `probe` every `every` until it gives a value; panics with its
+/// last complaint when `within` has passed.
+fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(complaint) => assert!(Instant::now() < deadline, "{complaint}"),
         }
+        std::thread::sleep(every);
     }
 }
 
@@ -395,41 +410,31 @@ fn rest_auth_and_scopes_are_enforced_and_audited() {
     // Reload: a caller added while serving works without a restart, a
     // removed one stops working.
     let late = env.add_caller("late", &["text.echo"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), Duration::from_millis(100), || {
         let reply = invoke(&server, &late, "text.echo", r#"{"arguments":{"text":"x"}}"#);
-        if reply.status == 200 {
-            break;
+        match reply.status {
+            200 => Ok(()),
+            _ => Err(format!("the new caller was not picked up: {reply:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the new caller was not picked up: {reply:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let out = env
         .fabric()
         .args(["caller", "remove", "narrow"])
         .output()
         .expect("remove");
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), Duration::from_millis(100), || {
         let reply = invoke(
             &server,
             &narrow,
             "text.stats",
             r#"{"arguments":{"text":"a b"}}"#,
         );
-        if reply.status == 401 {
-            break;
+        match reply.status {
+            401 => Ok(()),
+            _ => Err(format!("the removed caller still works: {reply:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the removed caller still works: {reply:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let late_calls = env
         .audit()
         .into_iter()
@@ -726,24 +731,14 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
     stream.write_all(request.as_bytes()).expect("send");
     std::thread::sleep(Duration::from_millis(100));
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let spins: Vec<Value> = env
-            .audit()
+    let spin = eventually(Duration::from_secs(20), Duration::from_millis(200), || {
+        env.audit()
             .into_iter()
             .filter(|r| r["tool"] == "types.spin")
-            .collect();
-        if spins.len() > before {
-            assert!(["fuel_exhausted", "timeout"]
-                .contains(&spins[before]["outcome"].as_str().unwrap_or_default()));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned call was not audited"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .nth(before)
+            .ok_or_else(|| "the abandoned call was not audited".to_string())
+    });
+    assert!(["fuel_exhausted", "timeout"].contains(&spin["outcome"].as_str().unwrap_or_default()));
     ok_call(&server, &token);
     assert!(server.stop().success());
 }
