@@ -41,10 +41,18 @@ fn main() {
         .build()
         .unwrap();
 
+    let halt = std::sync::Arc::new(sandbox::Halt::default());
     let cold = runtime.block_on(async {
         measure(iters, || async {
-            let run =
-                sandbox::run(&callable.component.pre, &callable.func, 1, &policy, &params).await;
+            let run = sandbox::run(
+                &callable.component.pre,
+                &callable.func,
+                1,
+                &policy,
+                &params,
+                &halt,
+            )
+            .await;
             assert!(matches!(run.end, RunEnd::Returned(_)), "{:?}", run.end);
         })
         .await
@@ -60,7 +68,8 @@ fn main() {
     });
 
     let warm = runtime.block_on(async {
-        let mut store = sandbox::new_store(fabric.engine(), &policy, &Default::default()).unwrap();
+        let mut store = sandbox::new_store(fabric.engine(), &policy, &Default::default(), &halt)
+                .unwrap();
         store.set_fuel(u64::MAX).unwrap();
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = callable

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use fabric_host::budget::{caller_key, session_key, sessions_prefix, CounterStore, SledCounters};
 use fabric_host::callers::{
     describe_budget, new_token, validate_name, BudgetSpec, CallerFile, CallerSpec, CallersSpec,
 };
@@ -36,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "4 MiB")]
     max_body: String,
     /// How long open requests may take to finish after SIGTERM/SIGINT.
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value = "30s")]
     shutdown_grace: String,
     /// How long a client may take to send a request's headers, or its body.
     #[arg(long, default_value = "10s")]
@@ -76,6 +77,17 @@ pub enum CallerCommand {
     Show {
         /// The caller's name.
         name: String,
+        /// Callers file. [default: DATA/callers.toml]
+        #[arg(long)]
+        callers: Option<PathBuf>,
+    },
+    /// Forget what a caller has spent (all of it, or one session's).
+    Reset {
+        /// The caller's name.
+        name: String,
+        /// Reset only this session's budget.
+        #[arg(long)]
+        session: Option<String>,
         /// Callers file. [default: DATA/callers.toml]
         #[arg(long)]
         callers: Option<PathBuf>,
@@ -166,6 +178,42 @@ pub fn caller(command: CallerCommand, data: &Path) -> Result<ExitCode> {
                     println!("{label}.{k}: {v}");
                 }
             }
+            if !spec.defaults.budget.is_empty() || !spec.defaults.session_budget.is_empty() {
+                println!("(defaults apply where a key is not set: see [defaults] in {})", path.display());
+            }
+            let store = SledCounters::open(&data.join("budgets"))?;
+            let s = store.get(&caller_key(&c.name))?;
+            println!("spent.calls: {}", s.calls);
+            println!("spent.fuel: {}", s.fuel);
+            println!("spent.wall: {:?}", Duration::from_micros(s.wall_us));
+            println!("spent.output: {} bytes", s.output);
+            println!("spent.this_minute: {}", s.minute_calls);
+            Ok(ExitCode::SUCCESS)
+        }
+        CallerCommand::Reset {
+            name,
+            session,
+            callers,
+        } => {
+            let path = callers_path(callers, data);
+            let spec = CallersSpec::read(&path)?;
+            if spec.get(&name).is_none() {
+                bail!(
+                    "{}: no caller named {name:?} (fabric caller list)",
+                    path.display()
+                );
+            }
+            let store = SledCounters::open(&data.join("budgets"))?;
+            let n = match &session {
+                Some(s) => store.reset(&session_key(&name, s))?,
+                None => {
+                    store.reset(&caller_key(&name))? + store.reset(&sessions_prefix(&name))?
+                }
+            };
+            match session {
+                Some(s) => eprintln!("reset session {s:?} of {name} ({n} counters)"),
+                None => eprintln!("reset {name} and its sessions ({n} counters)"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         CallerCommand::Remove { name, callers } => {
@@ -250,11 +298,26 @@ pub fn serve(
             writeln!(out, "listening on http://{local}")?;
             out.flush()?;
         }
-        server::run(fabric, listener, options, shutdown_signal()).await?;
+        server::run(fabric.clone(), listener, options, shutdown_signal()).await?;
+        // Calls are answered and audited: close the log (flush, sign the
+        // head) and report a failure, once every connection let go of it.
+        let mut fabric = fabric;
+        for _ in 0..100 {
+            match Arc::try_unwrap(fabric) {
+                Ok(owned) => {
+                    owned
+                        .close()
+                        .await
+                        .context("closing the audit log at shutdown")?;
+                    return anyhow::Ok(());
+                }
+                Err(shared) => fabric = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!("connections still hold the runtime; the audit log closes when they end");
         anyhow::Ok(())
     })?;
-    // Open calls finished or the grace period passed: stop the rest, then
-    // Fabric (and its audit log, which signs a final checkpoint) is dropped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
 }

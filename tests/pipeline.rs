@@ -96,7 +96,7 @@ fn refusals_are_decided_before_anything_runs_and_are_audited() {
 }
 
 #[test]
-fn calls_beyond_max_in_flight_are_overloaded_not_queued_without_bound() {
+fn calls_beyond_max_in_flight_and_the_queue_are_overloaded() {
     let policies = common::policies(&[(
         "types",
         "[limits]\ntimeout = \"1s\"\nfuel = 100_000_000_000\n",
@@ -109,7 +109,7 @@ fn calls_beyond_max_in_flight_are_overloaded_not_queued_without_bound() {
         Some(data.path()),
         Some(&keys.path().join("key")),
     );
-    options.host = HostConfig::parse("max_in_flight = 1").unwrap();
+    options.host = HostConfig::parse("max_in_flight = 1\nqueue = 0").unwrap();
     let fabric = std::sync::Arc::new(Fabric::open(&options).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

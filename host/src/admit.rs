@@ -3,18 +3,26 @@
 //!
 //! In order: is the caller known (`unauthorized`), is the tool in its scope
 //! (`forbidden`, asked before the tool is looked up so that a scope does not
-//! reveal which tools exist), is there budget left (`budget_exceeded`: the
-//! hook where budgets plug in), is a slot free (`overloaded`). A refusal is
-//! an [`Ending`] like any other and is audited through the same path, for
-//! every front end.
+//! reveal which tools exist). Then, once the tool is resolved and its
+//! arguments valid: is its circuit closed (`circuit_open`, [`crate::breaker`]),
+//! is the caller under its own cap on calls in flight, is a slot free or a
+//! place in the bounded queue (`overloaded`), is there budget left
+//! (`budget_exceeded`, [`crate::budget`]). A refusal is an [`Ending`] like
+//! any other and is audited through the same path, for every front end.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::breaker::{Breakers, CircuitState, Ticket};
+use crate::budget::{Budgets, Reservation, Usage};
 use crate::call::{cap, Call, Ending, Outcome, MAX_NAME};
+use crate::callers::Limits;
+use crate::policy::Policy;
 
 /// How long a caller refused for lack of capacity should wait before trying
 /// again: calls take milliseconds, so a second is generous.
@@ -41,14 +49,22 @@ pub struct Identity {
     pub name: String,
     /// The tools it may call.
     pub scope: Scope,
+    /// Its budgets and cap on calls in flight.
+    pub limits: Limits,
 }
 
 impl Caller {
     /// A named caller with this scope.
     pub fn named(name: impl Into<String>, scope: Scope) -> Caller {
+        Caller::named_with(name, scope, Limits::default())
+    }
+
+    /// A named caller with this scope, budgets and cap.
+    pub fn named_with(name: impl Into<String>, scope: Scope, limits: Limits) -> Caller {
         Caller::Named(Arc::new(Identity {
             name: name.into(),
             scope,
+            limits,
         }))
     }
 
@@ -122,28 +138,85 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
-/// A call that was let in: holds its slot until dropped.
+/// A call that was let in: holds its slots until dropped, and its claim on
+/// the caller's budgets until settled.
 pub(crate) struct Admitted {
     _slot: OwnedSemaphorePermit,
+    _caller_slot: Option<OwnedSemaphorePermit>,
+    ticket: Ticket,
+    reservation: Option<Reservation>,
 }
 
-/// The admission policy every call passes: identity, scope, budgets, slots.
+impl Admitted {
+    /// What the call may use, when a budget lowered its policy's limits.
+    pub(crate) fn granted(&self) -> Option<Usage> {
+        self.reservation.as_ref().map(|r| r.granted)
+    }
+}
+
+/// The admission policy every call passes: identity, scope, then (once the
+/// tool is known) its breaker, the caller's cap on calls in flight, a slot
+/// (or a place in the bounded queue) and the budgets.
 pub(crate) struct Admission {
     slots: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Calls waiting for a slot, and how many may.
+    waiting: AtomicUsize,
+    queue: usize,
+    /// Each named caller's own cap: (its size, the semaphore).
+    per_caller: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    breakers: Breakers,
+    budgets: Budgets,
+}
+
+/// Takes a place in the queue and gives it back when dropped (a call
+/// cancelled while waiting leaves the queue too).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Admission {
-    /// At most `max_in_flight` calls run at once.
-    pub(crate) fn new(max_in_flight: usize) -> Admission {
+    /// At most `max_in_flight` calls run at once and `queue` more wait;
+    /// budgets are counted in `budgets`.
+    pub(crate) fn new(max_in_flight: usize, queue: usize, budgets: Budgets) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
+            waiting: AtomicUsize::new(0),
+            queue,
+            per_caller: Mutex::new(HashMap::new()),
+            breakers: Breakers::default(),
+            budgets,
         }
     }
 
-    /// Admits `call` or says why not.
-    pub(crate) fn admit(&self, call: &Call) -> Result<Admitted, Box<Ending>> {
+    /// Calls running now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.max_in_flight - self.slots.available_permits()
+    }
+
+    /// Calls waiting for a slot now.
+    pub(crate) fn queued(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The budget stage, for reading counters.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// Circuits that are not closed.
+    pub(crate) fn open_circuits(&self) -> Vec<CircuitState> {
+        self.breakers.open()
+    }
+
+    /// Whether the caller is known and may call the tool: asked before the
+    /// tool is looked up.
+    pub(crate) fn check_caller(&self, call: &Call) -> Result<(), Box<Ending>> {
         if let Caller::Unauthenticated(why) = &call.caller {
             return Err(refuse(
                 Outcome::Unauthorized,
@@ -165,19 +238,107 @@ impl Admission {
                 json!(null),
             ));
         }
-        // Budgets (per caller and per session) are checked here, before
-        // anything runs, and settled after the call with what it used.
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+        Ok(())
+    }
+
+    /// Lets a call of a resolved tool in, or says why not: its circuit is
+    /// open, its caller is at its own cap, the host is full (slots and
+    /// queue), or a budget is spent. The first refusal wins; nothing is
+    /// spent for a refused call.
+    pub(crate) async fn enter(&self, call: &Call, policy: &Policy) -> Result<Admitted, Box<Ending>> {
+        let ticket = self.breakers.admit(&call.tool, &policy.breaker)?;
+        let caller_slot = match &call.caller {
+            Caller::Named(id) => self.caller_slot(id)?,
+            Caller::Local | Caller::Unauthenticated(_) => None,
+        };
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(refuse(
+                        Outcome::Overloaded,
+                        format!(
+                            "{} calls are running and {} waiting, the most this host admits; retry shortly",
+                            self.max_in_flight, self.queue
+                        ),
+                        overloaded_detail(),
+                    ));
+                }
+                let _waiting = Waiting(&self.waiting);
+                self.slots.clone().acquire_owned().await.map_err(|_| {
+                    refuse(
+                        Outcome::Overloaded,
+                        "the host is shutting down".to_string(),
+                        overloaded_detail(),
+                    )
+                })?
+            }
+        };
+        let reservation = match &call.caller {
+            Caller::Named(id) => {
+                let ask = Usage {
+                    fuel: policy.limits.fuel,
+                    wall_us: policy.limits.timeout.as_micros() as u64,
+                    output: policy.limits.output,
+                };
+                Some(self.budgets.reserve(id, call.session.as_deref(), ask, SystemTime::now())?)
+            }
+            Caller::Local | Caller::Unauthenticated(_) => None,
+        };
+        Ok(Admitted {
+            _slot: slot,
+            _caller_slot: caller_slot,
+            ticket,
+            reservation,
+        })
+    }
+
+    /// Settles a call that ran: its budgets with what it used, its breaker
+    /// with how it ended. Its slots are released.
+    pub(crate) fn leave(
+        &self,
+        admitted: Admitted,
+        call: &Call,
+        policy: &Policy,
+        outcome: Outcome,
+        message: Option<&str>,
+        used: Usage,
+    ) {
+        self.breakers
+            .record(&call.tool, &policy.breaker, admitted.ticket, outcome, message);
+        if let Some(r) = admitted.reservation {
+            self.budgets.settle(r, used, SystemTime::now());
+        }
+    }
+
+    /// A slot of the caller's own cap, when it has one.
+    fn caller_slot(&self, id: &Identity) -> Result<Option<OwnedSemaphorePermit>, Box<Ending>> {
+        let Some(cap) = id.limits.max_in_flight else {
+            return Ok(None);
+        };
+        let semaphore = {
+            let mut map = self.per_caller.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map
+                .entry(id.name.clone())
+                .or_insert_with(|| (cap, Arc::new(Semaphore::new(cap as usize))));
+            if entry.0 != cap {
+                // The callers file changed the cap: calls running keep their
+                // permits of the old semaphore.
+                *entry = (cap, Arc::new(Semaphore::new(cap as usize)));
+            }
+            entry.1.clone()
+        };
+        semaphore.try_acquire_owned().map(Some).map_err(|_| {
             refuse(
                 Outcome::Overloaded,
                 format!(
-                    "{} calls are already running, the most this host admits at once; retry shortly",
-                    self.max_in_flight
+                    "caller {:?} already has {cap} calls running, its max_in_flight; retry when one ends",
+                    id.name
                 ),
                 overloaded_detail(),
             )
-        })?;
-        Ok(Admitted { _slot: slot })
+        })
     }
 }
 

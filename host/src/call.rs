@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
@@ -20,13 +21,16 @@ use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
 use crate::admit::{overloaded_detail, Admission, Caller};
+use crate::breaker::CircuitState;
+use crate::budget::{self, Budgets, MemoryCounters, SledCounters, Spent, StoreError, Usage};
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, GuardConfig};
 use crate::listing::ToolInfo;
 use crate::registry::{Callable, CodeCache, LoadProblem, Registry, RegistryError, Returns, Status};
-use crate::sandbox::{self, Denial, FailureKind, RunEnd, Secrets, State};
+use crate::policy::Policy;
+use crate::sandbox::{self, Denial, FailureKind, Halt, RunEnd, Secrets, State};
 use crate::schema::{arguments_to_vals, min_json_size};
 
 /// Longest caller-controlled name (a tool name, a session id) kept in
@@ -95,6 +99,9 @@ pub enum OpenError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The budget store could not be opened.
+    #[error(transparent)]
+    Budgets(#[from] StoreError),
 }
 
 /// A fault of Fabric itself that stopped a call: never an outcome of the
@@ -302,9 +309,29 @@ impl Ending {
         }
     }
 
+    /// A fault of the host: the call ends in [`CallError::HostFault`].
+    pub(crate) fn host_fault(message: impl Into<String>) -> Ending {
+        Ending {
+            host_fault: true,
+            ..Ending::failed(Outcome::Trap, message, Value::Null)
+        }
+    }
+
     fn flagged(mut self, flags: Vec<Flag>) -> Ending {
         self.flags = flags;
         self
+    }
+
+    /// How it ended.
+    #[cfg(test)]
+    pub(crate) fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The error part, unless `ok`.
+    #[cfg(test)]
+    pub(crate) fn error(&self) -> Option<&ErrorBody> {
+        self.error.as_ref()
     }
 }
 
@@ -361,6 +388,7 @@ pub struct Fabric {
     registry: Registry,
     admission: Admission,
     audit: Option<AuditLog>,
+    halt: Arc<Halt>,
     _ticker: EpochTicker,
 }
 
@@ -393,12 +421,22 @@ impl Fabric {
             })?),
             None => None,
         };
+        let counters: Box<dyn budget::CounterStore> = match &options.data_dir {
+            Some(dir) => Box::new(SledCounters::open(&dir.join("budgets"))?),
+            None => Box::<MemoryCounters>::default(),
+        };
+        let budgets = Budgets::new(counters, options.host.anomaly);
         let ticker = EpochTicker::start(&engine)?;
         Ok(Fabric {
             engine,
             registry,
-            admission: Admission::new(options.host.max_in_flight as usize),
+            admission: Admission::new(
+                options.host.max_in_flight as usize,
+                options.host.queue as usize,
+                budgets,
+            ),
             audit,
+            halt: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -424,6 +462,38 @@ impl Fabric {
     /// What failed to load: components, policies, single functions.
     pub fn problems(&self) -> &[LoadProblem] {
         self.registry.problems()
+    }
+
+    /// Tools whose circuit breaker is open or half-open.
+    pub fn open_circuits(&self) -> Vec<CircuitState> {
+        self.admission.open_circuits()
+    }
+
+    /// Calls running now, and calls waiting for a slot.
+    pub fn load(&self) -> (usize, usize) {
+        (self.admission.in_flight(), self.admission.queued())
+    }
+
+    /// What the caller `name` has spent (all of its calls), and its session
+    /// `session` when given.
+    pub fn spent(&self, name: &str, session: Option<&str>) -> Result<Spent, StoreError> {
+        let key = match session {
+            Some(s) => budget::session_key(name, s),
+            None => budget::caller_key(name),
+        };
+        self.admission.budgets().spent(&key)
+    }
+
+    /// Budget anomaly alerts raised so far, by caller name.
+    pub fn anomalies(&self) -> Vec<(String, u64)> {
+        self.admission.budgets().anomalies()
+    }
+
+    /// Stops every running call now: each ends as `timeout` (with a message
+    /// saying why) and is audited; calls started after it end the same way.
+    /// For shutdown, once the grace period for running calls has passed.
+    pub fn halt(&self) {
+        self.halt.halt();
     }
 
     /// Closes the audit log: writes what is queued, signs the head and
@@ -518,13 +588,12 @@ impl Fabric {
         Ok(result)
     }
 
-    /// admit → resolve → validate → sandbox → guard.
+    /// admit → resolve → validate → enter (breaker, caps, slot, budgets) →
+    /// sandbox → guard → settle.
     async fn pipeline(&self, call: &Call) -> Done<'_> {
-        // The slot is held until the run and the guard are done.
-        let _admitted = match self.admission.admit(call) {
-            Ok(admitted) => admitted,
-            Err(refusal) => return Done::before_run(*refusal, None),
-        };
+        if let Err(refusal) = self.admission.check_caller(call) {
+            return Done::before_run(*refusal, None);
+        }
         let callable = match self.resolve(&call.caller, &call.tool) {
             Ok(callable) => callable,
             Err(ending) => return Done::before_run(ending, None),
@@ -533,19 +602,54 @@ impl Fabric {
             Ok(params) => params,
             Err(ending) => return Done::before_run(ending, Some(callable)),
         };
+        let policy = &*callable.component.policy;
+        // The slots are held until the run and the guard are done.
+        let admitted = match self.admission.enter(call, policy).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Done::before_run(*refusal, Some(callable)),
+        };
+        // A budget with less left than the policy grants lowers the limits.
+        let capped = admitted.granted().and_then(|g| capped(policy, g));
+        let limits = capped.as_ref().unwrap_or(policy);
         let results = usize::from(!matches!(callable.returns, Returns::Nothing));
+        let started = Instant::now();
         let run = sandbox::run(
             &callable.component.pre,
             &callable.func,
             results,
-            &callable.component.policy,
+            limits,
             &params,
+            &self.halt,
         )
         .instrument(tracing::info_span!("sandbox"))
         .await;
-        let ending = guard_stage(callable, run.end, &run.secrets)
+        let wall_us = started.elapsed().as_micros() as u64;
+        let guard = match &capped {
+            Some(p) => Cow::Owned(GuardConfig {
+                output_limit: p.limits.output,
+                ..callable.component.guard.clone()
+            }),
+            None => Cow::Borrowed(&callable.component.guard),
+        };
+        let mut ending = guard_stage(callable, &guard, run.end, &run.secrets)
             .instrument(tracing::info_span!("guard"))
             .await;
+        if let Some(p) = &capped {
+            note_cap(&mut ending, &policy.limits, &p.limits);
+        }
+        let output = if ending.outcome == Outcome::Ok {
+            guard::json_size(&ending.output)
+        } else {
+            0
+        };
+        let used = Usage {
+            fuel: run.fuel_used,
+            wall_us,
+            output,
+        };
+        let message = ending.error.as_ref().map(|e| e.message.as_str());
+        self.admission
+            .leave(admitted, call, policy, ending.outcome, message, used);
         Done {
             ending,
             callable: Some(callable),
@@ -598,17 +702,49 @@ fn validate(callable: &Callable, call: &Call) -> Result<Vec<Val>, Ending> {
     })
 }
 
+/// The policy with its limits lowered to what the caller's budgets have
+/// left, or `None` when they leave the policy's own limits.
+fn capped(policy: &Policy, granted: Usage) -> Option<Policy> {
+    let l = &policy.limits;
+    let timeout = std::time::Duration::from_micros(granted.wall_us);
+    if granted.fuel >= l.fuel && timeout >= l.timeout && granted.output >= l.output {
+        return None;
+    }
+    let mut lowered = policy.clone();
+    lowered.limits.fuel = granted.fuel.min(l.fuel);
+    lowered.limits.timeout = timeout.min(l.timeout);
+    lowered.limits.output = granted.output.min(l.output);
+    Some(lowered)
+}
+
+/// Says in the error of a call that hit a limit a budget lowered that the
+/// budget, not the policy, set it.
+fn note_cap(ending: &mut Ending, policy: &crate::policy::Limits, capped: &crate::policy::Limits) {
+    let budget = match ending.outcome {
+        Outcome::FuelExhausted if capped.fuel < policy.fuel => "fuel",
+        Outcome::Timeout if capped.timeout < policy.timeout => "wall",
+        Outcome::OutputRejected if capped.output < policy.output => "output",
+        _ => return,
+    };
+    if let Some(error) = ending.error.as_mut() {
+        error.message.push_str(&format!(
+            "; the limit was lowered to what is left of the caller's {budget} budget"
+        ));
+    }
+}
+
 /// How the run ended, checked by the guard: a trap's message and a tool's
 /// error value reach the caller only through it, like an output. What the
 /// tool said is redacted of its `[env] pass` values before anything else is
 /// done with it (cut, guarded, excerpted).
-async fn guard_stage(callable: &Callable, end: RunEnd, secrets: &Secrets) -> Ending {
-    let guard = &callable.component.guard;
+async fn guard_stage(
+    callable: &Callable,
+    guard: &GuardConfig,
+    end: RunEnd,
+    secrets: &Secrets,
+) -> Ending {
     match end {
-        RunEnd::Failed(f) if f.kind == FailureKind::Host => Ending {
-            host_fault: true,
-            ..Ending::failed(Outcome::Trap, f.message, Value::Null)
-        },
+        RunEnd::Failed(f) if f.kind == FailureKind::Host => Ending::host_fault(f.message),
         RunEnd::Failed(f) => {
             let (outcome, detail) = match f.kind {
                 FailureKind::FuelExhausted => (Outcome::FuelExhausted, Value::Null),

@@ -19,8 +19,9 @@
 //! ```
 //!
 //! Read strictly: unknown keys, duplicate names, a malformed hash or budget
-//! are errors naming the file and the key. Budgets and `max_in_flight` are
-//! parsed and kept for the admit stage. Tokens are matched by their hash in
+//! are errors naming the file and the key. Budgets and `max_in_flight`,
+//! merged with `[defaults]`, travel with the caller's [`Identity`] to the
+//! admit stage. Tokens are matched by their hash in
 //! constant time; [`CallerFile`] re-reads the file when it changes.
 
 use std::collections::BTreeMap;
@@ -354,7 +355,6 @@ pub struct Callers {
 struct Entry {
     hash: [u8; 32],
     identity: Arc<Identity>,
-    limits: Limits,
 }
 
 /// What the admit stage will enforce for one caller.
@@ -391,12 +391,15 @@ impl Callers {
                     identity: Arc::new(Identity {
                         name: c.name.clone(),
                         scope: Scope::new(c.scope.iter().cloned()),
+                        limits: Limits {
+                            max_in_flight: c.max_in_flight.or(spec.defaults.max_in_flight),
+                            budget: merge(&c.budget, &spec.defaults.budget),
+                            session_budget: merge(
+                                &c.session_budget,
+                                &spec.defaults.session_budget,
+                            ),
+                        },
                     }),
-                    limits: Limits {
-                        max_in_flight: c.max_in_flight.or(spec.defaults.max_in_flight),
-                        budget: merge(&c.budget, &spec.defaults.budget),
-                        session_budget: merge(&c.session_budget, &spec.defaults.session_budget),
-                    },
                 })
             })
             .collect();
@@ -422,7 +425,7 @@ impl Callers {
         self.entries
             .iter()
             .find(|e| e.identity.name == name)
-            .map(|e| e.limits)
+            .map(|e| e.identity.limits)
     }
 
     /// How many callers there are.

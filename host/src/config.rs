@@ -3,8 +3,15 @@
 //!
 //! ```toml
 //! instances = 128          # instance slots in the pool (address space, not memory)
-//! max_in_flight = 128      # calls admitted at once; one more is `overloaded`
+//! max_in_flight = 16       # calls running at once (default: 8 per core, at most instances)
+//! queue = 64               # calls waiting for a slot; one more is `overloaded` (default: 4 x max_in_flight)
 //! max_component_size = "256 MiB"   # largest NAME.wasm read from the tools directory
+//!
+//! [anomaly]                # a caller's minute over `multiple` x its average is logged and counted
+//! multiple = 10.0
+//! min_calls = 600          # floors: below them nothing is an anomaly
+//! min_fuel = 100_000_000_000
+//! history = 15             # minutes the average is taken over
 //!
 //! [maxima]                 # the most any policy may grant
 //! fuel = 100_000_000_000
@@ -17,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::budget::AnomalyRule;
 use crate::policy::{parse_duration, parse_size, show_size, Maxima, Size};
 
 /// Instance slots of the default pool. Each reserves address space (not
@@ -27,14 +35,34 @@ pub const DEFAULT_INSTANCES: u32 = 128;
 /// biggest real tools (Python and JS interpreters) are about 20 MiB.
 pub const DEFAULT_MAX_COMPONENT_SIZE: u64 = 256 << 20;
 
+/// Calls running at once per core by default. Guests are CPU-bound and
+/// yield every epoch tick: more than a few per core only adds latency to
+/// every one of them, so the rest wait in the queue.
+pub const IN_FLIGHT_PER_CORE: u32 = 8;
+
+/// Places in the queue per call in flight, by default: a burst of that many
+/// waits (for at most a few call times) instead of being refused.
+pub const QUEUE_PER_SLOT: u32 = 4;
+
+/// The default bound on calls in flight: [`IN_FLIGHT_PER_CORE`] per core,
+/// at most `instances`.
+fn default_in_flight(instances: u32) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    (cores * IN_FLIGHT_PER_CORE).clamp(1, instances)
+}
+
 /// How one Fabric process is shaped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct HostConfig {
     /// Instance slots in the pooling allocator.
     pub instances: u32,
-    /// Calls admitted at once (the admit stage's bound); at most `instances`.
+    /// Calls running at once (the admit stage's bound); at most `instances`.
     pub max_in_flight: u32,
+    /// Calls waiting for a slot beyond those; more are `overloaded`.
+    pub queue: u32,
+    /// When a caller's use is an anomaly worth a warning.
+    pub anomaly: AnomalyRule,
     /// Largest component file the registry reads.
     pub max_component_size: u64,
     /// The most any policy may grant.
@@ -43,9 +71,12 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> HostConfig {
+        let max_in_flight = default_in_flight(DEFAULT_INSTANCES);
         HostConfig {
             instances: DEFAULT_INSTANCES,
-            max_in_flight: DEFAULT_INSTANCES,
+            max_in_flight,
+            queue: max_in_flight * QUEUE_PER_SLOT,
+            anomaly: AnomalyRule::default(),
             max_component_size: DEFAULT_MAX_COMPONENT_SIZE,
             maxima: Maxima::default(),
         }
@@ -69,9 +100,21 @@ pub struct ConfigError {
 struct File {
     instances: Option<u32>,
     max_in_flight: Option<u32>,
+    queue: Option<u32>,
     max_component_size: Option<Size>,
     #[serde(default)]
     maxima: FileMaxima,
+    #[serde(default)]
+    anomaly: FileAnomaly,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAnomaly {
+    multiple: Option<f64>,
+    min_calls: Option<u64>,
+    min_fuel: Option<u64>,
+    history: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -114,7 +157,7 @@ impl HostConfig {
 
     fn parse_keys(text: &str) -> Result<HostConfig, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
-            ("(file)".to_string(), format!("{} (allowed keys: instances, max_in_flight, max_component_size, [maxima] fuel/memory/timeout/output)", e.message()))
+            ("(file)".to_string(), format!("{} (allowed keys: instances, max_in_flight, queue, max_component_size, [maxima] fuel/memory/timeout/output, [anomaly] multiple/min_calls/min_fuel/history)", e.message()))
         })?;
         let mut config = HostConfig::default();
         let range = |key: &str, what: String| (key.to_string(), what);
@@ -126,7 +169,7 @@ impl HostConfig {
                 ));
             }
             config.instances = n;
-            config.max_in_flight = n;
+            config.max_in_flight = default_in_flight(n);
         }
         if let Some(n) = file.max_in_flight {
             if n == 0 || n > config.instances {
@@ -136,6 +179,32 @@ impl HostConfig {
                 ));
             }
             config.max_in_flight = n;
+        }
+        config.queue = match file.queue {
+            Some(n) if n > 100_000 => {
+                return Err(range("queue", format!("{n} is out of range: 0 to 100000")))
+            }
+            Some(n) => n,
+            None => config.max_in_flight * QUEUE_PER_SLOT,
+        };
+        let a = &file.anomaly;
+        if let Some(m) = a.multiple {
+            if !(m.is_finite() && m >= 1.0) {
+                return Err(range("anomaly.multiple", format!("{m} must be at least 1.0")));
+            }
+            config.anomaly.multiple = m;
+        }
+        if let Some(n) = a.min_calls {
+            config.anomaly.min_calls = n;
+        }
+        if let Some(n) = a.min_fuel {
+            config.anomaly.min_fuel = n;
+        }
+        if let Some(n) = a.history {
+            if n == 0 || n > 1440 {
+                return Err(range("anomaly.history", format!("{n} is out of range: 1 to 1440 minutes")));
+            }
+            config.anomaly.history = n as usize;
         }
         if let Some(size) = &file.max_component_size {
             config.max_component_size = parse_size("max_component_size", size)?;
@@ -209,5 +278,9 @@ mod tests {
         bad("[maxima]\ntimeout = \"soon\"", "maxima.timeout");
         bad("pool = 3", "(file)");
         bad("[maxima]\nfuel = 0", "maxima.fuel");
+        bad("[anomaly]\nmultiple = 0.5", "anomaly.multiple");
+        bad("[anomaly]\nhistory = 0", "anomaly.history");
+        let q = HostConfig::parse("max_in_flight = 2\nqueue = 0\n[anomaly]\nmin_calls = 5").unwrap();
+        assert_eq!((q.max_in_flight, q.queue, q.anomaly.min_calls), (2, 0, 5));
     }
 }

@@ -12,13 +12,16 @@
 //!
 //! ```text
 //!  CLI / HTTP / MCP ─► Call { caller, session, tool, arguments, trace }   call.rs
-//!          │ admit     caller known? tool in scope? a slot free?          admit.rs
+//!          │ admit     caller known? tool in scope?                       admit.rs
 //!          │ resolve   NAME.FUNCTION → the tool's pre-linked component    registry.rs
 //!          │ validate  JSON → Vec<Val> against the WIT-derived schema     schema.rs
+//!          │ enter     circuit closed? caller under its cap? a slot (or a   admit.rs
+//!          │           place in the queue)? budget left? (reserved)       budget.rs, breaker.rs
 //!          │ sandbox   fresh Store: fuel, memory, deadline, WASI ctx      sandbox.rs
 //!          │           from the policy (mounts, net allowlist, env)       policy.rs
 //!          │ guard     output size, content and injection rules          guard crate
 //!          │ redact    [env] pass values blanked from what leaves         secrets.rs
+//!          │ settle    budgets charged what was used; breaker told        budget.rs
 //!          │ audit     hash-chained record, durable before the answer    audit crate
 //!          ▼
 //!      CallResult (the contract's result object)
@@ -28,8 +31,15 @@
 //!   result types. Front ends build a [`Call`] and get a [`CallResult`]; they
 //!   list tools with [`Fabric::tools`] ([`listing`]).
 //! - [`admit`]: who is calling ([`Caller`], [`Scope`]) and whether the call
-//!   may run now: `unauthorized`, `forbidden`, `overloaded`, decided before
-//!   anything is resolved and audited like every other outcome.
+//!   may run now: `unauthorized`, `forbidden` (before anything is resolved),
+//!   then `circuit_open`, `overloaded` (the caller's cap, the slots and the
+//!   bounded queue) and `budget_exceeded`, each audited like every other
+//!   outcome.
+//! - [`budget`]: per-caller and per-session budgets (calls, fuel, wall time,
+//!   output, calls per minute), reserved before a call and settled after it,
+//!   in a [`budget::CounterStore`] (sled under the data directory); anomaly
+//!   alerts.
+//! - [`breaker`]: a circuit breaker per tool (`[breaker]` in its policy).
 //! - [`config`]: the host configuration ([`HostConfig`]): instance slots,
 //!   calls admitted at once, largest component, the maxima policies may grant.
 //! - `engine` (internal): the one `Engine` (component model, fuel, epochs,
@@ -67,6 +77,8 @@
 //! they are not a stable API.
 
 pub mod admit;
+pub mod breaker;
+pub mod budget;
 pub mod call;
 pub mod callers;
 pub mod config;

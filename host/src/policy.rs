@@ -116,6 +116,31 @@ pub struct Policy {
     /// Store arguments and output in audit records, cut to this many bytes
     /// (`None`: only their digests are recorded).
     pub audit_payloads: Option<u64>,
+    /// When the tool's circuit breaker opens, `[breaker]`.
+    pub breaker: BreakerPolicy,
+}
+
+/// `[breaker]`: after `failures` consecutive traps, timeouts or fuel
+/// exhaustions within `window`, calls are refused (`circuit_open`) for
+/// `cooldown`, then one trial call is let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open the circuit; 0 turns the breaker off.
+    pub failures: u32,
+    /// The failures must all end within this window of the first.
+    pub window: Duration,
+    /// How long the circuit stays open before a trial call.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> BreakerPolicy {
+        BreakerPolicy {
+            failures: 5,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Per-call limits.
@@ -187,6 +212,7 @@ impl Default for Policy {
             guard_rules: crate::guard::RuleSet::default_rules(),
             guard_actions: std::collections::BTreeMap::new(),
             audit_payloads: None,
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -208,6 +234,16 @@ struct File {
     guard: FileGuard,
     #[serde(default)]
     audit: FileAudit,
+    #[serde(default)]
+    breaker: FileBreaker,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileBreaker {
+    failures: Option<u32>,
+    window: Option<String>,
+    cooldown: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -480,6 +516,23 @@ impl Policy {
             &show_size(maxima.output),
         )?;
         policy.audit_payloads = file.audit.payloads.then_some(limit);
+        let b = &file.breaker;
+        if let Some(n) = b.failures {
+            policy.breaker.failures = n;
+        }
+        for (key, text, slot) in [
+            ("breaker.window", &b.window, &mut policy.breaker.window),
+            ("breaker.cooldown", &b.cooldown, &mut policy.breaker.cooldown),
+        ] {
+            if let Some(text) = text {
+                *slot = parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
+                    (
+                        key.to_string(),
+                        format!("{text:?} is not a positive duration: write e.g. \"30s\" or \"1m\""),
+                    )
+                })?;
+            }
+        }
         Ok(policy)
     }
 }
@@ -536,7 +589,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit, [breaker] failures/window/cooldown)"
     } else {
         ""
     }

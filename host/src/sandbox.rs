@@ -16,6 +16,8 @@
 //! mounted directory that is gone) included: [`FailureKind::Host`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -239,6 +241,7 @@ pub fn new_store(
     engine: &Engine,
     policy: &Policy,
     secrets: &Secrets,
+    halt: &Arc<Halt>,
 ) -> Result<Store<State>, Failure> {
     let mut wasi = WasiCtx::builder();
     for (i, m) in policy.mounts.iter().enumerate() {
@@ -285,9 +288,10 @@ pub fn new_store(
         });
     }
     let deadline = Instant::now() + policy.limits.timeout;
+    let halt = halt.clone();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
+        Ok(if Instant::now() >= deadline || halt.is_halted() {
             UpdateDeadline::Interrupt
         } else {
             // Tokio's yield lets the worker run every other ready task and
@@ -296,6 +300,39 @@ pub fn new_store(
         })
     });
     Ok(store)
+}
+
+/// Stops every running call at once (shutdown after its grace period): each
+/// ends as a `timeout` at its next epoch tick, or at once if it is waiting
+/// in the host.
+#[derive(Debug, Default)]
+pub struct Halt {
+    stopped: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Halt {
+    /// Stops every call running now and every call started after.
+    pub fn halt(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`Halt::halt`] was called.
+    pub fn is_halted(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Completes once halted.
+    async fn halted(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_halted() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A host-side failure to provide the mount at `key`.
@@ -321,9 +358,10 @@ pub async fn run(
     results: usize,
     policy: &Policy,
     params: &[Val],
+    halt: &Arc<Halt>,
 ) -> Run {
     let secrets = Secrets::read(&policy.env_pass);
-    let mut store = match new_store(pre.engine(), policy, &secrets) {
+    let mut store = match new_store(pre.engine(), policy, &secrets, halt) {
         Ok(store) => store,
         Err(failure) => {
             return Run {
@@ -343,7 +381,12 @@ pub async fn run(
         func.call_async(&mut store, params, &mut out).await?;
         Ok::<_, wasmtime::Error>(out)
     };
-    let outcome = tokio::time::timeout(policy.limits.timeout + HOST_WAIT_GRACE, call).await;
+    let limited = tokio::time::timeout(policy.limits.timeout + HOST_WAIT_GRACE, call);
+    // A guest waiting in the host sees no epoch tick: the halt ends it too.
+    let outcome = tokio::select! {
+        outcome = limited => outcome,
+        () = halt.halted() => Ok(Err(wasmtime::Error::new(Trap::Interrupt))),
+    };
     let fuel_used = policy
         .limits
         .fuel
@@ -358,6 +401,17 @@ pub async fn run(
                 policy.limits.timeout
             ),
         }),
+    };
+    let end = match end {
+        RunEnd::Failed(f) if f.kind == FailureKind::Timeout && halt.is_halted() => {
+            RunEnd::Failed(Failure {
+                kind: FailureKind::Timeout,
+                message: "the call was stopped: the host is shutting down and its grace period \
+                          for running calls has passed"
+                    .to_string(),
+            })
+        }
+        end => end,
     };
     let denials = std::mem::take(&mut store.data_mut().net.denials);
     Run {

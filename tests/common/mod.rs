@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use fabric_host::{Call, CallResult, Caller, Fabric, Options};

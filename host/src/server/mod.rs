@@ -46,6 +46,9 @@ use crate::callers::CallerFile;
 const MAX_CONNECTIONS: usize = 4096;
 /// Largest request head (request line and headers); more is a 431.
 const MAX_HEAD: usize = 64 * 1024;
+/// How long stopped calls get to be audited and answered after the grace
+/// period, before their connections are dropped.
+const HALT_GRACE: Duration = Duration::from_secs(5);
 /// Longest `Fabric-Session` value.
 pub(crate) const MAX_SESSION: usize = 256;
 
@@ -152,14 +155,28 @@ pub async fn run(
     // Drain: no new connections, readiness off, open ones finish.
     state.draining.store(true, Ordering::SeqCst);
     drop(listener);
-    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(options.shutdown_grace, &mut drained)
         .await
         .is_err()
     {
+        // Calls still running end as `timeout` and are audited; their
+        // connections get those answers, then close.
+        let (running, _) = state.fabric.load();
         tracing::warn!(
-            "connections still open after the {:?} grace period; closing them",
+            running,
+            "calls still running after the {:?} grace period: stopping them",
             options.shutdown_grace
         );
+        eprintln!(
+            "shutting down: {running} calls still running after the {:?} grace period; stopping them",
+            options.shutdown_grace
+        );
+        state.fabric.halt();
+        if tokio::time::timeout(HALT_GRACE, &mut drained).await.is_err() {
+            tracing::warn!("connections still open after stopping the calls; closing them");
+        }
     }
     Ok(())
 }
@@ -170,6 +187,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/tools/{tool}/invoke", post(rest::invoke))
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
+        .route("/metrics", get(rest::metrics))
         .route("/openapi.json", get(openapi::document))
         .route(
             "/mcp",
@@ -288,20 +306,19 @@ pub fn status_of(outcome: Outcome) -> StatusCode {
     }
 }
 
-/// `Retry-After` seconds for a refusal that passes, from its detail.
+/// `Retry-After` seconds for a refusal that passes, from its detail. A
+/// budget that never resets by itself has none.
 pub(crate) fn retry_after(result: &CallResult) -> Option<u64> {
-    matches!(
-        result.outcome,
-        Outcome::BudgetExceeded | Outcome::Overloaded | Outcome::CircuitOpen
-    )
-    .then(|| {
-        result
-            .error
-            .as_ref()
-            .and_then(|e| e.detail.get("retry_after_s"))
-            .and_then(Value::as_u64)
-            .unwrap_or(1)
-    })
+    let given = result
+        .error
+        .as_ref()
+        .and_then(|e| e.detail.get("retry_after_s"))
+        .and_then(Value::as_u64);
+    match result.outcome {
+        Outcome::BudgetExceeded => given,
+        Outcome::Overloaded | Outcome::CircuitOpen => Some(given.unwrap_or(1)),
+        _ => None,
+    }
 }
 
 /// Adds `WWW-Authenticate` or `Retry-After` as the result's outcome asks.

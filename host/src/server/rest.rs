@@ -16,6 +16,7 @@ use super::{
     Shared,
 };
 use crate::admit::Caller;
+use crate::breaker::CircuitState;
 use crate::call::Call;
 
 /// The body of `POST /v1/tools/{tool}/invoke`.
@@ -52,6 +53,21 @@ pub struct Health {
     /// What failed to load (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
+    /// Tools whose circuit breaker is open or half-open (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuits: Option<Vec<CircuitState>>,
+    /// Calls running and waiting for a slot (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
+}
+
+/// Calls running and queued, in `/readyz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Load {
+    /// Calls running.
+    pub in_flight: usize,
+    /// Calls waiting for a slot.
+    pub queued: usize,
 }
 
 /// `GET /v1/tools`: the caller's tools.
@@ -135,6 +151,8 @@ pub(crate) async fn healthz() -> Json<Health> {
         status: "ok".into(),
         tools: None,
         problems: None,
+        circuits: None,
+        load: None,
     })
 }
 
@@ -154,6 +172,11 @@ pub(crate) async fn readyz(State(state): State<Shared>) -> Response {
                 .map(|p| p.to_string())
                 .collect(),
         ),
+        circuits: Some(state.fabric.open_circuits()),
+        load: Some({
+            let (in_flight, queued) = state.fabric.load();
+            Load { in_flight, queued }
+        }),
     };
     let status = if draining || available == 0 {
         StatusCode::SERVICE_UNAVAILABLE
@@ -161,4 +184,55 @@ pub(crate) async fn readyz(State(state): State<Shared>) -> Response {
         StatusCode::OK
     };
     (status, Json(health)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition of the admission state.
+pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
+    use std::fmt::Write;
+    let fabric = &state.fabric;
+    let (in_flight, queued) = fabric.load();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP fabric_calls_in_flight Calls running now.\n# TYPE fabric_calls_in_flight gauge\nfabric_calls_in_flight {in_flight}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP fabric_queue_depth Calls waiting for a slot.\n# TYPE fabric_queue_depth gauge\nfabric_queue_depth {queued}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP fabric_budget_anomalies_total Budget anomaly alerts raised, by caller.\n# TYPE fabric_budget_anomalies_total counter"
+    );
+    for (caller, n) in fabric.anomalies() {
+        let _ = writeln!(
+            out,
+            "fabric_budget_anomalies_total{{caller=\"{}\"}} {n}",
+            label(&caller)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fabric_circuit_open Tools whose circuit is open (1) or half-open (0.5).\n# TYPE fabric_circuit_open gauge"
+    );
+    for c in fabric.open_circuits() {
+        let v = if c.state == "open" { "1" } else { "0.5" };
+        let _ = writeln!(out, "fabric_circuit_open{{tool=\"{}\"}} {v}", label(&c.tool));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// A Prometheus label value, escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -120,6 +120,14 @@ impl Guest for Types {
         }
     }
 
+    fn work(n: u64) -> u64 {
+        let mut x = n;
+        for _ in 0..n {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        x
+    }
+
     fn allocate(mib: u32) -> u32 {
         let mut v = vec![0u8; mib as usize * 1024 * 1024];
         for i in (0..v.len()).step_by(4096) {

@@ -1,0 +1,740 @@
+//! Budgets: what a caller, and each of its agent sessions, may still spend.
+//!
+//! Five kinds, each optional, per caller and per session (the callers file's
+//! `[budget]` and `[session_budget]`, with `[defaults]`): `calls` (the
+//! agent's step count), `fuel`, `wall` (guest wall time), `output` (bytes of
+//! JSON returned) and `per_minute` (calls in the current clock minute).
+//!
+//! A call is **reserved** before it runs and **settled** after it:
+//!
+//! - reserve: refused (`budget_exceeded`) when a budget has nothing left;
+//!   otherwise one call is counted and, of fuel, wall time and output, what
+//!   the call may use at most: its policy's limit, lowered to what remains of
+//!   each budget (so the call itself is capped and a budget is never
+//!   overshot, however many calls run at once);
+//! - settle: the reservation is replaced by what the call really used.
+//!
+//! Both are one atomic update of every counter involved, so 64 parallel calls
+//! against a budget of 10 calls run exactly 10.
+//!
+//! Counters sit behind [`CounterStore`]: sled under the data directory by
+//! default ([`SledCounters`], so spending survives a restart), in memory
+//! without one. A networked store shared by several nodes implements the same
+//! three methods.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::admit::Identity;
+use crate::callers::Budget;
+use crate::call::{Ending, Outcome};
+
+/// What one caller or session has spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spent {
+    /// Calls admitted.
+    pub calls: u64,
+    /// Fuel used (and reserved by calls still running).
+    pub fuel: u64,
+    /// Guest wall time, microseconds (and reserved).
+    pub wall_us: u64,
+    /// Output bytes (and reserved).
+    pub output: u64,
+    /// The clock minute (Unix seconds / 60) `minute_calls` counts in.
+    pub minute: u64,
+    /// Calls admitted in that minute.
+    pub minute_calls: u64,
+}
+
+/// The budget counter store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the budget store at {path} failed: {message}")]
+pub struct StoreError {
+    /// Where the store is (`(memory)` for the in-memory one).
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Where counters live. Implementations make [`CounterStore::update`]
+/// atomic with respect to every other update of the same keys.
+pub trait CounterStore: Send + Sync {
+    /// Reads the counters of `keys` (zero for a key never seen), lets
+    /// `change` edit them, and writes them back if it returns `true`.
+    fn update(
+        &self,
+        keys: &[String],
+        change: &mut dyn FnMut(&mut [Spent]) -> bool,
+    ) -> Result<(), StoreError>;
+    /// The counters of `key`.
+    fn get(&self, key: &str) -> Result<Spent, StoreError>;
+    /// Forgets every key starting with `prefix`; returns how many.
+    fn reset(&self, prefix: &str) -> Result<usize, StoreError>;
+}
+
+/// Counters in sled: durable across restarts (sled flushes every 500 ms and
+/// when closed; a crash can forget the last half second of spending).
+pub struct SledCounters {
+    path: PathBuf,
+    db: sled::Db,
+    /// sled has no multi-key compare-and-swap: updates take turns.
+    lock: Mutex<()>,
+}
+
+impl SledCounters {
+    /// Opens (or creates) the store in `dir`. sled locks the directory for
+    /// one process.
+    pub fn open(dir: &Path) -> Result<SledCounters, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| StoreError {
+                path: dir.display().to_string(),
+                message: if e.to_string().contains("could not acquire lock") {
+                    "another Fabric process (a running `fabric serve`) holds it; \
+                     stop that process, or run this command against its data directory later"
+                        .to_string()
+                } else {
+                    e.to_string()
+                },
+            })?;
+        Ok(SledCounters {
+            path: dir.to_path_buf(),
+            db,
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn read(&self, key: &str) -> Result<Spent, StoreError> {
+        match self.db.get(key).map_err(|e| self.fail(e))? {
+            None => Ok(Spent::default()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| self.fail(format!("the counters of {key:?} are corrupt: {e}"))),
+        }
+    }
+}
+
+impl CounterStore for SledCounters {
+    fn update(
+        &self,
+        keys: &[String],
+        change: &mut dyn FnMut(&mut [Spent]) -> bool,
+    ) -> Result<(), StoreError> {
+        let _turn = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut values = keys
+            .iter()
+            .map(|k| self.read(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !change(&mut values) {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in keys.iter().zip(&values) {
+            let bytes = serde_json::to_vec(v).map_err(|e| self.fail(e))?;
+            batch.insert(k.as_bytes(), bytes);
+        }
+        self.db.apply_batch(batch).map_err(|e| self.fail(e))
+    }
+
+    fn get(&self, key: &str) -> Result<Spent, StoreError> {
+        self.read(key)
+    }
+
+    fn reset(&self, prefix: &str) -> Result<usize, StoreError> {
+        let _turn = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for item in self.db.scan_prefix(prefix) {
+            let (key, _) = item.map_err(|e| self.fail(e))?;
+            self.db.remove(key).map_err(|e| self.fail(e))?;
+            n += 1;
+        }
+        self.db.flush().map_err(|e| self.fail(e))?;
+        Ok(n)
+    }
+}
+
+impl Drop for SledCounters {
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::error!("flushing the budget store at {} failed: {e}", self.path.display());
+        }
+    }
+}
+
+/// Counters in memory, for a Fabric without a data directory.
+#[derive(Default)]
+pub struct MemoryCounters {
+    map: Mutex<HashMap<String, Spent>>,
+}
+
+impl CounterStore for MemoryCounters {
+    fn update(
+        &self,
+        keys: &[String],
+        change: &mut dyn FnMut(&mut [Spent]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut values: Vec<Spent> = keys
+            .iter()
+            .map(|k| map.get(k).copied().unwrap_or_default())
+            .collect();
+        if change(&mut values) {
+            for (k, v) in keys.iter().zip(values) {
+                map.insert(k.clone(), v);
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Result<Spent, StoreError> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.get(key).copied().unwrap_or_default())
+    }
+
+    fn reset(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|k, _| !k.starts_with(prefix));
+        Ok(before - map.len())
+    }
+}
+
+/// The store key of a caller's own counters. Caller names hold no `/`, so
+/// no key is a prefix of another's.
+pub fn caller_key(caller: &str) -> String {
+    format!("caller/{caller}/")
+}
+
+/// The store key of one session of a caller. The session id is written
+/// after its length, so no key is a prefix of another's and a reset by key
+/// is exact.
+pub fn session_key(caller: &str, session: &str) -> String {
+    format!("session/{caller}/{}:{session}", session.len())
+}
+
+/// The prefix of every session key of a caller.
+pub fn sessions_prefix(caller: &str) -> String {
+    format!("session/{caller}/")
+}
+
+/// What a call may use, or did use: fuel, guest wall time, output bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) fuel: u64,
+    pub(crate) wall_us: u64,
+    pub(crate) output: u64,
+}
+
+/// A call's claim on its budgets, to settle when it is done.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    keys: Vec<String>,
+    caller: String,
+    /// What the call may use: its policy's limits, lowered to what remains.
+    pub(crate) granted: Usage,
+}
+
+/// The budget stage: reserves and settles, and watches for anomalies.
+pub(crate) struct Budgets {
+    store: Box<dyn CounterStore>,
+    anomalies: Anomalies,
+}
+
+impl Budgets {
+    pub(crate) fn new(store: Box<dyn CounterStore>, anomaly: AnomalyRule) -> Budgets {
+        Budgets {
+            store,
+            anomalies: Anomalies::new(anomaly),
+        }
+    }
+
+    /// The counters of `key`.
+    pub(crate) fn spent(&self, key: &str) -> Result<Spent, StoreError> {
+        self.store.get(key)
+    }
+
+    /// Alerts raised so far, by caller.
+    pub(crate) fn anomalies(&self) -> Vec<(String, u64)> {
+        self.anomalies.counts()
+    }
+
+    /// Reserves one call of `who` (in `session`) asking for at most `ask`,
+    /// or refuses it naming the budget. Sessions are counted only for
+    /// callers with a session budget.
+    pub(crate) fn reserve(
+        &self,
+        who: &Identity,
+        session: Option<&str>,
+        ask: Usage,
+        now: SystemTime,
+    ) -> Result<Reservation, Box<Ending>> {
+        let limits = &who.limits;
+        let mut keys = vec![caller_key(&who.name)];
+        let mut budgets = vec![(limits.budget, "caller")];
+        if let Some(s) = session.filter(|_| limits.session_budget != Budget::default()) {
+            keys.push(session_key(&who.name, s));
+            budgets.push((limits.session_budget, "session"));
+        }
+        let unix = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let minute = unix / 60;
+        let mut granted = ask;
+        let mut refusal: Option<Exceeded> = None;
+        let updated = self.store.update(&keys, &mut |spent| {
+            granted = ask;
+            for (s, (budget, scope)) in spent.iter_mut().zip(&budgets) {
+                if s.minute != minute {
+                    s.minute = minute;
+                    s.minute_calls = 0;
+                }
+                if let Err(mut e) = check(budget, s, &mut granted, unix) {
+                    e.scope = scope;
+                    refusal = Some(e);
+                    return false;
+                }
+            }
+            for s in spent.iter_mut() {
+                s.calls += 1;
+                s.minute_calls += 1;
+                s.fuel = s.fuel.saturating_add(granted.fuel);
+                s.wall_us = s.wall_us.saturating_add(granted.wall_us);
+                s.output = s.output.saturating_add(granted.output);
+            }
+            true
+        });
+        if let Err(e) = updated {
+            return Err(Box::new(Ending::host_fault(format!(
+                "{e}; calls are refused until it works again (budgets fail closed)"
+            ))));
+        }
+        if let Some(e) = refusal {
+            return Err(Box::new(e.ending(&who.name, session)));
+        }
+        Ok(Reservation {
+            keys,
+            caller: who.name.clone(),
+            granted,
+        })
+    }
+
+    /// Replaces `reservation` with what the call really used.
+    pub(crate) fn settle(&self, reservation: Reservation, used: Usage, now: SystemTime) {
+        let r = &reservation;
+        let updated = self.store.update(&r.keys, &mut |spent| {
+            for s in spent.iter_mut() {
+                s.fuel = s.fuel.saturating_sub(r.granted.fuel).saturating_add(used.fuel);
+                s.wall_us = s
+                    .wall_us
+                    .saturating_sub(r.granted.wall_us)
+                    .saturating_add(used.wall_us);
+                s.output = s
+                    .output
+                    .saturating_sub(r.granted.output)
+                    .saturating_add(used.output);
+            }
+            true
+        });
+        if let Err(e) = updated {
+            // The reservation stays counted: the caller is charged the
+            // most the call could have used, never less.
+            tracing::error!("settling a call's budget failed: {e}");
+        }
+        self.anomalies.observe(&r.caller, used.fuel, now);
+    }
+}
+
+/// A budget with nothing left.
+struct Exceeded {
+    budget: &'static str,
+    scope: &'static str,
+    limit: u64,
+    used: u64,
+    /// Seconds until it resets; `None`: it never does.
+    resets_in: Option<u64>,
+}
+
+impl Exceeded {
+    fn ending(&self, caller: &str, session: Option<&str>) -> Ending {
+        let whose = match (self.scope, session) {
+            ("session", Some(s)) => format!("session {s:?} of caller {caller:?}"),
+            _ => format!("caller {caller:?}"),
+        };
+        let (limit, used) = match self.budget {
+            "wall" => (
+                format!("{:?}", Duration::from_micros(self.limit)),
+                format!("{:?}", Duration::from_micros(self.used)),
+            ),
+            "output" => (format!("{} bytes", self.limit), format!("{} bytes", self.used)),
+            _ => (self.limit.to_string(), self.used.to_string()),
+        };
+        let when = match self.resets_in {
+            Some(s) => format!("it resets in {s} s"),
+            None => format!("it never resets by itself (fabric caller reset {caller})"),
+        };
+        let mut detail = json!({
+            "budget": self.budget,
+            "scope": self.scope,
+            "limit": self.limit,
+            "used": self.used,
+            "resets_in_s": self.resets_in,
+        });
+        if let (Some(s), Value::Object(map)) = (self.resets_in, &mut detail) {
+            map.insert("retry_after_s".into(), json!(s));
+        }
+        Ending::failed(
+            Outcome::BudgetExceeded,
+            format!(
+                "{whose} has spent its {} budget: limit {limit}, used {used}; {when}",
+                self.budget
+            ),
+            detail,
+        )
+    }
+}
+
+/// Checks one budget against what was spent, lowering `granted` to what
+/// remains of it.
+fn check(budget: &Budget, s: &Spent, granted: &mut Usage, unix: u64) -> Result<(), Exceeded> {
+    let exceeded = |budget, limit, used, resets_in| Exceeded {
+        budget,
+        scope: "caller",
+        limit,
+        used,
+        resets_in,
+    };
+    if let Some(limit) = budget.calls {
+        if s.calls >= limit {
+            return Err(exceeded("calls", limit, s.calls, None));
+        }
+    }
+    if let Some(limit) = budget.per_minute {
+        if s.minute_calls >= limit {
+            return Err(exceeded(
+                "per_minute",
+                limit,
+                s.minute_calls,
+                Some(60 - unix % 60),
+            ));
+        }
+    }
+    let lower = |name, limit: Option<u64>, used: u64, want: &mut u64| {
+        if let Some(limit) = limit {
+            let left = limit.saturating_sub(used);
+            if left == 0 {
+                return Err(exceeded(name, limit, used, None));
+            }
+            *want = (*want).min(left);
+        }
+        Ok(())
+    };
+    lower("fuel", budget.fuel, s.fuel, &mut granted.fuel)?;
+    let wall = budget.wall.map(|w| w.as_micros() as u64);
+    lower("wall", wall, s.wall_us, &mut granted.wall_us)?;
+    lower("output", budget.output, s.output, &mut granted.output)?;
+    Ok(())
+}
+
+/// When a caller's last minute is an anomaly: its calls (or fuel) exceed
+/// `multiple` times its average over the minutes before, and at least the
+/// floor, so a quiet caller's first burst is not an alarm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnomalyRule {
+    /// How many times the caller's own average.
+    pub multiple: f64,
+    /// Calls in a minute below which nothing is an anomaly.
+    pub min_calls: u64,
+    /// Fuel in a minute below which nothing is an anomaly.
+    pub min_fuel: u64,
+    /// Minutes of history the average is taken over.
+    pub history: usize,
+}
+
+impl Default for AnomalyRule {
+    fn default() -> AnomalyRule {
+        AnomalyRule {
+            multiple: 10.0,
+            min_calls: 600,
+            min_fuel: 100_000_000_000,
+            history: 15,
+        }
+    }
+}
+
+/// Per-caller minute counters and the alerts raised.
+struct Anomalies {
+    rule: AnomalyRule,
+    callers: Mutex<HashMap<String, Rate>>,
+}
+
+#[derive(Default)]
+struct Rate {
+    minute: u64,
+    calls: u64,
+    fuel: u64,
+    /// Completed minutes, oldest first: (calls, fuel).
+    history: VecDeque<(u64, u64)>,
+    alerted: bool,
+    alerts: u64,
+}
+
+impl Anomalies {
+    fn new(rule: AnomalyRule) -> Anomalies {
+        Anomalies {
+            rule,
+            callers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn counts(&self) -> Vec<(String, u64)> {
+        let callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = callers
+            .iter()
+            .map(|(name, r)| (name.clone(), r.alerts))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Counts one call; returns whether it raised an alert.
+    fn observe(&self, caller: &str, fuel: u64, now: SystemTime) -> bool {
+        let minute = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 60;
+        let rule = self.rule;
+        let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+        let r = callers.entry(caller.to_string()).or_default();
+        if r.minute != minute {
+            if r.minute != 0 {
+                // The finished minute, then a zero for each quiet one after.
+                let quiet = minute.saturating_sub(r.minute + 1).min(rule.history as u64);
+                r.history.push_back((r.calls, r.fuel));
+                for _ in 0..quiet {
+                    r.history.push_back((0, 0));
+                }
+                while r.history.len() > rule.history {
+                    r.history.pop_front();
+                }
+            }
+            *r = Rate {
+                minute,
+                history: std::mem::take(&mut r.history),
+                alerts: r.alerts,
+                ..Rate::default()
+            };
+        }
+        r.calls += 1;
+        r.fuel = r.fuel.saturating_add(fuel);
+        if r.alerted || r.history.is_empty() {
+            return false;
+        }
+        let n = r.history.len() as f64;
+        let avg_calls = r.history.iter().map(|h| h.0 as f64).sum::<f64>() / n;
+        let avg_fuel = r.history.iter().map(|h| h.1 as f64).sum::<f64>() / n;
+        let calls_high = r.calls >= rule.min_calls && r.calls as f64 > rule.multiple * avg_calls;
+        let fuel_high = r.fuel >= rule.min_fuel && r.fuel as f64 > rule.multiple * avg_fuel;
+        if !(calls_high || fuel_high) {
+            return false;
+        }
+        r.alerted = true;
+        r.alerts += 1;
+        tracing::warn!(
+            caller,
+            calls = r.calls,
+            fuel = r.fuel,
+            avg_calls,
+            avg_fuel,
+            multiple = rule.multiple,
+            "budget anomaly: the caller's use this minute is over {}x its average of the last {} minutes",
+            rule.multiple,
+            r.history.len()
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admit::Scope;
+    use crate::callers::Limits;
+
+    fn who(budget: Budget, session_budget: Budget) -> Identity {
+        Identity {
+            name: "ci".into(),
+            scope: Scope::all(),
+            limits: Limits {
+                max_in_flight: None,
+                budget,
+                session_budget,
+            },
+        }
+    }
+
+    fn ask() -> Usage {
+        Usage {
+            fuel: 1000,
+            wall_us: 1_000_000,
+            output: 100,
+        }
+    }
+
+    fn outcome(r: &Result<Reservation, Box<Ending>>) -> Option<(String, Value)> {
+        r.as_ref().err().map(|e| {
+            let err = e.error().cloned().unwrap_or_else(|| unreachable!());
+            (err.message, err.detail)
+        })
+    }
+
+    #[test]
+    fn calls_are_counted_and_refused_with_the_budget_named() {
+        let b = Budgets::new(Box::<MemoryCounters>::default(), AnomalyRule::default());
+        let who = who(
+            Budget {
+                calls: Some(2),
+                ..Budget::default()
+            },
+            Budget::default(),
+        );
+        let now = SystemTime::now();
+        for _ in 0..2 {
+            let r = b.reserve(&who, None, ask(), now).unwrap();
+            b.settle(r, Usage::default(), now);
+        }
+        let refused = b.reserve(&who, None, ask(), now);
+        let (message, detail) = outcome(&refused).unwrap();
+        assert!(message.contains("calls budget: limit 2, used 2"), "{message}");
+        assert!(message.contains("never resets"), "{message}");
+        assert_eq!(detail["budget"], "calls");
+        assert_eq!(detail["resets_in_s"], Value::Null);
+        assert!(detail.get("retry_after_s").is_none());
+        assert_eq!(b.spent(&caller_key("ci")).unwrap().calls, 2);
+    }
+
+    #[test]
+    fn fuel_is_capped_to_what_remains_and_settled_to_what_was_used() {
+        let b = Budgets::new(Box::<MemoryCounters>::default(), AnomalyRule::default());
+        let who = who(
+            Budget {
+                fuel: Some(1500),
+                ..Budget::default()
+            },
+            Budget::default(),
+        );
+        let now = SystemTime::now();
+        let first = b.reserve(&who, None, ask(), now).unwrap();
+        assert_eq!(first.granted.fuel, 1000);
+        // While it runs, the next may have only what is left.
+        let second = b.reserve(&who, None, ask(), now).unwrap();
+        assert_eq!(second.granted.fuel, 500);
+        assert!(outcome(&b.reserve(&who, None, ask(), now)).is_some());
+        b.settle(
+            first,
+            Usage {
+                fuel: 100,
+                ..Usage::default()
+            },
+            now,
+        );
+        b.settle(second, Usage::default(), now);
+        assert_eq!(b.spent(&caller_key("ci")).unwrap().fuel, 100);
+        assert_eq!(b.reserve(&who, None, ask(), now).unwrap().granted.fuel, 1000);
+    }
+
+    #[test]
+    fn sessions_count_separately_and_per_minute_resets() {
+        let b = Budgets::new(Box::<MemoryCounters>::default(), AnomalyRule::default());
+        let who = who(
+            Budget::default(),
+            Budget {
+                per_minute: Some(1),
+                ..Budget::default()
+            },
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(60 * 1000 + 15);
+        assert!(b.reserve(&who, Some("a"), ask(), t0).is_ok());
+        let (message, detail) = outcome(&b.reserve(&who, Some("a"), ask(), t0)).unwrap();
+        assert!(message.contains("session \"a\" of caller \"ci\""), "{message}");
+        assert_eq!(detail["retry_after_s"], 45);
+        assert!(b.reserve(&who, Some("b"), ask(), t0).is_ok());
+        // No session: the caller only, which has no budget.
+        assert!(b.reserve(&who, None, ask(), t0).is_ok());
+        let t1 = t0 + Duration::from_secs(45);
+        assert!(b.reserve(&who, Some("a"), ask(), t1).is_ok());
+        assert_eq!(b.spent(&session_key("ci", "a")).unwrap().calls, 2);
+        assert_eq!(b.store.reset(&sessions_prefix("ci")).unwrap(), 2);
+    }
+
+    #[test]
+    fn sled_counters_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("fabric-budget-{}", rand::random::<u64>()));
+        let who = who(
+            Budget {
+                calls: Some(1),
+                ..Budget::default()
+            },
+            Budget::default(),
+        );
+        let now = SystemTime::now();
+        {
+            let b = Budgets::new(
+                Box::new(SledCounters::open(&dir).unwrap()),
+                AnomalyRule::default(),
+            );
+            let r = b.reserve(&who, None, ask(), now).unwrap();
+            b.settle(r, Usage::default(), now);
+        }
+        let b = Budgets::new(
+            Box::new(SledCounters::open(&dir).unwrap()),
+            AnomalyRule::default(),
+        );
+        assert!(outcome(&b.reserve(&who, None, ask(), now)).is_some());
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn anomalies_need_history_the_floor_and_the_multiple() {
+        let rule = AnomalyRule {
+            multiple: 5.0,
+            min_calls: 20,
+            min_fuel: u64::MAX,
+            history: 3,
+        };
+        let a = Anomalies::new(rule);
+        let at = |minute: u64, second: u64| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(minute * 60 + second)
+        };
+        // A first burst, however large, has no history to compare with.
+        assert!(!(0..100).any(|_| a.observe("ci", 0, at(10, 0))));
+        // Steady: 10 a minute for three minutes (average now 40: 100,10,10).
+        for m in 11..=13 {
+            assert!(!(0..10).any(|_| a.observe("ci", 0, at(m, 0))));
+        }
+        // 10,10,10 is the history now; 49 calls stay under 5x; the 51st is over.
+        let hits: Vec<bool> = (0..60).map(|_| a.observe("ci", 0, at(14, 0))).collect();
+        assert_eq!(hits.iter().filter(|h| **h).count(), 1);
+        assert!(hits[50] && !hits[49]);
+        assert_eq!(a.counts(), vec![("ci".to_string(), 1)]);
+        // A quiet caller under the floor never alarms.
+        let b = Anomalies::new(rule);
+        b.observe("q", 0, at(1, 0));
+        assert!(!(0..19).any(|_| b.observe("q", 0, at(2, 0))));
+    }
+}
