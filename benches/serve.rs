@@ -8,6 +8,12 @@
 //! - REST: `POST /v1/tools/text.echo/invoke`;
 //! - MCP: `tools/call`, stateless revision 2026-07-28.
 //!
+//! Then overload: REST calls offered open-loop (on a fixed schedule, whatever
+//! the answers) at 1x, 2x and 4x the capacity measured by the 64-connection
+//! REST row: admitted calls/s, the p99 of admitted calls (from their
+//! scheduled time, so a late client counts against it), and the share
+//! refused with 503. The server runs with its default admission bounds.
+//!
 //! The client is this process's own (hyper, one connection per worker), so on
 //! a 2-core machine it competes with the server for the cores: compare rows.
 
@@ -138,6 +144,7 @@ fn main() {
         "{:<28} {:>5} {:>9} {:>9} {:>9} {:>9}",
         "text.echo, audit durable", "conns", "calls/s", "p50 µs", "p99 µs", "p99.9 µs"
     );
+    let mut capacity = 0.0;
     for concurrency in CONCURRENCY {
         let n = calls_for(concurrency);
         let rows = [
@@ -154,9 +161,10 @@ fn main() {
                 _ => unreachable!("every HTTP row has a target"),
             };
             latencies.sort_unstable();
-            let at = |q: f64| {
-                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
-            };
+            let at = |q: f64| quantile(&latencies, q);
+            if i == 2 && concurrency == 64 {
+                capacity = n as f64 / secs;
+            }
             println!(
                 "{name:<28} {concurrency:>5} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
                 n as f64 / secs,
@@ -165,6 +173,107 @@ fn main() {
                 at(0.999).as_secs_f64() * 1e6,
             );
         }
+    }
+
+    println!();
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "REST overload (open loop)", "offered", "admitted", "p50 µs", "p99 µs", "503 %"
+    );
+    for factor in [1.0, 2.0, 4.0] {
+        let rate = capacity * factor;
+        let o = runtime.block_on(open_loop(&rest, rate, OVERLOAD_SECONDS));
+        println!(
+            "{:<28} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1}%",
+            format!("{factor}x capacity"),
+            rate,
+            o.admitted.len() as f64 / o.secs,
+            quantile(&o.admitted, 0.50).as_secs_f64() * 1e6,
+            quantile(&o.admitted, 0.99).as_secs_f64() * 1e6,
+            100.0 * o.refused as f64 / (o.refused + o.admitted.len()) as f64,
+        );
+    }
+}
+
+/// How long each overload row offers load.
+const OVERLOAD_SECONDS: f64 = 3.0;
+/// Connections the open-loop client keeps; a request waits for a free one
+/// only when all are busy (its latency then counts the wait).
+const OPEN_LOOP_CONNECTIONS: usize = 512;
+
+/// The `q` quantile of sorted latencies (zero when there are none).
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// What an open-loop run saw.
+struct OpenLoop {
+    secs: f64,
+    /// Latencies of the 200s, sorted.
+    admitted: Vec<Duration>,
+    /// 503s.
+    refused: usize,
+}
+
+/// Requests at `rate` per second for `seconds`, each measured from the time
+/// the schedule gave it.
+async fn open_loop(target: &Target, rate: f64, seconds: f64) -> OpenLoop {
+    let n = (rate * seconds) as usize;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = tokio::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..OPEN_LOOP_CONNECTIONS {
+        let (target, next) = (target.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(target.addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(connection);
+            let (mut admitted, mut refused) = (Vec::new(), 0);
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due).await;
+                let mut request = Request::post(target.path).header("host", "bench");
+                for (k, v) in &target.headers {
+                    request = request.header(*k, v);
+                }
+                let request = request
+                    .body(Full::new(target.body.clone()))
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("response");
+                let status = response.status();
+                let _ = response.into_body().collect().await.expect("body");
+                match status.as_u16() {
+                    200 => admitted.push(due.elapsed()),
+                    503 => refused += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (admitted, refused)
+        }));
+    }
+    let (mut admitted, mut refused) = (Vec::with_capacity(n), 0);
+    for w in workers {
+        let (a, r) = w.await.expect("worker");
+        admitted.extend(a);
+        refused += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    admitted.sort_unstable();
+    OpenLoop {
+        secs,
+        admitted,
+        refused,
     }
 }
 

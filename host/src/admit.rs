@@ -295,10 +295,13 @@ impl Admission {
     }
 
     /// Settles a call that ran: its budgets with what it used, its breaker
-    /// with how it ended. Its slots are released.
+    /// with how it ended. Its slots are released when `admitted` is dropped,
+    /// after its audit record is written: the bound on calls in flight
+    /// covers the whole call, so a slow disk backs up into the queue and
+    /// `overloaded`, not into unbounded waits.
     pub(crate) fn leave(
         &self,
-        admitted: Admitted,
+        admitted: &mut Admitted,
         call: &Call,
         policy: &Policy,
         outcome: Outcome,
@@ -307,7 +310,7 @@ impl Admission {
     ) {
         self.breakers
             .record(&call.tool, &policy.breaker, admitted.ticket, outcome, message);
-        if let Some(r) = admitted.reservation {
+        if let Some(r) = admitted.reservation.take() {
             self.budgets.settle(r, used, SystemTime::now());
         }
     }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
-use crate::admit::{overloaded_detail, Admission, Caller};
+use crate::admit::{overloaded_detail, Admission, Admitted, Caller};
 use crate::breaker::CircuitState;
 use crate::budget::{self, Budgets, MemoryCounters, SledCounters, Spent, StoreError, Usage};
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
@@ -342,6 +342,8 @@ struct Done<'a> {
     fuel_used: u64,
     denials: Vec<Denial>,
     secrets: Secrets,
+    /// The call's slots, held until its record is written.
+    _admitted: Option<Admitted>,
 }
 
 impl<'a> Done<'a> {
@@ -352,6 +354,7 @@ impl<'a> Done<'a> {
             fuel_used: 0,
             denials: Vec::new(),
             secrets: Secrets::default(),
+            _admitted: None,
         }
     }
 }
@@ -604,7 +607,7 @@ impl Fabric {
         };
         let policy = &*callable.component.policy;
         // The slots are held until the run and the guard are done.
-        let admitted = match self.admission.enter(call, policy).await {
+        let mut admitted = match self.admission.enter(call, policy).await {
             Ok(admitted) => admitted,
             Err(refusal) => return Done::before_run(*refusal, Some(callable)),
         };
@@ -649,13 +652,14 @@ impl Fabric {
         };
         let message = ending.error.as_ref().map(|e| e.message.as_str());
         self.admission
-            .leave(admitted, call, policy, ending.outcome, message, used);
+            .leave(&mut admitted, call, policy, ending.outcome, message, used);
         Done {
             ending,
             callable: Some(callable),
             fuel_used: run.fuel_used,
             denials: run.denials,
             secrets: run.secrets,
+            _admitted: Some(admitted),
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! ```toml
 //! instances = 128          # instance slots in the pool (address space, not memory)
-//! max_in_flight = 16       # calls running at once (default: 8 per core, at most instances)
-//! queue = 64               # calls waiting for a slot; one more is `overloaded` (default: 4 x max_in_flight)
+//! max_in_flight = 64       # calls in flight at once (default: 32 per core, at most instances)
+//! queue = 64               # calls waiting for a slot; one more is `overloaded` (default: max_in_flight)
 //! max_component_size = "256 MiB"   # largest NAME.wasm read from the tools directory
 //!
 //! [anomaly]                # a caller's minute over `multiple` x its average is logged and counted
@@ -35,14 +35,17 @@ pub const DEFAULT_INSTANCES: u32 = 128;
 /// biggest real tools (Python and JS interpreters) are about 20 MiB.
 pub const DEFAULT_MAX_COMPONENT_SIZE: u64 = 256 << 20;
 
-/// Calls running at once per core by default. Guests are CPU-bound and
-/// yield every epoch tick: more than a few per core only adds latency to
-/// every one of them, so the rest wait in the queue.
-pub const IN_FLIGHT_PER_CORE: u32 = 8;
+/// Calls in flight per core by default. A call holds its slot until its
+/// audit record is durable, and most of a short call's time is that wait
+/// (records are flushed in groups, one group per fsync): enough slots per
+/// core to fill a group, few enough that CPU-bound guests do not all share
+/// the cores at once.
+pub const IN_FLIGHT_PER_CORE: u32 = 32;
 
-/// Places in the queue per call in flight, by default: a burst of that many
-/// waits (for at most a few call times) instead of being refused.
-pub const QUEUE_PER_SLOT: u32 = 4;
+/// Places in the queue per call in flight, by default: a burst as large as
+/// the calls in flight waits (about one call time) instead of being
+/// refused; beyond it, waiting would only stretch every admitted call.
+pub const QUEUE_PER_SLOT: u32 = 1;
 
 /// The default bound on calls in flight: [`IN_FLIGHT_PER_CORE`] per core,
 /// at most `instances`.
