@@ -5,6 +5,7 @@
 //! that ran, 2 for usage errors, invalid arguments and unknown tools.
 
 mod audit_cmd;
+mod bench_cmd;
 mod guard_cmd;
 mod serve_cmd;
 
@@ -115,6 +116,10 @@ enum Command {
     /// Manage the callers file: who may call which tools, with which token.
     #[command(subcommand)]
     Caller(serve_cmd::CallerCommand),
+    /// Measure what a call of one tool costs: a fresh instance per call
+    /// through the whole pipeline, beside a reused instance and a process per
+    /// call; percentiles, phases, memory, an optional SVG plot.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -168,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         }) => guard_cmd::eval(&file, show_errors, json),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
+        Command::Bench(args) => bench_cmd::bench(args, &options),
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
         Command::Tools { json } => {
             let fabric = open(&options)?;
@@ -299,7 +305,7 @@ fn load(
     }))
 }
 
-fn open(options: &Options) -> Result<Fabric> {
+pub(crate) fn open(options: &Options) -> Result<Fabric> {
     use fabric_host::{OpenError, RegistryError};
     Fabric::open(options).map_err(|e| match e {
         OpenError::Registry(e @ RegistryError::Tools { .. }) => anyhow::anyhow!(
@@ -318,7 +324,7 @@ fn report_problems(fabric: &Fabric) {
     }
 }
 
-fn read_arguments(args: Option<&str>) -> Result<Value> {
+pub(crate) fn read_arguments(args: Option<&str>) -> Result<Value> {
     let text = match args {
         None => return Ok(json!({})),
         Some("-") => {

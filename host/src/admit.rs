@@ -139,15 +139,32 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// A call that was let in: holds its slots until dropped, and its claim on
-/// the caller's budgets until settled.
-pub(crate) struct Admitted {
-    _slot: OwnedSemaphorePermit,
-    _caller_slot: Option<OwnedSemaphorePermit>,
-    ticket: Ticket,
+/// the caller's budgets and its breaker ticket until [`Admission::leave`].
+/// Dropped without it (refused later, cancelled, panicked), the ticket is
+/// given back and the reservation is charged in full: never less than the
+/// call may have used.
+pub(crate) struct Admitted<'a> {
+    admission: &'a Admission,
+    tool: String,
+    ticket: Option<Ticket>,
     reservation: Option<Reservation>,
+    _slot: Option<OwnedSemaphorePermit>,
+    _caller_slot: Option<OwnedSemaphorePermit>,
 }
 
-impl Admitted {
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.admission.breakers.release(&self.tool, ticket);
+        }
+        if let Some(r) = self.reservation.take() {
+            let granted = r.granted;
+            self.admission.budgets.settle(r, granted, SystemTime::now());
+        }
+    }
+}
+
+impl Admitted<'_> {
     /// What the call may use, when a budget lowered its policy's limits.
     pub(crate) fn granted(&self) -> Option<Usage> {
         self.reservation.as_ref().map(|r| r.granted)
@@ -245,9 +262,22 @@ impl Admission {
     /// open, its caller is at its own cap, the host is full (slots and
     /// queue), or a budget is spent. The first refusal wins; nothing is
     /// spent for a refused call.
-    pub(crate) async fn enter(&self, call: &Call, policy: &Policy) -> Result<Admitted, Box<Ending>> {
+    pub(crate) async fn enter(
+        &self,
+        call: &Call,
+        policy: &Policy,
+    ) -> Result<Admitted<'_>, Box<Ending>> {
         let ticket = self.breakers.admit(&call.tool, &policy.breaker)?;
-        let caller_slot = match &call.caller {
+        // From here a refusal drops `admitted`, which gives the ticket back.
+        let mut admitted = Admitted {
+            admission: self,
+            tool: call.tool.clone(),
+            ticket: Some(ticket),
+            reservation: None,
+            _slot: None,
+            _caller_slot: None,
+        };
+        admitted._caller_slot = match &call.caller {
             Caller::Named(id) => self.caller_slot(id)?,
             Caller::Local | Caller::Unauthenticated(_) => None,
         };
@@ -275,7 +305,8 @@ impl Admission {
                 })?
             }
         };
-        let reservation = match &call.caller {
+        admitted._slot = Some(slot);
+        admitted.reservation = match &call.caller {
             Caller::Named(id) => {
                 let ask = Usage {
                     fuel: policy.limits.fuel,
@@ -286,12 +317,7 @@ impl Admission {
             }
             Caller::Local | Caller::Unauthenticated(_) => None,
         };
-        Ok(Admitted {
-            _slot: slot,
-            _caller_slot: caller_slot,
-            ticket,
-            reservation,
-        })
+        Ok(admitted)
     }
 
     /// Settles a call that ran: its budgets with what it used, its breaker
@@ -299,17 +325,25 @@ impl Admission {
     /// after its audit record is written: the bound on calls in flight
     /// covers the whole call, so a slow disk backs up into the queue and
     /// `overloaded`, not into unbounded waits.
+    /// `verdict` is how the call ended as the tool's breaker should count
+    /// it, or `None` when the ending says nothing about the tool (its
+    /// caller's budget lowered the limit it hit, or the host failed).
     pub(crate) fn leave(
         &self,
-        admitted: &mut Admitted,
-        call: &Call,
+        admitted: &mut Admitted<'_>,
         policy: &Policy,
-        outcome: Outcome,
-        message: Option<&str>,
+        verdict: Option<(Outcome, Option<&str>)>,
         used: Usage,
     ) {
-        self.breakers
-            .record(&call.tool, &policy.breaker, admitted.ticket, outcome, message);
+        if let Some(ticket) = admitted.ticket.take() {
+            match verdict {
+                Some((outcome, message)) => {
+                    self.breakers
+                        .record(&admitted.tool, &policy.breaker, ticket, outcome, message)
+                }
+                None => self.breakers.release(&admitted.tool, ticket),
+            }
+        }
         if let Some(r) = admitted.reservation.take() {
             self.budgets.settle(r, used, SystemTime::now());
         }

@@ -31,7 +31,8 @@ pub struct CircuitState {
     pub state: &'static str,
     /// Seconds until a trial call is let through (0 when half-open).
     pub retry_after_s: u64,
-    /// The outcomes and messages of the failures that opened it.
+    /// The outcomes of the failures that opened it (their messages are
+    /// logged, not shown: they may echo another caller's arguments).
     pub failures: Vec<String>,
 }
 
@@ -113,6 +114,19 @@ impl Breakers {
         }
     }
 
+    /// Gives back a ticket whose call did not run to a verdict on the tool
+    /// (refused after the breaker, cancelled, or stopped by its caller's
+    /// budget or a host fault): a half-open trial is let through again.
+    pub(crate) fn release(&self, tool: &str, ticket: Ticket) {
+        if !ticket.trial {
+            return;
+        }
+        let mut tools = self.tools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(State::HalfOpen { trial, .. }) = tools.get_mut(tool) {
+            *trial = false;
+        }
+    }
+
     /// Records how a call that ran ended.
     pub(crate) fn record(
         &self,
@@ -135,11 +149,11 @@ impl Breakers {
         }
         let now = Instant::now();
         let state = tools.entry(tool.to_string()).or_default();
-        let what = || {
-            let m = message.unwrap_or_default();
-            let m = crate::call::cap(m, MAX_FAILURE);
-            format!("{}: {m}", outcome.as_str())
-        };
+        if failed {
+            let m = crate::call::cap(message.unwrap_or_default(), MAX_FAILURE);
+            tracing::info!(tool, outcome = outcome.as_str(), "breaker counts a failure: {m}");
+        }
+        let what = || outcome.as_str().to_string();
         match state {
             State::HalfOpen { failures, .. } if ticket.trial => {
                 if failed {
@@ -240,7 +254,7 @@ mod tests {
         let policy = BreakerPolicy {
             failures: 2,
             window: Duration::from_secs(60),
-            cooldown: Duration::from_millis(50),
+            cooldown: Duration::from_millis(300),
         };
         let b = Breakers::default();
         let t = b.admit("x.f", &policy).unwrap();
@@ -255,14 +269,16 @@ mod tests {
         let refused = b.admit("x.f", &policy).unwrap_err();
         assert_eq!(refused.outcome(), Outcome::CircuitOpen);
         assert_eq!(b.open()[0].state, "open");
-        assert_eq!(b.open()[0].failures, vec!["timeout: slow", "timeout: slow"]);
-        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.open()[0].failures, vec!["timeout", "timeout"]);
+        std::thread::sleep(Duration::from_millis(350));
         let trial = b.admit("x.f", &policy).unwrap();
-        // Only one trial at a time.
+        // Only one trial at a time; a trial that never ran is let through again.
         assert!(b.admit("x.f", &policy).is_err());
+        b.release("x.f", trial);
+        let trial = b.admit("x.f", &policy).unwrap();
         b.record("x.f", &policy, trial, Outcome::FuelExhausted, None);
         assert!(b.admit("x.f", &policy).is_err());
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(350));
         let trial = b.admit("x.f", &policy).unwrap();
         b.record("x.f", &policy, trial, Outcome::ToolError, None);
         assert!(b.open().is_empty());

@@ -39,12 +39,21 @@ use crate::call::{Ending, Outcome};
 pub struct Spent {
     /// Calls admitted.
     pub calls: u64,
-    /// Fuel used (and reserved by calls still running).
+    /// Fuel used by calls that ended.
     pub fuel: u64,
-    /// Guest wall time, microseconds (and reserved).
+    /// Guest wall time of calls that ended, microseconds.
     pub wall_us: u64,
-    /// Output bytes (and reserved).
+    /// Output bytes of calls that ended.
     pub output: u64,
+    /// Fuel reserved by calls running now.
+    #[serde(default)]
+    pub reserved_fuel: u64,
+    /// Wall time reserved by calls running now, microseconds.
+    #[serde(default)]
+    pub reserved_wall_us: u64,
+    /// Output bytes reserved by calls running now.
+    #[serde(default)]
+    pub reserved_output: u64,
     /// The clock minute (Unix seconds / 60) `minute_calls` counts in.
     pub minute: u64,
     /// Calls admitted in that minute.
@@ -311,9 +320,9 @@ impl Budgets {
             for s in spent.iter_mut() {
                 s.calls += 1;
                 s.minute_calls += 1;
-                s.fuel = s.fuel.saturating_add(granted.fuel);
-                s.wall_us = s.wall_us.saturating_add(granted.wall_us);
-                s.output = s.output.saturating_add(granted.output);
+                s.reserved_fuel = s.reserved_fuel.saturating_add(granted.fuel);
+                s.reserved_wall_us = s.reserved_wall_us.saturating_add(granted.wall_us);
+                s.reserved_output = s.reserved_output.saturating_add(granted.output);
             }
             true
         });
@@ -332,20 +341,19 @@ impl Budgets {
         })
     }
 
-    /// Replaces `reservation` with what the call really used.
+    /// Replaces `reservation` with what the call really used (at most what
+    /// was granted: a budget is never overshot).
     pub(crate) fn settle(&self, reservation: Reservation, used: Usage, now: SystemTime) {
         let r = &reservation;
+        let g = r.granted;
         let updated = self.store.update(&r.keys, &mut |spent| {
             for s in spent.iter_mut() {
-                s.fuel = s.fuel.saturating_sub(r.granted.fuel).saturating_add(used.fuel);
-                s.wall_us = s
-                    .wall_us
-                    .saturating_sub(r.granted.wall_us)
-                    .saturating_add(used.wall_us);
-                s.output = s
-                    .output
-                    .saturating_sub(r.granted.output)
-                    .saturating_add(used.output);
+                s.reserved_fuel = s.reserved_fuel.saturating_sub(g.fuel);
+                s.reserved_wall_us = s.reserved_wall_us.saturating_sub(g.wall_us);
+                s.reserved_output = s.reserved_output.saturating_sub(g.output);
+                s.fuel = s.fuel.saturating_add(used.fuel.min(g.fuel));
+                s.wall_us = s.wall_us.saturating_add(used.wall_us.min(g.wall_us));
+                s.output = s.output.saturating_add(used.output.min(g.output));
             }
             true
         });
@@ -366,6 +374,8 @@ struct Exceeded {
     used: u64,
     /// Seconds until it resets; `None`: it never does.
     resets_in: Option<u64>,
+    /// What is left is reserved by calls running now.
+    reserved: bool,
 }
 
 impl Exceeded {
@@ -383,6 +393,10 @@ impl Exceeded {
             _ => (self.limit.to_string(), self.used.to_string()),
         };
         let when = match self.resets_in {
+            _ if self.reserved => format!(
+                "the rest is reserved by calls running now; retry in {} s, when they have ended",
+                self.resets_in.unwrap_or(1)
+            ),
             Some(s) => format!("it resets in {s} s"),
             None => format!("it never resets by itself (fabric caller reset {caller})"),
         };
@@ -391,15 +405,17 @@ impl Exceeded {
             "scope": self.scope,
             "limit": self.limit,
             "used": self.used,
-            "resets_in_s": self.resets_in,
+            "resets_in_s": if self.reserved { None } else { self.resets_in },
+            "reserved": self.reserved,
         });
         if let (Some(s), Value::Object(map)) = (self.resets_in, &mut detail) {
             map.insert("retry_after_s".into(), json!(s));
         }
+        let verb = if self.reserved { "has no more room in" } else { "has spent" };
         Ending::failed(
             Outcome::BudgetExceeded,
             format!(
-                "{whose} has spent its {} budget: limit {limit}, used {used}; {when}",
+                "{whose} {verb} its {} budget: limit {limit}, used {used}; {when}",
                 self.budget
             ),
             detail,
@@ -416,6 +432,7 @@ fn check(budget: &Budget, s: &Spent, granted: &mut Usage, unix: u64) -> Result<(
         limit,
         used,
         resets_in,
+        reserved: false,
     };
     if let Some(limit) = budget.calls {
         if s.calls >= limit {
@@ -432,22 +449,32 @@ fn check(budget: &Budget, s: &Spent, granted: &mut Usage, unix: u64) -> Result<(
             ));
         }
     }
-    let lower = |name, limit: Option<u64>, used: u64, want: &mut u64| {
+    let lower = |name, limit: Option<u64>, used: u64, reserved: u64, want: &mut u64| {
         if let Some(limit) = limit {
-            let left = limit.saturating_sub(used);
-            if left == 0 {
+            if used >= limit {
                 return Err(exceeded(name, limit, used, None));
             }
-            *want = (*want).min(left);
+            let left = limit - used;
+            if left <= reserved {
+                return Err(Exceeded {
+                    reserved: true,
+                    ..exceeded(name, limit, used, Some(RESERVED_RETRY_S))
+                });
+            }
+            *want = (*want).min(left - reserved);
         }
         Ok(())
     };
-    lower("fuel", budget.fuel, s.fuel, &mut granted.fuel)?;
+    lower("fuel", budget.fuel, s.fuel, s.reserved_fuel, &mut granted.fuel)?;
     let wall = budget.wall.map(|w| w.as_micros() as u64);
-    lower("wall", wall, s.wall_us, &mut granted.wall_us)?;
-    lower("output", budget.output, s.output, &mut granted.output)?;
+    lower("wall", wall, s.wall_us, s.reserved_wall_us, &mut granted.wall_us)?;
+    lower("output", budget.output, s.output, s.reserved_output, &mut granted.output)?;
     Ok(())
 }
+
+/// When the rest of a budget is reserved by calls running now, how long to
+/// wait before trying again: calls take milliseconds to seconds.
+const RESERVED_RETRY_S: u64 = 1;
 
 /// When a caller's last minute is an anomaly: its calls (or fuel) exceed
 /// `multiple` times its average over the minutes before, and at least the
@@ -643,7 +670,10 @@ mod tests {
         // While it runs, the next may have only what is left.
         let second = b.reserve(&who, None, ask(), now).unwrap();
         assert_eq!(second.granted.fuel, 500);
-        assert!(outcome(&b.reserve(&who, None, ask(), now)).is_some());
+        let (message, detail) = outcome(&b.reserve(&who, None, ask(), now)).unwrap();
+        assert!(message.contains("reserved by calls running now"), "{message}");
+        assert_eq!(detail["retry_after_s"], 1);
+        assert_eq!(detail["reserved"], true);
         b.settle(
             first,
             Usage {

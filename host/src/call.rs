@@ -280,6 +280,29 @@ pub struct CallResult {
     pub duration_us: u64,
     /// The audit record (`null` when the audit log is off).
     pub audit: Option<AuditRef>,
+    /// Where the call's time went (not part of the result object).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub phases: Phases,
+}
+
+/// Where one call's time went, stage by stage: what `fabric bench` breaks
+/// its latency into. Stages a call did not reach are zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// The admit stage: caller, scope, breaker, caps, a slot (including the
+    /// wait in the queue) and budgets.
+    pub admit: std::time::Duration,
+    /// Resolving the tool and validating the arguments.
+    pub validate: std::time::Duration,
+    /// A fresh store and instance.
+    pub instantiate: std::time::Duration,
+    /// The guest's call.
+    pub run: std::time::Duration,
+    /// Output conversion, the guard and settling the budgets.
+    pub guard: std::time::Duration,
+    /// The audit append, until the record is durable.
+    pub audit: std::time::Duration,
 }
 
 /// How a call ended, as the stages decide it: the outcome, the output, the
@@ -343,7 +366,8 @@ struct Done<'a> {
     denials: Vec<Denial>,
     secrets: Secrets,
     /// The call's slots, held until its record is written.
-    _admitted: Option<Admitted>,
+    _admitted: Option<Admitted<'a>>,
+    phases: Phases,
 }
 
 impl<'a> Done<'a> {
@@ -355,7 +379,13 @@ impl<'a> Done<'a> {
             denials: Vec::new(),
             secrets: Secrets::default(),
             _admitted: None,
+            phases: Phases::default(),
         }
+    }
+
+    fn timed(mut self, phases: Phases) -> Done<'a> {
+        self.phases = phases;
+        self
     }
 }
 
@@ -385,8 +415,7 @@ impl<'a> Done<'a> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Fabric {
-    /// Read only by the benchmarks' door; the components hold it too.
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    /// The components hold it too; reused-instance measurements need it.
     engine: Engine,
     registry: Registry,
     admission: Admission,
@@ -509,6 +538,53 @@ impl Fabric {
         }
     }
 
+    /// Calls `tool` with `arguments` on ONE instance, `warmup` times and then
+    /// `n` times, returning the latencies of the `n`: the floor under a
+    /// fresh instance per call, for `fabric bench`. Not isolated: state
+    /// carries over from call to call, which is why Fabric never serves
+    /// calls this way. Fuel and time are unlimited; nothing is audited.
+    pub async fn reused_instance(
+        &self,
+        tool: &str,
+        arguments: &Value,
+        warmup: usize,
+        n: usize,
+    ) -> Result<Vec<std::time::Duration>, String> {
+        let callable = self
+            .resolve(&Caller::Local, tool)
+            .map_err(|e| e.error.map(|e| e.message).unwrap_or_default())?;
+        let params = arguments_to_vals(&callable.params, arguments).map_err(|e| e.to_string())?;
+        let policy = &callable.component.policy;
+        let mut store = sandbox::new_store(&self.engine, policy, &Secrets::default(), &self.halt)
+            .map_err(|f| f.message)?;
+        let unlimited = store
+            .set_fuel(u64::MAX)
+            .map(|()| store.set_epoch_deadline(u64::MAX / 2));
+        unlimited.map_err(|e| format!("{e:#}"))?;
+        let instance = callable
+            .component
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("instantiating {tool} failed: {e:#}"))?;
+        let func = instance
+            .get_func(&mut store, callable.func)
+            .ok_or_else(|| format!("{tool} is not exported"))?;
+        let results = usize::from(!matches!(callable.returns, Returns::Nothing));
+        let mut out = vec![Val::Bool(false); results];
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            let started = Instant::now();
+            func.call_async(&mut store, &params, &mut out)
+                .await
+                .map_err(|e| format!("{tool} failed on a reused instance: {e:#}"))?;
+            if i >= warmup {
+                samples.push(started.elapsed());
+            }
+        }
+        Ok(samples)
+    }
+
     /// The registry, for benchmarks.
     #[cfg(feature = "internals")]
     pub fn registry(&self) -> &Registry {
@@ -557,8 +633,10 @@ impl Fabric {
             fuel_used: done.fuel_used,
             duration_us: started.elapsed().as_micros() as u64,
             audit: None,
+            phases: done.phases,
         };
         if let Some(audit) = &self.audit {
+            let appending = Instant::now();
             let mut entry = audit_entry(&call, &result, done.callable, &done.secrets, time_unix_us);
             if host_fault {
                 entry.outcome = HOST_FAULT.to_string();
@@ -571,6 +649,7 @@ impl Fabric {
                 seq: sealed.seq,
                 hash: sealed.hash,
             });
+            result.phases.audit = appending.elapsed();
             result.duration_us = started.elapsed().as_micros() as u64;
         }
         if host_fault {
@@ -594,22 +673,36 @@ impl Fabric {
     /// admit → resolve → validate → enter (breaker, caps, slot, budgets) →
     /// sandbox → guard → settle.
     async fn pipeline(&self, call: &Call) -> Done<'_> {
-        if let Err(refusal) = self.admission.check_caller(call) {
-            return Done::before_run(*refusal, None);
+        let mut phases = Phases::default();
+        let mut clock = Instant::now();
+        let mut lap = || {
+            let now = Instant::now();
+            let lap = now - clock;
+            clock = now;
+            lap
+        };
+        let checked = self.admission.check_caller(call);
+        phases.admit = lap();
+        if let Err(refusal) = checked {
+            return Done::before_run(*refusal, None).timed(phases);
         }
         let callable = match self.resolve(&call.caller, &call.tool) {
             Ok(callable) => callable,
-            Err(ending) => return Done::before_run(ending, None),
+            Err(ending) => return Done::before_run(ending, None).timed(phases),
         };
-        let params = match tracing::info_span!("validate").in_scope(|| validate(callable, call)) {
+        let params = tracing::info_span!("validate").in_scope(|| validate(callable, call));
+        phases.validate = lap();
+        let params = match params {
             Ok(params) => params,
-            Err(ending) => return Done::before_run(ending, Some(callable)),
+            Err(ending) => return Done::before_run(ending, Some(callable)).timed(phases),
         };
         let policy = &*callable.component.policy;
-        // The slots are held until the run and the guard are done.
-        let mut admitted = match self.admission.enter(call, policy).await {
+        // The slots are held until the call's record is written.
+        let entered = self.admission.enter(call, policy).await;
+        phases.admit += lap();
+        let mut admitted = match entered {
             Ok(admitted) => admitted,
-            Err(refusal) => return Done::before_run(*refusal, Some(callable)),
+            Err(refusal) => return Done::before_run(*refusal, Some(callable)).timed(phases),
         };
         // A budget with less left than the policy grants lowers the limits.
         let capped = admitted.granted().and_then(|g| capped(policy, g));
@@ -627,6 +720,9 @@ impl Fabric {
         .instrument(tracing::info_span!("sandbox"))
         .await;
         let wall_us = started.elapsed().as_micros() as u64;
+        let sandboxed = lap();
+        phases.instantiate = run.instantiate.min(sandboxed);
+        phases.run = sandboxed - phases.instantiate;
         let guard = match &capped {
             Some(p) => Cow::Owned(GuardConfig {
                 output_limit: p.limits.output,
@@ -637,9 +733,10 @@ impl Fabric {
         let mut ending = guard_stage(callable, &guard, run.end, &run.secrets)
             .instrument(tracing::info_span!("guard"))
             .await;
-        if let Some(p) = &capped {
-            note_cap(&mut ending, &policy.limits, &p.limits);
-        }
+        let hit_cap = match &capped {
+            Some(p) => note_cap(&mut ending, &policy.limits, &p.limits),
+            None => false,
+        };
         let output = if ending.outcome == Outcome::Ok {
             guard::json_size(&ending.output)
         } else {
@@ -651,8 +748,9 @@ impl Fabric {
             output,
         };
         let message = ending.error.as_ref().map(|e| e.message.as_str());
-        self.admission
-            .leave(&mut admitted, call, policy, ending.outcome, message, used);
+        let verdict = (!hit_cap && !ending.host_fault).then_some((ending.outcome, message));
+        self.admission.leave(&mut admitted, policy, verdict, used);
+        phases.guard = lap();
         Done {
             ending,
             callable: Some(callable),
@@ -660,6 +758,7 @@ impl Fabric {
             denials: run.denials,
             secrets: run.secrets,
             _admitted: Some(admitted),
+            phases,
         }
     }
 
@@ -722,19 +821,24 @@ fn capped(policy: &Policy, granted: Usage) -> Option<Policy> {
 }
 
 /// Says in the error of a call that hit a limit a budget lowered that the
-/// budget, not the policy, set it.
-fn note_cap(ending: &mut Ending, policy: &crate::policy::Limits, capped: &crate::policy::Limits) {
+/// budget, not the policy, set it; returns whether it did.
+fn note_cap(
+    ending: &mut Ending,
+    policy: &crate::policy::Limits,
+    capped: &crate::policy::Limits,
+) -> bool {
     let budget = match ending.outcome {
         Outcome::FuelExhausted if capped.fuel < policy.fuel => "fuel",
         Outcome::Timeout if capped.timeout < policy.timeout => "wall",
         Outcome::OutputRejected if capped.output < policy.output => "output",
-        _ => return,
+        _ => return false,
     };
     if let Some(error) = ending.error.as_mut() {
         error.message.push_str(&format!(
             "; the limit was lowered to what is left of the caller's {budget} budget"
         ));
     }
+    true
 }
 
 /// How the run ended, checked by the guard: a trap's message and a tool's

@@ -238,6 +238,13 @@ impl CallersSpec {
     }
 
     fn check(&self, path: &Path) -> Result<(), CallersError> {
+        if self.defaults.max_in_flight == Some(0) {
+            return Err(CallersError::new(
+                path,
+                "defaults.max_in_flight",
+                "must be at least 1",
+            ));
+        }
         for (table, spec) in [
             ("defaults.budget", &self.defaults.budget),
             ("defaults.session_budget", &self.defaults.session_budget),
@@ -268,6 +275,13 @@ impl CallersSpec {
                     path,
                     at("scope"),
                     "give at least one tool name or glob, e.g. [\"text.*\"]",
+                ));
+            }
+            if c.max_in_flight == Some(0) {
+                return Err(CallersError::new(
+                    path,
+                    at("max_in_flight"),
+                    "must be at least 1 (remove the caller to lock it out)",
                 ));
             }
             for (table, spec) in [("budget", &c.budget), ("session_budget", &c.session_budget)] {

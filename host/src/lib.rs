@@ -109,7 +109,7 @@ pub use fabric_guard as guard;
 pub use admit::{Caller, Identity, Scope};
 pub use call::{
     AuditRef, Call, CallError, CallResult, ErrorBody, Fabric, GuardReport, OpenError, Options,
-    Outcome, TraceContext,
+    Outcome, Phases, TraceContext,
 };
 pub use config::HostConfig;
 pub use listing::{Grants, ToolInfo};

@@ -23,6 +23,8 @@ pub const MAX_MEMORY: u64 = 1 << 30;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest output a policy may accept.
 pub const MAX_OUTPUT: u64 = 64 << 20;
+/// Longest breaker window or cool-down a policy may set.
+pub const MAX_BREAKER_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Largest policy file read.
 pub const MAX_POLICY_FILE: u64 = 1 << 20;
 
@@ -525,12 +527,16 @@ impl Policy {
             ("breaker.cooldown", &b.cooldown, &mut policy.breaker.cooldown),
         ] {
             if let Some(text) = text {
-                *slot = parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
-                    (
-                        key.to_string(),
-                        format!("{text:?} is not a positive duration: write e.g. \"30s\" or \"1m\""),
-                    )
-                })?;
+                *slot = parse_duration(text)
+                    .filter(|d| !d.is_zero() && *d <= MAX_BREAKER_DURATION)
+                    .ok_or_else(|| {
+                        (
+                            key.to_string(),
+                            format!(
+                                "{text:?} is not a duration from 1ms to 24h: write e.g. \"30s\" or \"1m\""
+                            ),
+                        )
+                    })?;
             }
         }
         Ok(policy)

@@ -108,6 +108,9 @@ pub struct Run {
     pub denials: Vec<Denial>,
     /// The `[env] pass` values the tool was handed, for later redaction.
     pub secrets: Secrets,
+    /// Time to build the store and instantiate the component; the rest of
+    /// the run is the guest's call.
+    pub instantiate: Duration,
 }
 
 /// Per-call store data: the WASI and HTTP contexts and the limiter.
@@ -360,6 +363,7 @@ pub async fn run(
     params: &[Val],
     halt: &Arc<Halt>,
 ) -> Run {
+    let started = Instant::now();
     let secrets = Secrets::read(&policy.env_pass);
     let mut store = match new_store(pre.engine(), policy, &secrets, halt) {
         Ok(store) => store,
@@ -369,11 +373,14 @@ pub async fn run(
                 fuel_used: 0,
                 denials: Vec::new(),
                 secrets,
+                instantiate: Duration::ZERO,
             };
         }
     };
+    let mut instantiate = Duration::ZERO;
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
+        instantiate = started.elapsed();
         let func = instance
             .get_func(&mut store, func)
             .ok_or_else(|| wasmtime::Error::msg("the component no longer exports this function"))?;
@@ -419,6 +426,7 @@ pub async fn run(
         fuel_used,
         denials,
         secrets,
+        instantiate,
     }
 }
 

@@ -24,7 +24,7 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::{is_json, read_body, session_header, trace_context, Shared};
+use super::{is_json, read_body, session_header, session_id, trace_context, Shared};
 use crate::admit::Caller;
 use crate::call::{Call, CallResult, Outcome};
 use crate::listing::ToolInfo;
@@ -707,12 +707,25 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
             )
         }
     };
-    let meta_session = request
+    let meta_session = match request
         .params
         .get("_meta")
         .and_then(|m| m.get(META_SESSION))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    {
+        None => None,
+        Some(Value::String(s)) => match session_id(s.as_bytes(), "_meta[\"fabric.dev/session\"]") {
+            Ok(s) => Some(s),
+            Err(message) => return rpc_error(StatusCode::OK, id, INVALID_PARAMS, message),
+        },
+        Some(_) => {
+            return rpc_error(
+                StatusCode::OK,
+                id,
+                INVALID_PARAMS,
+                "_meta[\"fabric.dev/session\"] must be a string",
+            )
+        }
+    };
     let header_session = match session_header(request.headers) {
         Ok(s) => s,
         Err(message) => return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, message),

@@ -403,19 +403,22 @@ pub(crate) async fn read_body(
 pub(crate) fn session_header(headers: &HeaderMap) -> Result<Option<String>, String> {
     match headers.get("fabric-session") {
         None => Ok(None),
-        Some(v) => {
-            let bytes = v.as_bytes();
-            if bytes.is_empty()
-                || bytes.len() > MAX_SESSION
-                || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
-            {
-                return Err(format!(
-                    "the Fabric-Session header must be 1-{MAX_SESSION} visible ASCII characters, no spaces"
-                ));
-            }
-            Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
-        }
+        Some(v) => session_id(v.as_bytes(), "the Fabric-Session header").map(Some),
     }
+}
+
+/// A session id as given (`what` names where), checked: 1 to
+/// [`MAX_SESSION`] visible ASCII characters. Budgets key counters by it.
+pub(crate) fn session_id(bytes: &[u8], what: &str) -> Result<String, String> {
+    if bytes.is_empty()
+        || bytes.len() > MAX_SESSION
+        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(format!(
+            "{what} must be 1-{MAX_SESSION} visible ASCII characters, no spaces"
+        ));
+    }
+    Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// The caller's W3C trace context, when it sent one.
