@@ -68,8 +68,8 @@ fn main() {
     });
 
     let warm = runtime.block_on(async {
-        let mut store = sandbox::new_store(fabric.engine(), &policy, &Default::default(), &halt)
-                .unwrap();
+        let mut store =
+            sandbox::new_store(fabric.engine(), &policy, &Default::default(), &halt).unwrap();
         store.set_fuel(u64::MAX).unwrap();
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = callable

@@ -228,13 +228,7 @@ async fn open_loop(target: &Target, rate: f64, seconds: f64) -> OpenLoop {
     for _ in 0..OPEN_LOOP_CONNECTIONS {
         let (target, next) = (target.clone(), next.clone());
         workers.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(target.addr).await.expect("connect");
-            stream.set_nodelay(true).expect("nodelay");
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .expect("handshake");
-            tokio::spawn(connection);
+            let mut sender = connect(target.addr).await;
             let (mut admitted, mut refused) = (Vec::new(), 0);
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -243,13 +237,7 @@ async fn open_loop(target: &Target, rate: f64, seconds: f64) -> OpenLoop {
                 }
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
                 tokio::time::sleep_until(due).await;
-                let mut request = Request::post(target.path).header("host", "bench");
-                for (k, v) in &target.headers {
-                    request = request.header(*k, v);
-                }
-                let request = request
-                    .body(Full::new(target.body.clone()))
-                    .expect("request");
+                let request = target.request();
                 let response = sender.send_request(request).await.expect("response");
                 let status = response.status();
                 let _ = response.into_body().collect().await.expect("body");
@@ -274,6 +262,30 @@ async fn open_loop(target: &Target, rate: f64, seconds: f64) -> OpenLoop {
         secs,
         admitted,
         refused,
+    }
+}
+
+/// A keep-alive client connection to `addr`.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+impl Target {
+    /// One request of this row.
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::post(self.path).header("host", "bench");
+        for (k, v) in &self.headers {
+            request = request.header(*k, v);
+        }
+        request.body(Full::new(self.body.clone())).expect("request")
     }
 }
 
@@ -307,22 +319,10 @@ async fn http_load(target: &Target, concurrency: usize, n: usize) -> (f64, Vec<D
     for _ in 0..concurrency {
         let (target, next) = (target.clone(), next.clone());
         workers.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(target.addr).await.expect("connect");
-            stream.set_nodelay(true).expect("nodelay");
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .expect("handshake");
-            tokio::spawn(connection);
+            let mut sender = connect(target.addr).await;
             let mut latencies = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                let mut request = Request::post(target.path).header("host", "bench");
-                for (k, v) in &target.headers {
-                    request = request.header(*k, v);
-                }
-                let request = request
-                    .body(Full::new(target.body.clone()))
-                    .expect("request");
+                let request = target.request();
                 let sent = Instant::now();
                 let response = sender.send_request(request).await.expect("response");
                 let status = response.status();

@@ -144,12 +144,8 @@ pub fn bench(args: BenchArgs, options: &Options) -> Result<ExitCode> {
     let last = runs.pop().context("at least one run")?;
     let fresh_stats = Stats::of(&last.latencies, last.elapsed);
     let ok = last.outcomes.get("ok").map_or(0, |o| o.0);
-    let reused = runtime.block_on(fabric.reused_instance(
-        &args.tool,
-        &arguments,
-        args.warmup,
-        args.calls,
-    ));
+    let reused =
+        runtime.block_on(fabric.reused_instance(&args.tool, &arguments, args.warmup, args.calls));
     let reused = match reused {
         Ok(samples) => {
             let total = samples.iter().sum();
@@ -166,9 +162,8 @@ pub fn bench(args: BenchArgs, options: &Options) -> Result<ExitCode> {
         .collect();
 
     let phase_names = ["admit", "validate", "instantiate", "run", "guard", "audit"];
-    let phase = |p: &Phases, i: usize| {
-        [p.admit, p.validate, p.instantiate, p.run, p.guard, p.audit][i]
-    };
+    let phase =
+        |p: &Phases, i: usize| [p.admit, p.validate, p.instantiate, p.run, p.guard, p.audit][i];
     let mut phases = Map::new();
     let mut phase_p50 = Vec::new();
     for (i, name) in phase_names.iter().enumerate() {
@@ -186,9 +181,7 @@ pub fn bench(args: BenchArgs, options: &Options) -> Result<ExitCode> {
         Err(why) => json!({"skipped": why}),
     };
     let ratio = |m: &std::result::Result<Stats, String>, f: fn(&Stats) -> f64| {
-        m.as_ref()
-            .ok()
-            .map(|s| f(s) / f(&fresh_stats).max(1e-9))
+        m.as_ref().ok().map(|s| f(s) / f(&fresh_stats).max(1e-9))
     };
     let report = json!({
         "tool": args.tool,
@@ -231,7 +224,15 @@ pub fn bench(args: BenchArgs, options: &Options) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&args, &report, &fresh_stats, &reused, &process, &wasmtime, &phase_p50);
+        print_table(
+            &args,
+            &report,
+            &fresh_stats,
+            &reused,
+            &process,
+            &wasmtime,
+            &phase_p50,
+        );
     }
     if ok == 0 {
         let (outcome, (_, message)) = last
@@ -379,7 +380,9 @@ fn wasmtime_per_call(
             .status()
             .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
         if !status.success() {
-            return Err(format!("wasmtime run --invoke {invoke:?} exited with {status}"));
+            return Err(format!(
+                "wasmtime run --invoke {invoke:?} exited with {status}"
+            ));
         }
         samples.push(t.elapsed());
     }
@@ -394,7 +397,11 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 /// `func(arg, …)` in WAVE (the value syntax `wasmtime run --invoke`
 /// takes), the arguments in the schema's property order.
-pub fn wave_call(function: &str, schema: &Value, arguments: &Value) -> std::result::Result<String, String> {
+pub fn wave_call(
+    function: &str,
+    schema: &Value,
+    arguments: &Value,
+) -> std::result::Result<String, String> {
     let names: Vec<&str> = schema
         .get("properties")
         .and_then(Value::as_object)
@@ -415,7 +422,11 @@ fn wave(value: &Value) -> std::result::Result<String, String> {
         Value::String(s) => serde_json::to_string(s).map_err(|e| e.to_string())?,
         Value::Array(items) => format!(
             "[{}]",
-            items.iter().map(wave).collect::<std::result::Result<Vec<_>, _>>()?.join(", ")
+            items
+                .iter()
+                .map(wave)
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .join(", ")
         ),
         Value::Object(fields) => format!(
             "{{{}}}",
@@ -468,7 +479,11 @@ fn print_table(
         args.calls,
         args.warmup,
         args.concurrency,
-        if args.no_audit { "off" } else { "durable (scratch log)" }
+        if args.no_audit {
+            "off"
+        } else {
+            "durable (scratch log)"
+        }
     );
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
@@ -510,7 +525,12 @@ fn print_table(
 
 /// The SVG: latency CDFs per mode (log x axis), and the fresh call's phases
 /// (p50) as one stacked bar.
-fn plot(path: &Path, tool: &str, series: &[(&str, &Vec<f64>)], phases: &[(&str, f64)]) -> Result<()> {
+fn plot(
+    path: &Path,
+    tool: &str,
+    series: &[(&str, &Vec<f64>)],
+    phases: &[(&str, f64)],
+) -> Result<()> {
     use plotters::prelude::*;
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot draw {}: {e}", path.display());
     let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
@@ -600,8 +620,7 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Result<Scratch> {
         let dir = std::env::temp_dir().join(format!("fabric-bench-{:016x}", rand_id()));
-        std::fs::create_dir(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Scratch(dir))
     }
 }

@@ -179,7 +179,10 @@ pub fn caller(command: CallerCommand, data: &Path) -> Result<ExitCode> {
                 }
             }
             if !spec.defaults.budget.is_empty() || !spec.defaults.session_budget.is_empty() {
-                println!("(defaults apply where a key is not set: see [defaults] in {})", path.display());
+                println!(
+                    "(defaults apply where a key is not set: see [defaults] in {})",
+                    path.display()
+                );
             }
             let store = SledCounters::open(&data.join("budgets"))?;
             let s = store.get(&caller_key(&c.name))?;
@@ -206,9 +209,7 @@ pub fn caller(command: CallerCommand, data: &Path) -> Result<ExitCode> {
             let store = SledCounters::open(&data.join("budgets"))?;
             let n = match &session {
                 Some(s) => store.reset(&session_key(&name, s))?,
-                None => {
-                    store.reset(&caller_key(&name))? + store.reset(&sessions_prefix(&name))?
-                }
+                None => store.reset(&caller_key(&name))? + store.reset(&sessions_prefix(&name))?,
             };
             match session {
                 Some(s) => eprintln!("reset session {s:?} of {name} ({n} counters)"),

@@ -72,7 +72,10 @@ fn the_report_has_every_figure_with_sane_relations_and_a_plot() {
     assert_eq!(fresh["calls"], 300);
     let order = ["p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"];
     for pair in order.windows(2) {
-        assert!(f(&fresh[pair[0]]) <= f(&fresh[pair[1]]), "{pair:?}: {fresh}");
+        assert!(
+            f(&fresh[pair[0]]) <= f(&fresh[pair[1]]),
+            "{pair:?}: {fresh}"
+        );
     }
     assert!(f(&fresh["calls_per_s"]) > 0.0);
     let reused = &r["modes"]["reused"];
@@ -100,7 +103,10 @@ fn the_report_has_every_figure_with_sane_relations_and_a_plot() {
     assert!(f(&r["phases"]["instantiate"]["p50_us"]) > 0.0);
     assert!(f(&r["timer_overhead_ns"]) > 0.0);
     assert!(f(&r["peak_rss_bytes"]) > 1e6);
-    assert_eq!(r["fresh_p50_us_per_repeat"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        r["fresh_p50_us_per_repeat"].as_array().map(Vec::len),
+        Some(2)
+    );
 
     // The SVG parses, with one CDF series per measured mode in its legend.
     let check = Command::new("python3")
@@ -162,7 +168,14 @@ fn a_tool_that_fails_every_call_is_reported_as_failing() {
         .as_str()
         .unwrap_or_default()
         .contains("boom"));
-    assert!(r["modes"]["reused"]["skipped"].is_string(), "{}", r["modes"]);
+    assert!(
+        r["modes"]["reused"]["skipped"].is_string(),
+        "{}",
+        r["modes"]
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("every call of types.panic failed"), "{stderr}");
+    assert!(
+        stderr.contains("every call of types.panic failed"),
+        "{stderr}"
+    );
 }

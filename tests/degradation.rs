@@ -75,11 +75,7 @@ fn every_budget_kind_is_enforced_per_caller_and_per_session_and_survives_a_resta
     let fuel = env.add_caller_with("fuel", &["text.*"], &["--budget", "fuel=1"]);
     let wall = env.add_caller_with("wall", &["text.*"], &["--budget", "wall=1ms"]);
     let output = env.add_caller_with("output", &["text.*"], &["--budget", "output=14"]);
-    let sessions = env.add_caller_with(
-        "sessions",
-        &["text.*"],
-        &["--session-budget", "calls=2"],
-    );
+    let sessions = env.add_caller_with("sessions", &["text.*"], &["--session-budget", "calls=2"]);
     let server = env.serve(&[]);
 
     // calls: three run, the fourth is refused, with no Retry-After (never resets).
@@ -267,7 +263,9 @@ fn wait_in_flight(server: &Server, n: u64) {
         if running == n {
             Ok(())
         } else {
-            Err(format!("{running} calls in flight, waiting for {n}: {ready}"))
+            Err(format!(
+                "{running} calls in flight, waiting for {n}: {ready}"
+            ))
         }
     })
 }
@@ -284,11 +282,7 @@ fn a_full_queue_is_503_with_retry_after_health_answers_and_caps_are_per_caller()
     let policies = policies_with_types(LONG_POLICY);
     env.policies = policies.path().to_path_buf();
     let config = host_config(&env, "max_in_flight = 2\nqueue = 0\n");
-    let greedy = env.add_caller_with(
-        "greedy",
-        &["types.*", "text.*"],
-        &["--max-in-flight", "1"],
-    );
+    let greedy = env.add_caller_with("greedy", &["types.*", "text.*"], &["--max-in-flight", "1"]);
     let other = env.add_caller("other", &["types.*", "text.*"]);
     let server = env.serve(&["--host-config", config.to_str().expect("utf-8")]);
 
@@ -445,23 +439,33 @@ fn sigterm_drains_calls_in_flight_then_stops_what_outlives_the_grace() {
         .expect("kill");
     assert!(term.success());
     // New connections are refused soon after the signal.
-    eventually(Duration::from_secs(5), Duration::from_millis(20), || {
-        match TcpStream::connect(&addr) {
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || match TcpStream::connect(&addr) {
             Err(_) => Ok(()),
             Ok(_) => Err("still accepting after SIGTERM".to_string()),
-        }
-    });
+        },
+    );
     let mut ids = Vec::new();
     for handle in running {
         let reply = handle.join().expect("thread");
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.json()["outcome"], "ok", "{reply:?}");
-        ids.push(reply.json()["invocation_id"].as_str().unwrap_or_default().to_string());
+        ids.push(
+            reply.json()["invocation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     assert!(server.stop_after_signal().success());
     let records = env.audit();
     for id in &ids {
-        assert!(records.iter().any(|r| r["invocation_id"] == id.as_str()), "{id}");
+        assert!(
+            records.iter().any(|r| r["invocation_id"] == id.as_str()),
+            "{id}"
+        );
     }
     assert_verifies(&env);
 
@@ -470,7 +474,9 @@ fn sigterm_drains_calls_in_flight_then_stops_what_outlives_the_grace() {
     let long = in_background(&server, &token, "spin", LONG_SPIN);
     wait_in_flight(&server, 1);
     let pid = server.child.id();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let reply = long.join().expect("thread");
     assert_eq!(reply.status, 200, "{reply:?}");
     let result = reply.json();
@@ -503,7 +509,9 @@ fn assert_verifies(env: &Env) {
 /// when no whole response came back.
 fn post(addr: &str, token: &str, body: &str) -> Option<(u16, Value)> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     let request = format!(
         "POST /v1/tools/text.echo/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
@@ -575,7 +583,13 @@ fn sigkill_under_load_never_loses_an_answered_call() {
             .into_iter()
             .filter_map(|r| r["invocation_id"].as_str().map(str::to_string))
             .collect();
-        let lost: Vec<&String> = answered.iter().filter(|id| !recorded.contains(*id)).collect();
-        assert!(lost.is_empty(), "round {round}: answered but not in the log: {lost:?}");
+        let lost: Vec<&String> = answered
+            .iter()
+            .filter(|id| !recorded.contains(*id))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: answered but not in the log: {lost:?}"
+        );
     }
 }

@@ -313,7 +313,10 @@ impl Admission {
                     wall_us: policy.limits.timeout.as_micros() as u64,
                     output: policy.limits.output,
                 };
-                Some(self.budgets.reserve(id, call.session.as_deref(), ask, SystemTime::now())?)
+                Some(
+                    self.budgets
+                        .reserve(id, call.session.as_deref(), ask, SystemTime::now())?,
+                )
             }
             Caller::Local | Caller::Unauthenticated(_) => None,
         };

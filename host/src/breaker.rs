@@ -151,7 +151,11 @@ impl Breakers {
         let state = tools.entry(tool.to_string()).or_default();
         if failed {
             let m = crate::call::cap(message.unwrap_or_default(), MAX_FAILURE);
-            tracing::info!(tool, outcome = outcome.as_str(), "breaker counts a failure: {m}");
+            tracing::info!(
+                tool,
+                outcome = outcome.as_str(),
+                "breaker counts a failure: {m}"
+            );
         }
         let what = || outcome.as_str().to_string();
         match state {

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::admit::Identity;
-use crate::callers::Budget;
 use crate::call::{Ending, Outcome};
+use crate::callers::Budget;
 
 /// What one caller or session has spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +178,10 @@ impl CounterStore for SledCounters {
 impl Drop for SledCounters {
     fn drop(&mut self) {
         if let Err(e) = self.db.flush() {
-            tracing::error!("flushing the budget store at {} failed: {e}", self.path.display());
+            tracing::error!(
+                "flushing the budget store at {} failed: {e}",
+                self.path.display()
+            );
         }
     }
 }
@@ -389,7 +392,10 @@ impl Exceeded {
                 format!("{:?}", Duration::from_micros(self.limit)),
                 format!("{:?}", Duration::from_micros(self.used)),
             ),
-            "output" => (format!("{} bytes", self.limit), format!("{} bytes", self.used)),
+            "output" => (
+                format!("{} bytes", self.limit),
+                format!("{} bytes", self.used),
+            ),
             _ => (self.limit.to_string(), self.used.to_string()),
         };
         let when = match self.resets_in {
@@ -411,7 +417,11 @@ impl Exceeded {
         if let (Some(s), Value::Object(map)) = (self.resets_in, &mut detail) {
             map.insert("retry_after_s".into(), json!(s));
         }
-        let verb = if self.reserved { "has no more room in" } else { "has spent" };
+        let verb = if self.reserved {
+            "has no more room in"
+        } else {
+            "has spent"
+        };
         Ending::failed(
             Outcome::BudgetExceeded,
             format!(
@@ -465,10 +475,28 @@ fn check(budget: &Budget, s: &Spent, granted: &mut Usage, unix: u64) -> Result<(
         }
         Ok(())
     };
-    lower("fuel", budget.fuel, s.fuel, s.reserved_fuel, &mut granted.fuel)?;
+    lower(
+        "fuel",
+        budget.fuel,
+        s.fuel,
+        s.reserved_fuel,
+        &mut granted.fuel,
+    )?;
     let wall = budget.wall.map(|w| w.as_micros() as u64);
-    lower("wall", wall, s.wall_us, s.reserved_wall_us, &mut granted.wall_us)?;
-    lower("output", budget.output, s.output, s.reserved_output, &mut granted.output)?;
+    lower(
+        "wall",
+        wall,
+        s.wall_us,
+        s.reserved_wall_us,
+        &mut granted.wall_us,
+    )?;
+    lower(
+        "output",
+        budget.output,
+        s.output,
+        s.reserved_output,
+        &mut granted.output,
+    )?;
     Ok(())
 }
 
@@ -646,7 +674,10 @@ mod tests {
         }
         let refused = b.reserve(&who, None, ask(), now);
         let (message, detail) = outcome(&refused).unwrap();
-        assert!(message.contains("calls budget: limit 2, used 2"), "{message}");
+        assert!(
+            message.contains("calls budget: limit 2, used 2"),
+            "{message}"
+        );
         assert!(message.contains("never resets"), "{message}");
         assert_eq!(detail["budget"], "calls");
         assert_eq!(detail["resets_in_s"], Value::Null);
@@ -671,7 +702,10 @@ mod tests {
         let second = b.reserve(&who, None, ask(), now).unwrap();
         assert_eq!(second.granted.fuel, 500);
         let (message, detail) = outcome(&b.reserve(&who, None, ask(), now)).unwrap();
-        assert!(message.contains("reserved by calls running now"), "{message}");
+        assert!(
+            message.contains("reserved by calls running now"),
+            "{message}"
+        );
         assert_eq!(detail["retry_after_s"], 1);
         assert_eq!(detail["reserved"], true);
         b.settle(
@@ -684,7 +718,10 @@ mod tests {
         );
         b.settle(second, Usage::default(), now);
         assert_eq!(b.spent(&caller_key("ci")).unwrap().fuel, 100);
-        assert_eq!(b.reserve(&who, None, ask(), now).unwrap().granted.fuel, 1000);
+        assert_eq!(
+            b.reserve(&who, None, ask(), now).unwrap().granted.fuel,
+            1000
+        );
     }
 
     #[test]
@@ -700,7 +737,10 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(60 * 1000 + 15);
         assert!(b.reserve(&who, Some("a"), ask(), t0).is_ok());
         let (message, detail) = outcome(&b.reserve(&who, Some("a"), ask(), t0)).unwrap();
-        assert!(message.contains("session \"a\" of caller \"ci\""), "{message}");
+        assert!(
+            message.contains("session \"a\" of caller \"ci\""),
+            "{message}"
+        );
         assert_eq!(detail["retry_after_s"], 45);
         assert!(b.reserve(&who, Some("b"), ask(), t0).is_ok());
         // No session: the caller only, which has no budget.

@@ -21,15 +21,15 @@ use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
 use crate::admit::{overloaded_detail, Admission, Admitted, Caller};
+use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::breaker::CircuitState;
 use crate::budget::{self, Budgets, MemoryCounters, SledCounters, Spent, StoreError, Usage};
-use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, GuardConfig};
 use crate::listing::ToolInfo;
-use crate::registry::{Callable, CodeCache, LoadProblem, Registry, RegistryError, Returns, Status};
 use crate::policy::Policy;
+use crate::registry::{Callable, CodeCache, LoadProblem, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, Halt, RunEnd, Secrets, State};
 use crate::schema::{arguments_to_vals, min_json_size};
 

@@ -408,10 +408,7 @@ impl Callers {
                         limits: Limits {
                             max_in_flight: c.max_in_flight.or(spec.defaults.max_in_flight),
                             budget: merge(&c.budget, &spec.defaults.budget),
-                            session_budget: merge(
-                                &c.session_budget,
-                                &spec.defaults.session_budget,
-                            ),
+                            session_budget: merge(&c.session_budget, &spec.defaults.session_budget),
                         },
                     }),
                 })

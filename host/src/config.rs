@@ -193,7 +193,10 @@ impl HostConfig {
         let a = &file.anomaly;
         if let Some(m) = a.multiple {
             if !(m.is_finite() && m >= 1.0) {
-                return Err(range("anomaly.multiple", format!("{m} must be at least 1.0")));
+                return Err(range(
+                    "anomaly.multiple",
+                    format!("{m} must be at least 1.0"),
+                ));
             }
             config.anomaly.multiple = m;
         }
@@ -205,7 +208,10 @@ impl HostConfig {
         }
         if let Some(n) = a.history {
             if n == 0 || n > 1440 {
-                return Err(range("anomaly.history", format!("{n} is out of range: 1 to 1440 minutes")));
+                return Err(range(
+                    "anomaly.history",
+                    format!("{n} is out of range: 1 to 1440 minutes"),
+                ));
             }
             config.anomaly.history = n as usize;
         }
@@ -283,7 +289,8 @@ mod tests {
         bad("[maxima]\nfuel = 0", "maxima.fuel");
         bad("[anomaly]\nmultiple = 0.5", "anomaly.multiple");
         bad("[anomaly]\nhistory = 0", "anomaly.history");
-        let q = HostConfig::parse("max_in_flight = 2\nqueue = 0\n[anomaly]\nmin_calls = 5").unwrap();
+        let q =
+            HostConfig::parse("max_in_flight = 2\nqueue = 0\n[anomaly]\nmin_calls = 5").unwrap();
         assert_eq!((q.max_in_flight, q.queue, q.anomaly.min_calls), (2, 0, 5));
     }
 }

@@ -524,7 +524,11 @@ impl Policy {
         }
         for (key, text, slot) in [
             ("breaker.window", &b.window, &mut policy.breaker.window),
-            ("breaker.cooldown", &b.cooldown, &mut policy.breaker.cooldown),
+            (
+                "breaker.cooldown",
+                &b.cooldown,
+                &mut policy.breaker.cooldown,
+            ),
         ] {
             if let Some(text) = text {
                 *slot = parse_duration(text)

@@ -276,4 +276,3 @@ pub fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
-

@@ -174,7 +174,10 @@ pub async fn run(
             options.shutdown_grace
         );
         state.fabric.halt();
-        if tokio::time::timeout(HALT_GRACE, &mut drained).await.is_err() {
+        if tokio::time::timeout(HALT_GRACE, &mut drained)
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after stopping the calls; closing them");
         }
     }

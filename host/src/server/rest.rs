@@ -217,7 +217,11 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     );
     for c in fabric.open_circuits() {
         let v = if c.state == "open" { "1" } else { "0.5" };
-        let _ = writeln!(out, "fabric_circuit_open{{tool=\"{}\"}} {v}", label(&c.tool));
+        let _ = writeln!(
+            out,
+            "fabric_circuit_open{{tool=\"{}\"}} {v}",
+            label(&c.tool)
+        );
     }
     (
         [(
