@@ -366,7 +366,7 @@ fn wasmtime_per_call(
     let info = fabric
         .tool(&Caller::Local, &args.tool)
         .ok_or("unknown tool")?;
-    let invoke = wave_call(function, &info.input_schema, arguments)?;
+    let invoke = wave_call(function, &info.params, arguments)?;
     let wasm = options.tools_dir.join(format!("{component}.wasm"));
     let mut samples = Vec::new();
     let started = Instant::now();
@@ -396,20 +396,15 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// `func(arg, …)` in WAVE (the value syntax `wasmtime run --invoke`
-/// takes), the arguments in the schema's property order.
+/// takes), the arguments in the function's parameter order.
 pub fn wave_call(
     function: &str,
-    schema: &Value,
+    params: &[String],
     arguments: &Value,
 ) -> std::result::Result<String, String> {
-    let names: Vec<&str> = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    let values = names
+    let values = params
         .iter()
-        .map(|n| wave(arguments.get(*n).unwrap_or(&Value::Null)))
+        .map(|n| wave(arguments.get(n).unwrap_or(&Value::Null)))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(format!("{function}({})", values.join(", ")))
 }
@@ -643,11 +638,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wave_follows_the_schema_order() {
-        let schema = json!({"properties": {"text": {}, "n": {}, "tags": {}, "opt": {}}});
+    fn wave_follows_the_parameter_order() {
+        let params = ["text", "n", "tags", "opt"].map(String::from);
         let args = json!({"n": 3, "text": "a \"q\"", "tags": ["x"], "opt": null});
         assert_eq!(
-            wave_call("f", &schema, &args).unwrap(),
+            wave_call("f", &params, &args).unwrap(),
             r#"f("a \"q\"", 3, ["x"], none)"#
         );
     }

@@ -23,6 +23,11 @@ pub struct ToolInfo {
     pub reason: Option<String>,
     /// What its policy grants, for hints such as MCP's tool annotations.
     pub grants: Grants,
+    /// The parameter names in the function's order (the schema's
+    /// properties are sorted); not part of any listing.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub params: Vec<String>,
 }
 
 /// What a tool's policy lets it touch.
@@ -36,14 +41,17 @@ pub struct Grants {
 
 impl ToolInfo {
     pub(crate) fn of(tool: &Tool) -> ToolInfo {
-        let (available, reason, grants) = match &tool.status {
+        let (available, reason, grants, params) = match &tool.status {
             Status::Ready(c) => {
                 let policy = &c.component.policy;
                 let network = !policy.net.allow.is_empty();
                 let writes = network || policy.mounts.iter().any(|m| m.writable);
-                (true, None, Grants { writes, network })
+                let params = c.params.iter().map(|p| p.name.clone()).collect();
+                (true, None, Grants { writes, network }, params)
             }
-            Status::Unavailable(reason) => (false, Some(reason.clone()), Grants::default()),
+            Status::Unavailable(reason) => {
+                (false, Some(reason.clone()), Grants::default(), Vec::new())
+            }
         };
         ToolInfo {
             name: tool.name.clone(),
@@ -53,6 +61,7 @@ impl ToolInfo {
             available,
             reason,
             grants,
+            params,
         }
     }
 }

@@ -816,6 +816,7 @@ mod tests {
             available: true,
             reason: None,
             grants: Grants::default(),
+            params: Vec::new(),
         }
     }
 
