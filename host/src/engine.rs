@@ -85,6 +85,7 @@ where
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     refuse_special_files(&mut linker)?;
+    gate_name_lookups(&mut linker)?;
     Ok(linker)
 }
 
@@ -93,6 +94,8 @@ pub trait RecordDenial {
     /// Records that the tool was refused `target` (a `kind` of capability:
     /// `fs`, `net`), and why.
     fn record_denial(&mut self, kind: &'static str, target: String, reason: &str);
+    /// The call's network gate (name lookups are answered through it).
+    fn net_gate(&self) -> crate::net::Gate;
 }
 
 /// Why opening a special file is refused, as the call's denial says.
@@ -150,6 +153,55 @@ where
                     Err(e) => Err(fs.convert_error_code(e)?),
                 };
                 Ok((opened,))
+            })
+        },
+    );
+    linker.allow_shadowing(false);
+    result
+}
+
+/// The wasi:sockets name-lookup interface of wasmtime-wasi 48.
+const IP_NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+
+/// Replaces wasi:sockets' `resolve-addresses` with one that answers only for
+/// a name a `[net] allow` rule names (a refusal is a denial and the guest's
+/// `access-denied`). The call's gate resolves the name itself and remembers
+/// which addresses are that name's; the connection check accepts an address
+/// through a name only if it is among them, so a second, rebound answer
+/// (the one wasmtime-wasi's own lookup hands the guest) cannot reach a
+/// private address.
+fn gate_name_lookups<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: wasmtime_wasi::WasiView + RecordDenial + 'static,
+{
+    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
+        Host as _, ResolveAddressStream,
+    };
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode as NetError, Network};
+    use wasmtime_wasi::sockets::WasiSocketsView as _;
+
+    linker.allow_shadowing(true);
+    let result = linker.instance(IP_NAME_LOOKUP)?.func_wrap_async(
+        "resolve-addresses",
+        |mut store, (network, name): (Resource<Network>, String)| {
+            Box::new(async move {
+                let gate = store.data().net_gate();
+                match gate.lookup(&name).await {
+                    Ok(_) => {}
+                    Err(crate::net::Refused::Denied) => {
+                        return Ok((Err::<Resource<ResolveAddressStream>, _>(
+                            NetError::AccessDenied,
+                        ),))
+                    }
+                    Err(crate::net::Refused::NotFound) => {
+                        return Ok((Err(NetError::NameUnresolvable),))
+                    }
+                }
+                let mut view = store.data_mut().sockets();
+                match view.resolve_addresses(network, name) {
+                    Ok(stream) => Ok((Ok(stream),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
             })
         },
     );

@@ -72,6 +72,7 @@ pub mod callers;
 pub mod config;
 mod files;
 pub mod listing;
+pub mod net;
 pub mod policy;
 pub mod schema;
 mod secrets;

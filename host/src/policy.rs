@@ -149,6 +149,9 @@ pub struct NetPolicy {
     pub allow: Vec<NetRule>,
     /// Whether private, loopback and link-local addresses may be reached.
     pub allow_private: bool,
+    /// Local addresses (IP/CIDR and port) where the tool may bind a socket
+    /// other than the implicit any-address, any-port one, and listen.
+    pub listen: Vec<NetRule>,
 }
 
 /// One `[net] allow` entry: a host or network, and a port or any port.
@@ -252,6 +255,8 @@ struct FileNet {
     allow: Vec<String>,
     #[serde(default)]
     allow_private: bool,
+    #[serde(default)]
+    listen: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +442,17 @@ impl Policy {
             policy.net.allow.push(rule);
         }
         policy.net.allow_private = file.net.allow_private;
+        for (i, entry) in file.net.listen.iter().enumerate() {
+            let key = format!("net.listen[{i}]");
+            let rule = parse_net_rule(entry).map_err(|m| (key.clone(), m))?;
+            if matches!(rule.host, NetHost::Name(_)) {
+                return Err((
+                    key,
+                    format!("{entry:?}: listen on an IP address, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:*\""),
+                ));
+            }
+            policy.net.listen.push(rule);
+        }
 
         for (name, value) in &file.env.vars {
             check_env_name(name).map_err(|m| (format!("env.vars.{name}"), m))?;
@@ -536,7 +552,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit)"
     } else {
         ""
     }
@@ -686,7 +702,8 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
     })
 }
 
-fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+/// Whether `ip` is in the network `net/bits` (same family only).
+pub(crate) fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = if bits == 0 {

@@ -26,12 +26,17 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::engine::{RecordDenial, MAX_TABLE_ELEMENTS};
-use crate::policy::{NetPolicy, Policy};
+use crate::net::Gate;
+use crate::policy::Policy;
 pub use crate::secrets::Secrets;
 
 /// Bytes of a tool's stdout and stderr kept per call (for error messages and
 /// traces). Beyond it, writes fail inside the guest.
 const STDIO_CAPACITY: usize = 64 * 1024;
+
+/// Host resources (streams, pollables, sockets, descriptors) one call may
+/// hold at once; past it a host call that would add one traps.
+pub const MAX_RESOURCES: usize = 10_000;
 
 /// How much of a failed tool's stderr goes into the error message.
 const STDERR_IN_MESSAGE: usize = 2 * 1024;
@@ -139,11 +144,11 @@ impl WasiHttpView for State {
 
 impl RecordDenial for State {
     fn record_denial(&mut self, kind: &'static str, target: String, reason: &str) {
-        self.net.denials.push(Denial {
-            kind,
-            target,
-            reason: reason.to_string(),
-        });
+        self.net.gate.deny(kind, target, reason.to_string());
+    }
+
+    fn net_gate(&self) -> Gate {
+        self.net.gate.clone()
     }
 }
 
@@ -177,13 +182,11 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// wasi:http hooks: every outgoing request is checked against the policy's
-/// allowlist before a connection is made.
+/// wasi:http hooks: every outgoing request goes through the call's network
+/// [`Gate`]: the host is resolved here, every address checked, and only a
+/// checked address is dialled.
 struct NetGate {
-    policy: NetPolicy,
-    /// Every refusal of the call, `fs` ones included: kept here because the
-    /// HTTP hooks can reach only this part of the store's data.
-    denials: Vec<Denial>,
+    gate: Gate,
 }
 
 type ResponseFuture = Box<
@@ -202,30 +205,11 @@ impl WasiHttpHooks for NetGate {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default().to_string();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.policy.allows(&host, port) {
-            let target = format!("{host}:{port}");
-            // The target is not logged: it may carry a passed-through secret
-            // (the denial in the result and the record is redacted).
-            tracing::info!("outgoing request denied");
-            self.denials.push(Denial {
-                kind: "net",
-                target,
-                reason: "not in the policy's [net] allow list".into(),
-            });
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        Box::new(crate::net::send_request(
+            self.gate.clone(),
+            request,
+            options,
+        ))
     }
 }
 
@@ -256,21 +240,31 @@ pub fn new_store(
     for (name, value) in secrets.vars() {
         wasi.env(name, value);
     }
+    let gate = Gate::new(&policy.net);
+    // Sockets are on for every tool; each use is checked by the gate against
+    // the policy (no rule: every destination refused, and listed as a denial).
+    let check = gate.clone();
+    wasi.allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(true)
+        .socket_addr_check(move |addr, usage| {
+            let allowed = check.check_socket_use(addr, usage);
+            Box::pin(async move { allowed })
+        });
     let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
     wasi.stdout(MemoryOutputPipe::new(STDIO_CAPACITY))
         .stderr(stderr.clone());
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
     let state = State {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
+        table,
         limiter: Limiter {
             memory: policy.limits.memory as usize,
             refused: None,
         },
-        net: NetGate {
-            policy: policy.net.clone(),
-            denials: Vec::new(),
-        },
+        net: NetGate { gate },
         stderr,
     };
     let mut store = Store::new(engine, state);
@@ -359,7 +353,7 @@ pub async fn run(
             ),
         }),
     };
-    let denials = std::mem::take(&mut store.data_mut().net.denials);
+    let denials = store.data().net.gate.take_denials();
     Run {
         end,
         fuel_used,

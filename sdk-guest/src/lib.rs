@@ -31,3 +31,4 @@
 pub use wit_bindgen;
 
 pub mod http;
+pub mod net;
