@@ -102,6 +102,34 @@ pub trait RecordDenial {
 const SPECIAL_FILE_REFUSED: &str =
     "a FIFO, socket or device file in a mount: only regular files and directories can be opened";
 
+/// Why a path was refused when it leaves its mount.
+const PATH_LEAVES_MOUNT: &str = "the path leaves its mount (\"..\", an absolute path or a symbolic link pointing outside): only the directories of the policy's [[fs]] entries are visible; mount the directory it points into with an [[fs]] entry to allow it";
+/// Why a path was refused when it would write to a read-only mount.
+const MOUNT_READ_ONLY: &str = "the mount is read-only: set access = \"read-write\" on its [[fs]] entry to allow writing";
+/// Why a hard link was refused.
+const LINK_REFUSED: &str = "a hard link that leaves its mount, links across mounts or writes to a read-only mount: links stay inside one read-write mount";
+/// Why a rename was refused.
+const RENAME_REFUSED: &str = "a rename that leaves its mount, or moves into or out of a read-only mount: renames stay inside read-write mounts";
+
+/// Why opening `path` was refused: the path leaves its mount if even
+/// looking at it is refused, else the open asked to write to a read-only
+/// mount.
+async fn why_refused(
+    fs: &mut wasmtime_wasi::filesystem::WasiFilesystemCtxView<'_>,
+    dir: Resource<Descriptor>,
+    path_flags: PathFlags,
+    path: &str,
+) -> &'static str {
+    match fs.stat_at(dir, path_flags, path.to_string()).await {
+        Ok(_) => MOUNT_READ_ONLY,
+        Err(e) => match fs.convert_error_code(e) {
+            Ok(ErrorCode::NotPermitted | ErrorCode::Access) => PATH_LEAVES_MOUNT,
+            Ok(ErrorCode::NoEntry) => MOUNT_READ_ONLY,
+            _ => PATH_LEAVES_MOUNT,
+        },
+    }
+}
+
 /// The wasi:filesystem interface that wasmtime-wasi 48 defines; guests
 /// importing any 0.2.x version are linked to it.
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
@@ -118,7 +146,7 @@ where
     T: wasmtime_wasi::WasiView + RecordDenial + 'static,
 {
     linker.allow_shadowing(true);
-    let result = linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
         "[method]descriptor.open-at",
         |mut store,
          (dir, path_flags, path, open_flags, flags): (
@@ -148,11 +176,64 @@ where
                         .record_denial("fs", path, SPECIAL_FILE_REFUSED);
                     return Ok((Err(ErrorCode::Access),));
                 }
-                let opened = match fs.open_at(dir, path_flags, path, open_flags, flags).await {
+                let again = Resource::new_borrow(dir.rep());
+                let opened = match fs
+                    .open_at(dir, path_flags, path.clone(), open_flags, flags)
+                    .await
+                {
                     Ok(descriptor) => Ok(descriptor),
                     Err(e) => Err(fs.convert_error_code(e)?),
                 };
+                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = opened {
+                    let reason = why_refused(&mut fs, again, path_flags, &path).await;
+                    tracing::info!("a path refused");
+                    store.data_mut().record_denial("fs", path, reason);
+                }
                 Ok((opened,))
+            })
+        },
+    )?;
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.link-at",
+        |mut store,
+         (dir, path_flags, old, new_dir, new): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let linked = match fs.link_at(dir, path_flags, old.clone(), new_dir, new.clone()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(fs.convert_error_code(e)?),
+                };
+                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = linked {
+                    store
+                        .data_mut()
+                        .record_denial("fs", format!("{old} -> {new}"), LINK_REFUSED);
+                }
+                Ok((linked,))
+            })
+        },
+    )?;
+    let result = linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.rename-at",
+        |mut store,
+         (dir, old, new_dir, new): (Resource<Descriptor>, String, Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let renamed = match fs.rename_at(dir, old.clone(), new_dir, new.clone()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(fs.convert_error_code(e)?),
+                };
+                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = renamed {
+                    store
+                        .data_mut()
+                        .record_denial("fs", format!("{old} -> {new}"), RENAME_REFUSED);
+                }
+                Ok((renamed,))
             })
         },
     );

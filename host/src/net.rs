@@ -419,8 +419,12 @@ impl Gate {
                 true
             }
             SocketAddrUse::TcpBind | SocketAddrUse::UdpBind | SocketAddrUse::TcpListen => {
+                // Listening reports the port the system chose: a rule for
+                // port 0 (an ephemeral port) allows it.
+                let listening = matches!(usage, SocketAddrUse::TcpListen);
                 let allowed = self.policy.listen.iter().any(|rule| {
-                    rule.port.is_none_or(|p| p == addr.port())
+                    rule.port
+                        .is_none_or(|p| p == addr.port() || (listening && p == 0))
                         && matches!(rule.host, NetHost::Cidr(net, bits) if in_network(addr.ip(), net, bits))
                 });
                 if !allowed {

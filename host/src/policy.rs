@@ -662,7 +662,9 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
                 .map_err(|_| bad("the port must be 0-65535 or *"))?,
         ),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // "[::1]", "[::/0]" and "[::]/0" alike.
+    let host = host.replace(['[', ']'], "");
+    let host = host.as_str();
     if host.is_empty() {
         return Err(bad("missing the host"));
     }

@@ -38,6 +38,15 @@ const STDIO_CAPACITY: usize = 64 * 1024;
 /// hold at once; past it a host call that would add one traps.
 pub const MAX_RESOURCES: usize = 10_000;
 
+/// wasmtime's message when a copy between guest and host exceeds the
+/// store's hostcall copy limit.
+const HOSTCALL_COPY_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// Bytes one host call, or one returned value, may copy out of the guest
+/// (wasmtime's default hostcall fuel, set explicitly so the message above can
+/// name it).
+const HOSTCALL_COPY_LIMIT: usize = 128 << 20;
+
 /// How much of a failed tool's stderr goes into the error message.
 const STDERR_IN_MESSAGE: usize = 2 * 1024;
 
@@ -85,6 +94,9 @@ pub enum FailureKind {
     Trap,
     /// No instance slot was free.
     Overloaded,
+    /// The returned value was too large to copy out of the guest (more than
+    /// the hostcall copy limit): the output is rejected unread.
+    OutputTooLarge,
     /// The host could not provide what the policy grants (e.g. a mounted
     /// directory was removed after the policy was loaded): not the tool's
     /// fault, and its message says what to fix.
@@ -268,6 +280,7 @@ pub fn new_store(
         stderr,
     };
     let mut store = Store::new(engine, state);
+    store.set_hostcall_fuel(HOSTCALL_COPY_LIMIT);
     store.limiter(|s| &mut s.limiter);
     let fuel = store
         .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
@@ -371,6 +384,27 @@ fn classify(e: &wasmtime::Error, state: &State, policy: &Policy) -> Failure {
         (
             FailureKind::Overloaded,
             "all instance slots are busy; retry shortly".to_string(),
+        )
+    } else if e.downcast_ref::<wasmtime::WasmBacktrace>().is_none()
+        && e.root_cause().to_string().contains(HOSTCALL_COPY_EXHAUSTED)
+    {
+        // Copying the returned value out failed after the guest returned (no
+        // guest frame on the stack): the output itself was too large.
+        (
+            FailureKind::OutputTooLarge,
+            format!(
+                "the tool returned more than {} bytes, far above its output limit of {} bytes of JSON (limits.output); it was rejected unread",
+                HOSTCALL_COPY_LIMIT, limits.output
+            ),
+        )
+    } else if let Some(wasmtime::component::ResourceTableError::Full) =
+        e.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        (
+            FailureKind::Trap,
+            format!(
+                "the tool held more than {MAX_RESOURCES} host resources (streams, pollables, sockets, descriptors) at once; the limit per call is {MAX_RESOURCES}"
+            ),
         )
     } else if let Some(wanted) = state.limiter.refused {
         (
