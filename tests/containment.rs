@@ -368,7 +368,7 @@ fn a_loopback_listener_by_ip_is_refused() {
     let r = rig(&format!("{QUICK}[net]\nallow = [\"0.0.0.0/0:*\"]\n"));
     let target = format!("127.0.0.1:{port}");
     let x = r.call("fetch", json!({"url": format!("http://{target}/")}));
-    expect(&x, Outcome::ToolError, "DestinationIpProhibited");
+    expect(&x, Outcome::ToolError, "HttpRequestDenied");
     denied(&x, &target, "in a private range: loopback 127.0.0.0/8");
     denied(&x, &target, &format!("allow = [\"127.0.0.1/32:{port}\"] or allow_private = true"));
     let x = r.call("connect", json!({"addr": target, "send": "GET / HTTP/1.0\r\n\r\n"}));
@@ -393,7 +393,7 @@ fn localhost_under_a_rule_naming_it_is_refused_as_loopback() {
     let port = http_server();
     let r = rig(&format!("{QUICK}[net]\nallow = [\"localhost:{port}\"]\n"));
     let x = r.call("fetch", json!({"url": format!("http://localhost:{port}/")}));
-    expect(&x, Outcome::ToolError, "DestinationIpProhibited");
+    expect(&x, Outcome::ToolError, "HttpRequestDenied");
     denied(
         &x,
         &format!("localhost:{port} (127.0.0.1:{port})"),
@@ -423,7 +423,7 @@ fn the_metadata_address_is_refused() {
         "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
     ] {
         let x = r.call("fetch", json!({"url": url}));
-        expect(&x, Outcome::ToolError, "DestinationIpProhibited");
+        expect(&x, Outcome::ToolError, "HttpRequestDenied");
         assert!(x.denials[0].reason.contains("cloud metadata (link-local) 169.254.169.254/32"), "{:?}", denials(&x));
     }
     let x = r.call("connect", json!({"addr": "169.254.169.254:80", "send": "x"}));
@@ -436,7 +436,7 @@ fn an_ipv4_mapped_loopback_address_is_refused() {
     let port = http_server();
     let r = rig(&format!("{QUICK}[net]\nallow = [\"[::]/0:*\", \"0.0.0.0/0:*\"]\n"));
     let x = r.call("fetch", json!({"url": format!("http://[::ffff:127.0.0.1]:{port}/")}));
-    expect(&x, Outcome::ToolError, "DestinationIpProhibited");
+    expect(&x, Outcome::ToolError, "HttpRequestDenied");
     denied(&x, &format!("[::ffff:127.0.0.1]:{port}"), "loopback 127.0.0.0/8, written as IPv4-mapped IPv6");
     let x = r.call("connect", json!({"addr": format!("[::ffff:127.0.0.1]:{port}"), "send": "x"}));
     // wasi:sockets itself refuses IPv4-mapped addresses on an IPv6 socket
@@ -449,7 +449,7 @@ fn an_ipv4_mapped_loopback_address_is_refused() {
 fn a_host_not_on_the_list_is_refused() {
     let r = rig(&format!("{QUICK}[net]\nallow = [\"example.com:443\"]\n"));
     let x = r.call("fetch", json!({"url": "http://example.net/"}));
-    expect(&x, Outcome::ToolError, "DestinationIpProhibited");
+    expect(&x, Outcome::ToolError, "HttpRequestDenied");
     denied(&x, "example.net:80", "allow it with [net] allow = [\"example.net:80\"]");
     let x = r.call("fetch", json!({"url": "http://example.com/"}));
     denied(&x, "example.com:80", "allow it with [net] allow = [\"example.com:80\"]");

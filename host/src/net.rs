@@ -237,9 +237,10 @@ struct Shared {
     names: HashMap<IpAddr, String>,
 }
 
-/// Refused and lowered to a denial: the error wasi:http reports.
+/// Refused and listed as a denial (which says why): the error wasi:http
+/// reports to the guest.
 fn denied() -> wasmtime_wasi_http::Error {
-    wasmtime_wasi_http::Error::DestinationIpProhibited
+    wasmtime_wasi_http::Error::HttpRequestDenied
 }
 
 impl Gate {
