@@ -6,6 +6,7 @@
 
 mod audit_cmd;
 mod guard_cmd;
+mod policy_cmd;
 mod serve_cmd;
 
 use std::io::Read;
@@ -115,6 +116,9 @@ enum Command {
     /// Manage the callers file: who may call which tools, with which token.
     #[command(subcommand)]
     Caller(serve_cmd::CallerCommand),
+    /// Check tool policies without running anything.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(path) => HostConfig::load(path)?,
         None => HostConfig::default(),
     };
+    let policies = cli.policies.clone();
     let mut options = Options::new(cli.tools, cli.policies);
     options.data_dir = Some(cli.data.clone());
     options.audit_key = audit_key.clone();
@@ -168,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         }) => guard_cmd::eval(&file, show_errors, json),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
+        Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
         Command::Tools { json } => {
             let fabric = open(&options)?;
