@@ -75,7 +75,6 @@ fn denied(r: &CallResult, target: &str, reason: &str) {
 
 const QUICK: &str = "[limits]\ntimeout = \"500ms\"\n";
 
-
 /// Host directories for the fs attacks: `ro` (read-only at /ro) holding
 /// `secret.txt`, `rw` (read-write at /rw), and `outside` (not mounted)
 /// holding `private.txt`; `ro/escape` is a symbolic link to
@@ -115,7 +114,6 @@ impl Dirs {
     }
 }
 
-
 /// A loopback HTTP server answering every request `200 ok`, on a free port.
 fn http_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -131,9 +129,8 @@ fn http_server() -> u16 {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-            );
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     });
     port
@@ -167,20 +164,34 @@ fn a_sleep_far_past_the_timeout_inside_a_host_call_times_out() {
     let r = rig(QUICK);
     let started = Instant::now();
     let x = r.call("sleep", json!({"ms": 600_000}));
-    expect(&x, Outcome::Timeout, "exceeded its 500ms time limit while waiting on the host");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    expect(
+        &x,
+        Outcome::Timeout,
+        "exceeded its 500ms time limit while waiting on the host",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     r.still_serves();
 }
 
 #[test]
 fn a_socket_read_that_never_returns_times_out() {
     let port = silent_server();
-    let r = rig(&format!("{QUICK}[net]\nallow = [\"127.0.0.1/32:{port}\"]\n"));
+    let r = rig(&format!(
+        "{QUICK}[net]\nallow = [\"127.0.0.1/32:{port}\"]\n"
+    ));
     let started = Instant::now();
     let x = r.call("read-socket", json!({"addr": format!("127.0.0.1:{port}")}));
     assert_eq!(x.outcome, Outcome::Timeout, "{:?}", x.error);
     assert!(x.denials.is_empty(), "{:?}", denials(&x));
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     r.still_serves();
 }
 
@@ -188,7 +199,11 @@ fn a_socket_read_that_never_returns_times_out() {
 fn unbounded_allocation_is_memory_exceeded() {
     let r = rig("[limits]\nmemory = \"32 MiB\"\n");
     let x = r.call("hog", json!({}));
-    expect(&x, Outcome::MemoryExceeded, "its limit is 33554432 bytes (limits.memory)");
+    expect(
+        &x,
+        Outcome::MemoryExceeded,
+        "its limit is 33554432 bytes (limits.memory)",
+    );
     r.still_serves();
 }
 
@@ -219,7 +234,11 @@ fn a_guest_exhausting_host_resources_traps() {
 fn a_huge_return_value_is_output_rejected() {
     let r = rig(QUICK);
     let x = r.call("flood", json!({"n": 2_000_000}));
-    expect(&x, Outcome::OutputRejected, "the limit is 1048576 bytes (limits.output)");
+    expect(
+        &x,
+        Outcome::OutputRejected,
+        "the limit is 1048576 bytes (limits.output)",
+    );
     r.still_serves();
 }
 
@@ -292,14 +311,26 @@ fn a_hard_link_across_mounts_is_refused() {
     let d = Dirs::new();
     let r = rig(&d.policy());
     for target in ["/ro/secret.txt", "/ro/escape"] {
-        let x = r.call("hard-link", json!({"target": target, "link": "/rw/linked.txt"}));
+        let x = r.call(
+            "hard-link",
+            json!({"target": target, "link": "/rw/linked.txt"}),
+        );
         expect(&x, Outcome::ToolError, "Operation not permitted");
         assert_eq!(x.denials[0].kind, "fs");
-        assert!(x.denials[0].reason.contains("a hard link that leaves its mount"), "{:?}", denials(&x));
+        assert!(
+            x.denials[0]
+                .reason
+                .contains("a hard link that leaves its mount"),
+            "{:?}",
+            denials(&x)
+        );
         assert!(!d.path("rw/linked.txt").exists());
     }
     // Inside one read-write mount a hard link is fine.
-    let x = r.call("hard-link", json!({"target": "/rw/mine.txt", "link": "/rw/again.txt"}));
+    let x = r.call(
+        "hard-link",
+        json!({"target": "/rw/mine.txt", "link": "/rw/again.txt"}),
+    );
     assert_eq!(x.outcome, Outcome::Ok, "{:?}", x.error);
     r.still_serves();
 }
@@ -309,9 +340,18 @@ fn a_rename_out_of_a_read_write_mount_is_refused() {
     let d = Dirs::new();
     let r = rig(&d.policy());
     for destination in ["/rw/../mine.txt", "/ro/mine.txt"] {
-        let x = r.call("rename", json!({"source": "/rw/mine.txt", "destination": destination}));
+        let x = r.call(
+            "rename",
+            json!({"source": "/rw/mine.txt", "destination": destination}),
+        );
         expect(&x, Outcome::ToolError, "Operation not permitted");
-        assert!(x.denials[0].reason.contains("a rename that leaves its mount"), "{:?}", denials(&x));
+        assert!(
+            x.denials[0]
+                .reason
+                .contains("a rename that leaves its mount"),
+            "{:?}",
+            denials(&x)
+        );
     }
     assert!(d.path("rw/mine.txt").exists());
     assert!(!d.path("mine.txt").exists() && !d.path("ro/mine.txt").exists());
@@ -325,9 +365,16 @@ fn writing_to_a_read_only_mount_is_refused() {
     for path in ["/ro/secret.txt", "/ro/new.txt"] {
         let x = r.call("write-file", json!({"path": path, "text": "changed"}));
         expect(&x, Outcome::ToolError, "Operation not permitted");
-        denied(&x, path.trim_start_matches("/ro/"), "the mount is read-only");
+        denied(
+            &x,
+            path.trim_start_matches("/ro/"),
+            "the mount is read-only",
+        );
     }
-    assert_eq!(std::fs::read_to_string(d.path("ro/secret.txt")).expect("read"), "read-only text");
+    assert_eq!(
+        std::fs::read_to_string(d.path("ro/secret.txt")).expect("read"),
+        "read-only text"
+    );
     assert!(!d.path("ro/new.txt").exists());
     let x = r.call("write-file", json!({"path": "/rw/new.txt", "text": "fine"}));
     assert_eq!(x.outcome, Outcome::Ok, "{:?}", x.error);
@@ -342,7 +389,10 @@ fn grep_skips_a_link_it_may_not_follow_and_says_so() {
     std::fs::write(d.path("outside/private.txt"), "a needle outside\n").expect("write");
     let policies = common::policies(&[(
         "fs",
-        &format!("[[fs]]\nhost = {:?}\nguest = \"/ro\"\n", d.path("ro").display().to_string()),
+        &format!(
+            "[[fs]]\nhost = {:?}\nguest = \"/ro\"\n",
+            d.path("ro").display().to_string()
+        ),
     )]);
     let f = common::open(&common::example_tools(), policies.path());
     let x = common::call(&f, "fs.grep", json!({"pattern": "needle", "path": "/ro"}));
@@ -352,7 +402,10 @@ fn grep_skips_a_link_it_may_not_follow_and_says_so() {
     assert_eq!(hits[0]["path"], "/ro/escape");
     assert_eq!(hits[0]["line"], 0);
     assert!(
-        hits[0]["text"].as_str().unwrap_or_default().starts_with("skipped: /ro/escape: Operation not permitted"),
+        hits[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("skipped: /ro/escape: Operation not permitted"),
         "{hits:?}"
     );
     assert_eq!(hits[1]["path"], "/ro/zz-notes.txt");
@@ -370,19 +423,42 @@ fn a_loopback_listener_by_ip_is_refused() {
     let x = r.call("fetch", json!({"url": format!("http://{target}/")}));
     expect(&x, Outcome::ToolError, "HttpRequestDenied");
     denied(&x, &target, "in a private range: loopback 127.0.0.0/8");
-    denied(&x, &target, &format!("allow = [\"127.0.0.1/32:{port}\"] or allow_private = true"));
-    let x = r.call("connect", json!({"addr": target, "send": "GET / HTTP/1.0\r\n\r\n"}));
+    denied(
+        &x,
+        &target,
+        &format!("allow = [\"127.0.0.1/32:{port}\"] or allow_private = true"),
+    );
+    let x = r.call(
+        "connect",
+        json!({"addr": target, "send": "GET / HTTP/1.0\r\n\r\n"}),
+    );
     expect(&x, Outcome::ToolError, "access-denied");
-    denied(&x, &target, "TCP connection: 127.0.0.1 in a private range: loopback");
+    denied(
+        &x,
+        &target,
+        "TCP connection: 127.0.0.1 in a private range: loopback",
+    );
     r.still_serves();
 
     // Named explicitly, the same listener is reachable (the refusal above is
     // the rule's doing, not a dead server's).
-    let r = rig(&format!("{QUICK}[net]\nallow = [\"127.0.0.1/32:{port}\"]\n"));
+    let r = rig(&format!(
+        "{QUICK}[net]\nallow = [\"127.0.0.1/32:{port}\"]\n"
+    ));
     let x = r.call("fetch", json!({"url": format!("http://{target}/")}));
     assert_eq!(x.output, json!("200 ok"), "{:?} {:?}", x.error, denials(&x));
-    let x = r.call("connect", json!({"addr": target, "send": "GET / HTTP/1.0\r\n\r\n"}));
-    assert!(x.output.as_str().unwrap_or_default().starts_with("HTTP/1.1 200 OK"), "{:?}", x);
+    let x = r.call(
+        "connect",
+        json!({"addr": target, "send": "GET / HTTP/1.0\r\n\r\n"}),
+    );
+    assert!(
+        x.output
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("HTTP/1.1 200 OK"),
+        "{:?}",
+        x
+    );
 }
 
 /// DNS rebinding, with the resolver every test controls: a rule naming
@@ -400,7 +476,10 @@ fn localhost_under_a_rule_naming_it_is_refused_as_loopback() {
         "localhost resolves to 127.0.0.1 in a private range: loopback 127.0.0.0/8",
     );
     // Over sockets the lookup itself finds nothing it may hand out.
-    let x = r.call("connect", json!({"addr": format!("localhost:{port}"), "send": "x"}));
+    let x = r.call(
+        "connect",
+        json!({"addr": format!("localhost:{port}"), "send": "x"}),
+    );
     expect(&x, Outcome::ToolError, "looking up localhost: ErrorCode");
     denied(&x, "localhost (127.0.0.1)", "in a private range: loopback");
     r.still_serves();
@@ -410,13 +489,25 @@ fn localhost_under_a_rule_naming_it_is_refused_as_loopback() {
     ));
     let x = r.call("fetch", json!({"url": format!("http://localhost:{port}/")}));
     assert_eq!(x.output, json!("200 ok"), "{:?} {:?}", x.error, denials(&x));
-    let x = r.call("connect", json!({"addr": format!("localhost:{port}"), "send": "GET / HTTP/1.0\r\n\r\n"}));
-    assert!(x.output.as_str().unwrap_or_default().starts_with("HTTP/1.1 200 OK"), "{:?}", x);
+    let x = r.call(
+        "connect",
+        json!({"addr": format!("localhost:{port}"), "send": "GET / HTTP/1.0\r\n\r\n"}),
+    );
+    assert!(
+        x.output
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("HTTP/1.1 200 OK"),
+        "{:?}",
+        x
+    );
 }
 
 #[test]
 fn the_metadata_address_is_refused() {
-    let r = rig(&format!("{QUICK}[net]\nallow = [\"0.0.0.0/0:*\", \"[::]/0:*\"]\n"));
+    let r = rig(&format!(
+        "{QUICK}[net]\nallow = [\"0.0.0.0/0:*\", \"[::]/0:*\"]\n"
+    ));
     for url in [
         "http://169.254.169.254/latest/meta-data/",
         "http://[::ffff:169.254.169.254]/latest/meta-data/",
@@ -424,9 +515,18 @@ fn the_metadata_address_is_refused() {
     ] {
         let x = r.call("fetch", json!({"url": url}));
         expect(&x, Outcome::ToolError, "HttpRequestDenied");
-        assert!(x.denials[0].reason.contains("cloud metadata (link-local) 169.254.169.254/32"), "{:?}", denials(&x));
+        assert!(
+            x.denials[0]
+                .reason
+                .contains("cloud metadata (link-local) 169.254.169.254/32"),
+            "{:?}",
+            denials(&x)
+        );
     }
-    let x = r.call("connect", json!({"addr": "169.254.169.254:80", "send": "x"}));
+    let x = r.call(
+        "connect",
+        json!({"addr": "169.254.169.254:80", "send": "x"}),
+    );
     denied(&x, "169.254.169.254:80", "cloud metadata");
     r.still_serves();
 }
@@ -434,11 +534,23 @@ fn the_metadata_address_is_refused() {
 #[test]
 fn an_ipv4_mapped_loopback_address_is_refused() {
     let port = http_server();
-    let r = rig(&format!("{QUICK}[net]\nallow = [\"[::]/0:*\", \"0.0.0.0/0:*\"]\n"));
-    let x = r.call("fetch", json!({"url": format!("http://[::ffff:127.0.0.1]:{port}/")}));
+    let r = rig(&format!(
+        "{QUICK}[net]\nallow = [\"[::]/0:*\", \"0.0.0.0/0:*\"]\n"
+    ));
+    let x = r.call(
+        "fetch",
+        json!({"url": format!("http://[::ffff:127.0.0.1]:{port}/")}),
+    );
     expect(&x, Outcome::ToolError, "HttpRequestDenied");
-    denied(&x, &format!("[::ffff:127.0.0.1]:{port}"), "loopback 127.0.0.0/8, written as IPv4-mapped IPv6");
-    let x = r.call("connect", json!({"addr": format!("[::ffff:127.0.0.1]:{port}"), "send": "x"}));
+    denied(
+        &x,
+        &format!("[::ffff:127.0.0.1]:{port}"),
+        "loopback 127.0.0.0/8, written as IPv4-mapped IPv6",
+    );
+    let x = r.call(
+        "connect",
+        json!({"addr": format!("[::ffff:127.0.0.1]:{port}"), "send": "x"}),
+    );
     // wasi:sockets itself refuses IPv4-mapped addresses on an IPv6 socket
     // before any address check: nothing to list, nothing dialled.
     expect(&x, Outcome::ToolError, "invalid-argument");
@@ -450,9 +562,17 @@ fn a_host_not_on_the_list_is_refused() {
     let r = rig(&format!("{QUICK}[net]\nallow = [\"example.com:443\"]\n"));
     let x = r.call("fetch", json!({"url": "http://example.net/"}));
     expect(&x, Outcome::ToolError, "HttpRequestDenied");
-    denied(&x, "example.net:80", "allow it with [net] allow = [\"example.net:80\"]");
+    denied(
+        &x,
+        "example.net:80",
+        "allow it with [net] allow = [\"example.net:80\"]",
+    );
     let x = r.call("fetch", json!({"url": "http://example.com/"}));
-    denied(&x, "example.com:80", "allow it with [net] allow = [\"example.com:80\"]");
+    denied(
+        &x,
+        "example.com:80",
+        "allow it with [net] allow = [\"example.com:80\"]",
+    );
     let x = r.call("connect", json!({"addr": "example.net:443", "send": "x"}));
     denied(&x, "example.net", "name lookup refused");
     r.still_serves();
@@ -463,16 +583,31 @@ fn udp_bind_and_listen_are_refused_unless_a_rule_asks() {
     let r = rig(QUICK);
     let x = r.call("send-udp", json!({"addr": "127.0.0.1:9"}));
     expect(&x, Outcome::ToolError, "access-denied");
-    denied(&x, "127.0.0.1:9", "UDP datagram: 127.0.0.1 in a private range");
+    denied(
+        &x,
+        "127.0.0.1:9",
+        "UDP datagram: 127.0.0.1 in a private range",
+    );
     let x = r.call("listen", json!({"addr": "127.0.0.1:0"}));
     expect(&x, Outcome::ToolError, "access-denied");
-    denied(&x, "127.0.0.1:0", "inbound sockets need a [net] listen rule");
+    denied(
+        &x,
+        "127.0.0.1:0",
+        "inbound sockets need a [net] listen rule",
+    );
     r.still_serves();
 
     let r = rig(&format!("{QUICK}[net]\nlisten = [\"127.0.0.1:0\"]\n"));
     let x = r.call("listen", json!({"addr": "127.0.0.1:0"}));
     assert_eq!(x.outcome, Outcome::Ok, "{:?} {:?}", x.error, denials(&x));
-    assert!(x.output.as_str().unwrap_or_default().starts_with("127.0.0.1:"), "{:?}", x.output);
+    assert!(
+        x.output
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.1:"),
+        "{:?}",
+        x.output
+    );
 }
 
 // ---- environment ----
@@ -480,7 +615,9 @@ fn udp_bind_and_listen_are_refused_unless_a_rule_asks() {
 #[test]
 fn env_vars_not_granted_are_absent() {
     std::env::set_var("FABRIC_TEST_NOT_GRANTED", "secret");
-    let r = rig(&format!("{QUICK}[env]\nvars = {{ LOG_LEVEL = \"info\" }}\n"));
+    let r = rig(&format!(
+        "{QUICK}[env]\nvars = {{ LOG_LEVEL = \"info\" }}\n"
+    ));
     let x = r.call("env-names", json!({}));
     assert_eq!(x.output, json!(["LOG_LEVEL"]));
     for name in ["FABRIC_TEST_NOT_GRANTED", "HOME", "PATH"] {
@@ -551,7 +688,11 @@ fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
     );
     let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.outcome, Outcome::Ok, "{:?}", x.error);
-    assert_eq!(x.output, json!(90_001), "growth stops below 100,000 elements");
+    assert_eq!(
+        x.output,
+        json!(90_001),
+        "growth stops below 100,000 elements"
+    );
     let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.output, json!(90_001), "a fresh table in the next call");
 }
@@ -560,14 +701,20 @@ fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
 #[test]
 fn denials_are_recorded_in_the_audit_log() {
     let d = Dirs::new();
-    let r = rig(&format!("{}[net]\nallow = [\"example.com:443\"]\n", d.policy()));
+    let r = rig(&format!(
+        "{}[net]\nallow = [\"example.com:443\"]\n",
+        d.policy()
+    ));
     r.call("fetch", json!({"url": "http://169.254.169.254/"}));
     r.call("read-file", json!({"path": "/ro/escape"}));
     let Rig { f, _policies } = r;
     let log = common::records(f);
     assert_eq!(log[0]["denials"][0]["kind"], "net");
     assert_eq!(log[0]["denials"][0]["target"], "169.254.169.254:80");
-    assert!(log[0]["denials"][0]["reason"].as_str().unwrap_or_default().contains("cloud metadata"));
+    assert!(log[0]["denials"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cloud metadata"));
     assert_eq!(log[1]["denials"][0]["kind"], "fs");
     assert_eq!(log[1]["denials"][0]["target"], "escape");
 }

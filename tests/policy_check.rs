@@ -67,13 +67,21 @@ fn every_kind_of_mistake_names_file_key_line_and_what_is_allowed() {
         assert_eq!(out.status.code(), Some(1), "{policy}");
         let err = text(&out.stderr);
         let file = dir.path().join(&name).display().to_string();
-        assert!(err.starts_with(&format!("{file}: {key}: ")), "{policy:?}: {err}");
+        assert!(
+            err.starts_with(&format!("{file}: {key}: ")),
+            "{policy:?}: {err}"
+        );
         assert!(err.contains(needle), "{policy:?}: {err}");
     }
     // All at once: exit 1, one line per bad file.
     let out = check(dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).lines().count(), cases.len(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        cases.len(),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,7 +91,11 @@ fn links_leaving_a_mount_are_warned_of() {
     std::fs::create_dir(dir.path().join("outside")).expect("dir");
     std::os::unix::fs::symlink("../outside", dir.path().join("data/leak")).expect("link");
     std::os::unix::fs::symlink("sub", dir.path().join("data/fine")).expect("link");
-    std::fs::write(dir.path().join("p.toml"), "[[fs]]\nhost = \"data\"\nguest = \"/a\"\n").expect("write");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[fs]]\nhost = \"data\"\nguest = \"/a\"\n",
+    )
+    .expect("write");
     let out = check(dir.path(), &["p.toml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);

@@ -36,24 +36,46 @@ fn free_port() -> u16 {
 
 /// Starts redis-server, or `None` (with a message) when it is not installed.
 fn start() -> Option<Server> {
-    if Command::new("redis-server").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server; .ci/run does)");
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: redis-server is not installed (apt-get install redis-server; .ci/run does)"
+        );
         return None;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts");
-    let server = Server { child, port, _dir: dir };
+    let server = Server {
+        child,
+        port,
+        _dir: dir,
+    };
     let started = Instant::now();
     while send(port, "*1\r\n$4\r\nPING\r\n").as_deref() != Some("+PONG\r\n") {
-        assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not answer");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not answer"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(server)
@@ -70,7 +92,8 @@ fn send(port: u16, resp: &str) -> Option<String> {
 
 /// The bundled policy, pointed at `port`.
 fn policy(allow_port: u16, addr_port: u16) -> String {
-    let text = std::fs::read_to_string(common::repo().join("policies/redis.toml")).expect("bundled policy");
+    let text = std::fs::read_to_string(common::repo().join("policies/redis.toml"))
+        .expect("bundled policy");
     text.replace("127.0.0.1/32:6379", &format!("127.0.0.1/32:{allow_port}"))
         .replace("127.0.0.1:6379", &format!("127.0.0.1:{addr_port}"))
 }
@@ -79,7 +102,10 @@ fn policy(allow_port: u16, addr_port: u16) -> String {
 fn ping_and_get_against_a_real_redis_server() {
     let Some(server) = start() else { return };
     let port = server.port;
-    assert_eq!(send(port, "*3\r\n$3\r\nSET\r\n$8\r\ngreeting\r\n$6\r\nhéllo\r\n").as_deref(), Some("+OK\r\n"));
+    assert_eq!(
+        send(port, "*3\r\n$3\r\nSET\r\n$8\r\ngreeting\r\n$6\r\nhéllo\r\n").as_deref(),
+        Some("+OK\r\n")
+    );
     let policies = common::policies(&[("redis", &policy(port, port))]);
     let f = common::open(&common::example_tools(), policies.path());
 
@@ -104,16 +130,25 @@ fn a_port_not_on_the_list_is_a_denial() {
     let f = common::open(&common::example_tools(), policies.path());
     let r = common::call(&f, "redis.ping", json!({}));
     assert_eq!(r.outcome, Outcome::ToolError, "{:?}", r.error);
-    let message = r.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    let message = r
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
     assert!(message.contains("access-denied"), "{message}");
     assert_eq!(r.denials.len(), 1, "{:?}", r.denials);
     assert_eq!(r.denials[0].kind, "net");
     assert_eq!(r.denials[0].target, format!("127.0.0.1:{port}"));
     assert!(
-        r.denials[0].reason.contains(&format!("allow = [\"127.0.0.1/32:{port}\"]")),
+        r.denials[0]
+            .reason
+            .contains(&format!("allow = [\"127.0.0.1/32:{port}\"]")),
         "{}",
         r.denials[0].reason
     );
     // The server saw nothing of it: still answering, no stray state.
-    assert_eq!(send(port, "*1\r\n$4\r\nPING\r\n").as_deref(), Some("+PONG\r\n"));
+    assert_eq!(
+        send(port, "*1\r\n$4\r\nPING\r\n").as_deref(),
+        Some("+PONG\r\n")
+    );
 }

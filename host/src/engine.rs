@@ -105,7 +105,8 @@ const SPECIAL_FILE_REFUSED: &str =
 /// Why a path was refused when it leaves its mount.
 const PATH_LEAVES_MOUNT: &str = "the path leaves its mount (\"..\", an absolute path or a symbolic link pointing outside): only the directories of the policy's [[fs]] entries are visible; mount the directory it points into with an [[fs]] entry to allow it";
 /// Why a path was refused when it would write to a read-only mount.
-const MOUNT_READ_ONLY: &str = "the mount is read-only: set access = \"read-write\" on its [[fs]] entry to allow writing";
+const MOUNT_READ_ONLY: &str =
+    "the mount is read-only: set access = \"read-write\" on its [[fs]] entry to allow writing";
 /// Why a hard link was refused.
 const LINK_REFUSED: &str = "a hard link that leaves its mount, links across mounts or writes to a read-only mount: links stay inside one read-write mount";
 /// Why a rename was refused.
@@ -205,7 +206,10 @@ where
         )| {
             Box::new(async move {
                 let mut fs = store.data_mut().filesystem();
-                let linked = match fs.link_at(dir, path_flags, old.clone(), new_dir, new.clone()).await {
+                let linked = match fs
+                    .link_at(dir, path_flags, old.clone(), new_dir, new.clone())
+                    .await
+                {
                     Ok(()) => Ok(()),
                     Err(e) => Err(fs.convert_error_code(e)?),
                 };
@@ -218,25 +222,33 @@ where
             })
         },
     )?;
-    let result = linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
-        "[method]descriptor.rename-at",
-        |mut store,
-         (dir, old, new_dir, new): (Resource<Descriptor>, String, Resource<Descriptor>, String)| {
-            Box::new(async move {
-                let mut fs = store.data_mut().filesystem();
-                let renamed = match fs.rename_at(dir, old.clone(), new_dir, new.clone()).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(fs.convert_error_code(e)?),
-                };
-                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = renamed {
-                    store
-                        .data_mut()
-                        .record_denial("fs", format!("{old} -> {new}"), RENAME_REFUSED);
-                }
-                Ok((renamed,))
-            })
-        },
-    );
+    let result =
+        linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+            "[method]descriptor.rename-at",
+            |mut store,
+             (dir, old, new_dir, new): (
+                Resource<Descriptor>,
+                String,
+                Resource<Descriptor>,
+                String,
+            )| {
+                Box::new(async move {
+                    let mut fs = store.data_mut().filesystem();
+                    let renamed = match fs.rename_at(dir, old.clone(), new_dir, new.clone()).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(fs.convert_error_code(e)?),
+                    };
+                    if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = renamed {
+                        store.data_mut().record_denial(
+                            "fs",
+                            format!("{old} -> {new}"),
+                            RENAME_REFUSED,
+                        );
+                    }
+                    Ok((renamed,))
+                })
+            },
+        );
     linker.allow_shadowing(false);
     result
 }
@@ -255,9 +267,7 @@ fn gate_name_lookups<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
     T: wasmtime_wasi::WasiView + RecordDenial + 'static,
 {
-    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
-        Host as _, ResolveAddressStream,
-    };
+    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{Host as _, ResolveAddressStream};
     use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode as NetError, Network};
     use wasmtime_wasi::sockets::WasiSocketsView as _;
 

@@ -17,6 +17,7 @@
 //!          │ validate  JSON → Vec<Val> against the WIT-derived schema     schema.rs
 //!          │ sandbox   fresh Store: fuel, memory, deadline, WASI ctx      sandbox.rs
 //!          │           from the policy (mounts, net allowlist, env)       policy.rs
+//!          │           every connection through the call's net gate       net.rs
 //!          │ guard     output size, content and injection rules          guard crate
 //!          │ redact    [env] pass values blanked from what leaves         secrets.rs
 //!          │ audit     hash-chained record, durable before the answer    audit crate
@@ -45,6 +46,10 @@
 //!   conversion, output conversion.
 //! - [`policy`]: `policies/NAME.toml`, read strictly: limits, mounts, network
 //!   allowlist, environment.
+//! - [`net`]: the network rules in one place: the allowlist and the
+//!   private-range rule, checked on every address dialled, for the wasi:http
+//!   connector (which resolves and dials itself), wasi:sockets' address
+//!   check and its name lookups; refusals become denials.
 //! - `sandbox` (internal): builds the per-call store from a policy and runs
 //!   one call in a fresh instance, mapping every way it can end to a value.
 //! - [`guard`] (the `fabric-guard` crate, `host/guard/`): checks outputs

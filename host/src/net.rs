@@ -193,7 +193,9 @@ impl NetPolicy {
     pub fn check_addr(&self, ip: IpAddr, port: u16, name: Option<&str>) -> Result<(), String> {
         if let Some((range, form)) = private_range(ip) {
             if !self.allow_private && !self.cidr_allows(ip, port, Some(&range)) {
-                let written = form.map(|f| format!(", written as {f}")).unwrap_or_default();
+                let written = form
+                    .map(|f| format!(", written as {f}"))
+                    .unwrap_or_default();
                 let via = name
                     .map(|n| format!("{n} resolves to "))
                     .unwrap_or_default();
@@ -382,7 +384,10 @@ impl Gate {
     /// denial.
     pub fn check_socket(&self, addr: SocketAddr, what: &str) -> bool {
         let name = self.lock().names.get(&addr.ip()).cloned();
-        match self.policy.check_addr(addr.ip(), addr.port(), name.as_deref()) {
+        match self
+            .policy
+            .check_addr(addr.ip(), addr.port(), name.as_deref())
+        {
             Ok(()) => true,
             Err(reason) => {
                 let target = match &name {
@@ -644,7 +649,10 @@ mod tests {
         let err = p
             .check_addr(ip("127.0.0.1"), 8080, Some("localhost"))
             .expect_err("loopback refused");
-        assert!(err.contains("loopback") && err.contains("allow_private = true"), "{err}");
+        assert!(
+            err.contains("loopback") && err.contains("allow_private = true"),
+            "{err}"
+        );
         assert!(err.contains("127.0.0.1/32:8080"), "{err}");
         // A catch-all CIDR names no private range.
         assert!(p.check_addr(ip("10.0.0.1"), 443, None).is_err());
@@ -659,7 +667,9 @@ mod tests {
         assert!(err.contains("example.com:80"), "{err}");
 
         let p = net("[net]\nallow = [\"localhost:8080\"]\nallow_private = true");
-        assert!(p.check_addr(ip("127.0.0.1"), 8080, Some("localhost")).is_ok());
+        assert!(p
+            .check_addr(ip("127.0.0.1"), 8080, Some("localhost"))
+            .is_ok());
         assert!(p.check_addr(ip("127.0.0.1"), 8080, None).is_err());
 
         let p = net("[net]\nallow = [\"127.0.0.1/32:6379\", \"10.1.2.0/24:*\"]");

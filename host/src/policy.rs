@@ -336,11 +336,7 @@ impl Policy {
         })
     }
 
-    fn parse_file(
-        text: &str,
-        base: &Path,
-        maxima: &Maxima,
-    ) -> Result<Policy, (String, String)> {
+    fn parse_file(text: &str, base: &Path, maxima: &Maxima) -> Result<Policy, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             let key = e
@@ -589,18 +585,19 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
         Some((t, n)) => (t, n.trim_end_matches(']').parse::<usize>().ok()?),
         None => (table, 0),
     };
-    let leaf = rest
-        .split(['.', '['])
-        .next()
-        .unwrap_or_default()
-        .trim();
+    let leaf = rest.split(['.', '[']).next().unwrap_or_default().trim();
     let headers = [format!("[{table}]"), format!("[[{table}]]")];
     let mut seen = 0;
     let mut inside = false;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.starts_with('[') {
-            let header: String = t.split('#').next().unwrap_or_default().split_whitespace().collect();
+            let header: String = t
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
             inside = false;
             if headers.contains(&header) {
                 if seen == nth {
@@ -611,7 +608,12 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
             continue;
         }
         if inside {
-            let name = t.split('=').next().unwrap_or_default().trim().trim_matches('"');
+            let name = t
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"');
             if t.contains('=') && name == leaf {
                 return Some(i + 1);
             }
@@ -654,7 +656,9 @@ impl Policy {
                         break;
                     }
                     let path = entry.path();
-                    let Ok(kind) = entry.file_type() else { continue };
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
                     if kind.is_dir() {
                         stack.push(path);
                     } else if kind.is_symlink() {

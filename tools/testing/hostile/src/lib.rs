@@ -141,7 +141,9 @@ impl exports::fabric_tests::hostile::api::Guest for Hostile {
     fn exhaust_resources() -> u64 {
         let mut held = Vec::new();
         loop {
-            held.push(wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000));
+            held.push(wasi::clocks::monotonic_clock::subscribe_duration(
+                1_000_000_000,
+            ));
             if held.len() == usize::MAX {
                 return held.len() as u64;
             }
