@@ -7,6 +7,7 @@
 mod audit_cmd;
 mod bench_cmd;
 mod guard_cmd;
+mod policy_cmd;
 mod serve_cmd;
 
 use std::io::Read;
@@ -120,6 +121,9 @@ enum Command {
     /// through the whole pipeline, beside a reused instance and a process per
     /// call; percentiles, phases, memory, an optional SVG plot.
     Bench(bench_cmd::BenchArgs),
+    /// Check tool policies without running anything.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(path) => HostConfig::load(path)?,
         None => HostConfig::default(),
     };
+    let policies = cli.policies.clone();
     let mut options = Options::new(cli.tools, cli.policies);
     options.data_dir = Some(cli.data.clone());
     options.audit_key = audit_key.clone();
@@ -174,6 +179,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => guard_cmd::eval(&file, show_errors, json),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
         Command::Bench(args) => bench_cmd::bench(args, &options),
+        Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
         Command::Tools { json } => {
             let fabric = open(&options)?;

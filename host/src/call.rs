@@ -860,6 +860,7 @@ async fn guard_stage(
                 FailureKind::Timeout => (Outcome::Timeout, Value::Null),
                 FailureKind::Trap => (Outcome::Trap, Value::Null),
                 FailureKind::Overloaded => (Outcome::Overloaded, overloaded_detail()),
+                FailureKind::OutputTooLarge => (Outcome::OutputRejected, Value::Null),
                 FailureKind::Host => (Outcome::Trap, Value::Null),
             };
             let said = secrets.redact(&f.message).into_owned();

@@ -85,6 +85,7 @@ where
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     refuse_special_files(&mut linker)?;
+    gate_name_lookups(&mut linker)?;
     Ok(linker)
 }
 
@@ -93,11 +94,42 @@ pub trait RecordDenial {
     /// Records that the tool was refused `target` (a `kind` of capability:
     /// `fs`, `net`), and why.
     fn record_denial(&mut self, kind: &'static str, target: String, reason: &str);
+    /// The call's network gate (name lookups are answered through it).
+    fn net_gate(&self) -> crate::net::Gate;
 }
 
 /// Why opening a special file is refused, as the call's denial says.
 const SPECIAL_FILE_REFUSED: &str =
     "a FIFO, socket or device file in a mount: only regular files and directories can be opened";
+
+/// Why a path was refused when it leaves its mount.
+const PATH_LEAVES_MOUNT: &str = "the path leaves its mount (\"..\", an absolute path or a symbolic link pointing outside): only the directories of the policy's [[fs]] entries are visible; mount the directory it points into with an [[fs]] entry to allow it";
+/// Why a path was refused when it would write to a read-only mount.
+const MOUNT_READ_ONLY: &str =
+    "the mount is read-only: set access = \"read-write\" on its [[fs]] entry to allow writing";
+/// Why a hard link was refused.
+const LINK_REFUSED: &str = "a hard link that leaves its mount, links across mounts or writes to a read-only mount: links stay inside one read-write mount";
+/// Why a rename was refused.
+const RENAME_REFUSED: &str = "a rename that leaves its mount, or moves into or out of a read-only mount: renames stay inside read-write mounts";
+
+/// Why opening `path` was refused: the path leaves its mount if even
+/// looking at it is refused, else the open asked to write to a read-only
+/// mount.
+async fn why_refused(
+    fs: &mut wasmtime_wasi::filesystem::WasiFilesystemCtxView<'_>,
+    dir: Resource<Descriptor>,
+    path_flags: PathFlags,
+    path: &str,
+) -> &'static str {
+    match fs.stat_at(dir, path_flags, path.to_string()).await {
+        Ok(_) => MOUNT_READ_ONLY,
+        Err(e) => match fs.convert_error_code(e) {
+            Ok(ErrorCode::NotPermitted | ErrorCode::Access) => PATH_LEAVES_MOUNT,
+            Ok(ErrorCode::NoEntry) => MOUNT_READ_ONLY,
+            _ => PATH_LEAVES_MOUNT,
+        },
+    }
+}
 
 /// The wasi:filesystem interface that wasmtime-wasi 48 defines; guests
 /// importing any 0.2.x version are linked to it.
@@ -115,7 +147,7 @@ where
     T: wasmtime_wasi::WasiView + RecordDenial + 'static,
 {
     linker.allow_shadowing(true);
-    let result = linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
         "[method]descriptor.open-at",
         |mut store,
          (dir, path_flags, path, open_flags, flags): (
@@ -145,11 +177,122 @@ where
                         .record_denial("fs", path, SPECIAL_FILE_REFUSED);
                     return Ok((Err(ErrorCode::Access),));
                 }
-                let opened = match fs.open_at(dir, path_flags, path, open_flags, flags).await {
+                let again = Resource::new_borrow(dir.rep());
+                let opened = match fs
+                    .open_at(dir, path_flags, path.clone(), open_flags, flags)
+                    .await
+                {
                     Ok(descriptor) => Ok(descriptor),
                     Err(e) => Err(fs.convert_error_code(e)?),
                 };
+                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = opened {
+                    let reason = why_refused(&mut fs, again, path_flags, &path).await;
+                    tracing::info!("a path refused");
+                    store.data_mut().record_denial("fs", path, reason);
+                }
                 Ok((opened,))
+            })
+        },
+    )?;
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.link-at",
+        |mut store,
+         (dir, path_flags, old, new_dir, new): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let linked = match fs
+                    .link_at(dir, path_flags, old.clone(), new_dir, new.clone())
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(fs.convert_error_code(e)?),
+                };
+                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = linked {
+                    store
+                        .data_mut()
+                        .record_denial("fs", format!("{old} -> {new}"), LINK_REFUSED);
+                }
+                Ok((linked,))
+            })
+        },
+    )?;
+    let result =
+        linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+            "[method]descriptor.rename-at",
+            |mut store,
+             (dir, old, new_dir, new): (
+                Resource<Descriptor>,
+                String,
+                Resource<Descriptor>,
+                String,
+            )| {
+                Box::new(async move {
+                    let mut fs = store.data_mut().filesystem();
+                    let renamed = match fs.rename_at(dir, old.clone(), new_dir, new.clone()).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(fs.convert_error_code(e)?),
+                    };
+                    if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = renamed {
+                        store.data_mut().record_denial(
+                            "fs",
+                            format!("{old} -> {new}"),
+                            RENAME_REFUSED,
+                        );
+                    }
+                    Ok((renamed,))
+                })
+            },
+        );
+    linker.allow_shadowing(false);
+    result
+}
+
+/// The wasi:sockets name-lookup interface of wasmtime-wasi 48.
+const IP_NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+
+/// Replaces wasi:sockets' `resolve-addresses` with one that answers only for
+/// a name a `[net] allow` rule names (a refusal is a denial and the guest's
+/// `access-denied`). The call's gate resolves the name itself and remembers
+/// which addresses are that name's; the connection check accepts an address
+/// through a name only if it is among them, so a second, rebound answer
+/// (the one wasmtime-wasi's own lookup hands the guest) cannot reach a
+/// private address.
+fn gate_name_lookups<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: wasmtime_wasi::WasiView + RecordDenial + 'static,
+{
+    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{Host as _, ResolveAddressStream};
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode as NetError, Network};
+    use wasmtime_wasi::sockets::WasiSocketsView as _;
+
+    linker.allow_shadowing(true);
+    let result = linker.instance(IP_NAME_LOOKUP)?.func_wrap_async(
+        "resolve-addresses",
+        |mut store, (network, name): (Resource<Network>, String)| {
+            Box::new(async move {
+                let gate = store.data().net_gate();
+                match gate.lookup(&name).await {
+                    Ok(_) => {}
+                    Err(crate::net::Refused::Denied) => {
+                        return Ok((Err::<Resource<ResolveAddressStream>, _>(
+                            NetError::AccessDenied,
+                        ),))
+                    }
+                    Err(crate::net::Refused::NotFound) => {
+                        return Ok((Err(NetError::NameUnresolvable),))
+                    }
+                }
+                let mut view = store.data_mut().sockets();
+                match view.resolve_addresses(network, name) {
+                    Ok(stream) => Ok((Ok(stream),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
             })
         },
     );

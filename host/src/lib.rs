@@ -19,6 +19,7 @@
 //!          │           place in the queue)? budget left? (reserved)       budget.rs, breaker.rs
 //!          │ sandbox   fresh Store: fuel, memory, deadline, WASI ctx      sandbox.rs
 //!          │           from the policy (mounts, net allowlist, env)       policy.rs
+//!          │           every connection through the call's net gate       net.rs
 //!          │ guard     output size, content and injection rules          guard crate
 //!          │ redact    [env] pass values blanked from what leaves         secrets.rs
 //!          │ settle    budgets charged what was used; breaker told        budget.rs
@@ -55,6 +56,10 @@
 //!   conversion, output conversion.
 //! - [`policy`]: `policies/NAME.toml`, read strictly: limits, mounts, network
 //!   allowlist, environment.
+//! - [`net`]: the network rules in one place: the allowlist and the
+//!   private-range rule, checked on every address dialled, for the wasi:http
+//!   connector (which resolves and dials itself), wasi:sockets' address
+//!   check and its name lookups; refusals become denials.
 //! - `sandbox` (internal): builds the per-call store from a policy and runs
 //!   one call in a fresh instance, mapping every way it can end to a value.
 //! - [`guard`] (the `fabric-guard` crate, `host/guard/`): checks outputs
@@ -84,6 +89,7 @@ pub mod callers;
 pub mod config;
 mod files;
 pub mod listing;
+pub mod net;
 pub mod policy;
 pub mod schema;
 mod secrets;

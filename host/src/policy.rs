@@ -176,6 +176,9 @@ pub struct NetPolicy {
     pub allow: Vec<NetRule>,
     /// Whether private, loopback and link-local addresses may be reached.
     pub allow_private: bool,
+    /// Local addresses (IP/CIDR and port) where the tool may bind a socket
+    /// other than the implicit any-address, any-port one, and listen.
+    pub listen: Vec<NetRule>,
 }
 
 /// One `[net] allow` entry: a host or network, and a port or any port.
@@ -290,6 +293,8 @@ struct FileNet {
     allow: Vec<String>,
     #[serde(default)]
     allow_private: bool,
+    #[serde(default)]
+    listen: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -351,12 +356,25 @@ impl Policy {
         Policy::parse_with(text, base, &Maxima::default())
     }
 
-    /// Parses policy text under `maxima`.
+    /// Parses policy text under `maxima`. An error's key carries the line
+    /// it is on, `limits.memory (line 3)`, when it can be found.
     pub fn parse_with(
         text: &str,
         base: &Path,
         maxima: &Maxima,
     ) -> Result<Policy, (String, String)> {
+        Policy::parse_file(text, base, maxima).map_err(|(key, message)| {
+            if key.contains("(line ") {
+                return (key, message);
+            }
+            match line_of(text, &key) {
+                Some(line) => (format!("{key} (line {line})"), message),
+                None => (key, message),
+            }
+        })
+    }
+
+    fn parse_file(text: &str, base: &Path, maxima: &Maxima) -> Result<Policy, (String, String)> {
         let file: File = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             let key = e
@@ -394,6 +412,16 @@ impl Policy {
                 &show_size(bytes),
                 &show_size(maxima.memory),
             )?;
+            if bytes < MIN_MEMORY {
+                return Err((
+                    "limits.memory".into(),
+                    format!(
+                        "{} is too small to run anything: allowed is at least 64 KiB (one WebAssembly page) and at most {}",
+                        show_size(bytes),
+                        show_size(maxima.memory)
+                    ),
+                ));
+            }
             policy.limits.memory = bytes;
         }
         if let Some(text) = &l.timeout {
@@ -423,6 +451,15 @@ impl Policy {
                 &show_size(bytes),
                 &show_size(maxima.output),
             )?;
+            if bytes == 0 {
+                return Err((
+                    "limits.output".into(),
+                    format!(
+                        "0 bytes would reject every output: allowed is more than 0 and at most {}",
+                        show_size(maxima.output)
+                    ),
+                ));
+            }
             policy.limits.output = bytes;
         }
 
@@ -460,12 +497,20 @@ impl Policy {
                     ),
                 ));
             }
-            if policy.mounts.iter().any(|x| x.guest == m.guest) {
-                return Err((key("guest"), format!("{:?} is mounted twice", m.guest)));
+            // "/a", "/a/", "//a" and "/./a" are one directory to the guest.
+            let guest = normalize_guest(&m.guest);
+            if let Some(j) = policy.mounts.iter().position(|x| x.guest == guest) {
+                return Err((
+                    key("guest"),
+                    format!(
+                        "{:?} is the guest directory {guest:?} that fs[{j}] already mounts: mount each guest path once",
+                        m.guest
+                    ),
+                ));
             }
             policy.mounts.push(Mount {
                 host,
-                guest: m.guest.clone(),
+                guest,
                 writable,
             });
         }
@@ -475,6 +520,17 @@ impl Policy {
             policy.net.allow.push(rule);
         }
         policy.net.allow_private = file.net.allow_private;
+        for (i, entry) in file.net.listen.iter().enumerate() {
+            let key = format!("net.listen[{i}]");
+            let rule = parse_net_rule(entry).map_err(|m| (key.clone(), m))?;
+            if matches!(rule.host, NetHost::Name(_)) {
+                return Err((
+                    key,
+                    format!("{entry:?}: listen on an IP address, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:*\""),
+                ));
+            }
+            policy.net.listen.push(rule);
+        }
 
         for (name, value) in &file.env.vars {
             check_env_name(name).map_err(|m| (format!("env.vars.{name}"), m))?;
@@ -572,6 +628,124 @@ impl NetPolicy {
     }
 }
 
+/// Smallest linear memory a policy may grant: one WebAssembly page.
+pub const MIN_MEMORY: u64 = 64 << 10;
+
+/// A guest path with empty and `.` components dropped: `//a/./b/` is `/a/b`.
+fn normalize_guest(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// The line (from 1) of `key` (`limits.memory`, `fs[1].host`,
+/// `net.allow[0]`, `env.vars.NAME`) in policy text, when it can be found.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (table, rest) = key.split_once('.')?;
+    let (table, nth) = match table.split_once('[') {
+        Some((t, n)) => (t, n.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (table, 0),
+    };
+    let leaf = rest.split(['.', '[']).next().unwrap_or_default().trim();
+    let headers = [format!("[{table}]"), format!("[[{table}]]")];
+    let mut seen = 0;
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            let header: String = t
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            inside = false;
+            if headers.contains(&header) {
+                if seen == nth {
+                    inside = true;
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if inside {
+            let name = t
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"');
+            if t.contains('=') && name == leaf {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// A symbolic link inside a mount whose target lies outside it: the tool
+/// cannot follow it (the sandbox refuses), which `fabric policy check`
+/// reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeavingLink {
+    /// The mount's key, `fs[0].host`.
+    pub key: String,
+    /// The link, on the host.
+    pub link: PathBuf,
+    /// Where it leads (as far as it resolves).
+    pub target: PathBuf,
+}
+
+/// Entries walked per mount when looking for links that leave it.
+const LINK_SCAN_LIMIT: usize = 100_000;
+
+impl Policy {
+    /// The symbolic links under each mount that lead out of it (at most
+    /// 100,000 entries are walked per mount).
+    pub fn links_leaving_mounts(&self) -> Vec<LeavingLink> {
+        let mut found = Vec::new();
+        for (i, m) in self.mounts.iter().enumerate() {
+            let mut stack = vec![m.host.clone()];
+            let mut walked = 0;
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    walked += 1;
+                    if walked > LINK_SCAN_LIMIT {
+                        break;
+                    }
+                    let path = entry.path();
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    if kind.is_dir() {
+                        stack.push(path);
+                    } else if kind.is_symlink() {
+                        let target = std::fs::read_link(&path).unwrap_or_default();
+                        let resolved = path
+                            .parent()
+                            .map(|p| p.join(&target))
+                            .and_then(|t| t.canonicalize().ok());
+                        let inside = resolved.as_ref().is_some_and(|r| r.starts_with(&m.host));
+                        if !inside {
+                            found.push(LeavingLink {
+                                key: format!("fs[{i}].host"),
+                                link: path,
+                                target: resolved.unwrap_or(target),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
 /// Names the key a parse error points at: `table.key (line N)`.
 fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
     let start = span.start.min(text.len());
@@ -599,7 +773,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit, [breaker] failures/window/cooldown)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit, [breaker] failures/window/cooldown)"
     } else {
         ""
     }
@@ -709,7 +883,9 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
                 .map_err(|_| bad("the port must be 0-65535 or *"))?,
         ),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // "[::1]", "[::/0]" and "[::]/0" alike.
+    let host = host.replace(['[', ']'], "");
+    let host = host.as_str();
     if host.is_empty() {
         return Err(bad("missing the host"));
     }
@@ -749,7 +925,8 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
     })
 }
 
-fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+/// Whether `ip` is in the network `net/bits` (same family only).
+pub(crate) fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = if bits == 0 {

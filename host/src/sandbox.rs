@@ -28,12 +28,26 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::engine::{RecordDenial, MAX_TABLE_ELEMENTS};
-use crate::policy::{NetPolicy, Policy};
+use crate::net::Gate;
+use crate::policy::Policy;
 pub use crate::secrets::Secrets;
 
 /// Bytes of a tool's stdout and stderr kept per call (for error messages and
 /// traces). Beyond it, writes fail inside the guest.
 const STDIO_CAPACITY: usize = 64 * 1024;
+
+/// Host resources (streams, pollables, sockets, descriptors) one call may
+/// hold at once; past it a host call that would add one traps.
+pub const MAX_RESOURCES: usize = 10_000;
+
+/// wasmtime's message when a copy between guest and host exceeds the
+/// store's hostcall copy limit.
+const HOSTCALL_COPY_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// Bytes one host call, or one returned value, may copy out of the guest
+/// (wasmtime's default hostcall fuel, set explicitly so the message above can
+/// name it).
+const HOSTCALL_COPY_LIMIT: usize = 128 << 20;
 
 /// How much of a failed tool's stderr goes into the error message.
 const STDERR_IN_MESSAGE: usize = 2 * 1024;
@@ -82,6 +96,9 @@ pub enum FailureKind {
     Trap,
     /// No instance slot was free.
     Overloaded,
+    /// The returned value was too large to copy out of the guest (more than
+    /// the hostcall copy limit): the output is rejected unread.
+    OutputTooLarge,
     /// The host could not provide what the policy grants (e.g. a mounted
     /// directory was removed after the policy was loaded): not the tool's
     /// fault, and its message says what to fix.
@@ -144,11 +161,11 @@ impl WasiHttpView for State {
 
 impl RecordDenial for State {
     fn record_denial(&mut self, kind: &'static str, target: String, reason: &str) {
-        self.net.denials.push(Denial {
-            kind,
-            target,
-            reason: reason.to_string(),
-        });
+        self.net.gate.deny(kind, target, reason.to_string());
+    }
+
+    fn net_gate(&self) -> Gate {
+        self.net.gate.clone()
     }
 }
 
@@ -182,13 +199,11 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// wasi:http hooks: every outgoing request is checked against the policy's
-/// allowlist before a connection is made.
+/// wasi:http hooks: every outgoing request goes through the call's network
+/// [`Gate`]: the host is resolved here, every address checked, and only a
+/// checked address is dialled.
 struct NetGate {
-    policy: NetPolicy,
-    /// Every refusal of the call, `fs` ones included: kept here because the
-    /// HTTP hooks can reach only this part of the store's data.
-    denials: Vec<Denial>,
+    gate: Gate,
 }
 
 type ResponseFuture = Box<
@@ -207,30 +222,11 @@ impl WasiHttpHooks for NetGate {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default().to_string();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.policy.allows(&host, port) {
-            let target = format!("{host}:{port}");
-            // The target is not logged: it may carry a passed-through secret
-            // (the denial in the result and the record is redacted).
-            tracing::info!("outgoing request denied");
-            self.denials.push(Denial {
-                kind: "net",
-                target,
-                reason: "not in the policy's [net] allow list".into(),
-            });
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        Box::new(crate::net::send_request(
+            self.gate.clone(),
+            request,
+            options,
+        ))
     }
 }
 
@@ -262,24 +258,35 @@ pub fn new_store(
     for (name, value) in secrets.vars() {
         wasi.env(name, value);
     }
+    let gate = Gate::new(&policy.net);
+    // Sockets are on for every tool; each use is checked by the gate against
+    // the policy (no rule: every destination refused, and listed as a denial).
+    let check = gate.clone();
+    wasi.allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(true)
+        .socket_addr_check(move |addr, usage| {
+            let allowed = check.check_socket_use(addr, usage);
+            Box::pin(async move { allowed })
+        });
     let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
     wasi.stdout(MemoryOutputPipe::new(STDIO_CAPACITY))
         .stderr(stderr.clone());
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
     let state = State {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
-        table: ResourceTable::new(),
+        table,
         limiter: Limiter {
             memory: policy.limits.memory as usize,
             refused: None,
         },
-        net: NetGate {
-            policy: policy.net.clone(),
-            denials: Vec::new(),
-        },
+        net: NetGate { gate },
         stderr,
     };
     let mut store = Store::new(engine, state);
+    store.set_hostcall_fuel(HOSTCALL_COPY_LIMIT);
     store.limiter(|s| &mut s.limiter);
     let fuel = store
         .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
@@ -420,7 +427,7 @@ pub async fn run(
         }
         end => end,
     };
-    let denials = std::mem::take(&mut store.data_mut().net.denials);
+    let denials = store.data().net.gate.take_denials();
     Run {
         end,
         fuel_used,
@@ -439,6 +446,27 @@ fn classify(e: &wasmtime::Error, state: &State, policy: &Policy) -> Failure {
         (
             FailureKind::Overloaded,
             "all instance slots are busy; retry shortly".to_string(),
+        )
+    } else if e.downcast_ref::<wasmtime::WasmBacktrace>().is_none()
+        && e.root_cause().to_string().contains(HOSTCALL_COPY_EXHAUSTED)
+    {
+        // Copying the returned value out failed after the guest returned (no
+        // guest frame on the stack): the output itself was too large.
+        (
+            FailureKind::OutputTooLarge,
+            format!(
+                "the tool returned more than {} bytes, far above its output limit of {} bytes of JSON (limits.output); it was rejected unread",
+                HOSTCALL_COPY_LIMIT, limits.output
+            ),
+        )
+    } else if let Some(wasmtime::component::ResourceTableError::Full) =
+        e.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        (
+            FailureKind::Trap,
+            format!(
+                "the tool held more than {MAX_RESOURCES} host resources (streams, pollables, sockets, descriptors) at once; the limit per call is {MAX_RESOURCES}"
+            ),
         )
     } else if let Some(wanted) = state.limiter.refused {
         (

@@ -24,10 +24,12 @@
 //!
 //! Inside a call, Rust's `std::fs` sees only the directories the tool's
 //! policy mounts, `std::env` only the variables it grants, and [`http::get`]
-//! reaches only the hosts it allows. A denied path simply does not exist; a
+//! and [`net`] (TCP, UDP, name lookups over wasi:sockets) reach only the
+//! destinations it allows. A denied path simply does not exist; a
 //! denied host fails the request with an error you can return to the agent.
 
 /// The bindings generator, re-exported so a tool needs only this crate.
 pub use wit_bindgen;
 
 pub mod http;
+pub mod net;

@@ -84,7 +84,15 @@ fn grep_path(re: &regex::Regex, path: &Path, hits: &mut Vec<Hit>) -> Result<(), 
             if hits.len() >= MAX_HITS {
                 break;
             }
-            grep_path(re, &child, hits)?;
+            // An entry the walk may not follow (a symbolic link out of the
+            // mount) or cannot read is skipped, and the hits say so.
+            if let Err(why) = grep_path(re, &child, hits) {
+                hits.push(Hit {
+                    path: child.display().to_string(),
+                    line: 0,
+                    text: format!("skipped: {why}"),
+                });
+            }
         }
         return Ok(());
     }

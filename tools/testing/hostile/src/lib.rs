@@ -1,6 +1,8 @@
-//! `hostile`: a test tool that misbehaves towards the host (a CPU-bound loop
-//! that never returns), for the sandbox's scheduling and accounting tests.
-//! Not one of the bundled example tools.
+//! `hostile`: a test tool that misbehaves towards the host, one function per
+//! attack (CPU, host calls that never return, memory, stack, output floods,
+//! escapes out of mounts, network destinations, environment, host
+//! resources). The containment tests (`tests/containment.rs`) assert how each
+//! ends. Not one of the bundled example tools.
 
 sdk_guest::wit_bindgen::generate!({
     path: ["../../../wit", "wit"],
@@ -9,13 +11,142 @@ sdk_guest::wit_bindgen::generate!({
     runtime_path: "sdk_guest::wit_bindgen::rt",
 });
 
+use std::io::{Read, Write};
+
 struct Hostile;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
 
 impl exports::fabric_tests::hostile::api::Guest for Hostile {
     fn spin() {
         let mut x = 1u64;
         loop {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+
+    fn sleep(ms: u64) {
+        let pollable = wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000);
+        pollable.block();
+    }
+
+    fn read_socket(addr: String) -> Result<String, String> {
+        let mut stream = sdk_guest::net::TcpStream::connect(&addr)?;
+        let mut out = Vec::new();
+        loop {
+            let bytes = stream.read(4096)?;
+            if bytes.is_empty() {
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.extend_from_slice(&bytes);
+        }
+    }
+
+    fn hog() -> u64 {
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut block = vec![0u8; 1 << 20];
+            block[0] = 1;
+            block[(1 << 20) - 1] = 1;
+            blocks.push(std::hint::black_box(block));
+            if blocks.len() == usize::MAX {
+                return blocks.len() as u64;
+            }
+        }
+    }
+
+    fn recurse(depth: u64) -> u64 {
+        if depth == 0 {
+            return 0;
+        }
+        let pad = std::hint::black_box([depth; 16]);
+        1 + Self::recurse(std::hint::black_box(depth - 1)) + pad[3] % 2
+    }
+
+    fn flood(n: u64) -> String {
+        "x".repeat(n as usize)
+    }
+
+    fn spew(n: u64) -> u64 {
+        let chunk = vec![b'y'; 64 * 1024];
+        let mut written = 0u64;
+        let mut out = std::io::stdout();
+        let mut errs = std::io::stderr();
+        while written < n {
+            let len = chunk.len().min((n - written) as usize);
+            let a = out.write_all(&chunk[..len]);
+            let b = errs.write_all(&chunk[..len]);
+            if a.is_err() && b.is_err() {
+                break;
+            }
+            written += len as u64;
+        }
+        written
+    }
+
+    fn read_file(path: String) -> Result<String, String> {
+        let mut file = std::fs::File::open(&path).map_err(err)?;
+        let mut buf = vec![0u8; 4096];
+        let n = file.read(&mut buf).map_err(err)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    fn write_file(path: String, text: String) -> Result<(), String> {
+        std::fs::write(&path, text).map_err(err)
+    }
+
+    fn hard_link(target: String, link: String) -> Result<(), String> {
+        std::fs::hard_link(&target, &link).map_err(err)
+    }
+
+    fn rename(source: String, destination: String) -> Result<(), String> {
+        std::fs::rename(&source, &destination).map_err(err)
+    }
+
+    fn fetch(url: String) -> Result<String, String> {
+        let r = sdk_guest::http::get(&url, 4096)?;
+        Ok(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+    }
+
+    fn connect(addr: String, send: String) -> Result<String, String> {
+        let mut stream = sdk_guest::net::TcpStream::connect(&addr)?;
+        stream.write_all(send.as_bytes())?;
+        let bytes = stream.read(4096)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn send_udp(addr: String) -> Result<(), String> {
+        sdk_guest::net::udp_send(&addr, b"hello")
+    }
+
+    fn listen(addr: String) -> Result<String, String> {
+        Ok(sdk_guest::net::listen(&addr)?.to_string())
+    }
+
+    fn lookup(name: String) -> Result<Vec<String>, String> {
+        let found = sdk_guest::net::resolve(&name)?;
+        Ok(found.into_iter().map(|ip| ip.to_string()).collect())
+    }
+
+    fn env(name: String) -> Option<String> {
+        std::env::var(&name).ok()
+    }
+
+    fn env_names() -> Vec<String> {
+        std::env::vars().map(|(k, _)| k).collect()
+    }
+
+    fn exhaust_resources() -> u64 {
+        let mut held = Vec::new();
+        loop {
+            held.push(wasi::clocks::monotonic_clock::subscribe_duration(
+                1_000_000_000,
+            ));
+            if held.len() == usize::MAX {
+                return held.len() as u64;
+            }
         }
     }
 }

@@ -1,0 +1,70 @@
+//! `fabric policy check [FILE…]`: validates policy files without running
+//! anything.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use fabric_host::policy::{Maxima, Policy};
+
+/// Policy commands.
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files (default: every NAME.toml in --policies): prints
+    /// `FILE: ok` for each good one, and for each bad one the file, key,
+    /// line and what is allowed (on stderr). Also warns of symbolic links in
+    /// a mount that lead out of it (the tool cannot follow them). Exit 0
+    /// when all are good, 1 otherwise.
+    Check {
+        /// Policy files to check.
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs a policy command under the host's `maxima`.
+pub fn run(command: PolicyCommand, policies: &Path, maxima: &Maxima) -> Result<ExitCode> {
+    let PolicyCommand::Check { files } = command;
+    let files = if files.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(policies)
+            .with_context(|| {
+                format!(
+                    "cannot read the policies directory {} (give --policies DIR or policy files)",
+                    policies.display()
+                )
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        found.sort();
+        found
+    } else {
+        files
+    };
+    let mut bad = 0;
+    for file in &files {
+        match Policy::load(file, maxima) {
+            Ok(policy) => {
+                println!("{}: ok", file.display());
+                for link in policy.links_leaving_mounts() {
+                    println!(
+                        "{}: {}: warning: {} -> {} leads outside the mount (or nowhere): the tool cannot follow it",
+                        file.display(),
+                        link.key,
+                        link.link.display(),
+                        link.target.display()
+                    );
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
