@@ -19,7 +19,11 @@
 //! benchmark), and its report is cut to `MAX_FLAGS` flags.
 
 pub mod decode;
+pub mod eval;
 pub mod rules;
+pub mod signals;
+mod views;
+pub mod spotlight;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +35,8 @@ use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 pub use rules::{Action, Kind, Report, RuleSet};
+pub use signals::Thresholds;
+pub use spotlight::Spotlight;
 
 /// Most flags listed for one output: an output built to hit a rule a million
 /// times gets a bounded report (every rule that hit is still named).
@@ -81,6 +87,9 @@ pub struct GuardConfig {
     pub net: Arc<dyn Destinations>,
     /// Largest output, bytes of JSON.
     pub output_limit: u64,
+    /// Score thresholds that replace the rule file's (`[guard.score]`);
+    /// unset fields keep the rule file's.
+    pub score: Thresholds,
 }
 
 impl GuardConfig {
@@ -91,6 +100,7 @@ impl GuardConfig {
             actions: BTreeMap::new(),
             net: Arc::new(NoDestinations),
             output_limit,
+            score: Thresholds::default(),
         }
     }
 }
@@ -214,6 +224,22 @@ fn walk(
             }
         }
         Value::Array(items) => {
+            for (what, view) in views::array_views(items) {
+                for extra in check_view(&view, what, config) {
+                    flags.push(Flag {
+                        rule: extra.id.clone(),
+                        action: extra.action.as_str().into(),
+                        pointer: if pointer.is_empty() { "/".into() } else { pointer.clone() },
+                        excerpt: extra.excerpt.clone(),
+                    });
+                    if extra.action == Action::Reject {
+                        let why = format!("{} ({})", extra.id, extra.description);
+                        if !rejected.contains(&why) {
+                            rejected.push(why);
+                        }
+                    }
+                }
+            }
             for (i, item) in items.iter_mut().enumerate() {
                 let len = pointer.len();
                 let _ = write!(pointer, "/{i}"); // writing to a String cannot fail
@@ -248,11 +274,34 @@ fn check_string(
 ) -> Option<String> {
     let normalised = normalise(s);
     let hits = scan(s, &normalised, config, true);
-    if hits.is_empty() {
+    let mut extras = score(&normalised, config, "");
+    for (what, view) in views::text_views(&normalised) {
+        extras.extend(check_view(&view, what, config));
+    }
+    if hits.is_empty() && extras.is_empty() {
         return None;
     }
     let mut redact_raw = Vec::new();
     let mut redact_norm = Vec::new();
+    let at = if pointer.is_empty() { "/" } else { pointer };
+    for extra in &extras {
+        flags.push(Flag {
+            rule: extra.id.clone(),
+            action: extra.action.as_str().into(),
+            pointer: at.into(),
+            excerpt: extra.excerpt.clone(),
+        });
+        match extra.action {
+            Action::Reject => {
+                let why = format!("{} ({})", extra.id, extra.description);
+                if !rejected.contains(&why) {
+                    rejected.push(why);
+                }
+            }
+            Action::Redact => redact_norm.push((extra.span.unwrap_or((0, normalised.len())), extra.id.as_str())),
+            Action::Flag => {}
+        }
+    }
     for hit in &hits {
         let rule = &config.rules.rules[hit.rule];
         flags.push(Flag {
@@ -313,6 +362,78 @@ fn check_string(
     }
     text = redact(&text, redact_norm);
     Some(text)
+}
+
+/// A finding that is not one rule's match: a score over signals, or a rule
+/// that hit a view of the text (letter-spaced, joined fragments).
+struct Extra {
+    id: String,
+    description: String,
+    action: Action,
+    /// Span in the normalised text; `None` for the whole string.
+    span: Option<(usize, usize)>,
+    excerpt: String,
+}
+
+/// The flag id of a score over signals.
+pub const SCORE_ID: &str = "signal.score";
+
+/// The score of a text's best window over signals, as a finding when its
+/// thresholds call for an action. `what` prefixes the excerpt (for views).
+fn score(text: &str, config: &GuardConfig, what: &str) -> Vec<Extra> {
+    let signals = &config.rules.signals;
+    let thresholds = signals.thresholds.overridden_by(&config.score);
+    let Some(scored) = signals.score(text, &thresholds) else {
+        return Vec::new();
+    };
+    let Some(action) = thresholds.action(scored.score) else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = scored
+        .signals
+        .iter()
+        .map(|&i| signals.signals[i].id.as_str())
+        .collect();
+    let window = &text[scored.span.0..scored.span.1];
+    vec![Extra {
+        id: SCORE_ID.into(),
+        description: format!("signals of an injection scored {}: {}", scored.score, names.join(", ")),
+        action,
+        span: Some(scored.span),
+        excerpt: format!("{what}score {} ({}): {}", scored.score, names.join("+"), excerpt(window)),
+    }]
+}
+
+/// The rules and the score applied to a view of an output (its letter-spaced
+/// runs collapsed, its fragments joined). A view has no spans in the output,
+/// so a redaction there rejects.
+fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
+    let norm = normalise(view);
+    let mut out: Vec<Extra> = Vec::new();
+    for hit in scan(view, &norm, config, false) {
+        let rule = &config.rules.rules[hit.rule];
+        if hit.action == Action::Flag || !rule.kind.normalised() {
+            continue;
+        }
+        if out.iter().any(|e| e.id == rule.id) {
+            continue;
+        }
+        out.push(Extra {
+            id: rule.id.clone(),
+            description: format!("{} (in {what})", rule.description),
+            action: Action::Reject,
+            span: None,
+            excerpt: format!("{what}: {}", hit.excerpt),
+        });
+    }
+    for mut e in score(&norm, config, &format!("{what}: ")) {
+        if e.action != Action::Flag {
+            e.action = Action::Reject;
+        }
+        e.span = None;
+        out.push(e);
+    }
+    out
 }
 
 /// Replaces spans (merged where they overlap) with `[redacted:ID]`.
