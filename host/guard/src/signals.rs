@@ -14,7 +14,9 @@
 //! thresholds turn the score into an action (reject, redact the window, or
 //! flag); a policy may change them (`[guard.score]`).
 
-use regex_automata::meta::Regex;
+use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
+use regex_automata::util::pool::Pool;
+use regex_automata::{Input, MatchKind};
 use serde::Deserialize;
 
 use crate::rules::{Action, RulesError};
@@ -92,10 +94,24 @@ pub struct Signals {
     pub signals: Vec<Signal>,
     /// The default thresholds (`[score]`).
     pub thresholds: Thresholds,
-    /// All patterns of all signals, one automaton.
-    regex: Option<Regex>,
+    /// All patterns of all signals, one lazy DFA that reports every match
+    /// end of every pattern (overlapping: one signal's match never hides
+    /// another's), with a pool of caches for concurrent calls.
+    dfa: Option<Automaton>,
     /// For each pattern, the index of its signal.
     owners: Vec<usize>,
+}
+
+/// A lazy DFA and its caches.
+struct Automaton {
+    dfa: std::sync::Arc<DFA>,
+    caches: Pool<Cache, Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>>,
+}
+
+impl std::fmt::Debug for Automaton {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Automaton").finish_non_exhaustive()
+    }
 }
 
 /// A signal table of a rule file.
@@ -125,7 +141,7 @@ impl Signals {
         Signals {
             signals: Vec::new(),
             thresholds: Thresholds::default(),
-            regex: None,
+            dfa: None,
             owners: Vec::new(),
         }
     }
@@ -162,26 +178,62 @@ impl Signals {
                 weight: s.weight,
             });
         }
-        let regex = if patterns.is_empty() {
+        let dfa = if patterns.is_empty() {
             None
         } else {
-            Some(
-                Regex::builder()
-                    .configure(
-                        Regex::config()
-                            .nfa_size_limit(Some(64 << 20))
-                            .hybrid_cache_capacity(8 << 20),
-                    )
-                    .build_many(&patterns)
-                    .map_err(|e| RulesError(format!("the signals do not compile together: {e}")))?,
-            )
+            let dfa = DFA::builder()
+                .configure(
+                    DFA::config()
+                        .match_kind(MatchKind::All)
+                        .cache_capacity(8 << 20),
+                )
+                .syntax(regex_automata::util::syntax::Config::new().utf8(true))
+                .build_many(&patterns)
+                .map_err(|e| RulesError(format!("the signals do not compile together: {e}")))?;
+            let dfa = std::sync::Arc::new(dfa);
+            let for_pool = dfa.clone();
+            Some(Automaton {
+                dfa,
+                caches: Pool::new(Box::new(move || for_pool.create_cache())),
+            })
         };
         Ok(Signals {
             signals,
             thresholds,
-            regex,
+            dfa,
             owners,
         })
+    }
+
+    /// Every signal match end in `text`: (signal index, end offset), in
+    /// order of their ends. Overlapping matches are all reported, so no
+    /// signal hides another.
+    pub fn matches(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        self.each_match(text, |signal, end| out.push((signal, end)));
+        out
+    }
+
+    /// Calls `f(signal, end)` for every match end, in one pass of the DFA.
+    /// A search the DFA gives up on (it does not, with these settings: no
+    /// Unicode word boundaries, no cache-clear limit) ends the matches.
+    fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
+        let Some(auto) = &self.dfa else {
+            return;
+        };
+        let mut cache = auto.caches.get();
+        let input = Input::new(text);
+        let mut state = OverlappingState::start();
+        while auto
+            .dfa
+            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
+            .is_ok()
+        {
+            let Some(m) = state.get_match() else {
+                break;
+            };
+            f(self.owners[m.pattern().as_usize()], m.offset());
+        }
     }
 
     /// The best window of `text`, or `None` when no signal occurs in it.
@@ -190,44 +242,48 @@ impl Signals {
     /// once, and the window's signals are counted, so the work is linear in
     /// the text and its matches.
     pub fn score(&self, text: &str, thresholds: &Thresholds) -> Option<Scored> {
-        let regex = self.regex.as_ref()?;
         let span = thresholds.span();
-        // Matches in the window: (start, end, line, signal).
-        let mut window: std::collections::VecDeque<(usize, usize, usize, usize)> =
+        // Match ends in the window: (end, line, signal).
+        let mut window: std::collections::VecDeque<(usize, usize, usize)> =
             std::collections::VecDeque::new();
         let mut counts = [0u32; MAX_SIGNALS];
-        let mut best: Option<(u32, u32, usize, usize)> = None; // score, mask, start, end
+        let mut best: Option<(u32, u32, usize, usize)> = None; // score, mask, first end, last end
         let (mut line, mut counted_to) = (0usize, 0usize);
         let bytes = text.as_bytes();
-        for m in regex.find_iter(text) {
-            line += memchr::memchr_iter(b'\n', &bytes[counted_to..m.start()]).count();
-            counted_to = m.start();
-            let signal = self.owners[m.pattern().as_usize()];
-            while let Some(&(start, _, l, s)) = window.front() {
-                if l + 1 < line || start + span < m.start() {
+        let weights: Vec<u32> = self.signals.iter().map(|s| s.weight).collect();
+        self.each_match(text, |signal, end| {
+            // A match belongs to the line it ends on (a sentence-start
+            // pattern begins at the end of the sentence before).
+            line += memchr::memchr_iter(b'\n', &bytes[counted_to..end]).count();
+            counted_to = end;
+            while let Some(&(at, l, s)) = window.front() {
+                if l + 1 < line || at + span < end {
                     counts[s] -= 1;
                     window.pop_front();
                 } else {
                     break;
                 }
             }
-            window.push_back((m.start(), m.end(), line, signal));
+            window.push_back((end, line, signal));
             counts[signal] += 1;
             let mut mask = 0u32;
             let mut score = 0u32;
-            for (i, c) in counts.iter().enumerate().take(self.signals.len()) {
-                if *c > 0 {
+            for (i, w) in weights.iter().enumerate() {
+                if counts[i] > 0 {
                     mask |= 1 << i;
-                    score += self.signals[i].weight;
+                    score += w;
                 }
             }
             if best.is_none_or(|b| score > b.0) {
-                let start = window.front().map_or(m.start(), |w| w.0);
-                best = Some((score, mask, start, m.end()));
+                let first = window.front().map_or(end, |w| w.0);
+                best = Some((score, mask, first, end));
             }
-        }
-        let (score, mask, start, end) = best?;
-        let from = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        });
+        let (score, mask, first, end) = best?;
+        // From the start of the line before the first match's end (its
+        // match may begin there) to the end of the last match's line.
+        let first_line = text[..first].rfind('\n').unwrap_or(0);
+        let from = text[..first_line].rfind('\n').map_or(0, |i| i + 1);
         let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
         Some(Scored {
             score,

@@ -291,7 +291,12 @@ fn raw_and_normalised_redactions_apply_together() {
                 output,
                 json!("a [redacted:hidden.html-comment-instruction] b [redacted:instruction.override] c d")
             );
-            assert_eq!(flags.len(), 3, "{flags:?}");
+            // The three rule hits, and the score of its signals (reference,
+            // channel), which only flags.
+            assert_eq!(flags.len(), 4, "{flags:?}");
+            assert!(flags
+                .iter()
+                .any(|f| f.rule == SCORE_ID && f.action == "flag"));
         }
         other => panic!("{other:?}"),
     }
