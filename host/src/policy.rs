@@ -113,6 +113,10 @@ pub struct Policy {
     pub guard_rules: std::sync::Arc<crate::guard::RuleSet>,
     /// Per-rule action overrides, `[guard.actions]`.
     pub guard_actions: std::collections::BTreeMap<String, crate::guard::Action>,
+    /// Score thresholds over the rules' own, `[guard.score]`.
+    pub guard_score: crate::guard::Thresholds,
+    /// How outputs are marked as data, `[guard] spotlight`.
+    pub guard_spotlight: Option<crate::guard::Spotlight>,
     /// Store arguments and output in audit records, cut to this many bytes
     /// (`None`: only their digests are recorded).
     pub audit_payloads: Option<u64>,
@@ -186,6 +190,8 @@ impl Default for Policy {
             env_pass: Vec::new(),
             guard_rules: crate::guard::RuleSet::default_rules(),
             guard_actions: std::collections::BTreeMap::new(),
+            guard_score: crate::guard::Thresholds::default(),
+            guard_spotlight: None,
             audit_payloads: None,
         }
     }
@@ -269,6 +275,9 @@ struct FileGuard {
     rules: Option<String>,
     #[serde(default)]
     actions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    score: Option<crate::guard::Thresholds>,
+    spotlight: Option<String>,
 }
 
 impl Policy {
@@ -468,6 +477,17 @@ impl Policy {
             })?;
             policy.guard_actions.insert(id.clone(), action);
         }
+        if let Some(score) = file.guard.score {
+            policy.guard_score = score;
+        }
+        if let Some(mode) = &file.guard.spotlight {
+            policy.guard_spotlight = Some(crate::guard::Spotlight::parse(mode).ok_or_else(|| {
+                (
+                    "guard.spotlight".to_string(),
+                    format!("{mode:?} is not allowed: use \"delimit\" or \"datamark\""),
+                )
+            })?);
+        }
         let limit = match &file.audit.payload_limit {
             Some(size) => parse_size("audit.payload_limit", size)?,
             None => DEFAULT_PAYLOAD_LIMIT,
@@ -536,7 +556,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private, [env] vars/pass, [guard] rules/actions/score/spotlight, [audit] payloads/payload_limit)"
     } else {
         ""
     }

@@ -36,7 +36,7 @@ use unicode_normalization::UnicodeNormalization;
 
 pub use rules::{Action, Kind, Report, RuleSet};
 pub use signals::Thresholds;
-pub use spotlight::Spotlight;
+pub use spotlight::{Spotlight, Spotlighted};
 
 /// Most flags listed for one output: an output built to hit a rule a million
 /// times gets a bounded report (every rule that hit is still named).
@@ -90,6 +90,9 @@ pub struct GuardConfig {
     /// Score thresholds that replace the rule file's (`[guard.score]`);
     /// unset fields keep the rule file's.
     pub score: Thresholds,
+    /// How an output that passes is marked as data for the agent
+    /// (`[guard] spotlight`), if at all.
+    pub spotlight: Option<Spotlight>,
 }
 
 impl GuardConfig {
@@ -101,6 +104,7 @@ impl GuardConfig {
             net: Arc::new(NoDestinations),
             output_limit,
             score: Thresholds::default(),
+            spotlight: None,
         }
     }
 }
@@ -163,6 +167,17 @@ pub fn check(output: Value, config: &GuardConfig) -> Guarded {
             flags,
         }
     }
+}
+
+/// The output marked as data for the agent, when the config asks for it
+/// (`[guard] spotlight`). Call it on the output [`check`] let pass: the
+/// rules see the output as the tool made it, the agent sees it marked.
+pub fn spotlight(output: &Value, config: &GuardConfig) -> Option<spotlight::Spotlighted> {
+    let mode = config.spotlight?;
+    Some(match output {
+        Value::String(s) => mode.apply(s),
+        other => mode.apply(&other.to_string()),
+    })
 }
 
 /// The error for an output of `size` bytes of JSON (`at` is "" for an exact
@@ -274,7 +289,7 @@ fn check_string(
 ) -> Option<String> {
     let normalised = normalise(s);
     let hits = scan(s, &normalised, config, true);
-    let mut extras = score(&normalised, config, "");
+    let mut extras = score(&normalised, config, "", 0);
     for (what, view) in views::text_views(&normalised) {
         extras.extend(check_view(&view, what, config));
     }
@@ -378,15 +393,21 @@ struct Extra {
 /// The flag id of a score over signals.
 pub const SCORE_ID: &str = "signal.score";
 
+/// What a view adds to its score: splitting text so that no piece matches
+/// is itself a sign of an injection.
+const VIEW_BONUS: u32 = 2;
+
 /// The score of a text's best window over signals, as a finding when its
-/// thresholds call for an action. `what` prefixes the excerpt (for views).
-fn score(text: &str, config: &GuardConfig, what: &str) -> Vec<Extra> {
+/// thresholds call for an action. `what` prefixes the excerpt (for views);
+/// `bonus` is added to the score.
+fn score(text: &str, config: &GuardConfig, what: &str, bonus: u32) -> Vec<Extra> {
     let signals = &config.rules.signals;
     let thresholds = signals.thresholds.overridden_by(&config.score);
     let Some(scored) = signals.score(text, &thresholds) else {
         return Vec::new();
     };
-    let Some(action) = thresholds.action(scored.score) else {
+    let total = scored.score + bonus;
+    let Some(action) = thresholds.action(total) else {
         return Vec::new();
     };
     let names: Vec<&str> = scored
@@ -397,10 +418,10 @@ fn score(text: &str, config: &GuardConfig, what: &str) -> Vec<Extra> {
     let window = &text[scored.span.0..scored.span.1];
     vec![Extra {
         id: SCORE_ID.into(),
-        description: format!("signals of an injection scored {}: {}", scored.score, names.join(", ")),
+        description: format!("signals of an injection scored {total}: {}", names.join(", ")),
         action,
         span: Some(scored.span),
-        excerpt: format!("{what}score {} ({}): {}", scored.score, names.join("+"), excerpt(window)),
+        excerpt: format!("{what}score {total} ({}): {}", names.join("+"), excerpt(window)),
     }]
 }
 
@@ -426,7 +447,7 @@ fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
             excerpt: format!("{what}: {}", hit.excerpt),
         });
     }
-    for mut e in score(&norm, config, &format!("{what}: ")) {
+    for mut e in score(&norm, config, &format!("{what}: "), VIEW_BONUS) {
         if e.action != Action::Flag {
             e.action = Action::Reject;
         }

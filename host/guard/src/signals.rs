@@ -280,10 +280,9 @@ impl Signals {
             }
         });
         let (score, mask, first, end) = best?;
-        // From the start of the line before the first match's end (its
-        // match may begin there) to the end of the last match's line.
-        let first_line = text[..first].rfind('\n').unwrap_or(0);
-        let from = text[..first_line].rfind('\n').map_or(0, |i| i + 1);
+        // From the start of the first match's line (the line its match
+        // ends on) to the end of the last match's line.
+        let from = text[..first].rfind('\n').map_or(0, |i| i + 1);
         let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
         Some(Scored {
             score,
