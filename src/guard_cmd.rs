@@ -71,7 +71,7 @@ pub fn eval(
                 .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into())
         })
         .collect();
-    let width = names.iter().map(String::len).max().unwrap_or(0).max(22);
+    let width = names.iter().map(String::len).max().unwrap_or(0).max(26);
     print!("{:<18}", "");
     for name in &names {
         print!(" {name:>width$}");

@@ -905,6 +905,19 @@ mod tests {
     }
 
     #[test]
+    fn guard_score_thresholds_and_spotlight() {
+        let p = parse("[guard]\nspotlight = \"datamark\"\n[guard.score]\nreject = 7\nflag = 4").unwrap();
+        assert_eq!(p.guard_spotlight, Some(crate::guard::Spotlight::Datamark));
+        assert_eq!(p.guard_score.reject, Some(7));
+        assert_eq!(p.guard_score.flag, Some(4));
+        assert_eq!(p.guard_score.redact, None);
+        let p = parse("").unwrap();
+        assert_eq!(p.guard_spotlight, None);
+        rejects("[guard]\nspotlight = \"bold\"", "guard.spotlight", "\"delimit\" or \"datamark\"");
+        rejects("[guard.score]\nrejct = 3", "guard", "rejct");
+    }
+
+    #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_size("k", &Size::Text("1 KiB".into())).unwrap(), 1024);
         assert_eq!(

@@ -24,9 +24,10 @@ pub struct Case {
     pub source: Option<String>,
 }
 
-/// A line of a labelled set that is not a case.
+/// A line of a labelled set that is not a case (shown as `LINE: expected …`,
+/// to follow a file name and a colon).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("line {line}: expected {{\"text\": …, \"injected\": bool}}: {message}")]
+#[error("{line}: expected {{\"text\": …, \"injected\": bool}}: {message}")]
 pub struct EvalError {
     /// The 1-based line number.
     pub line: usize,

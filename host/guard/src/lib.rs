@@ -298,25 +298,6 @@ fn check_string(
     }
     let mut redact_raw = Vec::new();
     let mut redact_norm = Vec::new();
-    let at = if pointer.is_empty() { "/" } else { pointer };
-    for extra in &extras {
-        flags.push(Flag {
-            rule: extra.id.clone(),
-            action: extra.action.as_str().into(),
-            pointer: at.into(),
-            excerpt: extra.excerpt.clone(),
-        });
-        match extra.action {
-            Action::Reject => {
-                let why = format!("{} ({})", extra.id, extra.description);
-                if !rejected.contains(&why) {
-                    rejected.push(why);
-                }
-            }
-            Action::Redact => redact_norm.push((extra.span.unwrap_or((0, normalised.len())), extra.id.as_str())),
-            Action::Flag => {}
-        }
-    }
     for hit in &hits {
         let rule = &config.rules.rules[hit.rule];
         flags.push(Flag {
@@ -338,6 +319,26 @@ fn check_string(
             }
             Action::Redact if hit.in_normalised => redact_norm.push((hit.span, rule.id.as_str())),
             Action::Redact => redact_raw.push((hit.span, rule.id.as_str())),
+            Action::Flag => {}
+        }
+    }
+    // The score and the views after the rules' own hits.
+    let at = if pointer.is_empty() { "/" } else { pointer };
+    for extra in &extras {
+        flags.push(Flag {
+            rule: extra.id.clone(),
+            action: extra.action.as_str().into(),
+            pointer: at.into(),
+            excerpt: extra.excerpt.clone(),
+        });
+        match extra.action {
+            Action::Reject => {
+                let why = format!("{} ({})", extra.id, extra.description);
+                if !rejected.contains(&why) {
+                    rejected.push(why);
+                }
+            }
+            Action::Redact => redact_norm.push((extra.span.unwrap_or((0, normalised.len())), extra.id.as_str())),
             Action::Flag => {}
         }
     }

@@ -17,9 +17,9 @@
 //!   replaced by the marker `^` followed by four random hex digits and `^`
 //!   (`In^3f9a^this^3f9a^manner`), and every line starts with it, so the model
 //!   sees the mark throughout the data, not only at its edges. Hines et al.
-//!   report datamarking lowering the attack success rate from about 50 % to
-//!   below 3 % on GPT-3.5-Turbo with little loss on the tasks; delimiting
-//!   helped less.
+//!   report spotlighting (datamarking, encoding) lowering the attack success
+//!   rate from above 50 % to below 2 % with GPT-family models, with minimal
+//!   loss on the tasks; plain delimiting was the weakest variant.
 //!
 //! The text spotlighted is the output itself when it is a string, else its
 //! compact JSON text. Spotlighting runs after the guard: the guard's rules
