@@ -84,9 +84,16 @@ pub fn eval(
         }
         println!();
     };
-    row("cases", &|f| format!("{} injected, {} benign", f.injected, f.benign));
+    row("cases", &|f| {
+        format!("{} injected, {} benign", f.injected, f.benign)
+    });
     row("detection", &|f| {
-        format!("{}/{} = {:.1} %", f.detected, f.injected, 100.0 * f.detection_rate)
+        format!(
+            "{}/{} = {:.1} %",
+            f.detected,
+            f.injected,
+            100.0 * f.detection_rate
+        )
     });
     row("false positives", &|f| {
         format!(

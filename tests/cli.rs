@@ -312,7 +312,10 @@ fn the_validation_part_is_reported_beside_the_development_part() {
         .find(|l| l.contains("dev.jsonl") && l.contains("validation.jsonl"))
         .expect("a header naming both parts");
     assert!(header.trim_start().starts_with("dev.jsonl"), "{header}");
-    assert!(text.contains("validation.jsonl: held out, errors not shown"), "{text}");
+    assert!(
+        text.contains("validation.jsonl: held out, errors not shown"),
+        "{text}"
+    );
     assert!(!text.contains("validation.jsonl:1:") && !text.contains("/validation.jsonl:2"));
     assert!(text.contains("dev.jsonl:"), "dev errors are listed: {text}");
 }

@@ -219,7 +219,10 @@ fn spotlighting_marks_outputs_that_pass_and_says_which_mode() {
         assert_eq!(json["guard"]["spotlight"]["mode"], mode);
         // A fresh marker per call.
         let again = common::call(&f, "text.echo", json!({"text": "two words"}));
-        assert_ne!(again.guard.spotlight.expect("spotlighted").marker, marked.marker);
+        assert_ne!(
+            again.guard.spotlight.expect("spotlighted").marker,
+            marked.marker
+        );
         // The guard still applies: an injection is rejected, not marked.
         let r = common::call(
             &f,
@@ -233,5 +236,7 @@ fn spotlighting_marks_outputs_that_pass_and_says_which_mode() {
     let f = common::open(&common::example_tools(), &common::repo().join("policies"));
     let r = common::call(&f, "text.echo", json!({"text": "hi"}));
     assert!(r.guard.spotlight.is_none());
-    assert!(serde_json::to_value(&r).unwrap()["guard"].get("spotlight").is_none());
+    assert!(serde_json::to_value(&r).unwrap()["guard"]
+        .get("spotlight")
+        .is_none());
 }

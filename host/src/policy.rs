@@ -481,12 +481,13 @@ impl Policy {
             policy.guard_score = score;
         }
         if let Some(mode) = &file.guard.spotlight {
-            policy.guard_spotlight = Some(crate::guard::Spotlight::parse(mode).ok_or_else(|| {
-                (
-                    "guard.spotlight".to_string(),
-                    format!("{mode:?} is not allowed: use \"delimit\" or \"datamark\""),
-                )
-            })?);
+            policy.guard_spotlight =
+                Some(crate::guard::Spotlight::parse(mode).ok_or_else(|| {
+                    (
+                        "guard.spotlight".to_string(),
+                        format!("{mode:?} is not allowed: use \"delimit\" or \"datamark\""),
+                    )
+                })?);
         }
         let limit = match &file.audit.payload_limit {
             Some(size) => parse_size("audit.payload_limit", size)?,
@@ -906,14 +907,19 @@ mod tests {
 
     #[test]
     fn guard_score_thresholds_and_spotlight() {
-        let p = parse("[guard]\nspotlight = \"datamark\"\n[guard.score]\nreject = 7\nflag = 4").unwrap();
+        let p = parse("[guard]\nspotlight = \"datamark\"\n[guard.score]\nreject = 7\nflag = 4")
+            .unwrap();
         assert_eq!(p.guard_spotlight, Some(crate::guard::Spotlight::Datamark));
         assert_eq!(p.guard_score.reject, Some(7));
         assert_eq!(p.guard_score.flag, Some(4));
         assert_eq!(p.guard_score.redact, None);
         let p = parse("").unwrap();
         assert_eq!(p.guard_spotlight, None);
-        rejects("[guard]\nspotlight = \"bold\"", "guard.spotlight", "\"delimit\" or \"datamark\"");
+        rejects(
+            "[guard]\nspotlight = \"bold\"",
+            "guard.spotlight",
+            "\"delimit\" or \"datamark\"",
+        );
         rejects("[guard.score]\nrejct = 3", "guard", "rejct");
     }
 

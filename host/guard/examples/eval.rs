@@ -26,7 +26,13 @@ fn main() {
                 );
                 if show && !file.contains("validation") {
                     for m in &f.misses {
-                        println!("  {}: {} [{}] {}", m.line, m.what, m.source, m.hits.join("; "));
+                        println!(
+                            "  {}: {} [{}] {}",
+                            m.line,
+                            m.what,
+                            m.source,
+                            m.hits.join("; ")
+                        );
                     }
                 }
             }

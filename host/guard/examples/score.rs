@@ -12,8 +12,16 @@ fn main() {
     let rules = fabric_guard::RuleSet::default_rules();
     let signals = &rules.signals;
     for (signal, end) in signals.matches(&text) {
-        let from = text[..end].char_indices().rev().nth(40).map_or(0, |(i, _)| i);
-        println!("{:<18} …{:?}", signals.signals[signal].id, &text[from..end]);
+        let from = text[..end]
+            .char_indices()
+            .rev()
+            .nth(40)
+            .map_or(0, |(i, _)| i);
+        println!(
+            "{:<18} …{:?}",
+            signals.signals[signal].id,
+            text.get(from..end).unwrap_or("(inside a character)")
+        );
     }
     println!("{:?}", signals.score(&text, &signals.thresholds));
 }

@@ -22,8 +22,8 @@ pub mod decode;
 pub mod eval;
 pub mod rules;
 pub mod signals;
-mod views;
 pub mod spotlight;
+mod views;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -244,7 +244,11 @@ fn walk(
                     flags.push(Flag {
                         rule: extra.id.clone(),
                         action: extra.action.as_str().into(),
-                        pointer: if pointer.is_empty() { "/".into() } else { pointer.clone() },
+                        pointer: if pointer.is_empty() {
+                            "/".into()
+                        } else {
+                            pointer.clone()
+                        },
                         excerpt: extra.excerpt.clone(),
                     });
                     if extra.action == Action::Reject {
@@ -338,7 +342,10 @@ fn check_string(
                     rejected.push(why);
                 }
             }
-            Action::Redact => redact_norm.push((extra.span.unwrap_or((0, normalised.len())), extra.id.as_str())),
+            Action::Redact => redact_norm.push((
+                extra.span.unwrap_or((0, normalised.len())),
+                extra.id.as_str(),
+            )),
             Action::Flag => {}
         }
     }
@@ -419,10 +426,17 @@ fn score(text: &str, config: &GuardConfig, what: &str, bonus: u32) -> Vec<Extra>
     let window = &text[scored.span.0..scored.span.1];
     vec![Extra {
         id: SCORE_ID.into(),
-        description: format!("signals of an injection scored {total}: {}", names.join(", ")),
+        description: format!(
+            "signals of an injection scored {total}: {}",
+            names.join(", ")
+        ),
         action,
         span: Some(scored.span),
-        excerpt: format!("{what}score {total} ({}): {}", names.join("+"), excerpt(window)),
+        excerpt: format!(
+            "{what}score {total} ({}): {}",
+            names.join("+"),
+            excerpt(window)
+        ),
     }]
 }
 

@@ -193,7 +193,8 @@ impl RuleSet {
 
     /// Parses and compiles rule-file text.
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
-        let mut file: File = toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
+        let mut file: File =
+            toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
         let mut rules = Vec::new();
         // Per kind: the patterns, and for each its (rule, pattern) index.
         type Patterns = (Vec<String>, Vec<(usize, usize)>);

@@ -105,7 +105,10 @@ pub struct Signals {
 /// A lazy DFA and its caches.
 struct Automaton {
     dfa: std::sync::Arc<DFA>,
-    caches: Pool<Cache, Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>>,
+    caches: Pool<
+        Cache,
+        Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
+    >,
 }
 
 impl std::fmt::Debug for Automaton {
@@ -187,7 +190,13 @@ impl Signals {
                         .match_kind(MatchKind::All)
                         .cache_capacity(8 << 20),
                 )
-                .syntax(regex_automata::util::syntax::Config::new().utf8(true))
+                // ASCII classes and case folding, over bytes: the patterns
+                // are ASCII, and Unicode \w and \s would multiply the states.
+                .syntax(
+                    regex_automata::util::syntax::Config::new()
+                        .unicode(false)
+                        .utf8(false),
+                )
                 .build_many(&patterns)
                 .map_err(|e| RulesError(format!("the signals do not compile together: {e}")))?;
             let dfa = std::sync::Arc::new(dfa);
@@ -205,7 +214,8 @@ impl Signals {
         })
     }
 
-    /// Every signal match end in `text`: (signal index, end offset), in
+    /// Every signal match end in `text`: (signal index, end byte offset,
+    /// which may fall inside a character: the automaton runs on bytes), in
     /// order of their ends. Overlapping matches are all reported, so no
     /// signal hides another.
     pub fn matches(&self, text: &str) -> Vec<(usize, usize)> {
@@ -280,6 +290,11 @@ impl Signals {
             }
         });
         let (score, mask, first, end) = best?;
+        // The automaton runs on bytes (ASCII classes: fewer states, and
+        // every signal pattern is ASCII), so a match may end inside a
+        // character: move to the next boundary.
+        let first = ceil_boundary(text, first);
+        let end = ceil_boundary(text, end);
         // From the start of the first match's line (the line its match
         // ends on) to the end of the last match's line.
         let from = text[..first].rfind('\n').map_or(0, |i| i + 1);
@@ -292,4 +307,13 @@ impl Signals {
             span: (from, to),
         })
     }
+}
+
+/// The smallest char boundary at or above `at` (at most the text's length).
+fn ceil_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }

@@ -32,7 +32,7 @@ fn quoted_list() -> &'static Regex {
 /// list's items joined (without a separator and with spaces).
 pub(crate) fn text_views(text: &str) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if spaced().is_match(text) {
+    if maybe_spaced(text.as_bytes()) && spaced().is_match(text) {
         let mut view = String::with_capacity(text.len());
         let mut at = 0;
         for m in spaced().find_iter(text) {
@@ -43,7 +43,7 @@ pub(crate) fn text_views(text: &str) -> Vec<(&'static str, String)> {
         view.push_str(&text[at..]);
         out.push(("letter-spaced text", view));
     }
-    if text.contains(',') && quoted_list().is_match(text) {
+    if maybe_quoted_list(text.as_bytes()) && quoted_list().is_match(text) {
         let (mut tight, mut spaced) = (String::new(), String::new());
         for m in quoted_list().find_iter(text) {
             let items = items_of(m.as_str());
@@ -82,6 +82,44 @@ pub(crate) fn array_views(items: &[Value]) -> Vec<(&'static str, String)> {
         ("joined array items", parts.concat()),
         ("joined array items", parts.join(" ")),
     ]
+}
+
+/// A cheap first look for letter spacing: at least four single letters in a
+/// row, each followed by a space, dot or hyphen and another letter (one pass
+/// over the bytes; the regex confirms).
+fn maybe_spaced(bytes: &[u8]) -> bool {
+    let mut run = 0;
+    let mut i = 0;
+    while i + 2 < bytes.len() {
+        let single = bytes[i].is_ascii_alphabetic()
+            && matches!(bytes[i + 1], b' ' | b'.' | b'-')
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric());
+        if single {
+            run += 1;
+            if run >= 4 {
+                return true;
+            }
+            // The next letter, after one separator or a wider gap.
+            i += 2;
+            while i < bytes.len() && bytes[i] == b' ' {
+                i += 1;
+            }
+        } else {
+            run = 0;
+            i += 1;
+        }
+    }
+    false
+}
+
+/// A cheap first look for a quoted list: a quote, a comma and a quote close
+/// together (`", "`, `','`).
+fn maybe_quoted_list(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b',', bytes).any(|at| {
+        let before = bytes[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+        let after = bytes[at + 1..].iter().find(|b| !b.is_ascii_whitespace());
+        matches!(before, Some(b'"' | b'\'')) && matches!(after, Some(b'"' | b'\''))
+    })
 }
 
 /// `I g n o r e   a l l` → `Ignore all`: wide gaps separate words.
