@@ -11,6 +11,16 @@
 //! attack (a security article, a test's payload list) are told apart from
 //! uses (see `mentioned`).
 //!
+//! Beside the phrase rules, [`signals`] detect the parts of an injection
+//! separately (an addressee, a task switch, an imperative, a reference to the
+//! user or to the reader's answer, urgency, secrecy, an out-of-place channel)
+//! and score each window of a string; thresholds per action turn the score
+//! into a rejection, a redaction or a flag (flag id [`SCORE_ID`]). Views of
+//! the text undo letter spacing and fragments split across list items.
+//! [`spotlight`](mod@spotlight) marks an output that passes as data for the
+//! agent.
+//! [`eval`] measures the whole on labelled sets.
+//!
 //! Matching is linear-time (the `regex` crate: finite automata, no
 //! backtracking): one [`regex::RegexSet`] pass per rule kind finds which rules
 //! hit, and only those rules are run again for their spans; the bookkeeping

@@ -71,7 +71,7 @@ impl Thresholds {
         }
     }
 
-    fn span(&self) -> usize {
+    fn span_bytes(&self) -> usize {
         self.span.map_or(DEFAULT_SPAN, |s| s as usize)
     }
 }
@@ -252,7 +252,7 @@ impl Signals {
     /// once, and the window's signals are counted, so the work is linear in
     /// the text and its matches.
     pub fn score(&self, text: &str, thresholds: &Thresholds) -> Option<Scored> {
-        let span = thresholds.span();
+        let span = thresholds.span_bytes();
         // Match ends in the window: (end, line, signal).
         let mut window: std::collections::VecDeque<(usize, usize, usize)> =
             std::collections::VecDeque::new();
