@@ -1,124 +1,120 @@
-//! `fabric guard eval FILE.jsonl`: measures the guard on labelled outputs.
+//! `fabric guard eval FILE.jsonl…`: measures the guard on labelled outputs,
+//! each file (a development part, a validation part) in a column of its own.
+//! The measuring is `fabric_guard::eval`; this is its front end.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use fabric_host::guard::{self, GuardConfig};
-use serde::Deserialize;
-use serde_json::Value;
+use fabric_host::guard::eval::{self, Figures};
+use fabric_host::guard::GuardConfig;
 
-/// One labelled case.
-#[derive(Deserialize)]
-struct Case {
-    text: String,
-    injected: bool,
-    #[serde(default)]
-    source: Option<String>,
+/// Whether a file is a held-out part whose errors are not shown by default.
+fn held_out(file: &Path) -> bool {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("validation"))
 }
 
-/// Runs the eval and prints detection rate, false-positive rate and per-rule hits.
-pub fn eval(file: &Path, show_errors: bool, json: bool) -> Result<ExitCode> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+/// Runs the eval on every file and prints the figures side by side (or one
+/// JSON object per file).
+pub fn eval(
+    files: &[PathBuf],
+    show_errors: bool,
+    show_validation_errors: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let config = GuardConfig::with_limit(u64::MAX);
-    let (mut injected, mut benign, mut caught, mut false_pos) = (0u64, 0u64, 0u64, 0u64);
-    let mut per_rule: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let case: Case = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}:{}: expected {{\"text\": …, \"injected\": bool}}",
-                file.display(),
-                n + 1
-            )
-        })?;
-        let (verdict, flags) = guard::check(Value::String(case.text), &config).split();
-        // Detected: rejected, or partly redacted. Flags alone (an encoded blob
-        // that decodes to nothing dangerous) are informational.
-        let hit = verdict.is_err() || flags.iter().any(|f| f.action != "flag");
-        let mut seen: Vec<&str> = flags.iter().map(|f| f.rule.as_str()).collect();
-        seen.sort();
-        seen.dedup();
-        for rule in seen {
-            let entry = per_rule.entry(rule.to_string()).or_default();
-            if case.injected {
-                entry.0 += 1;
-            } else {
-                entry.1 += 1;
-            }
-        }
-        if show_errors && hit != case.injected {
-            let what = if case.injected {
-                "missed"
-            } else {
-                "false positive"
-            };
-            let rules: Vec<String> = flags
-                .iter()
-                .filter(|f| f.action != "flag" || case.injected)
-                .map(|f| format!("{} {:?}", f.rule, f.excerpt))
-                .collect();
-            println!(
-                "{}:{}: {what} [{}] hits: {}",
-                file.display(),
-                n + 1,
-                case.source.as_deref().unwrap_or("-"),
-                if rules.is_empty() {
-                    "none".into()
-                } else {
-                    rules.join("; ")
-                }
-            );
-        }
-        if case.injected {
-            injected += 1;
-            caught += u64::from(hit);
-        } else {
-            benign += 1;
-            false_pos += u64::from(hit);
-        }
+    let mut parts: Vec<(&PathBuf, Figures)> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let figures = eval::evaluate(&text, &config)
+            .map_err(|e| anyhow::anyhow!("{}:{}", file.display(), e))?;
+        parts.push((file, figures));
     }
-    let pct = |a: u64, b: u64| {
-        if b == 0 {
-            0.0
-        } else {
-            100.0 * a as f64 / b as f64
-        }
-    };
     if json {
-        let rules: serde_json::Map<String, Value> = per_rule
-            .into_iter()
-            .map(|(rule, (i, b))| (rule, serde_json::json!({"injected": i, "benign": b})))
-            .collect();
-        let summary = serde_json::json!({
-            "injected": injected,
-            "benign": benign,
-            "detected": caught,
-            "false_positives": false_pos,
-            "detection_rate": pct(caught, injected) / 100.0,
-            "false_positive_rate": pct(false_pos, benign) / 100.0,
-            "rules": rules,
-        });
-        println!("{summary}");
+        for (file, figures) in &parts {
+            let mut value = serde_json::to_value(figures)?;
+            value["file"] = serde_json::json!(file.display().to_string());
+            println!("{value}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    println!("cases: {} injected, {} benign", injected, benign);
-    println!(
-        "detection: {caught}/{injected} = {:.1} %",
-        pct(caught, injected)
-    );
-    println!(
-        "false positives: {false_pos}/{benign} = {:.1} %",
-        pct(false_pos, benign)
-    );
-    println!("{:<40} {:>9} {:>7}", "rule", "injected", "benign");
-    for (rule, (i, b)) in per_rule {
-        println!("{rule:<40} {i:>9} {b:>7}");
+    for (file, figures) in &parts {
+        let shown = show_errors && (!held_out(file) || show_validation_errors);
+        for miss in figures.misses.iter().filter(|_| shown) {
+            println!(
+                "{}:{}: {} [{}] hits: {}",
+                file.display(),
+                miss.line,
+                miss.what,
+                miss.source,
+                if miss.hits.is_empty() {
+                    "none".into()
+                } else {
+                    miss.hits.join("; ")
+                },
+            );
+        }
+        if show_errors && !shown {
+            println!(
+                "{}: held out, errors not shown (--show-validation-errors)",
+                file.display()
+            );
+        }
+    }
+    let names: Vec<String> = parts
+        .iter()
+        .map(|(f, _)| {
+            f.file_name()
+                .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into())
+        })
+        .collect();
+    let width = names.iter().map(String::len).max().unwrap_or(0).max(26);
+    print!("{:<18}", "");
+    for name in &names {
+        print!(" {name:>width$}");
+    }
+    println!();
+    let row = |label: &str, cell: &dyn Fn(&Figures) -> String| {
+        print!("{label:<18}");
+        for (_, f) in &parts {
+            print!(" {:>width$}", cell(f));
+        }
+        println!();
+    };
+    row("cases", &|f| {
+        format!("{} injected, {} benign", f.injected, f.benign)
+    });
+    row("detection", &|f| {
+        format!(
+            "{}/{} = {:.1} %",
+            f.detected,
+            f.injected,
+            100.0 * f.detection_rate
+        )
+    });
+    row("false positives", &|f| {
+        format!(
+            "{}/{} = {:.1} %",
+            f.false_positives,
+            f.benign,
+            100.0 * f.false_positive_rate
+        )
+    });
+    println!();
+    println!("cases hit per rule (injected/benign)");
+    let mut rules: Vec<&String> = parts.iter().flat_map(|(_, f)| f.rules.keys()).collect();
+    rules.sort();
+    rules.dedup();
+    for rule in rules {
+        print!("{rule:<40}");
+        for (_, f) in &parts {
+            let c = f.rules.get(rule).cloned().unwrap_or_default();
+            print!(" {:>12}", format!("{}/{}", c.injected, c.benign));
+        }
+        println!();
     }
     Ok(ExitCode::SUCCESS)
 }

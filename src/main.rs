@@ -67,15 +67,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum GuardCommand {
     /// Measure the default rules on labelled outputs: JSON lines of {"text": …, "injected": bool}.
+    /// Several files (a development part and a validation part) are reported side by side.
     Eval {
-        /// The cases.
-        file: PathBuf,
+        /// The labelled sets (e.g. tests/data/guard/dev.jsonl tests/data/guard/validation.jsonl).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Also list the injected cases missed and the benign cases caught
-        /// (line number, `source` when the case has one, and rules hit).
+        /// (line number, `source` when the case has one, and rules hit). A
+        /// file whose name starts with `validation` is held out: only its
+        /// figures are shown, unless --show-validation-errors.
         #[arg(long)]
         show_errors: bool,
-        /// Print the figures as one JSON object: injected, benign, detected,
-        /// false_positives, detection_rate, false_positive_rate, rules.
+        /// List the errors of held-out (validation) files too: looking at
+        /// them while tuning makes their figures flatter the rules.
+        #[arg(long)]
+        show_validation_errors: bool,
+        /// Print the figures as JSON, one object per file and line: file,
+        /// injected, benign, detected, false_positives, detection_rate,
+        /// false_positive_rate, rules.
         #[arg(long)]
         json: bool,
     },
@@ -173,10 +182,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
         Command::Guard(GuardCommand::Eval {
-            file,
+            files,
             show_errors,
+            show_validation_errors,
             json,
-        }) => guard_cmd::eval(&file, show_errors, json),
+        }) => guard_cmd::eval(&files, show_errors, show_validation_errors, json),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
         Command::Bench(args) => bench_cmd::bench(args, &options),
         Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),

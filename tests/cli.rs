@@ -270,8 +270,8 @@ fn guard_eval(set: &str) -> Value {
 #[test]
 fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
     let figures = guard_eval("dev.jsonl");
-    assert_eq!(figures["injected"], 302);
-    assert_eq!(figures["benign"], 325);
+    assert_eq!(figures["injected"], 427);
+    assert_eq!(figures["benign"], 490);
     let detection = figures["detection_rate"].as_f64().unwrap();
     let false_positives = figures["false_positive_rate"].as_f64().unwrap();
     assert!(detection >= 0.90, "detection {detection}: {figures}");
@@ -279,6 +279,45 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
         false_positives <= 0.02,
         "false positives {false_positives}: {figures}"
     );
+}
+
+/// The validation part is held out: the rules were not tuned on its errors.
+/// Its figures are below the target (90 % at 3 %); this pins them
+/// so that a change that loses ground there shows.
+#[test]
+fn the_validation_part_is_reported_beside_the_development_part() {
+    let figures = guard_eval("validation.jsonl");
+    assert_eq!(figures["injected"], 98);
+    assert_eq!(figures["benign"], 165);
+    let detection = figures["detection_rate"].as_f64().unwrap();
+    let false_positives = figures["false_positive_rate"].as_f64().unwrap();
+    assert!(detection >= 0.55, "detection {detection}: {figures}");
+    assert!(
+        false_positives <= 0.03,
+        "false positives {false_positives}: {figures}"
+    );
+    // Both parts side by side, and the validation part's errors held out.
+    let dir = common::repo().join("tests/data/guard");
+    let out = fabric(&[
+        "guard",
+        "eval",
+        "--show-errors",
+        dir.join("dev.jsonl").to_str().expect("utf-8 path"),
+        dir.join("validation.jsonl").to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = text
+        .lines()
+        .find(|l| l.contains("dev.jsonl") && l.contains("validation.jsonl"))
+        .expect("a header naming both parts");
+    assert!(header.trim_start().starts_with("dev.jsonl"), "{header}");
+    assert!(
+        text.contains("validation.jsonl: held out, errors not shown"),
+        "{text}"
+    );
+    assert!(!text.contains("validation.jsonl:1:") && !text.contains("/validation.jsonl:2"));
+    assert!(text.contains("dev.jsonl:"), "dev errors are listed: {text}");
 }
 
 #[test]

@@ -246,6 +246,11 @@ pub struct ErrorBody {
 pub struct GuardReport {
     /// Rule hits.
     pub flags: Vec<Flag>,
+    /// The output marked as data (`[guard] spotlight`), on `ok` when the
+    /// policy asks for it: the mode, this call's marker and the marked text
+    /// (the output string, or the output's JSON text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spotlight: Option<guard::Spotlighted>,
 }
 
 /// Where the call's audit record is.
@@ -620,6 +625,11 @@ impl Fabric {
         let ending = done.secrets.redact_ending(done.ending);
         let host_fault = ending.host_fault;
         let denials = done.secrets.redact_denials(done.denials);
+        // Marked as data after the guard and the redaction of secrets.
+        let spotlight = done
+            .callable
+            .filter(|_| ending.outcome == Outcome::Ok)
+            .and_then(|c| guard::spotlight(&ending.output, &c.component.guard));
         let mut result = CallResult {
             invocation_id,
             tool,
@@ -628,6 +638,7 @@ impl Fabric {
             error: ending.error,
             guard: GuardReport {
                 flags: ending.flags,
+                spotlight,
             },
             denials,
             fuel_used: done.fuel_used,

@@ -63,8 +63,10 @@
 //! - `sandbox` (internal): builds the per-call store from a policy and runs
 //!   one call in a fresh instance, mapping every way it can end to a value.
 //! - [`guard`] (the `fabric-guard` crate, `host/guard/`): checks outputs
-//!   before they leave: size, then rules as data (`default-rules.toml`) that
-//!   reject, redact or flag. Needs nothing of wasmtime.
+//!   before they leave: size, then rules and scored signals as data
+//!   (`default-rules.toml`) that reject, redact or flag; an output that
+//!   passes is spotlighted (marked as data) when its policy asks. Needs
+//!   nothing of wasmtime.
 //! - [`audit`] (the `fabric-audit` crate, `host/audit/`): the append-only,
 //!   hash-chained log (sled, group commit, signed checkpoints) and its
 //!   offline verifier. Needs nothing of wasmtime.

@@ -115,6 +115,10 @@ pub struct Policy {
     pub guard_rules: std::sync::Arc<crate::guard::RuleSet>,
     /// Per-rule action overrides, `[guard.actions]`.
     pub guard_actions: std::collections::BTreeMap<String, crate::guard::Action>,
+    /// Score thresholds over the rules' own, `[guard.score]`.
+    pub guard_score: crate::guard::Thresholds,
+    /// How outputs are marked as data, `[guard] spotlight`.
+    pub guard_spotlight: Option<crate::guard::Spotlight>,
     /// Store arguments and output in audit records, cut to this many bytes
     /// (`None`: only their digests are recorded).
     pub audit_payloads: Option<u64>,
@@ -216,6 +220,8 @@ impl Default for Policy {
             env_pass: Vec::new(),
             guard_rules: crate::guard::RuleSet::default_rules(),
             guard_actions: std::collections::BTreeMap::new(),
+            guard_score: crate::guard::Thresholds::default(),
+            guard_spotlight: None,
             audit_payloads: None,
             breaker: BreakerPolicy::default(),
         }
@@ -312,6 +318,9 @@ struct FileGuard {
     rules: Option<String>,
     #[serde(default)]
     actions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    score: Option<crate::guard::Thresholds>,
+    spotlight: Option<String>,
 }
 
 impl Policy {
@@ -562,6 +571,18 @@ impl Policy {
             })?;
             policy.guard_actions.insert(id.clone(), action);
         }
+        if let Some(score) = file.guard.score {
+            policy.guard_score = score;
+        }
+        if let Some(mode) = &file.guard.spotlight {
+            policy.guard_spotlight =
+                Some(crate::guard::Spotlight::parse(mode).ok_or_else(|| {
+                    (
+                        "guard.spotlight".to_string(),
+                        format!("{mode:?} is not allowed: use \"delimit\" or \"datamark\""),
+                    )
+                })?);
+        }
         let limit = match &file.audit.payload_limit {
             Some(size) => parse_size("audit.payload_limit", size)?,
             None => DEFAULT_PAYLOAD_LIMIT,
@@ -773,7 +794,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions, [audit] payloads/payload_limit, [breaker] failures/window/cooldown)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions/score/spotlight, [audit] payloads/payload_limit, [breaker] failures/window/cooldown)"
     } else {
         ""
     }
@@ -1122,6 +1143,24 @@ mod tests {
             p.guard_actions.get("token.role-line"),
             Some(&crate::guard::Action::Reject)
         );
+    }
+
+    #[test]
+    fn guard_score_thresholds_and_spotlight() {
+        let p = parse("[guard]\nspotlight = \"datamark\"\n[guard.score]\nreject = 7\nflag = 4")
+            .unwrap();
+        assert_eq!(p.guard_spotlight, Some(crate::guard::Spotlight::Datamark));
+        assert_eq!(p.guard_score.reject, Some(7));
+        assert_eq!(p.guard_score.flag, Some(4));
+        assert_eq!(p.guard_score.redact, None);
+        let p = parse("").unwrap();
+        assert_eq!(p.guard_spotlight, None);
+        rejects(
+            "[guard]\nspotlight = \"bold\"",
+            "guard.spotlight",
+            "\"delimit\" or \"datamark\"",
+        );
+        rejects("[guard.score]\nrejct = 3", "guard", "rejct");
     }
 
     #[test]

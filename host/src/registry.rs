@@ -318,6 +318,8 @@ fn load_component(
         actions: policy.guard_actions.clone(),
         net: Arc::new(policy.net.clone()),
         output_limit: policy.limits.output,
+        score: policy.guard_score,
+        spotlight: policy.guard_spotlight,
     };
     let loaded = Arc::new(Loaded {
         digest,

@@ -11,6 +11,16 @@
 //! attack (a security article, a test's payload list) are told apart from
 //! uses (see `mentioned`).
 //!
+//! Beside the phrase rules, [`signals`] detect the parts of an injection
+//! separately (an addressee, a task switch, an imperative, a reference to the
+//! user or to the reader's answer, urgency, secrecy, an out-of-place channel)
+//! and score each window of a string; thresholds per action turn the score
+//! into a rejection, a redaction or a flag (flag id [`SCORE_ID`]). Views of
+//! the text undo letter spacing and fragments split across list items.
+//! [`spotlight`](mod@spotlight) marks an output that passes as data for the
+//! agent.
+//! [`eval`] measures the whole on labelled sets.
+//!
 //! Matching is linear-time (the `regex` crate: finite automata, no
 //! backtracking): one [`regex::RegexSet`] pass per rule kind finds which rules
 //! hit, and only those rules are run again for their spans; the bookkeeping
@@ -19,7 +29,11 @@
 //! benchmark), and its report is cut to `MAX_FLAGS` flags.
 
 pub mod decode;
+pub mod eval;
 pub mod rules;
+pub mod signals;
+pub mod spotlight;
+mod views;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +45,8 @@ use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 pub use rules::{Action, Kind, Report, RuleSet};
+pub use signals::Thresholds;
+pub use spotlight::{Spotlight, Spotlighted};
 
 /// Most flags listed for one output: an output built to hit a rule a million
 /// times gets a bounded report (every rule that hit is still named).
@@ -81,6 +97,12 @@ pub struct GuardConfig {
     pub net: Arc<dyn Destinations>,
     /// Largest output, bytes of JSON.
     pub output_limit: u64,
+    /// Score thresholds that replace the rule file's (`[guard.score]`);
+    /// unset fields keep the rule file's.
+    pub score: Thresholds,
+    /// How an output that passes is marked as data for the agent
+    /// (`[guard] spotlight`), if at all.
+    pub spotlight: Option<Spotlight>,
 }
 
 impl GuardConfig {
@@ -91,6 +113,8 @@ impl GuardConfig {
             actions: BTreeMap::new(),
             net: Arc::new(NoDestinations),
             output_limit,
+            score: Thresholds::default(),
+            spotlight: None,
         }
     }
 }
@@ -155,6 +179,17 @@ pub fn check(output: Value, config: &GuardConfig) -> Guarded {
     }
 }
 
+/// The output marked as data for the agent, when the config asks for it
+/// (`[guard] spotlight`). Call it on the output [`check`] let pass: the
+/// rules see the output as the tool made it, the agent sees it marked.
+pub fn spotlight(output: &Value, config: &GuardConfig) -> Option<spotlight::Spotlighted> {
+    let mode = config.spotlight?;
+    Some(match output {
+        Value::String(s) => mode.apply(s),
+        other => mode.apply(&other.to_string()),
+    })
+}
+
 /// The error for an output of `size` bytes of JSON (`at` is "" for an exact
 /// size, "at least " for a lower bound) when that is over `limit`.
 pub fn too_large(size: u64, at: &str, limit: u64) -> Option<String> {
@@ -214,6 +249,26 @@ fn walk(
             }
         }
         Value::Array(items) => {
+            for (what, view) in views::array_views(items) {
+                for extra in check_view(&view, what, config) {
+                    flags.push(Flag {
+                        rule: extra.id.clone(),
+                        action: extra.action.as_str().into(),
+                        pointer: if pointer.is_empty() {
+                            "/".into()
+                        } else {
+                            pointer.clone()
+                        },
+                        excerpt: extra.excerpt.clone(),
+                    });
+                    if extra.action == Action::Reject {
+                        let why = format!("{} ({})", extra.id, extra.description);
+                        if !rejected.contains(&why) {
+                            rejected.push(why);
+                        }
+                    }
+                }
+            }
             for (i, item) in items.iter_mut().enumerate() {
                 let len = pointer.len();
                 let _ = write!(pointer, "/{i}"); // writing to a String cannot fail
@@ -248,7 +303,11 @@ fn check_string(
 ) -> Option<String> {
     let normalised = normalise(s);
     let hits = scan(s, &normalised, config, true);
-    if hits.is_empty() {
+    let mut extras = score(&normalised, config, "", 0);
+    for (what, view) in views::text_views(&normalised) {
+        extras.extend(check_view(&view, what, config));
+    }
+    if hits.is_empty() && extras.is_empty() {
         return None;
     }
     let mut redact_raw = Vec::new();
@@ -274,6 +333,29 @@ fn check_string(
             }
             Action::Redact if hit.in_normalised => redact_norm.push((hit.span, rule.id.as_str())),
             Action::Redact => redact_raw.push((hit.span, rule.id.as_str())),
+            Action::Flag => {}
+        }
+    }
+    // The score and the views after the rules' own hits.
+    let at = if pointer.is_empty() { "/" } else { pointer };
+    for extra in &extras {
+        flags.push(Flag {
+            rule: extra.id.clone(),
+            action: extra.action.as_str().into(),
+            pointer: at.into(),
+            excerpt: extra.excerpt.clone(),
+        });
+        match extra.action {
+            Action::Reject => {
+                let why = format!("{} ({})", extra.id, extra.description);
+                if !rejected.contains(&why) {
+                    rejected.push(why);
+                }
+            }
+            Action::Redact => redact_norm.push((
+                extra.span.unwrap_or((0, normalised.len())),
+                extra.id.as_str(),
+            )),
             Action::Flag => {}
         }
     }
@@ -313,6 +395,91 @@ fn check_string(
     }
     text = redact(&text, redact_norm);
     Some(text)
+}
+
+/// A finding that is not one rule's match: a score over signals, or a rule
+/// that hit a view of the text (letter-spaced, joined fragments).
+struct Extra {
+    id: String,
+    description: String,
+    action: Action,
+    /// Span in the normalised text; `None` for the whole string.
+    span: Option<(usize, usize)>,
+    excerpt: String,
+}
+
+/// The flag id of a score over signals.
+pub const SCORE_ID: &str = "signal.score";
+
+/// What a view adds to its score: splitting text so that no piece matches
+/// is itself a sign of an injection.
+const VIEW_BONUS: u32 = 2;
+
+/// The score of a text's best window over signals, as a finding when its
+/// thresholds call for an action. `what` prefixes the excerpt (for views);
+/// `bonus` is added to the score.
+fn score(text: &str, config: &GuardConfig, what: &str, bonus: u32) -> Vec<Extra> {
+    let signals = &config.rules.signals;
+    let thresholds = signals.thresholds.overridden_by(&config.score);
+    let Some(scored) = signals.score(text, &thresholds) else {
+        return Vec::new();
+    };
+    let total = scored.score + bonus;
+    let Some(action) = thresholds.action(total) else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = scored
+        .signals
+        .iter()
+        .map(|&i| signals.signals[i].id.as_str())
+        .collect();
+    let window = &text[scored.span.0..scored.span.1];
+    vec![Extra {
+        id: SCORE_ID.into(),
+        description: format!(
+            "signals of an injection scored {total}: {}",
+            names.join(", ")
+        ),
+        action,
+        span: Some(scored.span),
+        excerpt: format!(
+            "{what}score {total} ({}): {}",
+            names.join("+"),
+            excerpt(window)
+        ),
+    }]
+}
+
+/// The rules and the score applied to a view of an output (its letter-spaced
+/// runs collapsed, its fragments joined). A view has no spans in the output,
+/// so a redaction there rejects.
+fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
+    let norm = normalise(view);
+    let mut out: Vec<Extra> = Vec::new();
+    for hit in scan(view, &norm, config, false) {
+        let rule = &config.rules.rules[hit.rule];
+        if hit.action == Action::Flag || !rule.kind.normalised() {
+            continue;
+        }
+        if out.iter().any(|e| e.id == rule.id) {
+            continue;
+        }
+        out.push(Extra {
+            id: rule.id.clone(),
+            description: format!("{} (in {what})", rule.description),
+            action: Action::Reject,
+            span: None,
+            excerpt: format!("{what}: {}", hit.excerpt),
+        });
+    }
+    for mut e in score(&norm, config, &format!("{what}: "), VIEW_BONUS) {
+        if e.action != Action::Flag {
+            e.action = Action::Reject;
+        }
+        e.span = None;
+        out.push(e);
+    }
+    out
 }
 
 /// Replaces spans (merged where they overlap) with `[redacted:ID]`.

@@ -88,6 +88,10 @@ pub enum Report {
 #[serde(deny_unknown_fields)]
 struct File {
     rule: Vec<FileRule>,
+    #[serde(default)]
+    signal: Vec<crate::signals::FileSignal>,
+    #[serde(default)]
+    score: crate::signals::Thresholds,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +147,8 @@ pub struct RuleSet {
     /// text that normalisation leaves unchanged (most text), which usually
     /// matches nothing.
     pub all: KindRules,
+    /// The signals and their score thresholds (`[[signal]]`, `[score]`).
+    pub signals: crate::signals::Signals,
 }
 
 /// A rule file that does not load.
@@ -174,6 +180,7 @@ impl RuleSet {
             rules: Vec::new(),
             kinds: BTreeMap::new(),
             all,
+            signals: crate::signals::Signals::none(),
         })
     }
 
@@ -186,12 +193,13 @@ impl RuleSet {
 
     /// Parses and compiles rule-file text.
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
-        let file: File = toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
+        let mut file: File =
+            toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
         let mut rules = Vec::new();
         // Per kind: the patterns, and for each its (rule, pattern) index.
         type Patterns = (Vec<String>, Vec<(usize, usize)>);
         let mut by_kind: BTreeMap<Kind, Patterns> = BTreeMap::new();
-        for r in file.rule {
+        for r in std::mem::take(&mut file.rule) {
             if rules.iter().any(|x: &Rule| x.id == r.id) {
                 return Err(RulesError(format!("rule {:?} is defined twice", r.id)));
             }
@@ -241,7 +249,13 @@ impl RuleSet {
             let set = build_set(&patterns, &format!("{kind:?}"))?;
             kinds.insert(kind, KindRules { set, owners });
         }
-        Ok(RuleSet { rules, kinds, all })
+        let signals = crate::signals::Signals::compile(file.signal, file.score)?;
+        Ok(RuleSet {
+            rules,
+            kinds,
+            all,
+            signals,
+        })
     }
 
     /// The rule with this id.

@@ -774,7 +774,11 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
 fn tool_result(schema: &Value, result: CallResult) -> Value {
     let ok = result.outcome == Outcome::Ok;
     let mut body = if ok {
-        let text = serde_json::to_string(&result.output).unwrap_or_default();
+        // Spotlighted when the policy asks for it (the mode is in the result).
+        let text = match &result.guard.spotlight {
+            Some(marked) => marked.text.clone(),
+            None => serde_json::to_string(&result.output).unwrap_or_default(),
+        };
         json!({
             "content": [{"type": "text", "text": text}],
             "structuredContent": structured(schema, result.output.clone()),

@@ -1,0 +1,319 @@
+//! Signals and a score: the parts of an injection detected separately and
+//! combined, instead of whole phrases.
+//!
+//! A rule file's `[[signal]]` tables name the parts of an injection: an
+//! addressee (text addressed to an AI reader), an imperative or a task
+//! switch, a reference to the user, the conversation or the reader's answer,
+//! urgency or secrecy, an out-of-place channel (a spreadsheet formula, a
+//! comment, alt text, a metadata field). Each has a weight. All signal
+//! patterns run as one multi-pattern automaton over a string (one linear
+//! pass, leftmost-first matches); a *window* is a line together with the
+//! line before it, at most [`Thresholds::span`] bytes from its first signal to
+//! its last. A window's score is the sum of the weights of the *distinct*
+//! signals in it; the string's score is its best window's. The `[score]`
+//! thresholds turn the score into an action (reject, redact the window, or
+//! flag); a policy may change them (`[guard.score]`).
+
+use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
+use regex_automata::util::pool::Pool;
+use regex_automata::{Input, MatchKind};
+use serde::Deserialize;
+
+use crate::rules::{Action, RulesError};
+
+/// Most signals a rule file may define (a window's signals are a bit mask).
+pub const MAX_SIGNALS: usize = 16;
+
+/// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
+/// a policy). A threshold that is absent (or 0) never acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// A score at least this high rejects the output.
+    #[serde(default)]
+    pub reject: Option<u32>,
+    /// A score at least this high redacts the window.
+    #[serde(default)]
+    pub redact: Option<u32>,
+    /// A score at least this high is reported.
+    #[serde(default)]
+    pub flag: Option<u32>,
+    /// Longest window, in bytes from its first signal to its last.
+    #[serde(default)]
+    pub span: Option<u32>,
+}
+
+/// Default [`Thresholds::span`].
+pub const DEFAULT_SPAN: usize = 400;
+
+impl Thresholds {
+    /// These thresholds, with each one that is set in `over` replaced.
+    pub fn overridden_by(self, over: &Thresholds) -> Thresholds {
+        Thresholds {
+            reject: over.reject.or(self.reject),
+            redact: over.redact.or(self.redact),
+            flag: over.flag.or(self.flag),
+            span: over.span.or(self.span),
+        }
+    }
+
+    /// The action a score calls for, if any (the strongest that applies).
+    pub fn action(&self, score: u32) -> Option<Action> {
+        let at = |t: Option<u32>| t.is_some_and(|t| t > 0 && score >= t);
+        if at(self.reject) {
+            Some(Action::Reject)
+        } else if at(self.redact) {
+            Some(Action::Redact)
+        } else if at(self.flag) {
+            Some(Action::Flag)
+        } else {
+            None
+        }
+    }
+
+    fn span_bytes(&self) -> usize {
+        self.span.map_or(DEFAULT_SPAN, |s| s as usize)
+    }
+}
+
+/// One signal of a rule file.
+#[derive(Debug, Clone)]
+pub struct Signal {
+    /// Its id (`addressee`, `task-switch`, …).
+    pub id: String,
+    /// What it detects.
+    pub description: String,
+    /// What it adds to a window's score.
+    pub weight: u32,
+}
+
+/// A rule file's signals, compiled.
+#[derive(Debug)]
+pub struct Signals {
+    /// The signals, in file order.
+    pub signals: Vec<Signal>,
+    /// The default thresholds (`[score]`).
+    pub thresholds: Thresholds,
+    /// All patterns of all signals, one lazy DFA that reports every match
+    /// end of every pattern (overlapping: one signal's match never hides
+    /// another's), with a pool of caches for concurrent calls.
+    dfa: Option<Automaton>,
+    /// For each pattern, the index of its signal.
+    owners: Vec<usize>,
+}
+
+/// A lazy DFA and its caches.
+struct Automaton {
+    dfa: std::sync::Arc<DFA>,
+    caches: Pool<
+        Cache,
+        Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
+    >,
+}
+
+impl std::fmt::Debug for Automaton {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Automaton").finish_non_exhaustive()
+    }
+}
+
+/// A signal table of a rule file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSignal {
+    id: String,
+    description: String,
+    weight: u32,
+    patterns: Vec<String>,
+}
+
+/// The best-scoring window of a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scored {
+    /// The window's score.
+    pub score: u32,
+    /// Indexes of the signals in it.
+    pub signals: Vec<usize>,
+    /// Its byte span (from the start of its first line to the end of its last).
+    pub span: (usize, usize),
+}
+
+impl Signals {
+    /// No signals: nothing is ever scored.
+    pub fn none() -> Signals {
+        Signals {
+            signals: Vec::new(),
+            thresholds: Thresholds::default(),
+            dfa: None,
+            owners: Vec::new(),
+        }
+    }
+
+    pub(crate) fn compile(
+        file: Vec<FileSignal>,
+        thresholds: Thresholds,
+    ) -> Result<Signals, RulesError> {
+        if file.len() > MAX_SIGNALS {
+            return Err(RulesError(format!(
+                "{} signals defined; at most {MAX_SIGNALS} are allowed",
+                file.len()
+            )));
+        }
+        let mut signals: Vec<Signal> = Vec::new();
+        let mut patterns = Vec::new();
+        let mut owners = Vec::new();
+        for s in file {
+            if signals.iter().any(|x| x.id == s.id) {
+                return Err(RulesError(format!("signal {:?} is defined twice", s.id)));
+            }
+            if s.patterns.is_empty() {
+                return Err(RulesError(format!("signal {:?} has no patterns", s.id)));
+            }
+            for (i, p) in s.patterns.iter().enumerate() {
+                regex::Regex::new(p)
+                    .map_err(|e| RulesError(format!("signal {:?}, pattern {i}: {e}", s.id)))?;
+                patterns.push(p.clone());
+                owners.push(signals.len());
+            }
+            signals.push(Signal {
+                id: s.id,
+                description: s.description,
+                weight: s.weight,
+            });
+        }
+        let dfa = if patterns.is_empty() {
+            None
+        } else {
+            let dfa = DFA::builder()
+                .configure(
+                    DFA::config()
+                        .match_kind(MatchKind::All)
+                        .cache_capacity(8 << 20),
+                )
+                // ASCII classes and case folding, over bytes: the patterns
+                // are ASCII, and Unicode \w and \s would multiply the states.
+                .syntax(
+                    regex_automata::util::syntax::Config::new()
+                        .unicode(false)
+                        .utf8(false),
+                )
+                .build_many(&patterns)
+                .map_err(|e| RulesError(format!("the signals do not compile together: {e}")))?;
+            let dfa = std::sync::Arc::new(dfa);
+            let for_pool = dfa.clone();
+            Some(Automaton {
+                dfa,
+                caches: Pool::new(Box::new(move || for_pool.create_cache())),
+            })
+        };
+        Ok(Signals {
+            signals,
+            thresholds,
+            dfa,
+            owners,
+        })
+    }
+
+    /// Every signal match end in `text`: (signal index, end byte offset,
+    /// which may fall inside a character: the automaton runs on bytes), in
+    /// order of their ends. Overlapping matches are all reported, so no
+    /// signal hides another.
+    pub fn matches(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        self.each_match(text, |signal, end| out.push((signal, end)));
+        out
+    }
+
+    /// Calls `f(signal, end)` for every match end, in one pass of the DFA.
+    /// A search the DFA gives up on (it does not, with these settings: no
+    /// Unicode word boundaries, no cache-clear limit) ends the matches.
+    fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
+        let Some(auto) = &self.dfa else {
+            return;
+        };
+        let mut cache = auto.caches.get();
+        let input = Input::new(text);
+        let mut state = OverlappingState::start();
+        while auto
+            .dfa
+            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
+            .is_ok()
+        {
+            let Some(m) = state.get_match() else {
+                break;
+            };
+            f(self.owners[m.pattern().as_usize()], m.offset());
+        }
+    }
+
+    /// The best window of `text`, or `None` when no signal occurs in it.
+    ///
+    /// One pass of the automaton; each match enters and leaves the window
+    /// once, and the window's signals are counted, so the work is linear in
+    /// the text and its matches.
+    pub fn score(&self, text: &str, thresholds: &Thresholds) -> Option<Scored> {
+        let span = thresholds.span_bytes();
+        // Match ends in the window: (end, line, signal).
+        let mut window: std::collections::VecDeque<(usize, usize, usize)> =
+            std::collections::VecDeque::new();
+        let mut counts = [0u32; MAX_SIGNALS];
+        let mut best: Option<(u32, u32, usize, usize)> = None; // score, mask, first end, last end
+        let (mut line, mut counted_to) = (0usize, 0usize);
+        let bytes = text.as_bytes();
+        let weights: Vec<u32> = self.signals.iter().map(|s| s.weight).collect();
+        self.each_match(text, |signal, end| {
+            // A match belongs to the line it ends on (a sentence-start
+            // pattern begins at the end of the sentence before).
+            line += memchr::memchr_iter(b'\n', &bytes[counted_to..end]).count();
+            counted_to = end;
+            while let Some(&(at, l, s)) = window.front() {
+                if l + 1 < line || at + span < end {
+                    counts[s] -= 1;
+                    window.pop_front();
+                } else {
+                    break;
+                }
+            }
+            window.push_back((end, line, signal));
+            counts[signal] += 1;
+            let mut mask = 0u32;
+            let mut score = 0u32;
+            for (i, w) in weights.iter().enumerate() {
+                if counts[i] > 0 {
+                    mask |= 1 << i;
+                    score += w;
+                }
+            }
+            if best.is_none_or(|b| score > b.0) {
+                let first = window.front().map_or(end, |w| w.0);
+                best = Some((score, mask, first, end));
+            }
+        });
+        let (score, mask, first, end) = best?;
+        // The automaton runs on bytes (ASCII classes: fewer states, and
+        // every signal pattern is ASCII), so a match may end inside a
+        // character: move to the next boundary.
+        let first = ceil_boundary(text, first);
+        let end = ceil_boundary(text, end);
+        // From the start of the first match's line (the line its match
+        // ends on) to the end of the last match's line.
+        let from = text[..first].rfind('\n').map_or(0, |i| i + 1);
+        let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
+        Some(Scored {
+            score,
+            signals: (0..self.signals.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .collect(),
+            span: (from, to),
+        })
+    }
+}
+
+/// The smallest char boundary at or above `at` (at most the text's length).
+fn ceil_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
