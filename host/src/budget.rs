@@ -22,9 +22,9 @@
 //! without one. A networked store shared by several nodes implements the same
 //! three methods.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -86,22 +86,37 @@ pub trait CounterStore: Send + Sync {
     fn reset(&self, prefix: &str) -> Result<usize, StoreError>;
 }
 
-/// Counters in sled: durable across restarts (sled flushes every 500 ms and
-/// when closed; a crash can forget the last half second of spending).
+/// Counters in sled, durable across restarts. The counters in force are
+/// kept in memory (sled locks its directory for one process, so this process
+/// is their only writer); changed ones are written to sled by a background
+/// thread every [`SledCounters::WRITE_EVERY`] and when the store is dropped.
+/// A crash can forget the last moments of spending, never more than that.
 pub struct SledCounters {
+    inner: Arc<SledInner>,
+    /// The writer thread, stopped and joined when the store is dropped (so
+    /// the directory's lock is released by then).
+    writer: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct SledInner {
     path: PathBuf,
     db: sled::Db,
-    /// sled has no multi-key compare-and-swap: updates take turns.
-    lock: Mutex<()>,
+    /// The counters read or changed so far, and the keys changed since the
+    /// last write to sled.
+    state: Mutex<(HashMap<String, Spent>, HashSet<String>)>,
 }
 
 impl SledCounters {
+    /// How often changed counters are written to sled (and sled flushed).
+    pub const WRITE_EVERY: Duration = Duration::from_millis(200);
+
     /// Opens (or creates) the store in `dir`. sled locks the directory for
     /// one process.
     pub fn open(dir: &Path) -> Result<SledCounters, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(None)
             .open()
             .map_err(|e| StoreError {
                 path: dir.display().to_string(),
@@ -113,13 +128,34 @@ impl SledCounters {
                     e.to_string()
                 },
             })?;
-        Ok(SledCounters {
+        let inner = Arc::new(SledInner {
             path: dir.to_path_buf(),
             db,
-            lock: Mutex::new(()),
+            state: Mutex::new((HashMap::new(), HashSet::new())),
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (writing, stopping) = (inner.clone(), stop.clone());
+        let writer = std::thread::Builder::new()
+            .name("fabric-budgets".into())
+            .spawn(move || {
+                while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::park_timeout(SledCounters::WRITE_EVERY);
+                    writing.write_changed();
+                }
+            })
+            .map_err(|e| StoreError {
+                path: dir.display().to_string(),
+                message: format!("cannot start its writer thread: {e}"),
+            })?;
+        Ok(SledCounters {
+            inner,
+            writer: Some(writer),
+            stop,
         })
     }
+}
 
+impl SledInner {
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError {
             path: self.path.display().to_string(),
@@ -134,6 +170,35 @@ impl SledCounters {
                 .map_err(|e| self.fail(format!("the counters of {key:?} are corrupt: {e}"))),
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Spent>, HashSet<String>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the counters changed since the last time, then flushes sled.
+    fn write_changed(&self) {
+        let batch = {
+            let mut state = self.lock();
+            let (map, dirty) = &mut *state;
+            if dirty.is_empty() {
+                return;
+            }
+            let mut batch = sled::Batch::default();
+            for key in dirty.drain() {
+                if let Some(v) = map.get(&key) {
+                    match serde_json::to_vec(v) {
+                        Ok(bytes) => batch.insert(key.as_bytes(), bytes),
+                        Err(e) => tracing::error!("encoding budget counters failed: {e}"),
+                    }
+                }
+            }
+            // Applied under the lock, so writes reach sled in order.
+            self.db.apply_batch(batch)
+        };
+        if let Err(e) = batch.and_then(|()| self.db.flush().map(drop)) {
+            tracing::error!("writing the budget store at {} failed: {e}", self.path.display());
+        }
+    }
 }
 
 impl CounterStore for SledCounters {
@@ -142,47 +207,59 @@ impl CounterStore for SledCounters {
         keys: &[String],
         change: &mut dyn FnMut(&mut [Spent]) -> bool,
     ) -> Result<(), StoreError> {
-        let _turn = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut values = keys
-            .iter()
-            .map(|k| self.read(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !change(&mut values) {
-            return Ok(());
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let (map, dirty) = &mut *state;
+        let mut values = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = match map.get(k) {
+                Some(v) => *v,
+                None => inner.read(k)?,
+            };
+            values.push(v);
         }
-        let mut batch = sled::Batch::default();
-        for (k, v) in keys.iter().zip(&values) {
-            let bytes = serde_json::to_vec(v).map_err(|e| self.fail(e))?;
-            batch.insert(k.as_bytes(), bytes);
+        if change(&mut values) {
+            for (k, v) in keys.iter().zip(values) {
+                map.insert(k.clone(), v);
+                dirty.insert(k.clone());
+            }
         }
-        self.db.apply_batch(batch).map_err(|e| self.fail(e))
+        Ok(())
     }
 
     fn get(&self, key: &str) -> Result<Spent, StoreError> {
-        self.read(key)
+        let state = self.inner.lock();
+        match state.0.get(key) {
+            Some(v) => Ok(*v),
+            None => self.inner.read(key),
+        }
     }
 
     fn reset(&self, prefix: &str) -> Result<usize, StoreError> {
-        let _turn = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let (map, dirty) = &mut *state;
+        map.retain(|k, _| !k.starts_with(prefix));
+        dirty.retain(|k| !k.starts_with(prefix));
         let mut n = 0;
-        for item in self.db.scan_prefix(prefix) {
-            let (key, _) = item.map_err(|e| self.fail(e))?;
-            self.db.remove(key).map_err(|e| self.fail(e))?;
+        for item in inner.db.scan_prefix(prefix) {
+            let (key, _) = item.map_err(|e| inner.fail(e))?;
+            inner.db.remove(key).map_err(|e| inner.fail(e))?;
             n += 1;
         }
-        self.db.flush().map_err(|e| self.fail(e))?;
+        inner.db.flush().map_err(|e| inner.fail(e))?;
         Ok(n)
     }
 }
 
 impl Drop for SledCounters {
     fn drop(&mut self) {
-        if let Err(e) = self.db.flush() {
-            tracing::error!(
-                "flushing the budget store at {} failed: {e}",
-                self.path.display()
-            );
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(writer) = self.writer.take() {
+            writer.thread().unpark();
+            let _ = writer.join();
         }
+        self.inner.write_changed();
     }
 }
 
