@@ -67,34 +67,14 @@ fn main() {
         .await
     });
 
-    let warm = runtime.block_on(async {
-        let mut store =
-            sandbox::new_store(fabric.engine(), &policy, &Default::default(), &halt).unwrap();
-        store.set_fuel(u64::MAX).unwrap();
-        store.set_epoch_deadline(u64::MAX / 2);
-        let instance = callable
-            .component
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .unwrap();
-        let func = instance.get_func(&mut store, callable.func).unwrap();
-        let mut out = [Val::Bool(false)];
-        for _ in 0..(iters / 10).max(10) {
-            func.call_async(&mut store, &params, &mut out)
-                .await
-                .unwrap();
-        }
-        let mut samples = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let start = Instant::now();
-            func.call_async(&mut store, &params, &mut out)
-                .await
-                .unwrap();
-            samples.push(start.elapsed());
-        }
-        stats(samples)
-    });
+    // The same call on one reused instance: `fabric bench`'s floor.
+    let warm = runtime.block_on(fabric.reused_instance(
+        "text.echo",
+        &json!({"text": "hello, fabric"}),
+        (iters / 10).max(10),
+        iters,
+    ));
+    let warm = stats(warm.expect("text.echo runs on a reused instance"));
 
     let process_iters = (iters / 20).max(50);
     let process = runtime.block_on(measure(process_iters, || async {

@@ -196,7 +196,10 @@ impl SledInner {
             self.db.apply_batch(batch)
         };
         if let Err(e) = batch.and_then(|()| self.db.flush().map(drop)) {
-            tracing::error!("writing the budget store at {} failed: {e}", self.path.display());
+            tracing::error!(
+                "writing the budget store at {} failed: {e}",
+                self.path.display()
+            );
         }
     }
 }

@@ -748,7 +748,8 @@ impl Fabric {
             Some(p) => note_cap(&mut ending, &policy.limits, &p.limits),
             None => false,
         };
-        let output = if ending.outcome == Outcome::Ok {
+        // Only a call charged to a budget needs its output measured.
+        let output = if ending.outcome == Outcome::Ok && admitted.granted().is_some() {
             guard::json_size(&ending.output)
         } else {
             0

@@ -1,8 +1,7 @@
 //! Guard throughput with the default rules, on realistic tool outputs of
 //! 1 KiB to 4 MiB (a web page, a JSON API response, a log, a README), on one
 //! core. Run: `cargo bench -p fabric-guard --bench guard` (no wasmtime
-//! needed; `cargo bench --bench guard` at the root runs the same through
-//! the host).
+//! needed).
 
 use std::time::Instant;
 
