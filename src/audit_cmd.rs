@@ -77,6 +77,10 @@ pub struct Filter {
     /// Only calls before: RFC 3339 or an age.
     #[arg(long)]
     until: Option<String>,
+    /// Only the calls of this trace (its 32-hex-digit W3C trace id, as in a
+    /// span, a `traceparent` or a result's `trace.trace_id`).
+    #[arg(long, value_name = "TRACE_ID")]
+    trace: Option<String>,
 }
 
 struct Bounds {
@@ -86,6 +90,11 @@ struct Bounds {
 
 impl Filter {
     fn bounds(&self) -> Result<Bounds> {
+        if let Some(t) = &self.trace {
+            if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("--trace {t:?}: a trace id is 32 hexadecimal digits");
+            }
+        }
         Ok(Bounds {
             since: self.since.as_deref().map(parse_time).transpose()?,
             until: self.until.as_deref().map(parse_time).transpose()?,
@@ -101,6 +110,11 @@ impl Filter {
             && self.outcome.as_ref().is_none_or(|o| *o == r.outcome)
             && b.since.is_none_or(|s| r.time_unix_us >= s)
             && b.until.is_none_or(|u| r.time_unix_us < u)
+            && self.trace.as_ref().is_none_or(|t| {
+                r.trace_id
+                    .as_ref()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(t))
+            })
     }
 }
 

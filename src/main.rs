@@ -8,6 +8,7 @@ mod audit_cmd;
 mod bench_cmd;
 mod guard_cmd;
 mod policy_cmd;
+mod otel;
 mod serve_cmd;
 
 use std::io::Read;
@@ -60,6 +61,15 @@ struct Cli {
     /// largest component, the maxima policies may grant. [default: built-in]
     #[arg(long, global = true, env = "FABRIC_HOST_CONFIG")]
     host_config: Option<PathBuf>,
+    /// Export call spans to this OTLP/HTTP collector (e.g.
+    /// http://localhost:4318). OTEL_EXPORTER_OTLP_ENDPOINT does the same;
+    /// OTEL_SERVICE_NAME and OTEL_TRACES_SAMPLER are honoured. [default: no export]
+    #[arg(long, global = true, value_name = "URL")]
+    otlp: Option<String>,
+    /// Log lines on stderr: text, or JSON lines carrying each call's
+    /// trace_id. Filter with FABRIC_LOG or RUST_LOG (e.g. info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: otel::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -147,7 +157,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing();
+    otel::init_logs(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -157,16 +167,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FABRIC_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+fn run(cli: Cli) -> Result<ExitCode> {
+    let exporter = otel::exporter(cli.otlp.as_deref())?;
+    let code = run_with(cli, exporter.as_ref().map(|(_, t)| t.clone()));
+    if let Some((provider, _)) = exporter {
+        // Flushes the spans still queued.
+        if let Err(e) = provider.shutdown() {
+            tracing::warn!("exporting the last spans failed: {e}");
+        }
+    }
+    code
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitCode> {
     let audit_key = cli.audit_key.or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/fabric/audit.key"))
     });
@@ -179,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     options.data_dir = Some(cli.data.clone());
     options.audit_key = audit_key.clone();
     options.host = host;
+    options.telemetry = telemetry.unwrap_or_default();
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
         Command::Guard(GuardCommand::Eval {

@@ -28,10 +28,12 @@ use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, GuardConfig};
 use crate::listing::ToolInfo;
+use crate::metrics::{CallSample, Metrics};
 use crate::policy::Policy;
 use crate::registry::{Callable, CodeCache, LoadProblem, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, Halt, RunEnd, Secrets, State};
 use crate::schema::{arguments_to_vals, min_json_size};
+use crate::telemetry::{CallFacts, CallSpan, Stage, Telemetry, TraceContext};
 
 /// Longest caller-controlled name (a tool name, a session id) kept in
 /// messages, results and audit records; longer ones are cut, visibly.
@@ -66,6 +68,8 @@ pub struct Options {
     pub durable_audit: bool,
     /// Pool shape, admission bound and the maxima policies may grant.
     pub host: HostConfig,
+    /// Where call spans go (nowhere by default).
+    pub telemetry: Telemetry,
 }
 
 impl Options {
@@ -79,6 +83,7 @@ impl Options {
             audit_key: None,
             durable_audit: true,
             host: HostConfig::default(),
+            telemetry: Telemetry::default(),
         }
     }
 }
@@ -123,15 +128,6 @@ pub enum CallError {
         /// The call's audit record, when the log is on.
         audit: Option<AuditRef>,
     },
-}
-
-/// W3C trace context of the caller's span, carried into the call's spans.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
-    /// The `traceparent` header value.
-    pub traceparent: String,
-    /// The `tracestate` header value, when given.
-    pub tracestate: Option<String>,
 }
 
 /// One request to run a tool.
@@ -285,10 +281,23 @@ pub struct CallResult {
     pub duration_us: u64,
     /// The audit record (`null` when the audit log is off).
     pub audit: Option<AuditRef>,
+    /// The call's trace and span ids (its `execute_tool` span), also in its
+    /// audit record.
+    pub trace: TraceRef,
     /// Where the call's time went (not part of the result object).
     #[serde(skip)]
     #[schemars(skip)]
     pub phases: Phases,
+}
+
+/// Where a call is in the traces: its trace id and its own span id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct TraceRef {
+    /// The trace, 32 lower-case hex digits (the caller's, when it sent a
+    /// `traceparent`).
+    pub trace_id: String,
+    /// The call's `execute_tool` span, 16 lower-case hex digits.
+    pub span_id: String,
 }
 
 /// Where one call's time went, stage by stage: what `fabric bench` breaks
@@ -373,6 +382,8 @@ struct Done<'a> {
     /// The call's slots, held until its record is written.
     _admitted: Option<Admitted<'a>>,
     phases: Phases,
+    /// The stages' start and end, for the call's trace.
+    stages: Vec<Stage>,
 }
 
 impl<'a> Done<'a> {
@@ -385,11 +396,13 @@ impl<'a> Done<'a> {
             secrets: Secrets::default(),
             _admitted: None,
             phases: Phases::default(),
+            stages: Vec::new(),
         }
     }
 
-    fn timed(mut self, phases: Phases) -> Done<'a> {
-        self.phases = phases;
+    fn timed(mut self, clock: Laps) -> Done<'a> {
+        self.phases = clock.phases;
+        self.stages = clock.stages;
         self
     }
 }
@@ -426,6 +439,8 @@ pub struct Fabric {
     admission: Admission,
     audit: Option<AuditLog>,
     halt: Arc<Halt>,
+    telemetry: Telemetry,
+    metrics: Arc<Metrics>,
     _ticker: EpochTicker,
 }
 
@@ -442,6 +457,7 @@ impl Fabric {
             .as_ref()
             .zip(options.audit_key.as_ref())
             .and_then(|(data, key)| CodeCache::open(data.join("compiled"), key));
+        let metrics = Arc::new(Metrics::new());
         let registry = Registry::load(
             &engine,
             &linker,
@@ -454,6 +470,10 @@ impl Fabric {
             Some(dir) => Some(AuditLog::open(&AuditOptions {
                 key: options.audit_key.clone(),
                 durable: options.durable_audit,
+                on_batch: Some({
+                    let metrics = metrics.clone();
+                    Arc::new(move |records| metrics.audit_batch(records))
+                }),
                 ..AuditOptions::new(dir.join("audit"))
             })?),
             None => None,
@@ -474,6 +494,8 @@ impl Fabric {
             ),
             audit,
             halt: Arc::default(),
+            telemetry: options.telemetry.clone(),
+            metrics,
             _ticker: ticker,
         })
     }
@@ -519,6 +541,22 @@ impl Fabric {
             None => budget::caller_key(name),
         };
         self.admission.budgets().spent(&key)
+    }
+
+    /// The metrics of every call so far, as Prometheus text.
+    pub fn metrics(&self) -> String {
+        let circuits: Vec<(String, i64)> = self
+            .open_circuits()
+            .into_iter()
+            .map(|c| (c.tool, if c.state == "open" { 2 } else { 1 }))
+            .collect();
+        self.metrics
+            .render(self.load(), &self.anomalies(), &circuits)
+    }
+
+    /// Where call spans go.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Budget anomaly alerts raised so far, by caller name.
@@ -616,8 +654,10 @@ impl Fabric {
             .map_or(0, |d| d.as_micros() as u64);
         let invocation_id = new_invocation_id();
         let tool = cap(&call.tool, MAX_NAME).into_owned();
-        let span = tracing::info_span!("call", tool = %tool, invocation_id = %invocation_id);
-        let done = self.pipeline(&call).instrument(span.clone()).await;
+        let traced = self.telemetry.start_call(&tool, call.trace.as_ref());
+        let trace_id = traced.ids.trace_hex();
+        let span = tracing::info_span!("call", tool = %tool, invocation_id = %invocation_id, trace_id = %trace_id);
+        let mut done = self.pipeline(&call).instrument(span.clone()).await;
 
         // Nothing a tool was handed from the host environment leaves in a
         // result or a record (the guard stage redacted what the tool said;
@@ -644,11 +684,17 @@ impl Fabric {
             fuel_used: done.fuel_used,
             duration_us: started.elapsed().as_micros() as u64,
             audit: None,
+            trace: TraceRef {
+                trace_id,
+                span_id: traced.ids.span_hex(),
+            },
             phases: done.phases,
         };
         if let Some(audit) = &self.audit {
             let appending = Instant::now();
             let mut entry = audit_entry(&call, &result, done.callable, &done.secrets, time_unix_us);
+            entry.trace_id = Some(traced.ids.trace_id);
+            entry.span_id = Some(traced.ids.span_id);
             if host_fault {
                 entry.outcome = HOST_FAULT.to_string();
             }
@@ -660,9 +706,14 @@ impl Fabric {
                 seq: sealed.seq,
                 hash: sealed.hash,
             });
-            result.phases.audit = appending.elapsed();
+            let appended = Instant::now();
+            result.phases.audit = appended - appending;
+            self.metrics
+                .audit_appended(result.phases.audit.as_secs_f64());
+            done.stages.push(("audit", appending, appended));
             result.duration_us = started.elapsed().as_micros() as u64;
         }
+        self.observe(&call, &result, done.callable, traced, &done.stages);
         if host_fault {
             tracing::error!(tool = %result.tool, "host fault: {:?}", result.error);
             return Err(CallError::HostFault {
@@ -681,39 +732,83 @@ impl Fabric {
         Ok(result)
     }
 
+    /// Ends the call's span and counts the call in the metrics.
+    fn observe(
+        &self,
+        call: &Call,
+        result: &CallResult,
+        callable: Option<&Callable>,
+        traced: CallSpan,
+        stages: &[Stage],
+    ) {
+        let caller = match &call.caller {
+            Caller::Local => "local",
+            other => other.name().unwrap_or(""),
+        };
+        let rules: Vec<String> = result.guard.flags.iter().map(|f| f.rule.clone()).collect();
+        let tool = if callable.is_some() { result.tool.as_str() } else { "" };
+        let seconds: Vec<(&'static str, f64)> = stages
+            .iter()
+            .map(|(name, from, to)| (*name, (*to - *from).as_secs_f64()))
+            .collect();
+        self.metrics.record_call(&CallSample {
+            tool,
+            caller,
+            outcome: result.outcome.as_str(),
+            seconds: result.duration_us as f64 / 1e6,
+            fuel: result.fuel_used,
+            guard_rules: &rules,
+            stages: &seconds,
+        });
+        if traced.ids.sampled {
+            self.metrics.span_started();
+        }
+        traced.end(
+            CallFacts {
+                invocation_id: &result.invocation_id,
+                tool: &result.tool,
+                description: callable
+                    .and_then(|_| self.registry.get(&result.tool))
+                    .and_then(|t| t.description.as_deref()),
+                caller,
+                session: call.session.as_deref(),
+                outcome: result.outcome.as_str(),
+                fuel_used: result.fuel_used,
+                guard_rules: rules,
+                denials: result.denials.len(),
+                audit_seq: result.audit.as_ref().map(|a| a.seq),
+            },
+            stages,
+        );
+    }
+
     /// admit → resolve → validate → enter (breaker, caps, slot, budgets) →
     /// sandbox → guard → settle.
     async fn pipeline(&self, call: &Call) -> Done<'_> {
-        let mut phases = Phases::default();
-        let mut clock = Instant::now();
-        let mut lap = || {
-            let now = Instant::now();
-            let lap = now - clock;
-            clock = now;
-            lap
-        };
+        let mut clock = Laps::start();
         let checked = self.admission.check_caller(call);
-        phases.admit = lap();
+        clock.phases.admit = clock.lap("admit");
         if let Err(refusal) = checked {
-            return Done::before_run(*refusal, None).timed(phases);
+            return Done::before_run(*refusal, None).timed(clock);
         }
         let callable = match self.resolve(&call.caller, &call.tool) {
             Ok(callable) => callable,
-            Err(ending) => return Done::before_run(ending, None).timed(phases),
+            Err(ending) => return Done::before_run(ending, None).timed(clock),
         };
         let params = tracing::info_span!("validate").in_scope(|| validate(callable, call));
-        phases.validate = lap();
+        clock.phases.validate = clock.lap("validate");
         let params = match params {
             Ok(params) => params,
-            Err(ending) => return Done::before_run(ending, Some(callable)).timed(phases),
+            Err(ending) => return Done::before_run(ending, Some(callable)).timed(clock),
         };
         let policy = &*callable.component.policy;
         // The slots are held until the call's record is written.
         let entered = self.admission.enter(call, policy).await;
-        phases.admit += lap();
+        let queued = clock.lap("queue");
+        clock.phases.admit += queued;
         let mut admitted = match entered {
             Ok(admitted) => admitted,
-            Err(refusal) => return Done::before_run(*refusal, Some(callable)).timed(phases),
+            Err(refusal) => return Done::before_run(*refusal, Some(callable)).timed(clock),
         };
         // A budget with less left than the policy grants lowers the limits.
         let capped = admitted.granted().and_then(|g| capped(policy, g));
@@ -731,9 +826,9 @@ impl Fabric {
         .instrument(tracing::info_span!("sandbox"))
         .await;
         let wall_us = started.elapsed().as_micros() as u64;
-        let sandboxed = lap();
-        phases.instantiate = run.instantiate.min(sandboxed);
-        phases.run = sandboxed - phases.instantiate;
+        let sandboxed = clock.split(run.instantiate, "instantiate", "run");
+        clock.phases.instantiate = run.instantiate.min(sandboxed);
+        clock.phases.run = sandboxed - clock.phases.instantiate;
         let guard = match &capped {
             Some(p) => Cow::Owned(GuardConfig {
                 output_limit: p.limits.output,
@@ -762,7 +857,7 @@ impl Fabric {
         let message = ending.error.as_ref().map(|e| e.message.as_str());
         let verdict = (!hit_cap && !ending.host_fault).then_some((ending.outcome, message));
         self.admission.leave(&mut admitted, policy, verdict, used);
-        phases.guard = lap();
+        clock.phases.guard = clock.lap("guard");
         Done {
             ending,
             callable: Some(callable),
@@ -770,7 +865,8 @@ impl Fabric {
             denials: run.denials,
             secrets: run.secrets,
             _admitted: Some(admitted),
-            phases,
+            phases: clock.phases,
+            stages: clock.stages,
         }
     }
 
@@ -1026,6 +1122,9 @@ fn audit_entry(
         duration_us: result.duration_us,
         arguments: payload(&call.arguments),
         output: if ok { payload(&result.output) } else { None },
+        // Filled in by the caller, which holds the call's span.
+        trace_id: None,
+        span_id: None,
     }
 }
 
@@ -1109,5 +1208,49 @@ mod tests {
         assert_eq!(cap("aéb", 2), "a…(3 bytes cut)");
         let huge = "k".repeat(10 << 20);
         assert!(cap(&huge, MAX_NAME).len() < MAX_NAME + 32);
+    }
+}
+
+/// The pipeline's stopwatch: each lap is one stage, kept as a duration for
+/// [`Phases`] and as a start and end for the call's trace.
+struct Laps {
+    last: Instant,
+    phases: Phases,
+    stages: Vec<Stage>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps {
+            last: Instant::now(),
+            phases: Phases::default(),
+            stages: Vec::with_capacity(8),
+        }
+    }
+
+    /// Ends stage `name` now; its duration.
+    fn lap(&mut self, name: &'static str) -> std::time::Duration {
+        let now = Instant::now();
+        self.stages.push((name, self.last, now));
+        let lap = now - self.last;
+        self.last = now;
+        lap
+    }
+
+    /// Ends two stages now, the first `first_len` long (at most the whole);
+    /// the duration of both.
+    fn split(
+        &mut self,
+        first_len: std::time::Duration,
+        first: &'static str,
+        second: &'static str,
+    ) -> std::time::Duration {
+        let now = Instant::now();
+        let whole = now - self.last;
+        let middle = self.last + first_len.min(whole);
+        self.stages.push((first, self.last, middle));
+        self.stages.push((second, middle, now));
+        self.last = now;
+        whole
     }
 }

@@ -91,11 +91,13 @@ pub mod callers;
 pub mod config;
 mod files;
 pub mod listing;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod schema;
 mod secrets;
 pub mod server;
+pub mod telemetry;
 
 // Internals: the benchmarks reach them through the `internals` feature.
 #[cfg(feature = "internals")]
@@ -117,9 +119,10 @@ pub use fabric_guard as guard;
 pub use admit::{Caller, Identity, Scope};
 pub use call::{
     AuditRef, Call, CallError, CallResult, ErrorBody, Fabric, GuardReport, OpenError, Options,
-    Outcome, Phases, TraceContext,
+    Outcome, Phases, TraceRef,
 };
 pub use config::HostConfig;
 pub use listing::{Grants, ToolInfo};
 pub use registry::{LoadProblem, RegistryError};
 pub use sandbox::Denial;
+pub use telemetry::{Telemetry, TraceContext};

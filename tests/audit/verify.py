@@ -18,6 +18,8 @@ FIELDS = {
     "policy_digest", "arguments_digest", "output_digest", "outcome", "error", "denials",
     "guard_flags", "fuel_used", "duration_us", "arguments", "output", "prev_hash", "hash",
 }
+# Added later: records written before they existed lack them.
+LATER = {"trace_id", "span_id"}
 
 
 class Bad(Exception):
@@ -48,9 +50,15 @@ def text(s):
     return s.encode("utf-8")
 
 
+def hexn(value, n):
+    if not isinstance(value, str) or len(value) != 2 * n or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"not {2 * n} lower-case hex digits")
+    return bytes.fromhex(value)
+
+
 def encode(r):
-    if set(r) != FIELDS:
-        raise ValueError(f"fields differ: {sorted(set(r) ^ FIELDS)}")
+    if not FIELDS <= set(r) <= FIELDS | LATER:
+        raise ValueError(f"fields differ: {sorted((set(r) - LATER) ^ FIELDS)}")
     out = b"fabric-audit\x00\x01"
     out += field(1, hex32(r["prev_hash"]))
     out += field(2, u64(r["seq"]))
@@ -82,6 +90,9 @@ def encode(r):
     for tag, key in ((18, "arguments"), (19, "output")):
         if r[key] is not None:
             out += field(tag, text(r[key]))
+    for tag, key, n in ((20, "trace_id", 16), (21, "span_id", 8)):
+        if r.get(key) is not None:
+            out += field(tag, hexn(r[key], n))
     return out
 
 

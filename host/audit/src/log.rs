@@ -67,7 +67,7 @@ pub struct Sealed {
 }
 
 /// How the log is opened. [`AuditOptions::new`] gives the defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuditOptions {
     /// The audit directory (`DATA/audit`).
     pub dir: PathBuf,
@@ -79,6 +79,25 @@ pub struct AuditOptions {
     pub queue: usize,
     /// Longest time a record stays unsigned by a checkpoint, busy or idle.
     pub checkpoint_every: Duration,
+    /// Told the number of records of each group commit, after it is
+    /// written (for metrics). Runs on the writer thread: keep it cheap.
+    pub on_batch: Option<BatchHook>,
+}
+
+/// A callback given each group commit's size.
+pub type BatchHook = Arc<dyn Fn(usize) + Send + Sync>;
+
+impl std::fmt::Debug for AuditOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOptions")
+            .field("dir", &self.dir)
+            .field("key", &self.key)
+            .field("durable", &self.durable)
+            .field("queue", &self.queue)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("on_batch", &self.on_batch.is_some())
+            .finish()
+    }
 }
 
 impl AuditOptions {
@@ -90,6 +109,7 @@ impl AuditOptions {
             durable: true,
             queue: QUEUE,
             checkpoint_every: CHECKPOINT_EVERY,
+            on_batch: None,
         }
     }
 }
@@ -247,6 +267,7 @@ struct Writer {
     signed: Option<u64>,
     /// When the oldest record not yet covered by a checkpoint was written.
     unsigned_since: Option<Instant>,
+    on_batch: Option<BatchHook>,
 }
 
 /// Opens the sled store, waiting up to `wait` for another process's lock.
@@ -389,6 +410,7 @@ impl Writer {
             head,
             signed,
             unsigned_since: (signed != Some(next_seq)).then(Instant::now),
+            on_batch: options.on_batch.clone(),
         };
         writer.repair_mirror()?;
         writer.write_head()?;
@@ -503,6 +525,9 @@ impl Writer {
             };
             match result {
                 Ok(sealed) => {
+                    if let (Some(hook), false) = (&self.on_batch, sealed.is_empty()) {
+                        hook(sealed.len());
+                    }
                     for (reply, s) in replies.into_iter().zip(sealed) {
                         let _ = reply.send(Ok(s));
                     }

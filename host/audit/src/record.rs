@@ -59,6 +59,10 @@ pub struct Entry {
     pub arguments: Option<String>,
     /// The output's JSON, when the policy stores payloads (truncated).
     pub output: Option<String>,
+    /// The W3C trace id of the call's trace.
+    pub trace_id: Option<[u8; 16]>,
+    /// The call's own span id (its `execute_tool` span).
+    pub span_id: Option<[u8; 8]>,
 }
 
 /// A sealed record: an [`Entry`] with its place in the chain. This is also
@@ -102,6 +106,13 @@ pub struct Record {
     pub arguments: Option<String>,
     /// Stored output payload.
     pub output: Option<String>,
+    /// W3C trace id, 32 hex digits (absent in records written before
+    /// traces were recorded).
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// The call's span id, 16 hex digits.
+    #[serde(default)]
+    pub span_id: Option<String>,
     /// Hash of the previous record, hex (64 zeros for the first).
     pub prev_hash: String,
     /// This record's hash, hex: blake3 of [`Record::encode`].
@@ -142,6 +153,8 @@ impl Record {
             duration_us: entry.duration_us,
             arguments: entry.arguments,
             output: entry.output,
+            trace_id: entry.trace_id.map(hex_bytes),
+            span_id: entry.span_id.map(hex_bytes),
             prev_hash: hex(prev_hash),
             hash: String::new(),
         };
@@ -208,6 +221,12 @@ impl Record {
         if let Some(v) = &self.output {
             field(19, v.as_bytes());
         }
+        if let Some(v) = &self.trace_id {
+            field(20, &fixed_hex::<16>("trace_id", v)?);
+        }
+        if let Some(v) = &self.span_id {
+            field(21, &fixed_hex::<8>("span_id", v)?);
+        }
         Ok(out)
     }
 
@@ -233,4 +252,31 @@ pub fn digest(field: &'static str, hex: &str) -> Result<[u8; 32], FieldError> {
     blake3::Hash::from_hex(hex)
         .map(|h| *h.as_bytes())
         .map_err(|e| bad(&e.to_string()))
+}
+
+/// Lower-case hex of `bytes`.
+fn hex_bytes<const N: usize>(bytes: [u8; N]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes exactly `N` bytes from `2N` lower-case hex digits.
+pub fn fixed_hex<const N: usize>(field: &'static str, hex: &str) -> Result<[u8; N], FieldError> {
+    let bad = || FieldError {
+        field,
+        problem: format!("not {} lower-case hex digits", 2 * N),
+    };
+    let digits = hex.as_bytes();
+    if digits.len() != 2 * N {
+        return Err(bad());
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        out[i] = (nibble(pair[0]).ok_or_else(bad)? << 4) | nibble(pair[1]).ok_or_else(bad)?;
+    }
+    Ok(out)
 }

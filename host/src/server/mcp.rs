@@ -24,7 +24,10 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::{is_json, read_body, session_header, session_id, trace_context, Shared};
+use opentelemetry::KeyValue;
+
+use super::{end_span, is_json, read_body, session_header, session_id, trace_context, Shared};
+use crate::telemetry::{self, TraceContext};
 use crate::admit::Caller;
 use crate::call::{Call, CallResult, Outcome};
 use crate::listing::ToolInfo;
@@ -684,8 +687,49 @@ pub fn structured(schema: &Value, output: Value) -> Value {
     }
 }
 
-/// `tools/call`: runs the call, answers with a `CallToolResult`.
+/// `tools/call`: runs the call in a SERVER span (`tools/call NAME`, as
+/// OpenTelemetry's MCP conventions name it) that continues the trace context
+/// in `params._meta` (`traceparent`, `tracestate`), or else the HTTP
+/// request's, and answers with a `CallToolResult`.
 async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) -> Response {
+    let name = request.params.get("name").and_then(Value::as_str);
+    let parent = request
+        .params
+        .get("_meta")
+        .and_then(telemetry::from_meta)
+        .or_else(|| trace_context(request.headers));
+    let mut attributes = vec![
+        KeyValue::new("mcp.method.name", "tools/call"),
+        KeyValue::new("network.protocol.name", "http"),
+        KeyValue::new("jsonrpc.request.id", request.id.to_string()),
+    ];
+    if let Some(session) = &mcp_session {
+        attributes.push(KeyValue::new("mcp.session.id", session.clone()));
+    }
+    let span_name = match name {
+        Some(n) => {
+            let n: String = n.chars().take(128).collect();
+            attributes.push(KeyValue::new("gen_ai.tool.name", n.clone()));
+            format!("tools/call {n}")
+        }
+        None => "tools/call".to_string(),
+    };
+    let span = request
+        .state
+        .fabric
+        .telemetry()
+        .start_server(span_name, parent, attributes);
+    let response = call_in(request, mcp_session, modern, span.context()).await;
+    end_span(span, &response);
+    response
+}
+
+async fn call_in(
+    request: &Request<'_>,
+    mcp_session: Option<String>,
+    modern: bool,
+    trace: Option<TraceContext>,
+) -> Response {
     let id = &request.id;
     let Some(name) = request.params.get("name").and_then(Value::as_str) else {
         return rpc_error(
@@ -734,7 +778,7 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
     if let Some(session) = mcp_session.or(meta_session).or(header_session) {
         call = call.in_session(session);
     }
-    if let Some(trace) = trace_context(request.headers) {
+    if let Some(trace) = trace {
         call = call.with_trace(trace);
     }
     let result = match request.state.run(call).await {
@@ -748,13 +792,15 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
             .as_ref()
             .map(|e| e.message.clone())
             .unwrap_or_default();
-        return rpc_error_data(
+        let mut response = rpc_error_data(
             StatusCode::OK,
             id,
             INVALID_PARAMS,
             format!("Unknown tool: {message}"),
             Some(json!({META_RESULT: result})),
         );
+        response.extensions_mut().insert(Outcome::UnknownTool);
+        return response;
     }
     let schema = request
         .state
@@ -762,12 +808,15 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
         .tool(&request.caller, name)
         .map(|t| t.output_schema)
         .unwrap_or(Value::Null);
+    let outcome = result.outcome;
     let mut body = tool_result(&schema, result);
     if modern {
         body["resultType"] = json!("complete");
         body["_meta"][META_SERVER] = server_info();
     }
-    rpc_result(id, body)
+    let mut response = rpc_result(id, body);
+    response.extensions_mut().insert(outcome);
+    response
 }
 
 /// A `CallToolResult` from a Fabric result.

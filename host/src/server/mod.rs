@@ -39,7 +39,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::admit::Caller;
-use crate::call::{Call, CallError, CallResult, Fabric, Outcome, TraceContext};
+use crate::call::{Call, CallError, CallResult, Fabric, Outcome};
+use crate::telemetry::{ServerSpan, TraceContext};
 use crate::callers::CallerFile;
 
 /// Connections served at once; more wait in the listen backlog.
@@ -336,6 +337,12 @@ pub(crate) fn outcome_headers(response: &mut Response, result: &CallResult) {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    // W3C Trace Context Level 2: the trace the call joined and its span.
+    let traceresponse = format!("00-{}-{}-00", result.trace.trace_id, result.trace.span_id);
+    if let Ok(v) = HeaderValue::from_str(&traceresponse) {
+        response.headers_mut().insert("traceresponse", v);
+    }
+    response.extensions_mut().insert(result.outcome);
 }
 
 /// Whether the request says its body is JSON (`application/json`, any
@@ -424,17 +431,27 @@ pub(crate) fn session_id(bytes: &[u8], what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
-/// The caller's W3C trace context, when it sent one.
+/// The caller's W3C trace context, when it sent a valid one (a malformed
+/// `traceparent` is ignored, as the W3C specification says: a new trace
+/// starts).
 pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
-    let traceparent = headers.get("traceparent")?.to_str().ok()?.to_string();
-    let tracestate = headers
-        .get("tracestate")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    Some(TraceContext {
-        traceparent,
-        tracestate,
-    })
+    let traceparent = headers.get("traceparent")?.to_str().ok()?;
+    // Several tracestate headers are one list, joined by commas.
+    let tracestate: Vec<&str> = headers
+        .get_all("tracestate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let tracestate = (!tracestate.is_empty()).then(|| tracestate.join(","));
+    TraceContext::parse(traceparent, tracestate.as_deref())
+}
+
+/// Ends a front end's server span with the response's status and, when a
+/// call was made, its outcome (which [`outcome_headers`] left in the
+/// response's extensions).
+pub(crate) fn end_span(span: ServerSpan, response: &Response) {
+    let outcome = response.extensions().get::<Outcome>().map(|o| o.as_str());
+    span.end(response.status().as_u16(), outcome);
 }
 
 #[cfg(test)]

@@ -11,10 +11,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use opentelemetry::KeyValue;
+
 use super::{
-    error_response, is_json, outcome_headers, read_body, session_header, status_of, trace_context,
-    Shared,
+    end_span, error_response, is_json, outcome_headers, read_body, session_header, status_of,
+    trace_context, Shared,
 };
+use crate::telemetry::TraceContext;
 use crate::admit::Caller;
 use crate::breaker::CircuitState;
 use crate::call::Call;
@@ -82,12 +85,44 @@ pub(crate) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
     Json(state.fabric.tools(&caller)).into_response()
 }
 
-/// `POST /v1/tools/{tool}/invoke`.
+/// `POST /v1/tools/{tool}/invoke`, in a SERVER span continuing the
+/// caller's `traceparent`.
 pub(crate) async fn invoke(
     State(state): State<Shared>,
     Path(tool): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let span = state.fabric.telemetry().start_server(
+        "POST /v1/tools/{tool}/invoke",
+        trace_context(&headers),
+        vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", "/v1/tools/{tool}/invoke"),
+            KeyValue::new("url.scheme", "http"),
+            KeyValue::new("gen_ai.tool.name", cap_label(&tool)),
+        ],
+    );
+    let response = invoke_in(state, tool, headers, body, span.context()).await;
+    end_span(span, &response);
+    response
+}
+
+/// A tool name as a span attribute: at most 128 bytes of it.
+fn cap_label(name: &str) -> String {
+    let mut end = name.len().min(128);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
+async fn invoke_in(
+    state: Shared,
+    tool: String,
+    headers: HeaderMap,
+    body: Body,
+    trace: Option<TraceContext>,
 ) -> Response {
     let caller = state.caller(&headers);
     let session = match session_header(&headers) {
@@ -99,8 +134,8 @@ pub(crate) async fn invoke(
             Some(s) => call.in_session(s.clone()),
             None => call,
         };
-        match trace_context(&headers) {
-            Some(t) => call.with_trace(t),
+        match &trace {
+            Some(t) => call.with_trace(t.clone()),
             None => call,
         }
     };
@@ -186,57 +221,15 @@ pub(crate) async fn readyz(State(state): State<Shared>) -> Response {
     (status, Json(health)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text exposition of the admission state.
+/// `GET /metrics`: the Prometheus text exposition of every call so far and
+/// of the admission state now.
 pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
-    use std::fmt::Write;
-    let fabric = &state.fabric;
-    let (in_flight, queued) = fabric.load();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP fabric_calls_in_flight Calls running now.\n# TYPE fabric_calls_in_flight gauge\nfabric_calls_in_flight {in_flight}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP fabric_queue_depth Calls waiting for a slot.\n# TYPE fabric_queue_depth gauge\nfabric_queue_depth {queued}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP fabric_budget_anomalies_total Budget anomaly alerts raised, by caller.\n# TYPE fabric_budget_anomalies_total counter"
-    );
-    for (caller, n) in fabric.anomalies() {
-        let _ = writeln!(
-            out,
-            "fabric_budget_anomalies_total{{caller=\"{}\"}} {n}",
-            label(&caller)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP fabric_circuit_open Tools whose circuit is open (1) or half-open (0.5).\n# TYPE fabric_circuit_open gauge"
-    );
-    for c in fabric.open_circuits() {
-        let v = if c.state == "open" { "1" } else { "0.5" };
-        let _ = writeln!(
-            out,
-            "fabric_circuit_open{{tool=\"{}\"}} {v}",
-            label(&c.tool)
-        );
-    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
-        out,
+        state.fabric.metrics(),
     )
         .into_response()
-}
-
-/// A Prometheus label value, escaped.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

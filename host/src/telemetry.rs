@@ -1,0 +1,426 @@
+//! Traces: W3C trace context in, OpenTelemetry spans out.
+//!
+//! Every call has a trace id and a span id, whether or not anything is
+//! exported: they continue the caller's `traceparent` (or start a trace),
+//! go into the call's audit record and its result, and into its log lines.
+//! When an exporter is configured ([`Telemetry::new`] with a tracer), each
+//! call also becomes spans, following the OpenTelemetry semantic conventions
+//! for generative AI:
+//!
+//! ```text
+//!  POST /v1/tools/{tool}/invoke | tools/call NAME     SERVER   server.rs
+//!   └ execute_tool NAME                                 INTERNAL call.rs
+//!      ├ admit ├ validate ├ queue ├ instantiate ├ run ├ guard ├ audit
+//! ```
+//!
+//! The stage spans are built when the call ends, from the times the pipeline
+//! measured anyway, so tracing adds nothing to a stage's own work. Spans
+//! carry names, ids, outcomes and costs; never arguments, outputs, error
+//! text from the tool, or `[env] pass` values.
+
+use std::borrow::Cow;
+use std::time::{Instant, SystemTime};
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId,
+    Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, Span};
+
+/// The caller's (or the enclosing server span's) W3C trace context: the
+/// parent of a call's `execute_tool` span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceContext(SpanContext);
+
+impl TraceContext {
+    /// Parses `traceparent` (and `tracestate`) as the W3C Trace Context
+    /// specification says; `None` for a missing or malformed header, which
+    /// the specification says to ignore (a new trace starts).
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<TraceContext> {
+        struct Pair<'a>(&'a str, Option<&'a str>);
+        impl Extractor for Pair<'_> {
+            fn get(&self, key: &str) -> Option<&str> {
+                match key {
+                    "traceparent" => Some(self.0),
+                    "tracestate" => self.1,
+                    _ => None,
+                }
+            }
+            fn keys(&self) -> Vec<&str> {
+                vec!["traceparent", "tracestate"]
+            }
+        }
+        let cx = TraceContextPropagator::new().extract(&Pair(traceparent, tracestate));
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(TraceContext(sc))
+    }
+
+    /// The trace id, 32 lower-case hex digits.
+    pub fn trace_id(&self) -> String {
+        self.0.trace_id().to_string()
+    }
+
+    /// The parent span id, 16 lower-case hex digits.
+    pub fn span_id(&self) -> String {
+        self.0.span_id().to_string()
+    }
+
+    /// Whether the caller sampled its span.
+    pub fn sampled(&self) -> bool {
+        self.0.is_sampled()
+    }
+
+    /// The `traceparent` value naming this context.
+    pub fn traceparent(&self) -> String {
+        traceparent(&self.0)
+    }
+
+    fn context(&self) -> Context {
+        Context::new().with_remote_span_context(self.0.clone())
+    }
+}
+
+/// A `traceparent` header value for a span context.
+fn traceparent(sc: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    )
+}
+
+/// The ids a call is known by in traces, its audit record and its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    /// The trace.
+    pub trace_id: [u8; 16],
+    /// The call's `execute_tool` span.
+    pub span_id: [u8; 8],
+    /// Whether the span is sampled (exported).
+    pub sampled: bool,
+}
+
+impl TraceIds {
+    /// The trace id, 32 lower-case hex digits.
+    pub fn trace_hex(&self) -> String {
+        TraceId::from_bytes(self.trace_id).to_string()
+    }
+
+    /// The span id, 16 lower-case hex digits.
+    pub fn span_hex(&self) -> String {
+        SpanId::from_bytes(self.span_id).to_string()
+    }
+
+    /// A `traceparent` header value naming the call's span.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_hex(),
+            self.span_hex(),
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
+/// Where spans go: nowhere (the default), or an OpenTelemetry tracer whose
+/// provider batches them to an exporter off the call path.
+#[derive(Debug, Clone, Default)]
+pub struct Telemetry {
+    tracer: Option<SdkTracer>,
+}
+
+impl Telemetry {
+    /// Spans through `tracer` (its provider's sampler, processor and
+    /// exporter decide what is kept and where it goes).
+    pub fn new(tracer: SdkTracer) -> Telemetry {
+        Telemetry {
+            tracer: Some(tracer),
+        }
+    }
+
+    /// Whether spans are built at all.
+    pub fn enabled(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Starts a call's `execute_tool {tool}` span under `parent`. Without a
+    /// tracer, only ids are made: the parent's trace (or a new one) and a
+    /// fresh span id.
+    pub(crate) fn start_call(&self, tool: &str, parent: Option<&TraceContext>) -> CallSpan {
+        let Some(tracer) = &self.tracer else {
+            let trace_id = match parent {
+                Some(p) => p.0.trace_id().to_bytes(),
+                None => nonzero(rand::random),
+            };
+            return CallSpan {
+                ids: TraceIds {
+                    trace_id,
+                    span_id: nonzero(rand::random),
+                    sampled: false,
+                },
+                span: None,
+            };
+        };
+        let cx = parent.map(TraceContext::context).unwrap_or_default();
+        let span = tracer.build_with_context(
+            SpanBuilder::from_name(format!("execute_tool {tool}")).with_kind(SpanKind::Internal),
+            &cx,
+        );
+        let sc = span.span_context();
+        CallSpan {
+            ids: TraceIds {
+                trace_id: sc.trace_id().to_bytes(),
+                span_id: sc.span_id().to_bytes(),
+                sampled: sc.is_sampled(),
+            },
+            span: Some((span, tracer.clone())),
+        }
+    }
+
+    /// Starts a front end's SERVER span (`name`, e.g. `POST
+    /// /v1/tools/{tool}/invoke`) under the caller's context. Its context is
+    /// the parent to hand the call; without a tracer that is the caller's.
+    pub fn start_server(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        parent: Option<TraceContext>,
+        attributes: Vec<KeyValue>,
+    ) -> ServerSpan {
+        let Some(tracer) = &self.tracer else {
+            return ServerSpan { parent, span: None };
+        };
+        let cx = parent
+            .as_ref()
+            .map(TraceContext::context)
+            .unwrap_or_default();
+        let span = tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(SpanKind::Server)
+                .with_attributes(attributes),
+            &cx,
+        );
+        let own = TraceContext(span.span_context().clone());
+        ServerSpan {
+            parent: Some(own),
+            span: Some(span),
+        }
+    }
+}
+
+/// An id that is not all zeros (W3C: all-zero ids are invalid).
+fn nonzero<const N: usize>(random: impl Fn() -> [u8; N]) -> [u8; N] {
+    loop {
+        let id = random();
+        if id.iter().any(|b| *b != 0) {
+            return id;
+        }
+    }
+}
+
+/// A front end's server span, ended when the response is known.
+#[derive(Debug)]
+pub struct ServerSpan {
+    parent: Option<TraceContext>,
+    span: Option<Span>,
+}
+
+impl ServerSpan {
+    /// The context a call made under this span continues.
+    pub fn context(&self) -> Option<TraceContext> {
+        self.parent.clone()
+    }
+
+    /// Ends the span with the response's status code and the call's
+    /// outcome (an error status for every outcome but `ok`).
+    pub fn end(self, status_code: u16, outcome: Option<&str>) {
+        let Some(mut span) = self.span else { return };
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status_code),
+        ));
+        if let Some(outcome) = outcome {
+            span.set_attribute(KeyValue::new("fabric.outcome", outcome.to_string()));
+            if outcome != "ok" {
+                span.set_status(Status::error(outcome.to_string()));
+            }
+        } else if status_code >= 400 {
+            span.set_status(Status::error(status_code.to_string()));
+        }
+        span.end();
+    }
+}
+
+/// One stage of a call, as the pipeline timed it.
+pub(crate) type Stage = (&'static str, Instant, Instant);
+
+/// A call's span while it runs.
+#[derive(Debug)]
+pub(crate) struct CallSpan {
+    pub(crate) ids: TraceIds,
+    span: Option<(Span, SdkTracer)>,
+}
+
+/// What the `execute_tool` span says about a finished call.
+pub(crate) struct CallFacts<'a> {
+    pub(crate) invocation_id: &'a str,
+    pub(crate) tool: &'a str,
+    pub(crate) description: Option<&'a str>,
+    pub(crate) caller: &'a str,
+    pub(crate) session: Option<&'a str>,
+    pub(crate) outcome: &'a str,
+    pub(crate) fuel_used: u64,
+    pub(crate) guard_rules: Vec<String>,
+    pub(crate) denials: usize,
+    pub(crate) audit_seq: Option<u64>,
+}
+
+impl CallSpan {
+    /// Ends the call's span and emits one child span per stage, each with
+    /// the times the pipeline measured.
+    pub(crate) fn end(self, facts: CallFacts<'_>, stages: &[Stage]) {
+        let Some((mut span, tracer)) = self.span else {
+            return;
+        };
+        if !span.is_recording() {
+            return;
+        }
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", facts.tool.to_string()),
+            KeyValue::new("gen_ai.tool.call.id", facts.invocation_id.to_string()),
+            KeyValue::new("gen_ai.tool.type", "extension"),
+            KeyValue::new("fabric.caller", facts.caller.to_string()),
+            KeyValue::new("fabric.outcome", facts.outcome.to_string()),
+            KeyValue::new("fabric.fuel_used", facts.fuel_used as i64),
+            KeyValue::new("fabric.denials", facts.denials as i64),
+        ];
+        if let Some(d) = facts.description {
+            attributes.push(KeyValue::new("gen_ai.tool.description", d.to_string()));
+        }
+        if let Some(s) = facts.session {
+            attributes.push(KeyValue::new("fabric.session", s.to_string()));
+        }
+        if let Some(seq) = facts.audit_seq {
+            attributes.push(KeyValue::new("fabric.audit.seq", seq as i64));
+        }
+        if !facts.guard_rules.is_empty() {
+            attributes.push(KeyValue::new(
+                "fabric.guard.rules",
+                opentelemetry::Value::Array(
+                    facts
+                        .guard_rules
+                        .into_iter()
+                        .map(opentelemetry::StringValue::from)
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+            ));
+        }
+        if facts.outcome != "ok" {
+            attributes.push(KeyValue::new("error.type", facts.outcome.to_string()));
+            span.set_status(Status::error(facts.outcome.to_string()));
+        }
+        span.set_attributes(attributes);
+        let cx = Context::new().with_span(span);
+        let clock = Clock::now();
+        for &(name, from, to) in stages {
+            let mut stage = tracer.build_with_context(
+                SpanBuilder::from_name(name)
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(clock.at(from)),
+                &cx,
+            );
+            stage.end_with_timestamp(clock.at(to));
+        }
+        cx.span().end();
+    }
+}
+
+/// Maps the pipeline's monotonic instants to wall-clock times.
+struct Clock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    fn at(&self, then: Instant) -> SystemTime {
+        self.system - self.instant.saturating_duration_since(then)
+            + then.saturating_duration_since(self.instant)
+    }
+}
+
+/// A trace context carried in a JSON object (MCP's `params._meta`), as
+/// OpenTelemetry's MCP conventions place it: `traceparent`, `tracestate`.
+pub fn from_meta(meta: &serde_json::Value) -> Option<TraceContext> {
+    let traceparent = meta.get("traceparent")?.as_str()?;
+    let tracestate = meta.get("tracestate").and_then(|v| v.as_str());
+    TraceContext::parse(traceparent, tracestate)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_a_valid_traceparent_and_rejects_bad_ones() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = TraceContext::parse(tp, Some("rojo=00f067aa0ba902b7")).unwrap();
+        assert_eq!(cx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(cx.span_id(), "00f067aa0ba902b7");
+        assert!(cx.sampled());
+        assert_eq!(cx.traceparent(), tp);
+        assert_eq!(
+            cx.0.trace_flags(),
+            opentelemetry::trace::TraceFlags::SAMPLED
+        );
+        assert_eq!(cx.0.trace_state().header(), "rojo=00f067aa0ba902b7");
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(TraceContext::parse(bad, None).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_a_tracer_a_call_continues_the_callers_trace() {
+        let parent = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            None,
+        );
+        let span = Telemetry::default().start_call("text.echo", parent.as_ref());
+        assert_eq!(span.ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(span.ids.span_hex(), "00f067aa0ba902b7");
+        let fresh = Telemetry::default().start_call("text.echo", None);
+        assert_ne!(fresh.ids.trace_id, [0; 16]);
+        assert_ne!(fresh.ids.trace_id, span.ids.trace_id);
+    }
+
+    #[test]
+    fn stage_times_map_to_wall_clock_in_order() {
+        let clock = Clock::now();
+        let earlier = clock.instant - Duration::from_millis(5);
+        assert!(clock.at(earlier) < clock.system);
+        assert_eq!(
+            clock.system.duration_since(clock.at(earlier)).unwrap(),
+            Duration::from_millis(5)
+        );
+    }
+}
