@@ -14,6 +14,11 @@
 //! scheduled time, so a late client counts against it), and the share
 //! refused with 503. The server runs with its default admission bounds.
 //!
+//! Then tracing: the 64-connection REST row with the OTLP exporter on
+//! (sampling ratio 1, every call's spans batched to a local OTLP/HTTP sink)
+//! beside the same row with it off, alternated over several rounds on two
+//! servers of their own, and what a call's trace ids cost with no exporter.
+//!
 //! The client is this process's own (hyper, one connection per worker), so on
 //! a 2-core machine it competes with the server for the cores: compare rows.
 
@@ -25,10 +30,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fabric_host::callers::{new_token, CallerFile, CallerSpec, CallersSpec};
 use fabric_host::server::{self, Auth, ServeOptions};
-use fabric_host::{Call, Caller, Fabric, Options};
+use fabric_host::{Call, Caller, Fabric, Options, Telemetry};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -59,50 +69,13 @@ fn main() {
         "{} has no text.wasm: run scripts/build-tools first",
         tools.display()
     );
-    let data = tempfile::tempdir().expect("temp dir");
-    let keys = tempfile::tempdir().expect("temp dir");
-    let mut options = Options::new(tools, root.join("policies"));
-    options.data_dir = Some(data.path().into());
-    options.audit_key = Some(keys.path().join("key"));
-    let fabric = Arc::new(Fabric::open(&options).expect("fabric opens"));
-    let (token, token_hash) = new_token();
-    let callers = data.path().join("callers.toml");
-    CallersSpec {
-        callers: vec![CallerSpec {
-            name: "bench".into(),
-            token_hash,
-            scope: vec!["text.*".into()],
-            max_in_flight: None,
-            budget: Default::default(),
-            session_budget: Default::default(),
-        }],
-        ..Default::default()
-    }
-    .write(&callers)
-    .expect("callers file");
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (fabric_addr, bare_addr) = runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let options = ServeOptions {
-            auth: Auth::Callers(CallerFile::open(&callers).expect("callers")),
-            allow_origins: Vec::new(),
-            max_body: 1 << 20,
-            shutdown_grace: Duration::from_secs(1),
-            client_timeout: Duration::from_secs(10),
-        };
-        tokio::spawn(server::run(
-            fabric.clone(),
-            listener,
-            options,
-            std::future::pending(),
-        ));
-        (addr, bare_server().await)
-    });
+    let plain = Served::start(&runtime, &tools, Telemetry::default());
+    let (fabric, fabric_addr, token) = (plain.fabric.clone(), plain.addr, plain.token.clone());
+    let bare_addr = runtime.block_on(bare_server());
 
     let auth = format!("Bearer {token}");
     let echo = json!({"arguments": {"text": "hello"}}).to_string();
@@ -193,6 +166,87 @@ fn main() {
             100.0 * o.refused as f64 / (o.refused + o.admitted.len()) as f64,
         );
     }
+
+    // Tracing off and on, alternated so drift and noise fall on both.
+    let sink = runtime.block_on(otlp_sink());
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("http://{sink}/v1/traces"))
+        .build()
+        .expect("OTLP exporter");
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOn)
+        .with_span_processor(
+            BatchSpanProcessor::builder(exporter)
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(65_536)
+                        .with_scheduled_delay(Duration::from_secs(1))
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let traced = Served::start(&runtime, &tools, Telemetry::new(provider.tracer("fabric")));
+    let traced_rest = Target {
+        addr: traced.addr,
+        headers: vec![
+            ("authorization", format!("Bearer {}", traced.token)),
+            ("content-type", "application/json".into()),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ),
+        ],
+        ..rest.clone()
+    };
+    let mut plain_rest = rest.clone();
+    plain_rest.headers.push((
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    ));
+    println!();
+    println!(
+        "{:<28} {:>5} {:>9} {:>9} {:>9}",
+        "REST, 64 conns, tracing", "round", "calls/s", "p50 µs", "p99 µs"
+    );
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 1..=TRACING_ROUNDS {
+        for (name, target, rates) in [
+            ("exporter off", &plain_rest, &mut off),
+            ("exporter on, ratio 1", &traced_rest, &mut on),
+        ] {
+            let n = calls_for(64);
+            let (secs, mut latencies) = runtime.block_on(http_load(target, 64, n));
+            latencies.sort_unstable();
+            rates.push(n as f64 / secs);
+            println!(
+                "{name:<28} {round:>5} {:>9.0} {:>9.0} {:>9.0}",
+                n as f64 / secs,
+                quantile(&latencies, 0.50).as_secs_f64() * 1e6,
+                quantile(&latencies, 0.99).as_secs_f64() * 1e6,
+            );
+        }
+    }
+    let _ = provider.force_flush();
+    let (off, on) = (median(&mut off), median(&mut on));
+    let spans =
+        runtime.block_on(async { SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed) });
+    println!(
+        "median: off {off:.0} calls/s, on {on:.0} calls/s: overhead {:.1} % ({spans} OTLP requests received)",
+        100.0 * (off - on) / off
+    );
+    let ids = Telemetry::default();
+    let n = 1_000_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ids.ids_only("text.echo"));
+    }
+    println!(
+        "trace ids without an exporter: {:.0} ns per call",
+        started.elapsed().as_secs_f64() * 1e9 / n as f64
+    );
+    let _ = provider.shutdown();
 }
 
 /// How long each overload row offers load.
@@ -374,4 +428,109 @@ async fn in_process(fabric: &Arc<Fabric>, concurrency: usize, n: usize) -> (f64,
         all.extend(w.await.expect("worker"));
     }
     (started.elapsed().as_secs_f64(), all)
+}
+
+/// Rounds of the tracing comparison (each row once per round).
+const TRACING_ROUNDS: usize = 3;
+
+/// OTLP export requests the sink has answered.
+static SPANS_RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// An OTLP/HTTP sink: reads each export and answers 200 with an empty
+/// `ExportTraceServiceResponse` (zero bytes of protobuf).
+async fn otlp_sink() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async {
+                        let _ = req.into_body().collect().await;
+                        SPANS_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        response.headers_mut().insert(
+                            "content-type",
+                            hyper::header::HeaderValue::from_static("application/x-protobuf"),
+                        );
+                        Ok::<_, Infallible>(response)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A `fabric serve` in this process: its Fabric (durable audit log in a
+/// scratch directory), address and a caller's token.
+struct Served {
+    fabric: Arc<Fabric>,
+    addr: std::net::SocketAddr,
+    token: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Served {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        tools: &std::path::Path,
+        telemetry: Telemetry,
+    ) -> Served {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let data = tempfile::tempdir().expect("temp dir");
+        let keys = tempfile::tempdir().expect("temp dir");
+        let mut options = Options::new(tools, root.join("policies"));
+        options.data_dir = Some(data.path().into());
+        options.audit_key = Some(keys.path().join("key"));
+        options.telemetry = telemetry;
+        let fabric = Arc::new(Fabric::open(&options).expect("fabric opens"));
+        let (token, token_hash) = new_token();
+        let callers = data.path().join("callers.toml");
+        CallersSpec {
+            callers: vec![CallerSpec {
+                name: "bench".into(),
+                token_hash,
+                scope: vec!["text.*".into()],
+                max_in_flight: None,
+                budget: Default::default(),
+                session_budget: Default::default(),
+            }],
+            ..Default::default()
+        }
+        .write(&callers)
+        .expect("callers file");
+        let addr = runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let options = ServeOptions {
+                auth: Auth::Callers(CallerFile::open(&callers).expect("callers")),
+                allow_origins: Vec::new(),
+                max_body: 1 << 20,
+                shutdown_grace: Duration::from_secs(1),
+                client_timeout: Duration::from_secs(10),
+            };
+            tokio::spawn(server::run(
+                fabric.clone(),
+                listener,
+                options,
+                std::future::pending(),
+            ));
+            addr
+        });
+        Served {
+            fabric,
+            addr,
+            token,
+            _dirs: (data, keys),
+        }
+    }
 }

@@ -7,8 +7,8 @@
 mod audit_cmd;
 mod bench_cmd;
 mod guard_cmd;
-mod policy_cmd;
 mod otel;
+mod policy_cmd;
 mod serve_cmd;
 
 use std::io::Read;

@@ -33,9 +33,7 @@ pub fn init_logs(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
@@ -78,7 +76,10 @@ pub fn exporter(otlp: Option<&str>) -> Result<Option<(SdkTracerProvider, Telemet
     if let Some(url) = otlp {
         builder = builder.with_endpoint(traces_url(url)?);
     } else {
-        for var in ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"] {
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
             if let Some(url) = env(var) {
                 check_scheme(&url).with_context(|| format!("in {var}"))?;
             }

@@ -746,7 +746,11 @@ impl Fabric {
             other => other.name().unwrap_or(""),
         };
         let rules: Vec<String> = result.guard.flags.iter().map(|f| f.rule.clone()).collect();
-        let tool = if callable.is_some() { result.tool.as_str() } else { "" };
+        let tool = if callable.is_some() {
+            result.tool.as_str()
+        } else {
+            ""
+        };
         let seconds: Vec<(&'static str, f64)> = stages
             .iter()
             .map(|(name, from, to)| (*name, (*to - *from).as_secs_f64()))

@@ -24,6 +24,7 @@
 //!          │ redact    [env] pass values blanked from what leaves         secrets.rs
 //!          │ settle    budgets charged what was used; breaker told        budget.rs
 //!          │ audit     hash-chained record, durable before the answer    audit crate
+//!          │ observe   spans ended (and exported), metrics counted      telemetry.rs, metrics.rs
 //!          ▼
 //!      CallResult (the contract's result object)
 //! ```
@@ -72,6 +73,11 @@
 //!   offline verifier. Needs nothing of wasmtime.
 //! - [`callers`]: the callers file (token hashes, scopes, budgets), re-read
 //!   when it changes.
+//! - [`telemetry`]: W3C trace context in (REST headers, MCP `_meta`), a
+//!   trace id and span id for every call, and OpenTelemetry spans out
+//!   (`execute_tool` and one per stage) when a tracer is configured.
+//! - [`metrics`]: the Prometheus metrics every call updates, served at
+//!   `/metrics`.
 //! - [`server`]: `fabric serve`: REST, MCP (Streamable HTTP) and the OpenAPI
 //!   document, thin adapters over [`Fabric::call`].
 //!

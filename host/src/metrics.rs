@@ -254,7 +254,9 @@ impl Metrics {
         }
         self.circuits.reset();
         for (tool, state) in circuits {
-            self.circuits.with_label_values(&[tool.as_str()]).set(*state);
+            self.circuits
+                .with_label_values(&[tool.as_str()])
+                .set(*state);
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a metric family that did

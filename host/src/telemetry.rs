@@ -181,6 +181,13 @@ impl Telemetry {
         }
     }
 
+    /// The ids a call gets, its span started and dropped: what tracing costs
+    /// a call, for benchmarks.
+    #[cfg(feature = "internals")]
+    pub fn ids_only(&self, tool: &str) -> TraceIds {
+        self.start_call(tool, None).ids
+    }
+
     /// Starts a front end's SERVER span (`name`, e.g. `POST
     /// /v1/tools/{tool}/invoke`) under the caller's context. Its context is
     /// the parent to hand the call; without a tracer that is the caller's.
@@ -367,7 +374,6 @@ pub fn from_meta(meta: &serde_json::Value) -> Option<TraceContext> {
     let tracestate = meta.get("tracestate").and_then(|v| v.as_str());
     TraceContext::parse(traceparent, tracestate)
 }
-
 
 #[cfg(test)]
 mod tests {

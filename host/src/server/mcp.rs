@@ -27,10 +27,10 @@ use serde_json::{json, Map, Value};
 use opentelemetry::KeyValue;
 
 use super::{end_span, is_json, read_body, session_header, session_id, trace_context, Shared};
-use crate::telemetry::{self, TraceContext};
 use crate::admit::Caller;
 use crate::call::{Call, CallResult, Outcome};
 use crate::listing::ToolInfo;
+use crate::telemetry::{self, TraceContext};
 
 /// The stateless revision.
 pub const MODERN: &str = "2026-07-28";

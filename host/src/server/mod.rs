@@ -40,8 +40,8 @@ use tokio::sync::Semaphore;
 
 use crate::admit::Caller;
 use crate::call::{Call, CallError, CallResult, Fabric, Outcome};
-use crate::telemetry::{ServerSpan, TraceContext};
 use crate::callers::CallerFile;
+use crate::telemetry::{ServerSpan, TraceContext};
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 4096;

@@ -17,10 +17,10 @@ use super::{
     end_span, error_response, is_json, outcome_headers, read_body, session_header, status_of,
     trace_context, Shared,
 };
-use crate::telemetry::TraceContext;
 use crate::admit::Caller;
 use crate::breaker::CircuitState;
 use crate::call::Call;
+use crate::telemetry::TraceContext;
 
 /// The body of `POST /v1/tools/{tool}/invoke`.
 #[derive(Debug, Deserialize, JsonSchema)]
