@@ -21,13 +21,11 @@
 use std::borrow::Cow;
 use std::time::{Instant, SystemTime};
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId,
-    Tracer as _,
+    Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
+    TraceId, TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 
 /// The caller's (or the enclosing server span's) W3C trace context: the
@@ -37,25 +35,48 @@ pub struct TraceContext(SpanContext);
 
 impl TraceContext {
     /// Parses `traceparent` (and `tracestate`) as the W3C Trace Context
-    /// specification says; `None` for a missing or malformed header, which
+    /// specification (level 1, section 3.2) says; `None` for a missing or malformed header, which
     /// the specification says to ignore (a new trace starts).
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<TraceContext> {
-        struct Pair<'a>(&'a str, Option<&'a str>);
-        impl Extractor for Pair<'_> {
-            fn get(&self, key: &str) -> Option<&str> {
-                match key {
-                    "traceparent" => Some(self.0),
-                    "tracestate" => self.1,
-                    _ => None,
-                }
-            }
-            fn keys(&self) -> Vec<&str> {
-                vec!["traceparent", "tracestate"]
-            }
+        let tp = traceparent.trim();
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let mut parts = tp.splitn(5, '-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let rest = parts.next();
+        // Version 00 has exactly four fields; a later version may add more
+        // after a dash, and is read as 00. Version ff is invalid.
+        if version.len() != 2 || !hex(version) || version == "ff" {
+            return None;
         }
-        let cx = TraceContextPropagator::new().extract(&Pair(traceparent, tracestate));
-        let sc = cx.span().span_context().clone();
-        sc.is_valid().then_some(TraceContext(sc))
+        if (version == "00" && rest.is_some())
+            || trace.len() != 32
+            || parent.len() != 16
+            || flags.len() != 2
+            || !(hex(trace) && hex(parent) && hex(flags))
+        {
+            return None;
+        }
+        let trace_id = TraceId::from_hex(trace).ok()?;
+        let span_id = SpanId::from_hex(parent).ok()?;
+        if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+            return None;
+        }
+        let sampled = u8::from_str_radix(flags, 16).ok()? & 1;
+        // A tracestate that does not parse is dropped, not the trace.
+        let state = tracestate
+            .and_then(|t| t.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        Some(TraceContext(SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::new(sampled),
+            true,
+            state,
+        )))
     }
 
     /// The trace id, 32 lower-case hex digits.
@@ -393,6 +414,11 @@ mod tests {
             opentelemetry::trace::TraceFlags::SAMPLED
         );
         assert_eq!(cx.0.trace_state().header(), "rojo=00f067aa0ba902b7");
+        // A later version with more fields is read as 00.
+        let v1 = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
+        let cx = TraceContext::parse(v1, Some("not a list entry")).unwrap();
+        assert!(!cx.sampled());
+        assert_eq!(cx.0.trace_state().header(), "");
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -400,6 +426,8 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
         ] {
             assert!(TraceContext::parse(bad, None).is_none(), "{bad}");
         }
