@@ -362,7 +362,7 @@ fn a_failing_tool_opens_its_circuit_half_opens_and_closes_on_success() {
     assert!(
         metrics
             .body
-            .contains("fabric_circuit_open{tool=\"types.work\"} 1"),
+            .contains("fabric_circuit_state{tool=\"types.work\"} 2"),
         "{}",
         metrics.body
     );

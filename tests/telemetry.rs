@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,16 +31,10 @@ impl Receiver {
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!("receiver did not start ({line:?}); .ci/run installs opentelemetry-proto")
-            });
+        let line = first_line(&mut child);
+        let port = line.strip_prefix("listening on ").unwrap_or_else(|| {
+            panic!("receiver did not start ({line:?}); .ci/run installs opentelemetry-proto")
+        });
         Receiver {
             url: format!("http://127.0.0.1:{port}"),
             child,
@@ -71,8 +64,16 @@ fn traceparent(trace: &str, parent: &str, sampled: bool) -> String {
     )
 }
 
-/// A tools/call in MCP's stateless revision, with `meta` in `params._meta`.
-fn mcp_call(server: &Server, token: &str, name: &str, arguments: Value, meta: Value) -> Reply {
+/// A tools/call in MCP's stateless revision, with `meta` in `params._meta`
+/// and `header` (`Name: value`) added to the request's.
+fn mcp_call(
+    server: &Server,
+    token: &str,
+    name: &str,
+    arguments: Value,
+    meta: Value,
+    header: &str,
+) -> Reply {
     let mut meta = meta;
     meta["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
     meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
@@ -91,6 +92,8 @@ fn mcp_call(server: &Server, token: &str, name: &str, arguments: Value, meta: Va
             "Mcp-Method: tools/call",
             "-H",
             &format!("Mcp-Name: {name}"),
+            "-H",
+            header,
             "-d",
             &body.to_string(),
         ],
@@ -112,20 +115,12 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     // REST, sampled, with tracestate.
     let (t1, p1) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let body = json!({"arguments": {"text": PAYLOAD}}).to_string();
-    let rest = curl(
-        &format!("{}/v1/tools/text.echo/invoke", server.url),
-        &[
-            "-H",
-            &bearer(&token),
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            &traceparent(t1, p1, true),
-            "-H",
-            "tracestate: vendor=abc",
-            "--data-binary",
-            &body,
-        ],
+    let rest = invoke_with(
+        &server,
+        &token,
+        "text.echo",
+        &body,
+        &[&traceparent(t1, p1, true), "tracestate: vendor=abc"],
     );
     assert_eq!(rest.status, 200, "{}", rest.body);
     let r1 = rest.json();
@@ -139,29 +134,13 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
 
     // MCP, trace context in params._meta (the HTTP header says otherwise).
     let (t2, p2) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
-    let mcp = curl(
-        &format!("{}/mcp", server.url),
-        &[
-            "-H",
-            &bearer(&token),
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "MCP-Protocol-Version: 2026-07-28",
-            "-H",
-            "Mcp-Method: tools/call",
-            "-H",
-            "Mcp-Name: text.echo",
-            "-H",
-            &traceparent("11111111111111111111111111111111", p1, true),
-            "-d",
-            &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
-                "name": "text.echo", "arguments": {"text": PAYLOAD},
-                "_meta": {"traceparent": format!("00-{t2}-{p2}-01"),
-                          "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                          "io.modelcontextprotocol/clientCapabilities": {}}}})
-            .to_string(),
-        ],
+    let mcp = mcp_call(
+        &server,
+        &token,
+        "text.echo",
+        json!({"text": PAYLOAD}),
+        json!({"traceparent": format!("00-{t2}-{p2}-01")}),
+        &traceparent("11111111111111111111111111111111", p1, true),
     );
     assert_eq!(mcp.status, 200, "{}", mcp.body);
     let r2 = mcp.json()["result"]["_meta"]["fabric.dev/result"].clone();
@@ -169,18 +148,12 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
 
     // A failing call: invalid arguments (the argument is a payload too).
     let t3 = "5c5e1e7e0b9e4b6f9a6f3d1c2b3a4f5e";
-    let bad = curl(
-        &format!("{}/v1/tools/text.echo/invoke", server.url),
-        &[
-            "-H",
-            &bearer(&token),
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            &traceparent(t3, p1, true),
-            "--data-binary",
-            &json!({"arguments": {"text": 5, "extra": PAYLOAD}}).to_string(),
-        ],
+    let bad = invoke_with(
+        &server,
+        &token,
+        "text.echo",
+        &json!({"arguments": {"text": 5, "extra": PAYLOAD}}).to_string(),
+        &[&traceparent(t3, p1, true)],
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
 
@@ -192,6 +165,7 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
         "text.echo",
         json!({"text": "x"}),
         json!({"traceparent": format!("00-{t4}-{p2}-00")}),
+        "X-Unused: 1",
     );
     assert_eq!(unsampled.status, 200);
 
@@ -311,33 +285,21 @@ fn without_an_exporter_calls_still_carry_trace_ids() {
     let token = env.add_caller("agent", &["text.*"]);
     let server = env.serve(&[]);
     let t = "7e7e1e7e0b9e4b6f9a6f3d1c2b3a4f61";
-    let reply = curl(
-        &format!("{}/v1/tools/text.echo/invoke", server.url),
-        &[
-            "-H",
-            &bearer(&token),
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            &traceparent(t, "00f067aa0ba902b7", true),
-            "--data-binary",
-            r#"{"arguments":{"text":"a"}}"#,
-        ],
+    let reply = invoke_with(
+        &server,
+        &token,
+        "text.echo",
+        r#"{"arguments":{"text":"a"}}"#,
+        &[&traceparent(t, "00f067aa0ba902b7", true)],
     );
     assert_eq!(reply.json()["trace"]["trace_id"], t);
     // A malformed traceparent is ignored: a new trace starts.
-    let reply = curl(
-        &format!("{}/v1/tools/text.echo/invoke", server.url),
-        &[
-            "-H",
-            &bearer(&token),
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "traceparent: 00-zz-yy-01",
-            "--data-binary",
-            r#"{"arguments":{"text":"b"}}"#,
-        ],
+    let reply = invoke_with(
+        &server,
+        &token,
+        "text.echo",
+        r#"{"arguments":{"text":"b"}}"#,
+        &["traceparent: 00-zz-yy-01"],
     );
     assert_eq!(reply.status, 200);
     let fresh = reply.json()["trace"]["trace_id"]
@@ -390,28 +352,6 @@ fn json_logs_carry_the_trace_id() {
         .unwrap_or_else(|| panic!("no JSON 'done' line in {logs}"));
     assert_eq!(done["span"]["trace_id"], trace_id);
     assert_eq!(done["level"], "INFO");
-}
-
-/// `fabric serve` from a prepared command (extra environment).
-fn serve_with(mut cmd: Command, args: &[&str]) -> Server {
-    let mut child = cmd
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start fabric serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let url = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first stdout line: {line:?}"))
-        .to_string();
-    Server { child, url }
 }
 
 #[test]

@@ -87,26 +87,7 @@ impl Env {
     }
 
     pub fn serve(&self, args: &[&str]) -> Server {
-        let mut child = self
-            .fabric()
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start fabric serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the first line");
-        let url = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first stdout line: {line:?}"))
-            .to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        Server { child, url }
+        serve_with(self.fabric(), args)
     }
 
     /// The audit records, via `fabric audit export`.
@@ -243,17 +224,24 @@ pub fn bearer(token: &str) -> String {
 
 /// `POST /v1/tools/TOOL/invoke` with `body` as JSON.
 pub fn invoke(server: &Server, token: &str, tool: &str, body: &str) -> Reply {
-    curl(
-        &format!("{}/v1/tools/{tool}/invoke", server.url),
-        &[
-            "-H",
-            &bearer(token),
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body,
-        ],
-    )
+    invoke_with(server, token, tool, body, &[])
+}
+
+/// The same, with more request headers (`Name: value`).
+pub fn invoke_with(
+    server: &Server,
+    token: &str,
+    tool: &str,
+    body: &str,
+    headers: &[&str],
+) -> Reply {
+    let auth = bearer(token);
+    let mut args = vec!["-H", &auth, "-H", "Content-Type: application/json"];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.extend(["--data-binary", body]);
+    curl(&format!("{}/v1/tools/{tool}/invoke", server.url), &args)
 }
 
 pub fn ok_call(server: &Server, token: &str) {
@@ -275,4 +263,33 @@ pub fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `fabric serve` on 127.0.0.1:0 from a prepared `fabric` command (its
+/// environment, global options), once it accepts connections.
+pub fn serve_with(mut cmd: Command, args: &[&str]) -> Server {
+    let mut child = cmd
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fabric serve");
+    let line = first_line(&mut child);
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first stdout line: {line:?}"))
+        .to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    Server { child, url }
+}
+
+/// The first stdout line of `child` (piped), without its newline.
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .expect("read the first line");
+    line.trim_end().to_string()
 }
