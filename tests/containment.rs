@@ -718,3 +718,57 @@ fn denials_are_recorded_in_the_audit_log() {
     assert_eq!(log[1]["denials"][0]["kind"], "fs");
     assert_eq!(log[1]["denials"][0]["target"], "escape");
 }
+
+/// A component asking for more of the instance pool than a slot holds (ten
+/// core instances, each with its own memory, where a slot has room for
+/// four memories): refused cleanly every time, never taking pool space from
+/// anything else, which keeps running.
+#[test]
+fn a_component_asking_for_more_than_a_pool_slot_is_refused_and_leaks_nothing() {
+    let instances: String = (0..10)
+        .map(|i| format!("(core instance $i{i} (instantiate $m))\n"))
+        .collect();
+    let wat = format!(
+        r#"(component
+            (core module $m
+              (memory (export "memory") 1)
+              (func (export "f") (result i32) i32.const 7))
+            {instances}
+            (func (export "f") (result u32) (canon lift (core func $i9 "f"))))"#
+    );
+    let tools = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        tools.path().join("blob.wasm"),
+        wat::parse_str(&wat).expect("component text"),
+    )
+    .expect("write component");
+    // A well-behaved tool beside it.
+    std::fs::copy(
+        common::example_tools().join("text.wasm"),
+        tools.path().join("text.wasm"),
+    )
+    .expect("copy text.wasm");
+    let policies = common::policies(&[("blob", ""), ("text", "")]);
+    let f = common::open(tools.path(), policies.path());
+    // Refused when it is compiled, naming the pool's limit.
+    let problems: Vec<String> = f.problems().iter().map(|p| p.to_string()).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("exceeds the configured maximum of 4")),
+        "{problems:?}"
+    );
+    // Far more attempts than the pool has slots: a leaked slot would show.
+    for _ in 0..300 {
+        let x = common::call(&f, "blob.f", json!({}));
+        assert_ne!(x.outcome, Outcome::Ok, "{x:?}");
+        assert!(
+            matches!(x.outcome, Outcome::Trap | Outcome::UnknownTool),
+            "{:?}: {}",
+            x.outcome,
+            message(&x)
+        );
+    }
+    let x = common::call(&f, "text.echo", json!({"text": "still here"}));
+    assert_eq!(x.output, json!("still here"), "{:?}", x.error);
+}
