@@ -117,6 +117,9 @@ impl SledCounters {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(None)
+            // One small record per caller and session: sled's 1 GiB default
+            // cache would only let memory grow.
+            .cache_capacity(8 << 20)
             .open()
             .map_err(|e| StoreError {
                 path: dir.display().to_string(),

@@ -270,12 +270,22 @@ struct Writer {
     on_batch: Option<BatchHook>,
 }
 
+/// sled's page cache: records are written once and read rarely (on
+/// opening, by export), so a small cache serves; sled's default (1 GiB)
+/// let a long-running server's memory grow with its log.
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// Opens the sled store, waiting up to `wait` for another process's lock.
 fn open_db(dir: &Path, wait: Duration) -> Result<sled::Db, AuditError> {
     let path = dir.join("db");
     let started = Instant::now();
     loop {
-        match sled::Config::new().path(&path).flush_every_ms(None).open() {
+        match sled::Config::new()
+            .path(&path)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if is_lock_error(&e) => {
                 if started.elapsed() >= wait {
