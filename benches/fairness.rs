@@ -38,7 +38,7 @@ fn main() {
     .expect("copy policy");
     std::fs::write(
         policies.path().join("hostile.toml"),
-        "[limits]\nfuel = 100_000_000_000\ntimeout = \"2s\"\n",
+        "[limits]\nfuel = 100_000_000_000\ntimeout = \"2s\"\n[breaker]\nfailures = 0\n",
     )
     .expect("write policy");
     let options = Options::new(tools.path(), policies.path());
