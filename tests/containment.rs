@@ -721,14 +721,16 @@ fn denials_are_recorded_in_the_audit_log() {
 
 /// A component asking for more of the instance pool than a slot holds (ten
 /// core instances, each with its own memory, where a slot has room for
-/// four memories): refused cleanly every time, never taking pool space from
-/// anything else, which keeps running.
+/// four memories) is refused when it is compiled, naming the pool's limit.
+/// And a component that fails while being instantiated, called far more
+/// times than the pool has slots, gives each slot back: a leak would end
+/// the calls after it (and the tool beside it) with pool exhaustion.
 #[test]
-fn a_component_asking_for_more_than_a_pool_slot_is_refused_and_leaks_nothing() {
+fn pool_slots_are_never_exhausted_by_components_that_cannot_instantiate() {
     let instances: String = (0..10)
         .map(|i| format!("(core instance $i{i} (instantiate $m))\n"))
         .collect();
-    let wat = format!(
+    let greedy = format!(
         r#"(component
             (core module $m
               (memory (export "memory") 1)
@@ -736,38 +738,44 @@ fn a_component_asking_for_more_than_a_pool_slot_is_refused_and_leaks_nothing() {
             {instances}
             (func (export "f") (result u32) (canon lift (core func $i9 "f"))))"#
     );
+    // A data segment past the end of its one page: instantiation traps.
+    let failing = r#"(component
+        (core module $m
+          (memory (export "memory") 1)
+          (data (i32.const 70000) "past the end")
+          (func (export "f") (result i32) i32.const 7))
+        (core instance $i (instantiate $m))
+        (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
     let tools = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        tools.path().join("blob.wasm"),
-        wat::parse_str(&wat).expect("component text"),
-    )
-    .expect("write component");
-    // A well-behaved tool beside it.
+    for (name, wat) in [("greedy", greedy.as_str()), ("failing", failing)] {
+        std::fs::write(
+            tools.path().join(format!("{name}.wasm")),
+            wat::parse_str(wat).expect("component text"),
+        )
+        .expect("write component");
+    }
     std::fs::copy(
         common::example_tools().join("text.wasm"),
         tools.path().join("text.wasm"),
     )
     .expect("copy text.wasm");
-    let policies = common::policies(&[("blob", ""), ("text", "")]);
+    let no_breaker = "[breaker]\nfailures = 0\n";
+    let policies = common::policies(&[("greedy", ""), ("failing", no_breaker), ("text", "")]);
     let f = common::open(tools.path(), policies.path());
-    // Refused when it is compiled, naming the pool's limit.
     let problems: Vec<String> = f.problems().iter().map(|p| p.to_string()).collect();
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("exceeds the configured maximum of 4")),
+            .any(|p| p.contains("greedy") && p.contains("exceeds the configured maximum of 4")),
         "{problems:?}"
     );
-    // Far more attempts than the pool has slots: a leaked slot would show.
-    for _ in 0..300 {
-        let x = common::call(&f, "blob.f", json!({}));
-        assert_ne!(x.outcome, Outcome::Ok, "{x:?}");
-        assert!(
-            matches!(x.outcome, Outcome::Trap | Outcome::UnknownTool),
-            "{:?}: {}",
-            x.outcome,
-            message(&x)
-        );
+    let x = common::call(&f, "greedy.f", json!({}));
+    assert_ne!(x.outcome, Outcome::Ok, "{x:?}");
+    // The default pool has 128 slots.
+    for i in 0..300 {
+        let x = common::call(&f, "failing.f", json!({}));
+        assert_eq!(x.outcome, Outcome::Trap, "call {i}: {}", message(&x));
+        assert!(!message(&x).contains("pool"), "call {i}: {}", message(&x));
     }
     let x = common::call(&f, "text.echo", json!({"text": "still here"}));
     assert_eq!(x.output, json!("still here"), "{:?}", x.error);

@@ -105,7 +105,7 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     let out = tempfile::tempdir().expect("temp dir");
     let receiver = Receiver::start(out.path());
     let env = Env::new();
-    let token = env.add_caller("agent", &["text.*"]);
+    let token = env.add_caller("agent", &["text.*", "fs.*"]);
     let mut cmd = env.fabric();
     cmd.env("OTEL_SERVICE_NAME", "fabric-under-test")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -129,7 +129,8 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     let traceresponse = rest.header("traceresponse").expect("traceresponse header");
     assert_eq!(
         traceresponse,
-        format!("00-{t1}-{}-00", r1["trace"]["span_id"].as_str().unwrap())
+        format!("00-{t1}-{}-01", r1["trace"]["span_id"].as_str().unwrap()),
+        "sampled, as the caller asked"
     );
 
     // MCP, trace context in params._meta (the HTTP header says otherwise).
@@ -156,6 +157,33 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
         &[&traceparent(t3, p1, true)],
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // A tool error whose message names the (payload) path, and a name that
+    // is no tool: neither text may reach a span.
+    let t5 = "9a9e1e7e0b9e4b6f9a6f3d1c2b3a4f63";
+    let tool_error = invoke_with(
+        &server,
+        &token,
+        "fs.read",
+        &json!({"arguments": {"path": format!("/data/{PAYLOAD}.txt"), "max-bytes": 10}})
+            .to_string(),
+        &[&traceparent(t5, p1, true)],
+    );
+    assert_eq!(
+        tool_error.json()["outcome"],
+        "tool_error",
+        "{}",
+        tool_error.body
+    );
+    assert!(tool_error.body.contains(PAYLOAD));
+    let unknown = invoke_with(
+        &server,
+        &token,
+        &format!("text.{PAYLOAD}"),
+        r#"{"arguments":{}}"#,
+        &[&traceparent(t5, p1, true)],
+    );
+    assert_eq!(unknown.status, 404);
 
     // Not sampled by the caller: nothing exported, but the ids are recorded.
     let t4 = "6d6e1e7e0b9e4b6f9a6f3d1c2b3a4f60";
@@ -190,6 +218,8 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     let rest_spans = of(t1);
     let server_span = named(&rest_spans, "POST /v1/tools/{tool}/invoke");
     assert_eq!(server_span["parent_span_id"], p1);
+    assert_eq!(server_span["trace_state"], "vendor=abc");
+    assert_eq!(server_span["attributes"]["gen_ai.tool.name"], "text.echo");
     assert_eq!(server_span["kind"], 2, "SPAN_KIND_SERVER");
     assert_eq!(server_span["attributes"]["http.response.status_code"], 200);
     assert_eq!(server_span["resource"]["service.name"], "fabric-under-test");
@@ -214,6 +244,7 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
         "instantiate",
         "run",
         "guard",
+        "settle",
         "audit",
     ] {
         let s = named(&rest_spans, stage);
@@ -250,6 +281,8 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     assert_eq!(mcp_server["parent_span_id"], p2);
     assert_eq!(mcp_server["kind"], 2);
     assert_eq!(mcp_server["attributes"]["mcp.method.name"], "tools/call");
+    assert_eq!(mcp_server["attributes"]["jsonrpc.request.id"], "7");
+    assert_eq!(mcp_server["attributes"]["gen_ai.tool.name"], "text.echo");
     let mcp_tool = named(&mcp_spans, "execute_tool text.echo");
     assert_eq!(mcp_tool["parent_span_id"], mcp_server["span_id"]);
     assert_eq!(
@@ -264,6 +297,14 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     assert_eq!(failed_tool["status"], 2, "STATUS_CODE_ERROR");
     assert_eq!(failed_tool["attributes"]["error.type"], "invalid_arguments");
     assert_eq!(named(&failed, "POST /v1/tools/{tool}/invoke")["status"], 2);
+
+    // The tool error is exported as an error; the unknown name is not named.
+    let errors = of(t5);
+    assert_eq!(named(&errors, "execute_tool fs.read")["status"], 2);
+    assert!(
+        errors.iter().any(|s| s["name"] == "execute_tool"),
+        "{errors:#?}"
+    );
 
     // Not sampled: not exported, still recorded.
     assert!(of(t4).is_empty(), "{:?}", of(t4));

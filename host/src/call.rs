@@ -298,6 +298,10 @@ pub struct TraceRef {
     pub trace_id: String,
     /// The call's `execute_tool` span, 16 lower-case hex digits.
     pub span_id: String,
+    /// Whether the span is sampled (exported).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub sampled: bool,
 }
 
 /// Where one call's time went, stage by stage: what `fabric bench` breaks
@@ -313,7 +317,8 @@ pub struct Phases {
     pub instantiate: std::time::Duration,
     /// The guest's call.
     pub run: std::time::Duration,
-    /// Output conversion, the guard and settling the budgets.
+    /// Output conversion, the guard and settling the budgets (two stages in
+    /// a call's trace: `guard`, `settle`).
     pub guard: std::time::Duration,
     /// The audit append, until the record is durable.
     pub audit: std::time::Duration,
@@ -687,6 +692,7 @@ impl Fabric {
             trace: TraceRef {
                 trace_id,
                 span_id: traced.ids.span_hex(),
+                sampled: traced.ids.sampled,
             },
             phases: done.phases,
         };
@@ -698,10 +704,24 @@ impl Fabric {
             if host_fault {
                 entry.outcome = HOST_FAULT.to_string();
             }
-            let sealed = audit
+            let sealed = match audit
                 .append(entry)
                 .instrument(tracing::info_span!(parent: &span, "audit"))
-                .await?;
+                .await
+            {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    // No answer without a record: the call's span and
+                    // metrics say so.
+                    done.stages.push(("audit", appending, Instant::now()));
+                    let facts = Observed {
+                        callable: done.callable,
+                        outcome: AUDIT_FAILED,
+                    };
+                    self.observe(&call, &result, facts, traced, &done.stages);
+                    return Err(e.into());
+                }
+            };
             result.audit = Some(AuditRef {
                 seq: sealed.seq,
                 hash: sealed.hash,
@@ -713,9 +733,20 @@ impl Fabric {
             done.stages.push(("audit", appending, appended));
             result.duration_us = started.elapsed().as_micros() as u64;
         }
-        self.observe(&call, &result, done.callable, traced, &done.stages);
+        let outcome = if host_fault {
+            HOST_FAULT
+        } else {
+            result.outcome.as_str()
+        };
+        let facts = Observed {
+            callable: done.callable,
+            outcome: outcome,
+        };
+        self.observe(&call, &result, facts, traced, &done.stages);
         if host_fault {
-            tracing::error!(tool = %result.tool, "host fault: {:?}", result.error);
+            span.in_scope(
+                || tracing::error!(tool = %result.tool, "host fault: {:?}", result.error),
+            );
             return Err(CallError::HostFault {
                 message: result.error.map(|e| e.message).unwrap_or_default(),
                 audit: result.audit,
@@ -737,10 +768,11 @@ impl Fabric {
         &self,
         call: &Call,
         result: &CallResult,
-        callable: Option<&Callable>,
+        observed: Observed<'_>,
         traced: CallSpan,
         stages: &[Stage],
     ) {
+        let Observed { callable, outcome } = observed;
         let caller = match &call.caller {
             Caller::Local => "local",
             other => other.name().unwrap_or(""),
@@ -758,7 +790,7 @@ impl Fabric {
         self.metrics.record_call(&CallSample {
             tool,
             caller,
-            outcome: result.outcome.as_str(),
+            outcome,
             seconds: result.duration_us as f64 / 1e6,
             fuel: result.fuel_used,
             guard_rules: &rules,
@@ -766,6 +798,9 @@ impl Fabric {
         });
         if traced.ids.sampled {
             self.metrics.span_started();
+        }
+        if !traced.recording() {
+            return;
         }
         traced.end(
             CallFacts {
@@ -776,11 +811,12 @@ impl Fabric {
                     .and_then(|t| t.description.as_deref()),
                 caller,
                 session: call.session.as_deref(),
-                outcome: result.outcome.as_str(),
+                outcome,
                 fuel_used: result.fuel_used,
                 guard_rules: rules,
                 denials: result.denials.len(),
                 audit_seq: result.audit.as_ref().map(|a| a.seq),
+                resolved: callable.is_some(),
             },
             stages,
         );
@@ -860,8 +896,9 @@ impl Fabric {
         };
         let message = ending.error.as_ref().map(|e| e.message.as_str());
         let verdict = (!hit_cap && !ending.host_fault).then_some((ending.outcome, message));
+        let guarded = clock.lap("guard");
         self.admission.leave(&mut admitted, policy, verdict, used);
-        clock.phases.guard = clock.lap("guard");
+        clock.phases.guard = guarded + clock.lap("settle");
         Done {
             ending,
             callable: Some(callable),
@@ -1214,6 +1251,18 @@ mod tests {
         assert!(cap(&huge, MAX_NAME).len() < MAX_NAME + 32);
     }
 }
+
+/// How a finished call is told to its span and the metrics: the tool, if
+/// it resolved, and the outcome as recorded (`host_fault` where the result
+/// says `trap`, `audit_failed` where no record could be written).
+struct Observed<'a> {
+    callable: Option<&'a Callable>,
+    outcome: &'static str,
+}
+
+/// The outcome a call's span and metrics give a call whose audit record
+/// could not be written (it gets no answer).
+const AUDIT_FAILED: &str = "audit_failed";
 
 /// The pipeline's stopwatch: each lap is one stage, kept as a duration for
 /// [`Phases`] and as a start and end for the call's trace.

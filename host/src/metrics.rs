@@ -6,7 +6,8 @@
 //! (a name that did not resolve counts as `tool=""`), `caller` a caller from
 //! the callers file (`local` for the CLI, `""` unauthenticated), `outcome`
 //! and `reason` are the contract's outcome names, `rule` a guard rule id.
-//! Recording a call is a few atomic adds; the families are built once.
+//! Recording a call is a label lookup (a hash and a read lock) and an
+//! atomic add per family touched; the families are built once.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -52,6 +53,8 @@ pub struct Metrics {
     anomalies: IntCounterVec,
     circuits: IntGaugeVec,
     spans_started: IntCounter,
+    /// Scrapes set the gauges read at scrape time one at a time.
+    rendering: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,7 +159,7 @@ impl Metrics {
         let circuits = IntGaugeVec::new(
             Opts::new(
                 "fabric_circuit_state",
-                "Circuit breaker state by tool: 0 closed, 1 half-open, 2 open (only tools not closed are listed).",
+                "Circuit breaker state of tools whose circuit is not closed: 1 half-open, 2 open.",
             ),
             &["tool"],
         )
@@ -165,8 +168,8 @@ impl Metrics {
             .register(Box::new(circuits.clone()))
             .expect("unique");
         let spans_started = IntCounter::new(
-            "fabric_trace_spans_started_total",
-            "Call spans started for export (sampled calls).",
+            "fabric_trace_sampled_calls_total",
+            "Calls whose spans were sampled for export.",
         )
         .expect("valid metric");
         registry
@@ -188,6 +191,7 @@ impl Metrics {
             anomalies,
             circuits,
             spans_started,
+            rendering: std::sync::Mutex::new(()),
         }
     }
 
@@ -246,6 +250,11 @@ impl Metrics {
         anomalies: &[(String, u64)],
         circuits: &[(String, i64)],
     ) -> String {
+        // A poisoned lock only means another scrape panicked; go on.
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.in_flight.set(load.0 as i64);
         self.queued.set(load.1 as i64);
         for (caller, n) in anomalies {

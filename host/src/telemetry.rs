@@ -67,9 +67,7 @@ impl TraceContext {
         }
         let sampled = u8::from_str_radix(flags, 16).ok()? & 1;
         // A tracestate that does not parse is dropped, not the trace.
-        let state = tracestate
-            .and_then(|t| t.parse::<TraceState>().ok())
-            .unwrap_or_default();
+        let state = tracestate.and_then(trace_state).unwrap_or_default();
         Some(TraceContext(SpanContext::new(
             trace_id,
             span_id,
@@ -102,6 +100,33 @@ impl TraceContext {
     fn context(&self) -> Context {
         Context::new().with_remote_span_context(self.0.clone())
     }
+}
+
+/// Most `tracestate` list members (W3C Trace Context: 32).
+const MAX_STATE_MEMBERS: usize = 32;
+/// Longest `tracestate` read at all: 32 members of the longest key and value.
+const MAX_STATE_BYTES: usize = 32 * (256 + 1 + 256 + 1);
+
+/// Parses a `tracestate` list as W3C Trace Context says: members separated
+/// by commas with optional spaces or tabs around them, empty members
+/// skipped, at most 32 members, keys unique. `None` (the header is dropped,
+/// not the trace) for anything else.
+fn trace_state(text: &str) -> Option<TraceState> {
+    if text.len() > MAX_STATE_BYTES {
+        return None;
+    }
+    let mut members: Vec<(&str, &str)> = Vec::new();
+    for member in text.split(',').map(|m| m.trim_matches([' ', '\t'])) {
+        if member.is_empty() {
+            continue;
+        }
+        let (key, value) = member.split_once('=')?;
+        if members.len() == MAX_STATE_MEMBERS || members.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        members.push((key, value));
+    }
+    TraceState::from_key_value(members).ok()
 }
 
 /// A `traceparent` header value for a span context.
@@ -187,8 +212,11 @@ impl Telemetry {
             };
         };
         let cx = parent.map(TraceContext::context).unwrap_or_default();
+        // Named for its tool once the tool resolved: a name the caller made
+        // up stays out of span names.
+        let _ = tool;
         let span = tracer.build_with_context(
-            SpanBuilder::from_name(format!("execute_tool {tool}")).with_kind(SpanKind::Internal),
+            SpanBuilder::from_name("execute_tool").with_kind(SpanKind::Internal),
             &cx,
         );
         let sc = span.span_context();
@@ -212,15 +240,24 @@ impl Telemetry {
     /// Starts a front end's SERVER span (`name`, e.g. `POST
     /// /v1/tools/{tool}/invoke`) under the caller's context. Its context is
     /// the parent to hand the call; without a tracer that is the caller's.
+    /// With `named_for_tool`, the tool's name is added to the span's name
+    /// once the tool resolved (`tools/call text.echo`).
     pub fn start_server(
         &self,
         name: impl Into<Cow<'static, str>>,
         parent: Option<TraceContext>,
         attributes: Vec<KeyValue>,
+        named_for_tool: bool,
     ) -> ServerSpan {
+        let name = name.into();
         let Some(tracer) = &self.tracer else {
-            return ServerSpan { parent, span: None };
+            return ServerSpan {
+                parent,
+                span: None,
+                base: None,
+            };
         };
+        let base = named_for_tool.then(|| name.to_string());
         let cx = parent
             .as_ref()
             .map(TraceContext::context)
@@ -235,6 +272,7 @@ impl Telemetry {
         ServerSpan {
             parent: Some(own),
             span: Some(span),
+            base,
         }
     }
 }
@@ -254,6 +292,18 @@ fn nonzero<const N: usize>(random: impl Fn() -> [u8; N]) -> [u8; N] {
 pub struct ServerSpan {
     parent: Option<TraceContext>,
     span: Option<Span>,
+    /// The name to which a resolved tool's name is added.
+    base: Option<String>,
+}
+
+/// What a front end answered, for its span: the call's outcome and the
+/// tool, when the tool resolved.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The outcome's name.
+    pub outcome: &'static str,
+    /// The tool called, when it resolved (never a name the caller made up).
+    pub tool: Option<String>,
 }
 
 impl ServerSpan {
@@ -262,15 +312,21 @@ impl ServerSpan {
         self.parent.clone()
     }
 
-    /// Ends the span with the response's status code and the call's
-    /// outcome (an error status for every outcome but `ok`).
-    pub fn end(self, status_code: u16, outcome: Option<&str>) {
+    /// Ends the span with the response's status code and what was answered
+    /// (an error status for every outcome but `ok`).
+    pub fn end(self, status_code: u16, answered: Option<&Answered>) {
         let Some(mut span) = self.span else { return };
         span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(status_code),
         ));
-        if let Some(outcome) = outcome {
+        if let Some(tool) = answered.and_then(|a| a.tool.as_deref()) {
+            span.set_attribute(KeyValue::new("gen_ai.tool.name", tool.to_string()));
+            if let Some(base) = &self.base {
+                span.update_name(format!("{base} {tool}"));
+            }
+        }
+        if let Some(outcome) = answered.map(|a| a.outcome) {
             span.set_attribute(KeyValue::new("fabric.outcome", outcome.to_string()));
             if outcome != "ok" {
                 span.set_status(Status::error(outcome.to_string()));
@@ -304,9 +360,16 @@ pub(crate) struct CallFacts<'a> {
     pub(crate) guard_rules: Vec<String>,
     pub(crate) denials: usize,
     pub(crate) audit_seq: Option<u64>,
+    /// Whether the tool resolved (else `tool` is only what was asked for).
+    pub(crate) resolved: bool,
 }
 
 impl CallSpan {
+    /// Whether the span is being recorded (a tracer, and sampled).
+    pub(crate) fn recording(&self) -> bool {
+        self.span.as_ref().is_some_and(|(s, _)| s.is_recording())
+    }
+
     /// Ends the call's span and emits one child span per stage, each with
     /// the times the pipeline measured.
     pub(crate) fn end(self, facts: CallFacts<'_>, stages: &[Stage]) {
@@ -316,9 +379,11 @@ impl CallSpan {
         if !span.is_recording() {
             return;
         }
+        if facts.resolved {
+            span.update_name(format!("execute_tool {}", facts.tool));
+        }
         let mut attributes = vec![
             KeyValue::new("gen_ai.operation.name", "execute_tool"),
-            KeyValue::new("gen_ai.tool.name", facts.tool.to_string()),
             KeyValue::new("gen_ai.tool.call.id", facts.invocation_id.to_string()),
             KeyValue::new("gen_ai.tool.type", "extension"),
             KeyValue::new("fabric.caller", facts.caller.to_string()),
@@ -326,6 +391,9 @@ impl CallSpan {
             KeyValue::new("fabric.fuel_used", facts.fuel_used as i64),
             KeyValue::new("fabric.denials", facts.denials as i64),
         ];
+        if facts.resolved {
+            attributes.push(KeyValue::new("gen_ai.tool.name", facts.tool.to_string()));
+        }
         if let Some(d) = facts.description {
             attributes.push(KeyValue::new("gen_ai.tool.description", d.to_string()));
         }
@@ -335,12 +403,14 @@ impl CallSpan {
         if let Some(seq) = facts.audit_seq {
             attributes.push(KeyValue::new("fabric.audit.seq", seq as i64));
         }
-        if !facts.guard_rules.is_empty() {
+        let mut rules = facts.guard_rules;
+        rules.sort_unstable();
+        rules.dedup();
+        if !rules.is_empty() {
             attributes.push(KeyValue::new(
                 "fabric.guard.rules",
                 opentelemetry::Value::Array(
-                    facts
-                        .guard_rules
+                    rules
                         .into_iter()
                         .map(opentelemetry::StringValue::from)
                         .collect::<Vec<_>>()
@@ -419,6 +489,15 @@ mod tests {
         let cx = TraceContext::parse(v1, Some("not a list entry")).unwrap();
         assert!(!cx.sampled());
         assert_eq!(cx.0.trace_state().header(), "");
+        // List rules: spaces around members, empty members; duplicates and
+        // more than 32 members drop the header.
+        let state = |t: &str| trace_state(t).map(|s| s.header());
+        assert_eq!(state("a=1 ,\tb=2,,").as_deref(), Some("a=1,b=2"));
+        assert_eq!(state("a=1,a=2"), None);
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(state(&many.join(",")), None);
+        assert!(state(&many[..32].join(",")).is_some());
+        assert_eq!(state(&"x".repeat(20_000)), None);
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

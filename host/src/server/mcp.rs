@@ -26,7 +26,9 @@ use serde_json::{json, Map, Value};
 
 use opentelemetry::KeyValue;
 
-use super::{end_span, is_json, read_body, session_header, session_id, trace_context, Shared};
+use super::{
+    answered, end_span, is_json, read_body, session_header, session_id, trace_context, Shared,
+};
 use crate::admit::Caller;
 use crate::call::{Call, CallResult, Outcome};
 use crate::listing::ToolInfo;
@@ -687,12 +689,25 @@ pub fn structured(schema: &Value, output: Value) -> Value {
     }
 }
 
+/// A JSON-RPC id as a span attribute: a string as is, a number as its
+/// text, at most 128 bytes.
+fn request_id(id: &Value) -> String {
+    let text = match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut end = text.len().min(128);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 /// `tools/call`: runs the call in a SERVER span (`tools/call NAME`, as
 /// OpenTelemetry's MCP conventions name it) that continues the trace context
 /// in `params._meta` (`traceparent`, `tracestate`), or else the HTTP
 /// request's, and answers with a `CallToolResult`.
 async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) -> Response {
-    let name = request.params.get("name").and_then(Value::as_str);
     let parent = request
         .params
         .get("_meta")
@@ -701,24 +716,17 @@ async fn call(request: &Request<'_>, mcp_session: Option<String>, modern: bool) 
     let mut attributes = vec![
         KeyValue::new("mcp.method.name", "tools/call"),
         KeyValue::new("network.protocol.name", "http"),
-        KeyValue::new("jsonrpc.request.id", request.id.to_string()),
+        KeyValue::new("jsonrpc.request.id", request_id(&request.id)),
     ];
     if let Some(session) = &mcp_session {
         attributes.push(KeyValue::new("mcp.session.id", session.clone()));
     }
-    let span_name = match name {
-        Some(n) => {
-            let n: String = n.chars().take(128).collect();
-            attributes.push(KeyValue::new("gen_ai.tool.name", n.clone()));
-            format!("tools/call {n}")
-        }
-        None => "tools/call".to_string(),
-    };
-    let span = request
-        .state
-        .fabric
-        .telemetry()
-        .start_server(span_name, parent, attributes);
+    let span =
+        request
+            .state
+            .fabric
+            .telemetry()
+            .start_server("tools/call", parent, attributes, true);
     let response = call_in(request, mcp_session, modern, span.context()).await;
     end_span(span, &response);
     response
@@ -792,6 +800,7 @@ async fn call_in(
             .as_ref()
             .map(|e| e.message.clone())
             .unwrap_or_default();
+        let answered = answered(&result);
         let mut response = rpc_error_data(
             StatusCode::OK,
             id,
@@ -799,7 +808,7 @@ async fn call_in(
             format!("Unknown tool: {message}"),
             Some(json!({META_RESULT: result})),
         );
-        response.extensions_mut().insert(Outcome::UnknownTool);
+        response.extensions_mut().insert(answered);
         return response;
     }
     let schema = request
@@ -808,14 +817,14 @@ async fn call_in(
         .tool(&request.caller, name)
         .map(|t| t.output_schema)
         .unwrap_or(Value::Null);
-    let outcome = result.outcome;
+    let answered = answered(&result);
     let mut body = tool_result(&schema, result);
     if modern {
         body["resultType"] = json!("complete");
         body["_meta"][META_SERVER] = server_info();
     }
     let mut response = rpc_result(id, body);
-    response.extensions_mut().insert(outcome);
+    response.extensions_mut().insert(answered);
     response
 }
 

@@ -41,7 +41,7 @@ use tokio::sync::Semaphore;
 use crate::admit::Caller;
 use crate::call::{Call, CallError, CallResult, Fabric, Outcome};
 use crate::callers::CallerFile;
-use crate::telemetry::{ServerSpan, TraceContext};
+use crate::telemetry::{Answered, ServerSpan, TraceContext};
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -338,11 +338,29 @@ pub(crate) fn outcome_headers(response: &mut Response, result: &CallResult) {
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     // W3C Trace Context Level 2: the trace the call joined and its span.
-    let traceresponse = format!("00-{}-{}-00", result.trace.trace_id, result.trace.span_id);
+    let traceresponse = format!(
+        "00-{}-{}-{}",
+        result.trace.trace_id,
+        result.trace.span_id,
+        if result.trace.sampled { "01" } else { "00" }
+    );
     if let Ok(v) = HeaderValue::from_str(&traceresponse) {
         response.headers_mut().insert("traceresponse", v);
     }
-    response.extensions_mut().insert(result.outcome);
+    response.extensions_mut().insert(answered(result));
+}
+
+/// What a call's answer tells its server span: the outcome, and the tool
+/// when it resolved (a refusal before lookup or an unknown name is not one).
+pub(crate) fn answered(result: &CallResult) -> Answered {
+    let resolved = !matches!(
+        result.outcome,
+        Outcome::UnknownTool | Outcome::Unauthorized | Outcome::Forbidden
+    );
+    Answered {
+        outcome: result.outcome.as_str(),
+        tool: resolved.then(|| result.tool.clone()),
+    }
 }
 
 /// Whether the request says its body is JSON (`application/json`, any
@@ -435,7 +453,12 @@ pub(crate) fn session_id(bytes: &[u8], what: &str) -> Result<String, String> {
 /// `traceparent` is ignored, as the W3C specification says: a new trace
 /// starts).
 pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
-    let traceparent = headers.get("traceparent")?.to_str().ok()?;
+    let mut parents = headers.get_all("traceparent").iter();
+    let traceparent = parents.next()?.to_str().ok()?;
+    if parents.next().is_some() {
+        // Two parents: which one is meant cannot be told; a new trace starts.
+        return None;
+    }
     // Several tracestate headers are one list, joined by commas.
     let tracestate: Vec<&str> = headers
         .get_all("tracestate")
@@ -450,8 +473,10 @@ pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
 /// call was made, its outcome (which [`outcome_headers`] left in the
 /// response's extensions).
 pub(crate) fn end_span(span: ServerSpan, response: &Response) {
-    let outcome = response.extensions().get::<Outcome>().map(|o| o.as_str());
-    span.end(response.status().as_u16(), outcome);
+    span.end(
+        response.status().as_u16(),
+        response.extensions().get::<Answered>(),
+    );
 }
 
 #[cfg(test)]

@@ -100,21 +100,12 @@ pub(crate) async fn invoke(
             KeyValue::new("http.request.method", "POST"),
             KeyValue::new("http.route", "/v1/tools/{tool}/invoke"),
             KeyValue::new("url.scheme", "http"),
-            KeyValue::new("gen_ai.tool.name", cap_label(&tool)),
         ],
+        false,
     );
     let response = invoke_in(state, tool, headers, body, span.context()).await;
     end_span(span, &response);
     response
-}
-
-/// A tool name as a span attribute: at most 128 bytes of it.
-fn cap_label(name: &str) -> String {
-    let mut end = name.len().min(128);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name[..end].to_string()
 }
 
 async fn invoke_in(
