@@ -220,6 +220,37 @@ impl Metrics {
         }
     }
 
+    /// Counts a call as [`Metrics::record_call`] does, for benchmarks.
+    #[cfg(feature = "internals")]
+    pub fn record_for_bench(
+        &self,
+        tool: &str,
+        caller: &str,
+        outcome: &str,
+        seconds: f64,
+        fuel: u64,
+    ) {
+        let stages = [
+            ("admit", 1e-6),
+            ("validate", 1e-6),
+            ("queue", 1e-6),
+            ("instantiate", 2e-5),
+            ("run", 3e-5),
+            ("guard", 1e-6),
+            ("settle", 1e-6),
+            ("audit", 5e-4),
+        ];
+        self.record_call(&CallSample {
+            tool,
+            caller,
+            outcome,
+            seconds,
+            fuel,
+            guard_rules: &[],
+            stages: &stages,
+        });
+    }
+
     /// Counts a sampled call span.
     pub(crate) fn span_started(&self) {
         self.spans_started.inc();
