@@ -698,7 +698,7 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
     let marks = ['{', '}', '[', ']', '<', '>', '$'];
     let placeholder = query.contains(marks) || path.contains(marks) || path.contains('=');
     let carries_data =
-        long_value || placeholder || query.len() >= 40 || path.split('/').any(|seg| seg.len() > 32);
+        long_value || placeholder || query.len() >= 40 || path.split('/').any(encoded_segment);
     let parent = host
         .split_once('.')
         .map(|(_, p)| p)
@@ -708,6 +708,22 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
             .into_iter()
             .flatten()
             .any(|domain| mail_domains.contains(domain))
+}
+
+/// Whether a URL path segment looks like data encoded into it: longer than
+/// 32 bytes with a run of at least 24 bytes that no separator (`-`, `_`,
+/// `.`, `~`, `+`, `%`) breaks into words, and not a 40- or 64-digit hex
+/// commit or content hash. `opentelemetry-semantic-conventions`, a draft's
+/// name or a badge's label are words; a base64 blob is not.
+fn encoded_segment(seg: &str) -> bool {
+    if seg.len() <= 32 {
+        return false;
+    }
+    let hash = matches!(seg.len(), 40 | 64) && seg.bytes().all(|b| b.is_ascii_hexdigit());
+    !hash
+        && seg
+            .split(['-', '_', '.', '~', '+', '%'])
+            .any(|run| run.len() >= 24)
 }
 
 /// The domains of the mail addresses in a text (`news@shop.example` gives

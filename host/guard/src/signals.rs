@@ -83,8 +83,10 @@ pub struct Signal {
     pub id: String,
     /// What it detects.
     pub description: String,
-    /// What it adds to a window's score.
-    pub weight: u32,
+    /// What it adds to a window's score; negative for a mark of a mention
+    /// (an example introduced in quotation marks), which lowers the score of
+    /// the signals after it in its window.
+    pub weight: i32,
 }
 
 /// A rule file's signals, compiled.
@@ -123,7 +125,7 @@ impl std::fmt::Debug for Automaton {
 pub(crate) struct FileSignal {
     id: String,
     description: String,
-    weight: u32,
+    weight: i32,
     patterns: Vec<String>,
 }
 
@@ -257,15 +259,16 @@ impl Signals {
         let mut window: std::collections::VecDeque<(usize, usize, usize)> =
             std::collections::VecDeque::new();
         let mut counts = [0u32; MAX_SIGNALS];
-        let mut best: Option<(u32, u32, usize, usize)> = None; // score, mask, first end, last end
+        let mut best: Option<(i32, u32, usize, usize)> = None; // score, mask, first end, last end
         let (mut line, mut counted_to) = (0usize, 0usize);
+        let mut lines = Lines::default();
         let bytes = text.as_bytes();
-        let weights: Vec<u32> = self.signals.iter().map(|s| s.weight).collect();
+        let weights: Vec<i32> = self.signals.iter().map(|s| s.weight).collect();
         self.each_match(text, |signal, end| {
             // A match belongs to the line it ends on (a sentence-start
             // pattern begins at the end of the sentence before).
-            line += memchr::memchr_iter(b'\n', &bytes[counted_to..end]).count();
-            counted_to = end;
+            line += lines.count(bytes, counted_to, end);
+            counted_to = end.max(counted_to);
             while let Some(&(at, l, s)) = window.front() {
                 if l + 1 < line || at + span < end {
                     counts[s] -= 1;
@@ -277,7 +280,7 @@ impl Signals {
             window.push_back((end, line, signal));
             counts[signal] += 1;
             let mut mask = 0u32;
-            let mut score = 0u32;
+            let mut score = 0i32;
             for (i, w) in weights.iter().enumerate() {
                 if counts[i] > 0 {
                     mask |= 1 << i;
@@ -300,12 +303,40 @@ impl Signals {
         let from = text[..first].rfind('\n').map_or(0, |i| i + 1);
         let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
         Some(Scored {
-            score,
+            score: score.max(0).unsigned_abs(),
             signals: (0..self.signals.len())
                 .filter(|i| mask & (1 << i) != 0)
                 .collect(),
             span: (from, to),
         })
+    }
+}
+
+/// Counts window lines: a fenced code block (from a line that opens with
+/// three backticks to the line that closes it) and the line before it count
+/// as one line, so the sentence that introduces a block and the block's code
+/// share a window. Each byte is looked at once over a whole text.
+#[derive(Default)]
+struct Lines {
+    in_fence: bool,
+}
+
+impl Lines {
+    /// The window lines that end between `from` and `to`.
+    fn count(&mut self, bytes: &[u8], from: usize, to: usize) -> usize {
+        let mut n = 0;
+        for at in memchr::memchr_iter(b'\n', &bytes[from.min(to)..to]) {
+            let next = &bytes[from + at + 1..];
+            let indent = next.iter().take_while(|b| **b == b' ').count();
+            if next[indent..].starts_with(b"```") {
+                // The line before a fence joins the block; a closing fence
+                // is part of the block.
+                self.in_fence = !self.in_fence;
+            } else if !self.in_fence {
+                n += 1;
+            }
+        }
+        n
     }
 }
 
