@@ -35,7 +35,11 @@ fn main() {
         e.1 += 1;
     }
     for ((injected, family), (hit, n)) in per {
-        let what = if injected { "detected" } else { "false positives" };
+        let what = if injected {
+            "detected"
+        } else {
+            "false positives"
+        };
         println!("{family:<28} {what:<16} {hit}/{n}");
     }
 }

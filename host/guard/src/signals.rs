@@ -24,6 +24,31 @@ use crate::rules::{Action, RulesError};
 /// Most signals a rule file may define (a window's signals are a bit mask).
 pub const MAX_SIGNALS: usize = 16;
 
+/// Shapes that views of a text undo (see `views`), seen in the same pass
+/// as the signals, so a text without them is not looked at again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shapes {
+    /// At least four single letters in a row, each followed by a space, dot
+    /// or hyphen (`I g n o r e`).
+    pub letter_spaced: bool,
+    /// A quote, a comma and a quote close together (`"a", "b"`).
+    pub quoted_list: bool,
+}
+
+impl Shapes {
+    /// Both shapes may be present (nothing was looked for).
+    pub const UNKNOWN: Shapes = Shapes {
+        letter_spaced: true,
+        quoted_list: true,
+    };
+}
+
+/// The patterns that find [`Shapes`], after the signals' in the automaton.
+const SHAPE_PATTERNS: [&str; 2] = [
+    r"(?:^|[^A-Za-z0-9])[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-]",
+    r#"["']\s*,\s*["']"#,
+];
+
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
 /// a policy). A threshold that is absent (or 0) never acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -151,6 +176,12 @@ impl Signals {
         }
     }
 
+    /// Whether the automaton also looks for [`Shapes`] (it does whenever
+    /// there are signals).
+    fn finds_shapes(&self) -> bool {
+        self.dfa.is_some()
+    }
+
     pub(crate) fn compile(
         file: Vec<FileSignal>,
         thresholds: Thresholds,
@@ -183,7 +214,12 @@ impl Signals {
                 weight: s.weight,
             });
         }
-        let dfa = if patterns.is_empty() {
+        // Shape patterns are owned by `signals.len() + k`, past the signals.
+        for (k, p) in SHAPE_PATTERNS.iter().enumerate() {
+            patterns.push(p.to_string());
+            owners.push(signals.len() + k);
+        }
+        let dfa = if signals.is_empty() {
             None
         } else {
             let dfa = DFA::builder()
@@ -222,7 +258,12 @@ impl Signals {
     /// signal hides another.
     pub fn matches(&self, text: &str) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
-        self.each_match(text, |signal, end| out.push((signal, end)));
+        let n = self.signals.len();
+        self.each_match(text, |signal, end| {
+            if signal < n {
+                out.push((signal, end));
+            }
+        });
         out
     }
 
@@ -254,6 +295,25 @@ impl Signals {
     /// once, and the window's signals are counted, so the work is linear in
     /// the text and its matches.
     pub fn score(&self, text: &str, thresholds: &Thresholds) -> Option<Scored> {
+        self.score_and_shapes(text, thresholds).0
+    }
+
+    /// [`Signals::score`], and the [`Shapes`] seen in the same pass
+    /// ([`Shapes::UNKNOWN`] when there are no signals, hence no pass).
+    pub fn score_and_shapes(
+        &self,
+        text: &str,
+        thresholds: &Thresholds,
+    ) -> (Option<Scored>, Shapes) {
+        let mut shapes = if self.finds_shapes() {
+            Shapes {
+                letter_spaced: false,
+                quoted_list: false,
+            }
+        } else {
+            Shapes::UNKNOWN
+        };
+        let n = self.signals.len();
         let span = thresholds.span_bytes();
         // Match ends in the window: (end, line, signal).
         let mut window: std::collections::VecDeque<(usize, usize, usize)> =
@@ -263,8 +323,19 @@ impl Signals {
         let (mut line, mut counted_to) = (0usize, 0usize);
         let mut lines = Lines::default();
         let bytes = text.as_bytes();
-        let weights: Vec<i32> = self.signals.iter().map(|s| s.weight).collect();
+        let mut weights = [0i32; MAX_SIGNALS];
+        for (w, s) in weights.iter_mut().zip(&self.signals) {
+            *w = s.weight;
+        }
+        let weights = &weights[..self.signals.len()];
         self.each_match(text, |signal, end| {
+            if signal >= n {
+                match signal - n {
+                    0 => shapes.letter_spaced = true,
+                    _ => shapes.quoted_list = true,
+                }
+                return;
+            }
             // A match belongs to the line it ends on (a sentence-start
             // pattern begins at the end of the sentence before).
             line += lines.count(bytes, counted_to, end);
@@ -292,7 +363,9 @@ impl Signals {
                 best = Some((score, mask, first, end));
             }
         });
-        let (score, mask, first, end) = best?;
+        let Some((score, mask, first, end)) = best else {
+            return (None, shapes);
+        };
         // The automaton runs on bytes (ASCII classes: fewer states, and
         // every signal pattern is ASCII), so a match may end inside a
         // character: move to the next boundary.
@@ -302,13 +375,14 @@ impl Signals {
         // ends on) to the end of the last match's line.
         let from = text[..first].rfind('\n').map_or(0, |i| i + 1);
         let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
-        Some(Scored {
+        let scored = Scored {
             score: score.max(0).unsigned_abs(),
             signals: (0..self.signals.len())
                 .filter(|i| mask & (1 << i) != 0)
                 .collect(),
             span: (from, to),
-        })
+        };
+        (Some(scored), shapes)
     }
 }
 
