@@ -2,17 +2,22 @@
 //! combined, instead of whole phrases.
 //!
 //! A rule file's `[[signal]]` tables name the parts of an injection: an
-//! addressee (text addressed to an AI reader), an imperative or a task
-//! switch, a reference to the user, the conversation or the reader's answer,
-//! urgency or secrecy, an out-of-place channel (a spreadsheet formula, a
-//! comment, alt text, a metadata field). Each has a weight. All signal
-//! patterns run as one multi-pattern automaton over a string (one linear
-//! pass, leftmost-first matches); a *window* is a line together with the
-//! line before it, at most [`Thresholds::span`] bytes from its first signal to
-//! its last. A window's score is the sum of the weights of the *distinct*
-//! signals in it; the string's score is its best window's. The `[score]`
-//! thresholds turn the score into an action (reject, redact the window, or
-//! flag); a policy may change them (`[guard.score]`).
+//! addressee (text addressed to an AI reader), an imperative, a task switch
+//! or a request for ordinary assistant work, a reference to the user, the
+//! conversation or the reader's answer, urgency or secrecy, an out-of-place
+//! channel or line (a spreadsheet formula, a comment, a line of prose among
+//! a table's rows), code that exfiltrates. Each has a weight; a negative one
+//! (a mention: an example in quotation marks) lowers what follows it. All
+//! signal patterns run as one multi-pattern automaton over a string (one
+//! linear pass, every match end of every pattern); a *window* is a line
+//! together with the line before it (a fenced code block counts as one line
+//! with the line that introduces it), at most [`Thresholds::span`] bytes from
+//! its first signal to its last. A window's score is the sum of the weights
+//! of the *distinct* signals in it; the string's score is its best window's.
+//! The `[score]` thresholds turn the score into an action (reject, redact
+//! the window, or flag); a policy may change them (`[guard.score]`). The
+//! same pass also reports the [`Shapes`] that the guard's views undo, so a
+//! text without them is not looked at again.
 
 use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
 use regex_automata::util::pool::Pool;
