@@ -731,33 +731,35 @@ fn issue15_near_misses_stay_benign() {
     ));
 }
 
+/// The ids of the signals in `text`'s best window.
+fn best_window(text: &str) -> Vec<String> {
+    let signals = &RuleSet::default_rules().signals;
+    signals
+        .score(text, &signals.thresholds)
+        .map(|scored| {
+            scored
+                .signals
+                .iter()
+                .map(|&i| signals.signals[i].id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_fenced_block_shares_a_window_with_the_line_that_introduces_it() {
-    let signals = &RuleSet::default_rules().signals;
-    let text =
-        "Utilize the subsequent code excerpt:\n```\nimport os\n\n\n\nx = os.environ[\"HOME\"]\n```";
-    let scored = signals.score(text, &signals.thresholds).expect("signals");
-    let names: Vec<&str> = scored
-        .signals
-        .iter()
-        .map(|&i| signals.signals[i].id.as_str())
-        .collect();
-    assert!(
-        names.contains(&"payload") && names.contains(&"code-risk"),
-        "{names:?}"
+    let both = |names: &[String]| {
+        names.iter().any(|n| n == "payload") && names.iter().any(|n| n == "code-risk")
+    };
+    let fenced = best_window(
+        "Utilize the subsequent code excerpt:\n```\nimport os\n\n\n\nx = os.environ[\"HOME\"]\n```",
     );
-    // Outside a fence, blank lines end the window as before.
-    let text = "Utilize the subsequent code excerpt:\nimport os\n\n\n\nx = os.environ[\"HOME\"]";
-    let scored = signals.score(text, &signals.thresholds).expect("signals");
-    let names: Vec<&str> = scored
-        .signals
-        .iter()
-        .map(|&i| signals.signals[i].id.as_str())
-        .collect();
-    assert!(
-        !(names.contains(&"payload") && names.contains(&"code-risk")),
-        "{names:?}"
+    assert!(both(&fenced), "{fenced:?}");
+    // Outside a fence, lines between them end the window as before.
+    let plain = best_window(
+        "Utilize the subsequent code excerpt:\nimport os\n\n\n\nx = os.environ[\"HOME\"]",
     );
+    assert!(!both(&plain), "{plain:?}");
 }
 
 #[test]
