@@ -7,7 +7,7 @@
 //! conversation or the reader's answer, urgency or secrecy, an out-of-place
 //! channel or line (a spreadsheet formula, a comment, a line of prose among
 //! a table's rows), code that exfiltrates. Each has a weight; a negative one
-//! (a mention: an example in quotation marks) lowers what follows it. All
+//! (a mention, a list of requests) lowers every window holding its line. All
 //! signal patterns run as one multi-pattern automaton over a string (one
 //! linear pass, every match end of every pattern); a *window* is a line
 //! together with the line before it (a fenced code block counts as one line
@@ -113,9 +113,9 @@ pub struct Signal {
     pub id: String,
     /// What it detects.
     pub description: String,
-    /// What it adds to a window's score; negative for a mark of a mention
-    /// (an example introduced in quotation marks), which lowers the score of
-    /// the signals after it in its window.
+    /// What it adds to a window's score; negative for a mark that the text
+    /// is about requests rather than making one (a mention, a list of
+    /// requests), which lowers every window holding its line.
     pub weight: i32,
 }
 
@@ -320,19 +320,18 @@ impl Signals {
         };
         let n = self.signals.len();
         let span = thresholds.span_bytes();
-        // Match ends in the window: (end, line, signal).
-        let mut window: std::collections::VecDeque<(usize, usize, usize)> =
-            std::collections::VecDeque::new();
-        let mut counts = [0u32; MAX_SIGNALS];
-        let mut best: Option<(i32, u32, usize, usize)> = None; // score, mask, first end, last end
-        let (mut line, mut counted_to) = (0usize, 0usize);
-        let mut lines = Lines::default();
-        let bytes = text.as_bytes();
         let mut weights = [0i32; MAX_SIGNALS];
         for (w, s) in weights.iter_mut().zip(&self.signals) {
             *w = s.weight;
         }
-        let weights = &weights[..self.signals.len()];
+        // One pass of the automaton: the matches (end, line, signal), each
+        // on the line it ends on (a sentence-start pattern begins at the end
+        // of the sentence before).
+        let (mut line, mut counted_to) = (0usize, 0usize);
+        let mut lines = Lines::default();
+        let bytes = text.as_bytes();
+        let mut events: Vec<(usize, usize, usize)> = Vec::new();
+        let mut negatives = false;
         self.each_match(text, |signal, end| {
             if signal >= n {
                 match signal - n {
@@ -341,10 +340,30 @@ impl Signals {
                 }
                 return;
             }
-            // A match belongs to the line it ends on (a sentence-start
-            // pattern begins at the end of the sentence before).
             line += lines.count(bytes, counted_to, end);
             counted_to = end.max(counted_to);
+            negatives |= weights[signal] < 0;
+            events.push((end, line, signal));
+        });
+        // A negative signal (a mention, a list of requests) counts for the
+        // whole of every window that holds the line it ends on or the line
+        // before (its match may begin there), whether it comes before or
+        // after the signals it qualifies. A window is named by its last line.
+        let mut negative_lines: Vec<u32> = Vec::new();
+        if negatives {
+            negative_lines = vec![0; line + 2];
+            for &(_, l, s) in events.iter().filter(|e| weights[e.2] < 0) {
+                for w in l.saturating_sub(1)..=l + 1 {
+                    negative_lines[w] |= 1 << s;
+                }
+            }
+        }
+        // The positive signals, in a window that slides over them.
+        let mut window: std::collections::VecDeque<(usize, usize, usize)> =
+            std::collections::VecDeque::new();
+        let mut counts = [0u32; MAX_SIGNALS];
+        let mut best: Option<(i32, u32, usize, usize)> = None; // score, mask, first end, last end
+        for &(end, line, signal) in events.iter().filter(|e| weights[e.2] >= 0) {
             while let Some(&(at, l, s)) = window.front() {
                 if l + 1 < line || at + span < end {
                     counts[s] -= 1;
@@ -355,19 +374,21 @@ impl Signals {
             }
             window.push_back((end, line, signal));
             counts[signal] += 1;
-            let mut mask = 0u32;
-            let mut score = 0i32;
-            for (i, w) in weights.iter().enumerate() {
-                if counts[i] > 0 {
+            let mut mask = negative_lines.get(line).copied().unwrap_or(0);
+            for (i, c) in counts[..n].iter().enumerate() {
+                if *c > 0 {
                     mask |= 1 << i;
-                    score += w;
                 }
             }
+            let score: i32 = (0..n)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| weights[i])
+                .sum();
             if best.is_none_or(|b| score > b.0) {
                 let first = window.front().map_or(end, |w| w.0);
                 best = Some((score, mask, first, end));
             }
-        });
+        }
         let Some((score, mask, first, end)) = best else {
             return (None, shapes);
         };
