@@ -2,17 +2,22 @@
 //! combined, instead of whole phrases.
 //!
 //! A rule file's `[[signal]]` tables name the parts of an injection: an
-//! addressee (text addressed to an AI reader), an imperative or a task
-//! switch, a reference to the user, the conversation or the reader's answer,
-//! urgency or secrecy, an out-of-place channel (a spreadsheet formula, a
-//! comment, alt text, a metadata field). Each has a weight. All signal
-//! patterns run as one multi-pattern automaton over a string (one linear
-//! pass, leftmost-first matches); a *window* is a line together with the
-//! line before it, at most [`Thresholds::span`] bytes from its first signal to
-//! its last. A window's score is the sum of the weights of the *distinct*
-//! signals in it; the string's score is its best window's. The `[score]`
-//! thresholds turn the score into an action (reject, redact the window, or
-//! flag); a policy may change them (`[guard.score]`).
+//! addressee (text addressed to an AI reader), an imperative, a task switch
+//! or a request for ordinary assistant work, a reference to the user, the
+//! conversation or the reader's answer, urgency or secrecy, an out-of-place
+//! channel or line (a spreadsheet formula, a comment, a line of prose among
+//! a table's rows), code that exfiltrates. Each has a weight; a negative one
+//! (a mention, a list of requests) lowers every window holding its line. All
+//! signal patterns run as one multi-pattern automaton over a string (one
+//! linear pass, every match end of every pattern); a *window* is a line
+//! together with the line before it (a fenced code block counts as one line
+//! with the line that introduces it), at most [`Thresholds::span`] bytes from
+//! its first signal to its last. A window's score is the sum of the weights
+//! of the *distinct* signals in it; the string's score is its best window's.
+//! The `[score]` thresholds turn the score into an action (reject, redact
+//! the window, or flag); a policy may change them (`[guard.score]`). The
+//! same pass also reports the [`Shapes`] that the guard's views undo, so a
+//! text without them is not looked at again.
 
 use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
 use regex_automata::util::pool::Pool;
@@ -23,6 +28,31 @@ use crate::rules::{Action, RulesError};
 
 /// Most signals a rule file may define (a window's signals are a bit mask).
 pub const MAX_SIGNALS: usize = 16;
+
+/// Shapes that views of a text undo (see `views`), seen in the same pass
+/// as the signals, so a text without them is not looked at again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shapes {
+    /// At least four single letters in a row, each followed by a space, dot
+    /// or hyphen (`I g n o r e`).
+    pub letter_spaced: bool,
+    /// A quote, a comma and a quote close together (`"a", "b"`).
+    pub quoted_list: bool,
+}
+
+impl Shapes {
+    /// Both shapes may be present (nothing was looked for).
+    pub const UNKNOWN: Shapes = Shapes {
+        letter_spaced: true,
+        quoted_list: true,
+    };
+}
+
+/// The patterns that find [`Shapes`], after the signals' in the automaton.
+const SHAPE_PATTERNS: [&str; 2] = [
+    r"(?:^|[^A-Za-z0-9])[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-]",
+    r#"["']\s*,\s*["']"#,
+];
 
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
 /// a policy). A threshold that is absent (or 0) never acts.
@@ -83,8 +113,10 @@ pub struct Signal {
     pub id: String,
     /// What it detects.
     pub description: String,
-    /// What it adds to a window's score.
-    pub weight: u32,
+    /// What it adds to a window's score; negative for a mark that the text
+    /// is about requests rather than making one (a mention, a list of
+    /// requests), which lowers every window holding its line.
+    pub weight: i32,
 }
 
 /// A rule file's signals, compiled.
@@ -123,7 +155,7 @@ impl std::fmt::Debug for Automaton {
 pub(crate) struct FileSignal {
     id: String,
     description: String,
-    weight: u32,
+    weight: i32,
     patterns: Vec<String>,
 }
 
@@ -147,6 +179,12 @@ impl Signals {
             dfa: None,
             owners: Vec::new(),
         }
+    }
+
+    /// Whether the automaton also looks for [`Shapes`] (it does whenever
+    /// there are signals).
+    fn finds_shapes(&self) -> bool {
+        self.dfa.is_some()
     }
 
     pub(crate) fn compile(
@@ -181,7 +219,12 @@ impl Signals {
                 weight: s.weight,
             });
         }
-        let dfa = if patterns.is_empty() {
+        // Shape patterns are owned by `signals.len() + k`, past the signals.
+        for (k, p) in SHAPE_PATTERNS.iter().enumerate() {
+            patterns.push(p.to_string());
+            owners.push(signals.len() + k);
+        }
+        let dfa = if signals.is_empty() {
             None
         } else {
             let dfa = DFA::builder()
@@ -220,7 +263,12 @@ impl Signals {
     /// signal hides another.
     pub fn matches(&self, text: &str) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
-        self.each_match(text, |signal, end| out.push((signal, end)));
+        let n = self.signals.len();
+        self.each_match(text, |signal, end| {
+            if signal < n {
+                out.push((signal, end));
+            }
+        });
         out
     }
 
@@ -252,20 +300,70 @@ impl Signals {
     /// once, and the window's signals are counted, so the work is linear in
     /// the text and its matches.
     pub fn score(&self, text: &str, thresholds: &Thresholds) -> Option<Scored> {
+        self.score_and_shapes(text, thresholds).0
+    }
+
+    /// [`Signals::score`], and the [`Shapes`] seen in the same pass
+    /// ([`Shapes::UNKNOWN`] when there are no signals, hence no pass).
+    pub fn score_and_shapes(
+        &self,
+        text: &str,
+        thresholds: &Thresholds,
+    ) -> (Option<Scored>, Shapes) {
+        let mut shapes = if self.finds_shapes() {
+            Shapes {
+                letter_spaced: false,
+                quoted_list: false,
+            }
+        } else {
+            Shapes::UNKNOWN
+        };
+        let n = self.signals.len();
         let span = thresholds.span_bytes();
-        // Match ends in the window: (end, line, signal).
+        let mut weights = [0i32; MAX_SIGNALS];
+        for (w, s) in weights.iter_mut().zip(&self.signals) {
+            *w = s.weight;
+        }
+        // One pass of the automaton: the matches (end, line, signal), each
+        // on the line it ends on (a sentence-start pattern begins at the end
+        // of the sentence before).
+        let (mut line, mut counted_to) = (0usize, 0usize);
+        let mut lines = Lines::default();
+        let bytes = text.as_bytes();
+        let mut events: Vec<(usize, usize, usize)> = Vec::new();
+        let mut negatives = false;
+        self.each_match(text, |signal, end| {
+            if signal >= n {
+                match signal - n {
+                    0 => shapes.letter_spaced = true,
+                    _ => shapes.quoted_list = true,
+                }
+                return;
+            }
+            line += lines.count(bytes, counted_to, end);
+            counted_to = end.max(counted_to);
+            negatives |= weights[signal] < 0;
+            events.push((end, line, signal));
+        });
+        // A negative signal (a mention, a list of requests) counts for the
+        // whole of every window that holds the line it ends on or the line
+        // before (its match may begin there), whether it comes before or
+        // after the signals it qualifies. A window is named by its last line.
+        let mut negative_lines: Vec<u32> = Vec::new();
+        if negatives {
+            negative_lines = vec![0; line + 2];
+            for &(_, l, s) in events.iter().filter(|e| weights[e.2] < 0) {
+                for w in l.saturating_sub(1)..=l + 1 {
+                    negative_lines[w] |= 1 << s;
+                }
+            }
+        }
+        // The positive signals, in a window that slides over them.
         let mut window: std::collections::VecDeque<(usize, usize, usize)> =
             std::collections::VecDeque::new();
         let mut counts = [0u32; MAX_SIGNALS];
-        let mut best: Option<(u32, u32, usize, usize)> = None; // score, mask, first end, last end
-        let (mut line, mut counted_to) = (0usize, 0usize);
-        let bytes = text.as_bytes();
-        let weights: Vec<u32> = self.signals.iter().map(|s| s.weight).collect();
-        self.each_match(text, |signal, end| {
-            // A match belongs to the line it ends on (a sentence-start
-            // pattern begins at the end of the sentence before).
-            line += memchr::memchr_iter(b'\n', &bytes[counted_to..end]).count();
-            counted_to = end;
+        let mut best: Option<(i32, u32, usize, usize)> = None; // score, mask, first end, last end
+        for &(end, line, signal) in events.iter().filter(|e| weights[e.2] >= 0) {
             while let Some(&(at, l, s)) = window.front() {
                 if l + 1 < line || at + span < end {
                     counts[s] -= 1;
@@ -276,20 +374,24 @@ impl Signals {
             }
             window.push_back((end, line, signal));
             counts[signal] += 1;
-            let mut mask = 0u32;
-            let mut score = 0u32;
-            for (i, w) in weights.iter().enumerate() {
-                if counts[i] > 0 {
+            let mut mask = negative_lines.get(line).copied().unwrap_or(0);
+            for (i, c) in counts[..n].iter().enumerate() {
+                if *c > 0 {
                     mask |= 1 << i;
-                    score += w;
                 }
             }
+            let score: i32 = (0..n)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| weights[i])
+                .sum();
             if best.is_none_or(|b| score > b.0) {
                 let first = window.front().map_or(end, |w| w.0);
                 best = Some((score, mask, first, end));
             }
-        });
-        let (score, mask, first, end) = best?;
+        }
+        let Some((score, mask, first, end)) = best else {
+            return (None, shapes);
+        };
         // The automaton runs on bytes (ASCII classes: fewer states, and
         // every signal pattern is ASCII), so a match may end inside a
         // character: move to the next boundary.
@@ -299,13 +401,42 @@ impl Signals {
         // ends on) to the end of the last match's line.
         let from = text[..first].rfind('\n').map_or(0, |i| i + 1);
         let to = text[end..].find('\n').map_or(text.len(), |i| end + i);
-        Some(Scored {
-            score,
+        let scored = Scored {
+            score: score.max(0).unsigned_abs(),
             signals: (0..self.signals.len())
                 .filter(|i| mask & (1 << i) != 0)
                 .collect(),
             span: (from, to),
-        })
+        };
+        (Some(scored), shapes)
+    }
+}
+
+/// Counts window lines: a fenced code block (from a line that opens with
+/// three backticks to the line that closes it) and the line before it count
+/// as one line, so the sentence that introduces a block and the block's code
+/// share a window. Each byte is looked at once over a whole text.
+#[derive(Default)]
+struct Lines {
+    in_fence: bool,
+}
+
+impl Lines {
+    /// The window lines that end between `from` and `to`.
+    fn count(&mut self, bytes: &[u8], from: usize, to: usize) -> usize {
+        let mut n = 0;
+        for at in memchr::memchr_iter(b'\n', &bytes[from.min(to)..to]) {
+            let next = &bytes[from + at + 1..];
+            let indent = next.iter().take_while(|b| **b == b' ').count();
+            if next[indent..].starts_with(b"```") {
+                // The line before a fence joins the block; a closing fence
+                // is part of the block.
+                self.in_fence = !self.in_fence;
+            } else if !self.in_fence {
+                n += 1;
+            }
+        }
+        n
     }
 }
 

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::signals::Shapes;
+
 /// Runs of at least six single letters, each followed by one separator
 /// (space, dot, hyphen) inside a word or two to four spaces between words.
 fn spaced() -> &'static Regex {
@@ -30,9 +32,22 @@ fn quoted_list() -> &'static Regex {
 
 /// Views of one string: its letter-spaced runs collapsed, and each quoted
 /// list's items joined (without a separator and with spaces).
-pub(crate) fn text_views(text: &str) -> Vec<(&'static str, String)> {
+///
+/// `shapes` says which shapes the signal pass saw (each view is built only
+/// when its shape was seen; [`Shapes::UNKNOWN`] looks again here).
+pub(crate) fn text_views(text: &str, shapes: Shapes) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if maybe_spaced(text.as_bytes()) && spaced().is_match(text) {
+    let spaced_shape = if shapes == Shapes::UNKNOWN {
+        maybe_spaced(text.as_bytes())
+    } else {
+        shapes.letter_spaced
+    };
+    let list_shape = if shapes == Shapes::UNKNOWN {
+        maybe_quoted_list(text.as_bytes())
+    } else {
+        shapes.quoted_list
+    };
+    if spaced_shape && spaced().is_match(text) {
         let mut view = String::with_capacity(text.len());
         let mut at = 0;
         for m in spaced().find_iter(text) {
@@ -43,7 +58,7 @@ pub(crate) fn text_views(text: &str) -> Vec<(&'static str, String)> {
         view.push_str(&text[at..]);
         out.push(("letter-spaced text", view));
     }
-    if maybe_quoted_list(text.as_bytes()) && quoted_list().is_match(text) {
+    if list_shape && quoted_list().is_match(text) {
         let (mut tight, mut spaced) = (String::new(), String::new());
         for m in quoted_list().find_iter(text) {
             let items = items_of(m.as_str());

