@@ -147,6 +147,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_pipe();
+    }
     init_tracing();
     match run(cli) {
         Ok(code) => code,
@@ -154,6 +157,17 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// Lets a closed stdout (`fabric call … | head -1`) end the process quietly,
+/// as it ends other Unix tools, instead of a panic in `println!`. Not for
+/// `serve`, which must outlive any one reader.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of SIGPIPE (Rust's runtime
+    // sets it to ignored) before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -337,3 +337,35 @@ fn guard_eval_names_the_line_of_a_bad_case() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    use std::io::Read;
+    let tools = common::example_tools();
+    let data = common::data_dir();
+    let keys = common::keys_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .arg("--tools")
+        .arg(&tools)
+        .arg("--data")
+        .arg(data.path())
+        .arg("--audit-key")
+        .arg(keys.path().join("key"))
+        .args(["call", "text.echo", r#"{"text": "hi"}"#, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fabric runs");
+    // The reader goes away before anything is written, like `| head -0`.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    child.wait().expect("fabric finishes");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+}
