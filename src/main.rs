@@ -130,6 +130,10 @@ enum Command {
     /// through the whole pipeline, beside a reused instance and a process per
     /// call; percentiles, phases, memory, an optional SVG plot.
     Bench(bench_cmd::BenchArgs),
+    /// Compile every tool component now, into the compiled-code cache under
+    /// --data that `call` and `serve` share, so that no first call waits for
+    /// a compiler. Lists each component; exit 1 if any fails, with why.
+    Precompile,
     /// Check tool policies without running anything.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench_cmd::bench(args, &options),
         Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
+        Command::Precompile => precompile(&open(&options)?),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);
@@ -345,6 +350,33 @@ pub(crate) fn open(options: &Options) -> Result<Fabric> {
             anyhow::anyhow!("{e} (--policies DIR)")
         }
         e => e.into(),
+    })
+}
+
+/// `fabric precompile`: compiles every component, one line per component.
+fn precompile(fabric: &Fabric) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let started = std::time::Instant::now();
+    let done = runtime.block_on(fabric.precompile());
+    let mut failed = 0;
+    for (file, outcome) in &done {
+        match outcome {
+            Ok(()) => println!("ok      {}", file.display()),
+            Err(reason) => {
+                failed += 1;
+                println!("failed  {}: {reason}", file.display());
+            }
+        }
+    }
+    eprintln!(
+        "{} components compiled or found in the cache, {failed} failed, in {:.1} s",
+        done.len() - failed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_OK)
     })
 }
 

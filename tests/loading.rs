@@ -25,13 +25,19 @@ fn open(tools: &Path, policies: &Path) -> Fabric {
     Fabric::open(&common::options(tools, policies, None, None)).unwrap()
 }
 
+/// Every problem reported for `file`, one per line.
 fn problem_for(f: &Fabric, file: &str) -> String {
     let problems = f.problems();
-    problems
+    let found: Vec<String> = problems
         .iter()
-        .find(|p| p.file.file_name().unwrap() == file)
-        .unwrap_or_else(|| panic!("no problem reported for {file}: {problems:?}"))
-        .to_string()
+        .filter(|p| p.file.file_name().unwrap() == file)
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no problem reported for {file}: {problems:?}"
+    );
+    found.join("\n")
 }
 
 #[test]
@@ -60,6 +66,10 @@ fn broken_components_are_reported_and_the_rest_load() {
 
     let none = common::policies(&[]);
     let f = open(t, none.path());
+    // Linking is found out by compiling, which `precompile` (or a call) does.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(f.precompile());
     assert!(problem_for(&f, "notwasm.wasm").contains("not a WebAssembly file"));
     assert!(
         problem_for(&f, "core.wasm").contains("not a valid component"),
@@ -73,7 +83,8 @@ fn broken_components_are_reported_and_the_rest_load() {
         "{unlinkable}"
     );
     assert!(problem_for(&f, "Bad Name.wasm").contains("not a valid tool name"));
-    assert_eq!(f.problems().len(), 5, "{:?}", f.problems());
+    // unlinkable.wasm also exports nothing: two problems.
+    assert_eq!(f.problems().len(), 6, "{:?}", f.problems());
 
     let names: Vec<String> = f
         .tools(&Caller::Local)
@@ -99,9 +110,12 @@ fn a_bad_policy_keeps_its_tool_out_and_names_file_and_key() {
             && problem.contains("not a size"),
         "{problem}"
     );
-    assert!(f.tool(&Caller::Local, "strict.echo").is_none());
+    let listed = f.tool(&Caller::Local, "strict.echo").expect("listed");
+    assert!(!listed.available);
+    assert!(listed.reason.unwrap().contains("limits.memory"));
     let r = common::call(&f, "strict.echo", json!({"text": "x"}));
     assert_eq!(r.outcome, Outcome::UnknownTool);
+    assert!(r.error.unwrap().message.contains("its policy is invalid"));
     assert_eq!(
         common::call(&f, "fine.echo", json!({"text": "x"})).outcome,
         Outcome::Ok
@@ -118,6 +132,10 @@ fn compiled_components_are_cached_by_digest() {
     let key = keys.path().join("key");
     let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
     let first = Fabric::open(&options).unwrap();
+    // Listing the tools compiles nothing; the first call compiles.
+    assert_eq!(first.tools(&Caller::Local).len(), 2);
+    assert!(!data.path().join("compiled").exists());
+    common::call(&first, "cached.echo", json!({"text": "x"}));
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
         .unwrap()
@@ -279,8 +297,13 @@ fn a_fifo_or_dangling_link_as_a_policy_is_an_error_not_the_default() {
     );
     let dangling = problem_for(&f, "dangling.wasm");
     assert!(dangling.contains("dangling.toml"), "{dangling}");
-    assert!(f.registry().get("piped.echo").is_none());
-    assert!(f.registry().get("dangling.echo").is_none());
+    for name in ["piped.echo", "dangling.echo"] {
+        let listed = f.tool(&Caller::Local, name).expect("listed");
+        assert!(
+            !listed.available,
+            "{name} must not run on the default policy"
+        );
+    }
 }
 
 /// Warnings logged on this thread while `f` runs.
@@ -345,8 +368,14 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
             let (options, start) = (options.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                let (opened, warnings) = warnings_during(|| Fabric::open(&options));
-                let f = opened.expect("opens");
+                let (opened, warnings) = warnings_during(|| {
+                    let f = Fabric::open(&options).expect("opens");
+                    let runtime = tokio::runtime::Runtime::new().unwrap();
+                    let compiled = runtime.block_on(f.precompile());
+                    assert!(compiled.iter().all(|(_, r)| r.is_ok()), "{compiled:?}");
+                    f
+                });
+                let f = opened;
                 let echo = common::call(&f, "text.echo", json!({"text": "par"}));
                 (f.registry().problems().len(), echo.output, warnings)
             })
@@ -398,7 +427,7 @@ fn parallel_cold_loads_in_several_processes_all_succeed() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
             fabric_cmd(data.path(), &keys.path().join("key"))
-                .arg("tools")
+                .arg("precompile")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -408,8 +437,13 @@ fn parallel_cold_loads_in_several_processes_all_succeed() {
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
-        assert!(text(&out.stdout).lines().any(|l| l == "text.echo"));
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.ends_with("text.wasm")),
+            "{}",
+            text(&out.stdout)
+        );
     }
     // One compiled entry per example tool (text, fs, http, redis).
     let tools = std::fs::read_dir(common::example_tools()).unwrap().count();
@@ -452,7 +486,7 @@ fn swapped_compiled_code_is_recompiled_not_run() {
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let out = fabric_cmd(data.path(), &keys.path().join("key"))
-        .arg("tools")
+        .arg("precompile")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -490,15 +524,22 @@ fn a_cache_entry_linked_to_a_device_is_replaced_unread() {
     let none = common::policies(&[]);
     let key = keys.path().join("key");
     let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
-    drop(Fabric::open(&options).unwrap());
+    common::call(
+        &Fabric::open(&options).unwrap(),
+        "text.echo",
+        json!({"text": "x"}),
+    );
     let entry = entry_of(data.path(), "text");
     std::fs::remove_file(&entry).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &entry).unwrap();
-    let (f, warnings) = warnings_during(|| Fabric::open(&options).unwrap());
-    assert_eq!(
-        common::call(&f, "text.echo", json!({"text": "ok"})).output,
-        json!("ok")
-    );
+    let (_f, warnings) = warnings_during(|| {
+        let f = Fabric::open(&options).unwrap();
+        assert_eq!(
+            common::call(&f, "text.echo", json!({"text": "ok"})).output,
+            json!("ok")
+        );
+        f
+    });
     assert!(
         warnings.iter().any(|w| w.contains("unreadable")),
         "{warnings:#?}"
@@ -561,4 +602,59 @@ fn a_missing_policies_directory_stops_start_up() {
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     let out = run_in(dir.path(), &["call", "text.echo", r#"{"text":"x"}"#]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_component_that_cannot_link_is_listed_unavailable_with_why() {
+    let tools = tempfile::tempdir().unwrap();
+    let t = tools.path();
+    copy_text_tool(t, "good");
+    let unlinkable = wat::parse_str(
+        r#"(component
+             (import "acme:missing/api@1.0.0" (instance (export "f" (func))))
+             (core module $m (func (export "g")))
+             (core instance $i (instantiate $m))
+             (func $g (canon lift (core func $i "g")))
+             (export "g" (func $g))
+           )"#,
+    )
+    .unwrap();
+    std::fs::write(t.join("broken.wasm"), unlinkable).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let none = common::policies(&[]);
+    let key = keys.path().join("key");
+    let options = common::options(t, none.path(), Some(data.path()), Some(&key));
+    let f = Fabric::open(&options).unwrap();
+    // Not known before it is compiled: listed, and the call finds out.
+    assert!(f.tool(&Caller::Local, "broken.g").unwrap().available);
+    let r = common::call(&f, "broken.g", json!({}));
+    assert_eq!(r.outcome, Outcome::UnknownTool);
+    let message = r.error.unwrap().message;
+    assert!(
+        message.contains("is unavailable") && message.contains("acme:missing/api"),
+        "{message}"
+    );
+    let listed = f.tool(&Caller::Local, "broken.g").unwrap();
+    assert!(!listed.available);
+    assert!(listed.reason.unwrap().contains("cannot be linked"));
+    // The good tool still works.
+    let r = common::call(&f, "good.echo", json!({"text": "fine"}));
+    assert_eq!(r.output, json!("fine"));
+    drop(f);
+    // The next start knows without compiling: the failure is remembered.
+    let f = Fabric::open(&options).unwrap();
+    let listed = f.tool(&Caller::Local, "broken.g").unwrap();
+    assert!(!listed.available, "remembered");
+    assert!(problem_for(&f, "broken.wasm").contains("acme:missing/api"));
+    drop(f);
+    // A component that does not even decode: its tools answer why.
+    std::fs::write(t.join("garbled.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let f = Fabric::open(&options).unwrap();
+    let r = common::call(&f, "garbled.anything", json!({}));
+    assert_eq!(r.outcome, Outcome::UnknownTool);
+    assert!(
+        r.error.unwrap().message.contains("not a valid component"),
+        "the reason, not just 'unknown tool'"
+    );
 }
