@@ -6,7 +6,9 @@
 
 mod audit_cmd;
 mod bench_cmd;
+mod docs_cmd;
 mod guard_cmd;
+mod new_cmd;
 mod policy_cmd;
 mod serve_cmd;
 
@@ -134,6 +136,12 @@ enum Command {
     /// --data that `call` and `serve` share, so that no first call waits for
     /// a compiler. Lists each component; exit 1 if any fails, with why.
     Precompile,
+    /// Scaffold a new tool (WIT world, source, policy) that builds with
+    /// `scripts/build-tools NAME` and runs with no edits.
+    New(new_cmd::NewArgs),
+    /// Tool descriptions: embed WIT doc comments into a component.
+    #[command(subcommand)]
+    Docs(docs_cmd::DocsCommand),
     /// Check tool policies without running anything.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -210,6 +218,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
         Command::Precompile => precompile(&open(&options)?),
+        Command::New(args) => new_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Docs(command) => docs_cmd::run(command).map(|()| ExitCode::SUCCESS),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);

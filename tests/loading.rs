@@ -21,6 +21,17 @@ fn copy_text_tool(to: &Path, name: &str) {
     .unwrap();
 }
 
+/// A tools directory holding copies of the bundled Rust tools (small and
+/// quick to compile), for tests that compile every component.
+fn rust_tools() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["text", "fs", "http", "redis"] {
+        let from = common::example_tools().join(format!("{name}.wasm"));
+        std::fs::copy(from, dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}
+
 fn open(tools: &Path, policies: &Path) -> Fabric {
     Fabric::open(&common::options(tools, policies, None, None)).unwrap()
 }
@@ -348,12 +359,13 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
     // log and signing key, as separate Fabrics in one process would.
     let compiled = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
+    let small = rust_tools();
     let fabrics: Vec<(tempfile::TempDir, Options)> = (0..THREADS)
         .map(|i| {
             let data = tempfile::tempdir().unwrap();
             std::os::unix::fs::symlink(compiled.path(), data.path().join("compiled")).unwrap();
             let options = common::options(
-                &common::example_tools(),
+                small.path(),
                 &common::repo().join("policies"),
                 Some(data.path()),
                 Some(&keys.path().join(format!("key-{i}"))),
@@ -389,7 +401,7 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
     }
     let entries = cache_entries(fabrics[0].0.path());
     // One per example tool (text, fs, http, redis).
-    let tools = std::fs::read_dir(common::example_tools()).unwrap().count();
+    let tools = std::fs::read_dir(small.path()).unwrap().count();
     assert_eq!(
         entries.len(),
         tools,
@@ -400,12 +412,12 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
     assert!(reopened.is_ok() && warnings.is_empty(), "{warnings:#?}");
 }
 
-/// `fabric --tools build/tools --data DATA --audit-key KEY`.
-fn fabric_cmd(data: &Path, key: &Path) -> Command {
+/// `fabric --tools TOOLS --data DATA --audit-key KEY`.
+fn fabric_cmd(tools: &Path, data: &Path, key: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric"));
     cmd.current_dir(common::repo())
         .arg("--tools")
-        .arg(common::example_tools())
+        .arg(tools)
         .arg("--data")
         .arg(data)
         .arg("--audit-key")
@@ -420,13 +432,14 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn parallel_cold_loads_in_several_processes_all_succeed() {
     const PROCESSES: usize = 6;
+    let small = rust_tools();
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     // One signing key and one compiled-code key beside it, each made by
     // whichever process comes first and read by the others.
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            fabric_cmd(data.path(), &keys.path().join("key"))
+            fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
                 .arg("precompile")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -445,8 +458,8 @@ fn parallel_cold_loads_in_several_processes_all_succeed() {
             text(&out.stdout)
         );
     }
-    // One compiled entry per example tool (text, fs, http, redis).
-    let tools = std::fs::read_dir(common::example_tools()).unwrap().count();
+    // One compiled entry per tool (text, fs, http, redis).
+    let tools = std::fs::read_dir(small.path()).unwrap().count();
     assert_eq!(cache_entries(data.path()).len(), tools);
     // One compiled-code key, private, made by exactly one of them.
     let key = keys.path().join("compiled.key");
@@ -483,9 +496,10 @@ fn entry_of(data: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn swapped_compiled_code_is_recompiled_not_run() {
+    let small = rust_tools();
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+    let out = fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
         .arg("precompile")
         .output()
         .unwrap();
@@ -493,7 +507,7 @@ fn swapped_compiled_code_is_recompiled_not_run() {
     let (echo, http) = (entry_of(data.path(), "text"), entry_of(data.path(), "http"));
     std::fs::copy(&http, &echo).unwrap();
 
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+    let out = fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
         .args(["call", "text.echo", r#"{"text":"still me"}"#])
         .output()
         .unwrap();
@@ -507,7 +521,7 @@ fn swapped_compiled_code_is_recompiled_not_run() {
         "{warning}"
     );
     // Replaced: the next start loads it silently.
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+    let out = fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
         .args(["call", "text.echo", r#"{"text":"again"}"#])
         .output()
         .unwrap();
