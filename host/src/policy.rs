@@ -1055,6 +1055,29 @@ mod tests {
     }
 
     #[test]
+    fn exports_choose_which_functions_are_tools() {
+        let p = Policy::parse(
+            "[exports]\nexpose = [\"top-*\", \"summarize\", \"init\"]\nhide = [\"top-secret\"]\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(p.exports.shows("summarize", false));
+        assert!(p.exports.shows("top-words", false));
+        assert!(!p.exports.shows("top-secret", false), "hide wins");
+        assert!(!p.exports.shows("other", false), "not exposed");
+        assert!(p.exports.shows("init", true), "a helper named exactly");
+        let default = Policy::default();
+        assert!(default.exports.shows("anything", false));
+        assert!(
+            !default.exports.shows("init", true),
+            "helpers hidden by default"
+        );
+        let err =
+            Policy::parse("[exports]\nhide = [\"words.init\"]\n", Path::new(".")).unwrap_err();
+        assert!(err.0.starts_with("exports.hide"), "{err:?}");
+    }
+
+    #[test]
     fn empty_file_is_the_default_policy() {
         let p = parse("").unwrap();
         assert_eq!(p.limits, Policy::default().limits);
