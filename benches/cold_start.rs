@@ -41,18 +41,14 @@ fn main() {
         .build()
         .unwrap();
 
+    let linked = runtime
+        .block_on(callable.component.linked())
+        .expect("text.echo compiles");
+    let func = linked.func(callable).expect("text.echo exported");
     let halt = std::sync::Arc::new(sandbox::Halt::default());
     let cold = runtime.block_on(async {
         measure(iters, || async {
-            let run = sandbox::run(
-                &callable.component.pre,
-                &callable.func,
-                1,
-                &policy,
-                &params,
-                &halt,
-            )
-            .await;
+            let run = sandbox::run(&linked.pre, &func, 1, &policy, &params, &halt).await;
             assert!(matches!(run.end, RunEnd::Returned(_)), "{:?}", run.end);
         })
         .await

@@ -6,7 +6,9 @@
 
 mod audit_cmd;
 mod bench_cmd;
+mod docs_cmd;
 mod guard_cmd;
+mod new_cmd;
 mod otel;
 mod policy_cmd;
 mod serve_cmd;
@@ -140,6 +142,16 @@ enum Command {
     /// through the whole pipeline, beside a reused instance and a process per
     /// call; percentiles, phases, memory, an optional SVG plot.
     Bench(bench_cmd::BenchArgs),
+    /// Compile every tool component now, into the compiled-code cache under
+    /// --data that `call` and `serve` share, so that no first call waits for
+    /// a compiler. Lists each component; exit 1 if any fails, with why.
+    Precompile,
+    /// Scaffold a new tool (WIT world, source, policy) that builds with
+    /// `scripts/build-tools NAME` and runs with no edits.
+    New(new_cmd::NewArgs),
+    /// Tool descriptions: embed WIT doc comments into a component.
+    #[command(subcommand)]
+    Docs(docs_cmd::DocsCommand),
     /// Check tool policies without running anything.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -157,6 +169,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_pipe();
+    }
     otel::init_logs(cli.log_format);
     match run(cli) {
         Ok(code) => code,
@@ -177,6 +192,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     code
+}
+
+/// Lets a closed stdout (`fabric call … | head -1`) end the process quietly,
+/// as it ends other Unix tools, instead of a panic in `println!`. Not for
+/// `serve`, which must outlive any one reader.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of SIGPIPE (Rust's runtime
+    // sets it to ignored) before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitCode> {
@@ -205,6 +231,9 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
         Command::Bench(args) => bench_cmd::bench(args, &options),
         Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
+        Command::Precompile => precompile(&open(&options)?),
+        Command::New(args) => new_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Docs(command) => docs_cmd::run(command).map(|()| ExitCode::SUCCESS),
         Command::Tools { json } => {
             let fabric = open(&options)?;
             report_problems(&fabric);
@@ -345,6 +374,33 @@ pub(crate) fn open(options: &Options) -> Result<Fabric> {
             anyhow::anyhow!("{e} (--policies DIR)")
         }
         e => e.into(),
+    })
+}
+
+/// `fabric precompile`: compiles every component, one line per component.
+fn precompile(fabric: &Fabric) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let started = std::time::Instant::now();
+    let done = runtime.block_on(fabric.precompile());
+    let mut failed = 0;
+    for (file, outcome) in &done {
+        match outcome {
+            Ok(()) => println!("ok      {}", file.display()),
+            Err(reason) => {
+                failed += 1;
+                println!("failed  {}: {reason}", file.display());
+            }
+        }
+    }
+    eprintln!(
+        "{} components compiled or found in the cache, {failed} failed, in {:.1} s",
+        done.len() - failed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_OK)
     })
 }
 

@@ -11,19 +11,27 @@ fn fabric(args: &[&str]) -> Output {
     fabric_with_stdin(args, None)
 }
 
-fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
-    let tools = common::example_tools();
+/// `fabric ARGS` over the bundled tools, with its own data directory and
+/// key (kept alive by the returned guards).
+fn command(args: &[&str]) -> (Command, [tempfile::TempDir; 2]) {
     let data = common::data_dir();
     let keys = common::keys_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fabric"));
+    command
         .current_dir(common::repo())
         .arg("--tools")
-        .arg(&tools)
+        .arg(common::example_tools())
         .arg("--data")
         .arg(data.path())
         .arg("--audit-key")
         .arg(keys.path().join("key"))
-        .args(args)
+        .args(args);
+    (command, [data, keys])
+}
+
+fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    let (mut command, _dirs) = command(args);
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -336,4 +344,27 @@ fn guard_eval_names_the_line_of_a_bad_case() {
         err.contains("cases.jsonl:2") && err.contains("\"injected\": bool"),
         "{err}"
     );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_process_quietly() {
+    use std::io::Read;
+    let (mut command, _dirs) = command(&["call", "text.echo", r#"{"text": "hi"}"#, "--json"]);
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fabric runs");
+    // The reader goes away before anything is written, like `| head -0`.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    child.wait().expect("fabric finishes");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
 }

@@ -21,17 +21,34 @@ fn copy_text_tool(to: &Path, name: &str) {
     .unwrap();
 }
 
+/// A tools directory holding copies of the bundled Rust tools (small and
+/// quick to compile), for tests that compile every component.
+fn rust_tools() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["text", "fs", "http", "redis"] {
+        let from = common::example_tools().join(format!("{name}.wasm"));
+        std::fs::copy(from, dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}
+
 fn open(tools: &Path, policies: &Path) -> Fabric {
     Fabric::open(&common::options(tools, policies, None, None)).unwrap()
 }
 
+/// Every problem reported for `file`, one per line.
 fn problem_for(f: &Fabric, file: &str) -> String {
     let problems = f.problems();
-    problems
+    let found: Vec<String> = problems
         .iter()
-        .find(|p| p.file.file_name().unwrap() == file)
-        .unwrap_or_else(|| panic!("no problem reported for {file}: {problems:?}"))
-        .to_string()
+        .filter(|p| p.file.file_name().unwrap() == file)
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no problem reported for {file}: {problems:?}"
+    );
+    found.join("\n")
 }
 
 #[test]
@@ -60,6 +77,10 @@ fn broken_components_are_reported_and_the_rest_load() {
 
     let none = common::policies(&[]);
     let f = open(t, none.path());
+    // Linking is found out by compiling, which `precompile` (or a call) does.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(f.precompile());
     assert!(problem_for(&f, "notwasm.wasm").contains("not a WebAssembly file"));
     assert!(
         problem_for(&f, "core.wasm").contains("not a valid component"),
@@ -73,7 +94,8 @@ fn broken_components_are_reported_and_the_rest_load() {
         "{unlinkable}"
     );
     assert!(problem_for(&f, "Bad Name.wasm").contains("not a valid tool name"));
-    assert_eq!(f.problems().len(), 5, "{:?}", f.problems());
+    // unlinkable.wasm also exports nothing: two problems.
+    assert_eq!(f.problems().len(), 6, "{:?}", f.problems());
 
     let names: Vec<String> = f
         .tools(&Caller::Local)
@@ -99,9 +121,12 @@ fn a_bad_policy_keeps_its_tool_out_and_names_file_and_key() {
             && problem.contains("not a size"),
         "{problem}"
     );
-    assert!(f.tool(&Caller::Local, "strict.echo").is_none());
+    let listed = f.tool(&Caller::Local, "strict.echo").expect("listed");
+    assert!(!listed.available);
+    assert!(listed.reason.unwrap().contains("limits.memory"));
     let r = common::call(&f, "strict.echo", json!({"text": "x"}));
     assert_eq!(r.outcome, Outcome::UnknownTool);
+    assert!(r.error.unwrap().message.contains("its policy is invalid"));
     assert_eq!(
         common::call(&f, "fine.echo", json!({"text": "x"})).outcome,
         Outcome::Ok
@@ -118,6 +143,10 @@ fn compiled_components_are_cached_by_digest() {
     let key = keys.path().join("key");
     let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
     let first = Fabric::open(&options).unwrap();
+    // Listing the tools compiles nothing; the first call compiles.
+    assert_eq!(first.tools(&Caller::Local).len(), 2);
+    assert!(!data.path().join("compiled").exists());
+    common::call(&first, "cached.echo", json!({"text": "x"}));
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
         .unwrap()
@@ -279,8 +308,13 @@ fn a_fifo_or_dangling_link_as_a_policy_is_an_error_not_the_default() {
     );
     let dangling = problem_for(&f, "dangling.wasm");
     assert!(dangling.contains("dangling.toml"), "{dangling}");
-    assert!(f.registry().get("piped.echo").is_none());
-    assert!(f.registry().get("dangling.echo").is_none());
+    for name in ["piped.echo", "dangling.echo"] {
+        let listed = f.tool(&Caller::Local, name).expect("listed");
+        assert!(
+            !listed.available,
+            "{name} must not run on the default policy"
+        );
+    }
 }
 
 /// Warnings logged on this thread while `f` runs.
@@ -325,12 +359,13 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
     // log and signing key, as separate Fabrics in one process would.
     let compiled = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
+    let small = rust_tools();
     let fabrics: Vec<(tempfile::TempDir, Options)> = (0..THREADS)
         .map(|i| {
             let data = tempfile::tempdir().unwrap();
             std::os::unix::fs::symlink(compiled.path(), data.path().join("compiled")).unwrap();
             let options = common::options(
-                &common::example_tools(),
+                small.path(),
                 &common::repo().join("policies"),
                 Some(data.path()),
                 Some(&keys.path().join(format!("key-{i}"))),
@@ -345,8 +380,14 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
             let (options, start) = (options.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                let (opened, warnings) = warnings_during(|| Fabric::open(&options));
-                let f = opened.expect("opens");
+                let (opened, warnings) = warnings_during(|| {
+                    let f = Fabric::open(&options).expect("opens");
+                    let runtime = tokio::runtime::Runtime::new().unwrap();
+                    let compiled = runtime.block_on(f.precompile());
+                    assert!(compiled.iter().all(|(_, r)| r.is_ok()), "{compiled:?}");
+                    f
+                });
+                let f = opened;
                 let echo = common::call(&f, "text.echo", json!({"text": "par"}));
                 (f.registry().problems().len(), echo.output, warnings)
             })
@@ -360,7 +401,7 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
     }
     let entries = cache_entries(fabrics[0].0.path());
     // One per example tool (text, fs, http, redis).
-    let tools = std::fs::read_dir(common::example_tools()).unwrap().count();
+    let tools = std::fs::read_dir(small.path()).unwrap().count();
     assert_eq!(
         entries.len(),
         tools,
@@ -371,12 +412,12 @@ fn parallel_cold_loads_in_one_process_all_succeed() {
     assert!(reopened.is_ok() && warnings.is_empty(), "{warnings:#?}");
 }
 
-/// `fabric --tools build/tools --data DATA --audit-key KEY`.
-fn fabric_cmd(data: &Path, key: &Path) -> Command {
+/// `fabric --tools TOOLS --data DATA --audit-key KEY`.
+fn fabric_cmd(tools: &Path, data: &Path, key: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric"));
     cmd.current_dir(common::repo())
         .arg("--tools")
-        .arg(common::example_tools())
+        .arg(tools)
         .arg("--data")
         .arg(data)
         .arg("--audit-key")
@@ -391,14 +432,15 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn parallel_cold_loads_in_several_processes_all_succeed() {
     const PROCESSES: usize = 6;
+    let small = rust_tools();
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     // One signing key and one compiled-code key beside it, each made by
     // whichever process comes first and read by the others.
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
-            fabric_cmd(data.path(), &keys.path().join("key"))
-                .arg("tools")
+            fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
+                .arg("precompile")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -408,11 +450,16 @@ fn parallel_cold_loads_in_several_processes_all_succeed() {
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
-        assert!(text(&out.stdout).lines().any(|l| l == "text.echo"));
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.ends_with("text.wasm")),
+            "{}",
+            text(&out.stdout)
+        );
     }
-    // One compiled entry per example tool (text, fs, http, redis).
-    let tools = std::fs::read_dir(common::example_tools()).unwrap().count();
+    // One compiled entry per tool (text, fs, http, redis).
+    let tools = std::fs::read_dir(small.path()).unwrap().count();
     assert_eq!(cache_entries(data.path()).len(), tools);
     // One compiled-code key, private, made by exactly one of them.
     let key = keys.path().join("compiled.key");
@@ -449,17 +496,18 @@ fn entry_of(data: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn swapped_compiled_code_is_recompiled_not_run() {
+    let small = rust_tools();
     let data = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
-        .arg("tools")
+    let out = fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
+        .arg("precompile")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (echo, http) = (entry_of(data.path(), "text"), entry_of(data.path(), "http"));
     std::fs::copy(&http, &echo).unwrap();
 
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+    let out = fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
         .args(["call", "text.echo", r#"{"text":"still me"}"#])
         .output()
         .unwrap();
@@ -473,7 +521,7 @@ fn swapped_compiled_code_is_recompiled_not_run() {
         "{warning}"
     );
     // Replaced: the next start loads it silently.
-    let out = fabric_cmd(data.path(), &keys.path().join("key"))
+    let out = fabric_cmd(small.path(), data.path(), &keys.path().join("key"))
         .args(["call", "text.echo", r#"{"text":"again"}"#])
         .output()
         .unwrap();
@@ -490,15 +538,22 @@ fn a_cache_entry_linked_to_a_device_is_replaced_unread() {
     let none = common::policies(&[]);
     let key = keys.path().join("key");
     let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
-    drop(Fabric::open(&options).unwrap());
+    common::call(
+        &Fabric::open(&options).unwrap(),
+        "text.echo",
+        json!({"text": "x"}),
+    );
     let entry = entry_of(data.path(), "text");
     std::fs::remove_file(&entry).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &entry).unwrap();
-    let (f, warnings) = warnings_during(|| Fabric::open(&options).unwrap());
-    assert_eq!(
-        common::call(&f, "text.echo", json!({"text": "ok"})).output,
-        json!("ok")
-    );
+    let (_f, warnings) = warnings_during(|| {
+        let f = Fabric::open(&options).unwrap();
+        assert_eq!(
+            common::call(&f, "text.echo", json!({"text": "ok"})).output,
+            json!("ok")
+        );
+        f
+    });
     assert!(
         warnings.iter().any(|w| w.contains("unreadable")),
         "{warnings:#?}"
@@ -561,4 +616,59 @@ fn a_missing_policies_directory_stops_start_up() {
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     let out = run_in(dir.path(), &["call", "text.echo", r#"{"text":"x"}"#]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_component_that_cannot_link_is_listed_unavailable_with_why() {
+    let tools = tempfile::tempdir().unwrap();
+    let t = tools.path();
+    copy_text_tool(t, "good");
+    let unlinkable = wat::parse_str(
+        r#"(component
+             (import "acme:missing/api@1.0.0" (instance (export "f" (func))))
+             (core module $m (func (export "g")))
+             (core instance $i (instantiate $m))
+             (func $g (canon lift (core func $i "g")))
+             (export "g" (func $g))
+           )"#,
+    )
+    .unwrap();
+    std::fs::write(t.join("broken.wasm"), unlinkable).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let none = common::policies(&[]);
+    let key = keys.path().join("key");
+    let options = common::options(t, none.path(), Some(data.path()), Some(&key));
+    let f = Fabric::open(&options).unwrap();
+    // Not known before it is compiled: listed, and the call finds out.
+    assert!(f.tool(&Caller::Local, "broken.g").unwrap().available);
+    let r = common::call(&f, "broken.g", json!({}));
+    assert_eq!(r.outcome, Outcome::UnknownTool);
+    let message = r.error.unwrap().message;
+    assert!(
+        message.contains("is unavailable") && message.contains("acme:missing/api"),
+        "{message}"
+    );
+    let listed = f.tool(&Caller::Local, "broken.g").unwrap();
+    assert!(!listed.available);
+    assert!(listed.reason.unwrap().contains("cannot be linked"));
+    // The good tool still works.
+    let r = common::call(&f, "good.echo", json!({"text": "fine"}));
+    assert_eq!(r.output, json!("fine"));
+    drop(f);
+    // The next start knows without compiling: the failure is remembered.
+    let f = Fabric::open(&options).unwrap();
+    let listed = f.tool(&Caller::Local, "broken.g").unwrap();
+    assert!(!listed.available, "remembered");
+    assert!(problem_for(&f, "broken.wasm").contains("acme:missing/api"));
+    drop(f);
+    // A component that does not even decode: its tools answer why.
+    std::fs::write(t.join("garbled.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let f = Fabric::open(&options).unwrap();
+    let r = common::call(&f, "garbled.anything", json!({}));
+    assert_eq!(r.outcome, Outcome::UnknownTool);
+    assert!(
+        r.error.unwrap().message.contains("not a valid component"),
+        "the reason, not just 'unknown tool'"
+    );
 }

@@ -187,9 +187,12 @@ fn a_vanished_mount_is_a_host_fault_naming_key_and_path() {
         .enable_all()
         .build()
         .expect("runtime");
+    let linked = runtime
+        .block_on(callable.component.linked())
+        .expect("fs compiles");
     let run = runtime.block_on(sandbox::run(
-        &callable.component.pre,
-        &callable.func,
+        &linked.pre,
+        &linked.func(callable).expect("fs.list exported"),
         1,
         &callable.component.policy,
         &[Val::String("/shared".into())],

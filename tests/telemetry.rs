@@ -436,6 +436,14 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 
+    // The tools were compiled (or found compiled) on their first call.
+    let lookups: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("fabric_compile_cache_lookups_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(lookups >= 1.0, "no compile cache lookup counted:\n{text}");
+
     // promtool (Debian's prometheus package) checks format and naming.
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])

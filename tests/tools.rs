@@ -240,3 +240,66 @@ fn spotlighting_marks_outputs_that_pass_and_says_which_mode() {
         .get("spotlight")
         .is_none());
 }
+
+#[test]
+fn words_the_python_tool_summarizes_and_ranks() {
+    let f = common::open(&common::example_tools(), &common::repo().join("policies"));
+    let text = "The cat and the hat. The end!";
+    let r = common::call(&f, "words.summarize", json!({ "text": text }));
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+    assert_eq!(
+        r.output,
+        json!({"words": 7, "distinct": 5, "sentences": 2, "mean-word-length": 3.0})
+    );
+    let r = common::call(&f, "words.top-words", json!({ "text": text, "n": 2 }));
+    assert_eq!(
+        r.output,
+        json!([{"word": "the", "count": 3}, {"word": "and", "count": 1}])
+    );
+    let r = common::call(&f, "words.top-words", json!({ "text": text, "n": 0 }));
+    assert_eq!(r.outcome, Outcome::ToolError);
+    assert_eq!(r.error.unwrap().message, "n must be at least 1");
+}
+
+#[test]
+fn jsq_the_javascript_tool_queries_json() {
+    let f = common::open(&common::example_tools(), &common::repo().join("policies"));
+    let doc = r#"{"items": [{"name": "a"}, {"name": "b"}], "count": 2}"#;
+    let r = common::call(
+        &f,
+        "jsq.get",
+        json!({"document": doc, "path": "items.1.name"}),
+    );
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+    assert_eq!(r.output, json!("\"b\""));
+    let r = common::call(&f, "jsq.keys", json!({ "document": doc }));
+    assert_eq!(r.output, json!(["count", "items"]));
+    let r = common::call(&f, "jsq.get", json!({"document": doc, "path": "nope"}));
+    assert_eq!(r.outcome, Outcome::ToolError);
+    assert!(r.error.unwrap().message.contains("has no \"nope\""));
+    let r = common::call(&f, "jsq.keys", json!({"document": "[1"}));
+    assert!(r.error.unwrap().message.contains("not JSON"));
+}
+
+#[test]
+fn python_and_javascript_tools_are_described_and_helpers_hidden() {
+    let f = common::open(&common::example_tools(), &common::repo().join("policies"));
+    let tools = f.tools(&fabric_host::Caller::Local);
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    for (name, words) in [
+        ("words.summarize", "Counts the words"),
+        ("words.top-words", "most frequent words"),
+        ("jsq.get", "The value at `path`"),
+        ("jsq.keys", "The keys of the JSON object"),
+    ] {
+        let tool = tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} listed: {names:?}"));
+        let description = tool.description.as_deref().unwrap_or_default();
+        assert!(description.contains(words), "{name}: {description:?}");
+    }
+    // componentize-py's pre-initialisation hook is not a tool.
+    assert!(!names.contains(&"words.init"), "{names:?}");
+    assert!(names.iter().all(|n| !n.ends_with(".init")), "{names:?}");
+}

@@ -468,7 +468,7 @@ impl Fabric {
             &linker,
             &options.tools_dir,
             &options.policies_dir,
-            cache.as_ref(),
+            cache,
             &options.host,
         )?;
         let audit = match &options.data_dir {
@@ -523,9 +523,17 @@ impl Fabric {
             .map(ToolInfo::of)
     }
 
-    /// What failed to load: components, policies, single functions.
-    pub fn problems(&self) -> &[LoadProblem] {
+    /// What failed to load: components, policies, single functions, and
+    /// components found not to compile or link (by a call, `precompile`, or
+    /// a failure remembered in the compiled-code cache).
+    pub fn problems(&self) -> Vec<LoadProblem> {
         self.registry.problems()
+    }
+
+    /// Compiles and links every component not compiled yet (from the cache
+    /// where it can): each component file and whether it compiled, or why not.
+    pub async fn precompile(&self) -> Vec<(PathBuf, Result<(), String>)> {
+        self.registry.precompile().await
     }
 
     /// Tools whose circuit breaker is open or half-open.
@@ -555,8 +563,12 @@ impl Fabric {
             .into_iter()
             .map(|c| (c.tool, if c.state == "open" { 2 } else { 1 }))
             .collect();
-        self.metrics
-            .render(self.load(), &self.anomalies(), &circuits)
+        self.metrics.render(
+            self.load(),
+            &self.anomalies(),
+            &circuits,
+            self.registry.cache_lookups(),
+        )
     }
 
     /// Where call spans go.
@@ -609,14 +621,15 @@ impl Fabric {
             .set_fuel(u64::MAX)
             .map(|()| store.set_epoch_deadline(u64::MAX / 2));
         unlimited.map_err(|e| format!("{e:#}"))?;
-        let instance = callable
-            .component
+        let linked = callable.component.linked().await?;
+        let func = linked.func(callable)?;
+        let instance = linked
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| format!("instantiating {tool} failed: {e:#}"))?;
         let func = instance
-            .get_func(&mut store, callable.func)
+            .get_func(&mut store, func)
             .ok_or_else(|| format!("{tool} is not exported"))?;
         let results = usize::from(!matches!(callable.returns, Returns::Nothing));
         let mut out = vec![Val::Bool(false); results];
@@ -841,6 +854,19 @@ impl Fabric {
             Ok(params) => params,
             Err(ending) => return Done::before_run(ending, Some(callable)).timed(clock),
         };
+        // Compiled on its first call (outside the call's limits and slots).
+        let linked = match callable.component.linked().await {
+            Ok(linked) => linked.func(callable).map(|func| (linked, func)),
+            Err(reason) => Err(reason),
+        };
+        clock.phases.instantiate = clock.lap("link");
+        let (linked, func) = match linked {
+            Ok(linked) => linked,
+            Err(reason) => {
+                let ending = unavailable(cap(&call.tool, MAX_NAME).as_ref(), &reason);
+                return Done::before_run(ending, Some(callable)).timed(clock);
+            }
+        };
         let policy = &*callable.component.policy;
         // The slots are held until the call's record is written.
         let entered = self.admission.enter(call, policy).await;
@@ -855,20 +881,14 @@ impl Fabric {
         let limits = capped.as_ref().unwrap_or(policy);
         let results = usize::from(!matches!(callable.returns, Returns::Nothing));
         let started = Instant::now();
-        let run = sandbox::run(
-            &callable.component.pre,
-            &callable.func,
-            results,
-            limits,
-            &params,
-            &self.halt,
-        )
-        .instrument(tracing::info_span!("sandbox"))
-        .await;
+        let run = sandbox::run(&linked.pre, &func, results, limits, &params, &self.halt)
+            .instrument(tracing::info_span!("sandbox"))
+            .await;
         let wall_us = started.elapsed().as_micros() as u64;
         let sandboxed = clock.split(run.instantiate, "instantiate", "run");
-        clock.phases.instantiate = run.instantiate.min(sandboxed);
-        clock.phases.run = sandboxed - clock.phases.instantiate;
+        let instantiated = run.instantiate.min(sandboxed);
+        clock.phases.instantiate += instantiated;
+        clock.phases.run = sandboxed - instantiated;
         let guard = match &capped {
             Some(p) => Cow::Owned(GuardConfig {
                 output_limit: p.limits.output,
@@ -916,6 +936,9 @@ impl Fabric {
     fn resolve(&self, caller: &Caller, name: &str) -> Result<&Callable, Ending> {
         let shown = cap(name, MAX_NAME);
         let Some(tool) = self.registry.get(name) else {
+            if let Some(reason) = self.registry.broken(name) {
+                return Err(unavailable(&shown, reason));
+            }
             let visible = self
                 .registry
                 .tools()
@@ -928,15 +951,25 @@ impl Fabric {
                 Value::Null,
             ));
         };
-        match &tool.status {
-            Status::Ready(callable) => Ok(callable),
-            Status::Unavailable(reason) => Err(Ending::failed(
-                Outcome::UnknownTool,
-                format!("tool {shown:?} is unavailable: {reason}"),
-                Value::Null,
-            )),
+        match (&tool.status, tool.unavailable()) {
+            (Status::Ready(callable), None) => Ok(callable),
+            (_, reason) => Err(unavailable(&shown, reason.unwrap_or_default())),
         }
     }
+}
+
+/// The ending of a call of a tool that is listed but cannot run: outcome
+/// `unknown_tool` (nothing ran), with the reason.
+fn unavailable(tool: &str, reason: &str) -> Ending {
+    Ending::failed(
+        Outcome::UnknownTool,
+        cap(
+            &format!("tool {tool:?} is unavailable: {reason}"),
+            MAX_MESSAGE,
+        )
+        .into_owned(),
+        json!({ "unavailable": cap(reason, MAX_MESSAGE) }),
+    )
 }
 
 /// The arguments as WIT values, or `invalid_arguments` naming the pointer.

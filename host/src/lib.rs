@@ -47,10 +47,13 @@
 //! - `engine` (internal): the one `Engine` (component model, fuel, epochs,
 //!   pooling allocator with copy-on-write images), the WASI linker and the
 //!   epoch timer.
-//! - `registry` (internal): loads `NAME.wasm` components once (regular
-//!   files only, size-capped), caches their compiled code under a per-host
-//!   keyed hash, pre-links them, and turns their exported functions into
-//!   tools with JSON Schemas and descriptions.
+//! - `registry` (internal): lists `NAME.wasm` components at start-up and
+//!   describes each when first needed (regular files only, size-capped; WIT
+//!   decoded from the binary, no compiling), turning its exported functions
+//!   (as its policy's `[exports]` chooses) into tools with JSON Schemas and
+//!   descriptions; compiles and pre-links a component on its first call (or
+//!   `precompile`), caching compiled code under a per-host keyed hash and
+//!   remembering failures.
 //! - `files` (internal): bounded reads of regular files only, and atomic
 //!   writes through fresh exclusive temporary files.
 //! - [`schema`]: the WIT ↔ JSON mapping: schemas, argument validation and

@@ -42,6 +42,12 @@ pub struct Grants {
 impl ToolInfo {
     pub(crate) fn of(tool: &Tool) -> ToolInfo {
         let (available, reason, grants, params) = match &tool.status {
+            Status::Ready(_) if tool.unavailable().is_some() => (
+                false,
+                tool.unavailable().map(str::to_string),
+                Grants::default(),
+                Vec::new(),
+            ),
             Status::Ready(c) => {
                 let policy = &c.component.policy;
                 let network = !policy.net.allow.is_empty();

@@ -266,20 +266,15 @@ impl Metrics {
         self.audit_batch.observe(records as f64);
     }
 
-    /// A compiled-code cache lookup.
-    pub(crate) fn compile_cache(&self, hit: bool) {
-        self.compile_cache
-            .with_label_values(&[if hit { "hit" } else { "miss" }])
-            .inc();
-    }
-
-    /// The Prometheus text exposition (format 0.0.4), with the gauges read
-    /// now: calls in flight and queued, anomalies raised, open circuits.
+    /// The Prometheus text exposition (format 0.0.4), with what is read
+    /// now: calls in flight and queued, anomalies raised, open circuits,
+    /// compiled-code cache lookups.
     pub fn render(
         &self,
         load: (usize, usize),
         anomalies: &[(String, u64)],
         circuits: &[(String, i64)],
+        cache_lookups: (u64, u64),
     ) -> String {
         // A poisoned lock only means another scrape panicked; go on.
         let _one_at_a_time = self
@@ -290,6 +285,10 @@ impl Metrics {
         self.queued.set(load.1 as i64);
         for (caller, n) in anomalies {
             let c = self.anomalies.with_label_values(&[caller.as_str()]);
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        for (result, n) in [("hit", cache_lookups.0), ("miss", cache_lookups.1)] {
+            let c = self.compile_cache.with_label_values(&[result]);
             c.inc_by(n.saturating_sub(c.get()));
         }
         self.circuits.reset();
@@ -342,8 +341,12 @@ mod tests {
             stages: &[],
         });
         m.audit_batch(3);
-        m.compile_cache(true);
-        let text = m.render((2, 1), &[("ci".into(), 4)], &[("slow.run".into(), 2)]);
+        let text = m.render(
+            (2, 1),
+            &[("ci".into(), 4)],
+            &[("slow.run".into(), 2)],
+            (1, 0),
+        );
         for line in [
             "fabric_tool_calls_total{caller=\"ci\",outcome=\"ok\",tool=\"text.echo\"} 1",
             "fabric_tool_calls_total{caller=\"\",outcome=\"unauthorized\",tool=\"\"} 1",

@@ -124,6 +124,57 @@ pub struct Policy {
     pub audit_payloads: Option<u64>,
     /// When the tool's circuit breaker opens, `[breaker]`.
     pub breaker: BreakerPolicy,
+    /// Which of the component's functions are tools, `[exports]`.
+    pub exports: Exports,
+}
+
+/// `[exports]`: which exported functions are listed and callable. Names are
+/// function names (the part of a tool's name after `NAME.`), with `*` as a
+/// wildcard. Known toolchain helpers (componentize-py's `init`) are hidden
+/// unless `expose` names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exports {
+    /// Only these are tools (`None`: every export not hidden).
+    pub expose: Option<Vec<String>>,
+    /// These are not tools.
+    pub hide: Vec<String>,
+}
+
+impl Exports {
+    /// Whether `function` is a tool, where `helper` says the toolchain made
+    /// it rather than the author (hidden unless `expose` names it exactly).
+    pub fn shows(&self, function: &str, helper: bool) -> bool {
+        if self.hide.iter().any(|p| glob_match(p, function)) {
+            return false;
+        }
+        match &self.expose {
+            Some(expose) if helper => expose.iter().any(|p| p == function),
+            Some(expose) => expose.iter().any(|p| glob_match(p, function)),
+            None => !helper,
+        }
+    }
+}
+
+/// `pattern` with `*` matching any run of characters.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(mut tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            loop {
+                if glob_match(rest, tail) {
+                    return true;
+                }
+                let mut chars = tail.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                tail = chars.as_str();
+            }
+        }
+    }
 }
 
 /// `[breaker]`: after `failures` consecutive traps, timeouts or fuel
@@ -224,6 +275,7 @@ impl Default for Policy {
             guard_spotlight: None,
             audit_payloads: None,
             breaker: BreakerPolicy::default(),
+            exports: Exports::default(),
         }
     }
 }
@@ -247,6 +299,16 @@ struct File {
     audit: FileAudit,
     #[serde(default)]
     breaker: FileBreaker,
+    #[serde(default)]
+    exports: FileExports,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileExports {
+    expose: Option<Vec<String>>,
+    #[serde(default)]
+    hide: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -620,6 +682,21 @@ impl Policy {
                     })?;
             }
         }
+        let expose = file.exports.expose.iter().flatten();
+        let named = (expose.map(|n| ("exports.expose", n)))
+            .chain(file.exports.hide.iter().map(|n| ("exports.hide", n)));
+        for (key, name) in named {
+            if name.is_empty() || name.contains('.') {
+                return Err((
+                    key.to_string(),
+                    format!("{name:?} is not a function name: write the part of the tool's name after NAME., e.g. \"summarize\" or \"debug-*\""),
+                ));
+            }
+        }
+        policy.exports = Exports {
+            expose: file.exports.expose,
+            hide: file.exports.hide,
+        };
         Ok(policy)
     }
 }
@@ -794,7 +871,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions/score/spotlight, [audit] payloads/payload_limit, [breaker] failures/window/cooldown)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions/score/spotlight, [audit] payloads/payload_limit, [breaker] failures/window/cooldown, [exports] expose/hide)"
     } else {
         ""
     }
@@ -975,6 +1052,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<Policy, (String, String)> {
         Policy::parse(text, Path::new(env!("CARGO_MANIFEST_DIR")))
+    }
+
+    #[test]
+    fn exports_choose_which_functions_are_tools() {
+        let p = Policy::parse(
+            "[exports]\nexpose = [\"top-*\", \"summarize\", \"init\"]\nhide = [\"top-secret\"]\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(p.exports.shows("summarize", false));
+        assert!(p.exports.shows("top-words", false));
+        assert!(!p.exports.shows("top-secret", false), "hide wins");
+        assert!(!p.exports.shows("other", false), "not exposed");
+        assert!(p.exports.shows("init", true), "a helper named exactly");
+        let default = Policy::default();
+        assert!(default.exports.shows("anything", false));
+        assert!(
+            !default.exports.shows("init", true),
+            "helpers hidden by default"
+        );
+        let err =
+            Policy::parse("[exports]\nhide = [\"words.init\"]\n", Path::new(".")).unwrap_err();
+        assert!(err.0.starts_with("exports.hide"), "{err:?}");
     }
 
     #[test]

@@ -1,23 +1,32 @@
-//! The registry: every component in the tools directory, compiled, linked
-//! and introspected once at start-up.
+//! The registry: every component in the tools directory, described when
+//! first needed and compiled on first call.
 //!
-//! For each `NAME.wasm` it reads the file (a regular file no larger than the
-//! limit; a symbolic link only to a file inside the tools directory),
-//! computes the blake3 digest, loads the compiled artifact from the
-//! [`CodeCache`] (checking that it was made by this host from these very
-//! bytes) or compiles and stores it, pre-links it against the WASI linker
-//! ([`InstancePre`]), loads `policies/NAME.toml`, decodes the component's WIT
-//! to learn its exported functions with their types and docs, and derives
-//! each tool's JSON Schemas.
+//! Opening the registry only lists `NAME.wasm` files, so start-up costs the
+//! same with 3 components or 30. A component is *described* the first time
+//! one of its tools is looked up or the tools are listed: the file is read
+//! (a regular file no larger than the limit; a symbolic link only to a file
+//! inside the tools directory), hashed (blake3), its policy
+//! `policies/NAME.toml` loaded, and its WIT decoded from the binary (no
+//! compiling) to learn its exported functions with their types and docs and
+//! derive each tool's JSON Schemas. It is *compiled and linked* on the first
+//! call of one of its tools (or by [`Registry::precompile`]): the compiled
+//! artifact comes from the [`CodeCache`] (checked to be made by this host
+//! from these very bytes) or is compiled off the async reactor and stored,
+//! then pre-linked against the WASI linker ([`InstancePre`]).
 //!
 //! A component that fails any of this is a [`LoadProblem`] naming the file
 //! (and the function, where one is to blame) and why; the other components
-//! still load. A function whose types the JSON mapping cannot carry is
-//! listed as unavailable, with the reason.
+//! still work. Its tools are listed as unavailable with the reason, and a
+//! call of one answers that reason. A failure to compile or link is
+//! remembered in the cache beside the compiled code (`DIGEST-ENGINE.failed`)
+//! so that later listings show it without compiling again. A function whose
+//! types the JSON mapping cannot carry is listed as unavailable, with the
+//! reason.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
@@ -83,16 +92,74 @@ impl std::fmt::Display for LoadProblem {
     }
 }
 
-/// A loaded component: what every call of its tools shares.
+/// A described component: what every call of its tools shares. Its code
+/// is compiled and linked on first use ([`Loaded::linked`]).
 pub struct Loaded {
     /// blake3 digest of the component's bytes.
     pub digest: blake3::Hash,
-    /// The component pre-linked against the WASI linker.
-    pub pre: InstancePre<State>,
     /// Its policy.
     pub policy: Arc<Policy>,
     /// The output guard its policy configures.
     pub guard: GuardConfig,
+    file: PathBuf,
+    /// `(exported interface, function)` of each callable, by its slot.
+    exports: Vec<(Option<String>, String)>,
+    shared: Arc<Shared>,
+    /// Why it cannot be compiled or linked, remembered from an earlier try.
+    failed_before: Option<String>,
+    code: tokio::sync::OnceCell<Result<Linked, String>>,
+}
+
+/// A component compiled and pre-linked against the WASI linker.
+pub struct Linked {
+    /// The pre-linked component.
+    pub pre: InstancePre<State>,
+    /// Each callable's export index (resolved once), by its slot.
+    funcs: Vec<Option<ComponentExportIndex>>,
+}
+
+impl Linked {
+    /// The export index of `callable`'s function.
+    pub fn func(&self, callable: &Callable) -> Result<ComponentExportIndex, String> {
+        self.funcs
+            .get(callable.slot)
+            .copied()
+            .flatten()
+            .ok_or_else(|| "the component does not export this function".to_string())
+    }
+}
+
+impl Loaded {
+    /// The component compiled and linked: the first caller compiles (off
+    /// the async reactor, or from the cache), the others wait for it.
+    pub async fn linked(&self) -> Result<&Linked, String> {
+        if let Some(reason) = &self.failed_before {
+            return Err(reason.clone());
+        }
+        let code = self.code.get_or_init(|| async {
+            let (shared, file, digest) = (self.shared.clone(), self.file.clone(), self.digest);
+            let exports = self.exports.clone();
+            // Its warnings go where the caller's would.
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    span.in_scope(|| shared.link(&file, digest, &exports))
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("compiling it failed: {e}")))
+        });
+        code.await.as_ref().map_err(Clone::clone)
+    }
+
+    /// Why it cannot be compiled or linked, if that is known.
+    pub fn failure(&self) -> Option<&str> {
+        match (&self.failed_before, self.code.get()) {
+            (Some(reason), _) | (None, Some(Err(reason))) => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// What a tool function returns, as the pipeline sees it.
@@ -125,9 +192,20 @@ pub struct Tool {
     pub status: Status,
 }
 
+impl Tool {
+    /// Why it cannot be called, if it cannot (as far as is known without
+    /// compiling it).
+    pub fn unavailable(&self) -> Option<&str> {
+        match &self.status {
+            Status::Ready(c) => c.component.failure(),
+            Status::Unavailable(reason) => Some(reason),
+        }
+    }
+}
+
 /// Whether a tool can be called.
 pub enum Status {
-    /// Callable.
+    /// Callable (once its component compiles and links).
     Ready(Callable),
     /// Listed but not callable, with the reason.
     Unavailable(String),
@@ -137,30 +215,71 @@ pub enum Status {
 pub struct Callable {
     /// Its component.
     pub component: Arc<Loaded>,
-    /// The function's export index (resolved once, no string lookups per call).
-    pub func: ComponentExportIndex,
+    /// Its function's place in the component's exports.
+    slot: usize,
     /// The parameters, in order.
     pub params: Vec<Param>,
     /// The return shape.
     pub returns: Returns,
 }
 
-/// All tools, by name.
-pub struct Registry {
+/// What is shared by every component of a registry.
+struct Shared {
+    engine: Engine,
+    linker: Linker<State>,
+    /// The cache and the largest artifact it may hold.
+    cache: Option<(CodeCache, u64)>,
+    policies_dir: PathBuf,
+    /// The tools directory, resolved.
+    inside: PathBuf,
+    host: HostConfig,
+}
+
+/// One `NAME.wasm`, described on first use.
+struct Entry {
+    file: PathBuf,
+    described: OnceLock<Described>,
+}
+
+/// A component's tools and what is wrong with it.
+struct Described {
     tools: BTreeMap<String, Tool>,
+    problems: Vec<LoadProblem>,
+    /// Why none of its tools are known (it could not be read or decoded).
+    broken: Option<String>,
+    /// The component, when it decodes and its policy loads.
+    loaded: Option<Arc<Loaded>>,
+}
+
+/// All tools, by name, in components described when first needed.
+pub struct Registry {
+    shared: Arc<Shared>,
+    components: BTreeMap<String, Entry>,
+    /// Files that cannot be components (bad names).
     problems: Vec<LoadProblem>,
 }
 
 impl Registry {
-    /// Loads every `*.wasm` in `tools_dir` of at most the host's
-    /// `max_component_size` bytes, with policies from `policies_dir` (which must exist), caching
-    /// compiled code in `cache` when given.
+    /// Compiled-code cache lookups so far: (hits, misses). Zero without a
+    /// cache.
+    pub fn cache_lookups(&self) -> (u64, u64) {
+        self.shared.cache.as_ref().map_or((0, 0), |(c, _)| {
+            (
+                c.hits.load(Ordering::Relaxed),
+                c.misses.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Lists every `*.wasm` in `tools_dir` (nothing is read yet), with
+    /// policies from `policies_dir` (which must exist), caching compiled
+    /// code in `cache` when given.
     pub fn load(
         engine: &Engine,
         linker: &Linker<State>,
         tools_dir: &Path,
         policies_dir: &Path,
-        cache: Option<&CodeCache>,
+        cache: Option<CodeCache>,
         host: &HostConfig,
     ) -> Result<Registry, RegistryError> {
         let tools_error = |source| RegistryError::Tools {
@@ -181,61 +300,359 @@ impl Registry {
                 problem,
             });
         }
-        let cache = cache.map(|c| (c, host.max_component_size.saturating_mul(ARTIFACT_GROWTH)));
+        let limit = host.max_component_size.saturating_mul(ARTIFACT_GROWTH);
+        let mut registry = Registry {
+            shared: Arc::new(Shared {
+                engine: engine.clone(),
+                linker: linker.clone(),
+                cache: cache.map(|c| (c, limit)),
+                policies_dir: policies_dir.into(),
+                inside,
+                host: host.clone(),
+            }),
+            components: BTreeMap::new(),
+            problems: Vec::new(),
+        };
         let mut files: Vec<PathBuf> = read
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
             .collect();
         files.sort();
-        let mut registry = Registry {
-            tools: BTreeMap::new(),
-            problems: Vec::new(),
-        };
         for file in files {
-            let problem = |function: Option<String>, message: String| LoadProblem {
-                file: file.clone(),
-                function,
-                message,
-            };
-            let bytes = match read_component(&inside, &file, host.max_component_size) {
-                Ok(bytes) => bytes,
-                Err(message) => {
-                    registry.problems.push(problem(None, message));
-                    continue;
-                }
-            };
-            match load_component(engine, linker, &file, &bytes, policies_dir, cache, host) {
-                Ok((tools, problems)) => {
-                    registry
-                        .problems
-                        .extend(problems.into_iter().map(|(f, m)| problem(f, m)));
-                    for tool in tools {
-                        registry.tools.insert(tool.name.clone(), tool);
-                    }
-                }
-                Err(message) => registry.problems.push(problem(None, message)),
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                registry.problems.push(LoadProblem {
+                    file,
+                    function: None,
+                    message: format!("{name:?} is not a valid tool name: rename the file to lower-case letters, digits, '-' and '_'"),
+                });
+                continue;
             }
+            let described = OnceLock::new();
+            registry.components.insert(name, Entry { file, described });
         }
         Ok(registry)
     }
 
-    /// The tool called `name`.
+    fn described<'a>(&'a self, entry: &'a Entry) -> &'a Described {
+        entry
+            .described
+            .get_or_init(|| self.shared.describe(&entry.file))
+    }
+
+    /// The tool called `name` (describing only its component).
     pub fn get(&self, name: &str) -> Option<&Tool> {
-        self.tools.get(name)
+        let component = name.split('.').next().unwrap_or_default();
+        let entry = self.components.get(component)?;
+        self.described(entry).tools.get(name)
     }
 
-    /// All tools, sorted by name.
+    /// Why the component a tool named `name` would belong to offers no
+    /// tools at all, if it exists and is broken that way.
+    pub fn broken(&self, name: &str) -> Option<&str> {
+        let component = name.split('.').next().unwrap_or_default();
+        let entry = self.components.get(component)?;
+        self.described(entry).broken.as_deref()
+    }
+
+    /// All tools, sorted by name (describing every component).
     pub fn tools(&self) -> impl Iterator<Item = &Tool> {
-        self.tools.values()
+        self.components
+            .values()
+            .flat_map(|entry| self.described(entry).tools.values())
     }
 
-    /// What failed to load.
-    pub fn problems(&self) -> &[LoadProblem] {
-        &self.problems
+    /// What failed to load, as far as is known without compiling: bad
+    /// files, policies, single functions, and compile or link failures met
+    /// before (describing every component).
+    pub fn problems(&self) -> Vec<LoadProblem> {
+        let mut problems = self.problems.clone();
+        for entry in self.components.values() {
+            let described = self.described(entry);
+            problems.extend(described.problems.iter().cloned());
+            let failed = described.loaded.as_ref().and_then(|l| l.failure());
+            if let Some(reason) = failed {
+                problems.push(LoadProblem {
+                    file: entry.file.clone(),
+                    function: None,
+                    message: reason.to_string(),
+                });
+            }
+        }
+        problems.sort_by(|a, b| a.file.cmp(&b.file));
+        problems
+    }
+
+    /// Compiles and links every component not yet compiled (from the cache
+    /// where it can), one at a time: each component's file and what became
+    /// of it.
+    pub async fn precompile(&self) -> Vec<(PathBuf, Result<(), String>)> {
+        let mut done = Vec::new();
+        for entry in self.components.values() {
+            let described = self.described(entry);
+            if let Some(reason) = &described.broken {
+                done.push((entry.file.clone(), Err(reason.clone())));
+                continue;
+            }
+            let outcome = match &described.loaded {
+                Some(component) => component.linked().await.map(|_| ()),
+                None => Err(described
+                    .problems
+                    .first()
+                    .map_or_else(|| "it cannot be loaded".to_string(), |p| p.message.clone())),
+            };
+            done.push((entry.file.clone(), outcome));
+        }
+        done
+    }
+}
+
+/// Toolchain helpers exported beside the author's functions, as
+/// `(exported interface, function)`: hidden unless a policy's
+/// `[exports] expose` names them.
+const HELPERS: &[(&str, &str)] = &[
+    // componentize-py's pre-initialisation hook (run once by its build).
+    ("exports", "init"),
+];
+
+impl Shared {
+    /// Reads, decodes and describes one component; never compiles it.
+    fn describe(self: &Arc<Self>, file: &Path) -> Described {
+        let mut described = Described {
+            tools: BTreeMap::new(),
+            problems: Vec::new(),
+            broken: None,
+            loaded: None,
+        };
+        let problem = |function: Option<String>, message: String| LoadProblem {
+            file: file.to_path_buf(),
+            function,
+            message,
+        };
+        let started = std::time::Instant::now();
+        let result = read_component(&self.inside, file, self.host.max_component_size)
+            .and_then(|bytes| self.describe_bytes(file, &bytes));
+        tracing::debug!(file = %file.display(), us = started.elapsed().as_micros() as u64, "described");
+        match result {
+            Ok((tools, problems, loaded)) => {
+                described.loaded = loaded;
+                described
+                    .problems
+                    .extend(problems.into_iter().map(|(f, m)| problem(f, m)));
+                for tool in tools {
+                    described.tools.insert(tool.name.clone(), tool);
+                }
+            }
+            Err(message) => {
+                described.problems.push(problem(None, message.clone()));
+                described.broken = Some(message);
+            }
+        }
+        described
+    }
+
+    fn describe_bytes(self: &Arc<Self>, file: &Path, bytes: &[u8]) -> Result<Description, String> {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !bytes.starts_with(b"\0asm") {
+            return Err("not a WebAssembly file".into());
+        }
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err("not a valid component: it is a core WebAssembly module; build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into());
+        }
+        let (resolve, world) = match wit_component::decode(bytes) {
+            Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
+            Ok(wit_component::DecodedWasm::WitPackage(..)) => {
+                return Err("this is a WIT package, not a runnable component".into())
+            }
+            Err(e) => {
+                return Err(format!(
+                    "not a valid component ({e:#}); a core module must be turned into a component first (wasm-tools component new)"
+                ))
+            }
+        };
+        let digest = blake3::hash(bytes);
+        let mut problems = Vec::new();
+        // A bad policy keeps every tool from running, but they are listed.
+        let policy = Policy::load_for(&self.policies_dir, &name, &self.host.maxima)
+            .map_err(|e| format!("its policy is invalid: {e}"));
+        if let Err(reason) = &policy {
+            problems.push((None, reason.clone()));
+        }
+        let exports_rule = policy
+            .as_ref()
+            .map(|p| p.exports.clone())
+            .unwrap_or_default();
+        let docs = Docs::read(bytes).unwrap_or_default();
+        let doc = |key: &str| docs.get(key).map(str::to_string);
+        let mut tools = Vec::new();
+        let mut exports = Vec::new();
+        // Ready tools wait for their component, made once the exports are known.
+        let mut ready: Vec<(usize, Vec<Param>, Returns)> = Vec::new();
+        let world = &resolve.worlds[world];
+        for (key, item) in &world.exports {
+            let (instance, functions): (Option<String>, Vec<&wit_parser::Function>) = match item {
+                WorldItem::Function(f) => (None, vec![f]),
+                WorldItem::Interface { id, .. } => (
+                    Some(resolve.name_world_key(key)),
+                    resolve.interfaces[*id].functions.values().collect(),
+                ),
+                WorldItem::Type { .. } => continue,
+            };
+            for f in functions {
+                let helper = HELPERS
+                    .iter()
+                    .any(|(i, n)| instance.as_deref() == Some(*i) && *n == f.name);
+                if !exports_rule.shows(&f.name, helper) {
+                    continue;
+                }
+                let tool_name = format!("{name}.{}", f.name);
+                let doc_key = match &instance {
+                    Some(iface) => format!("{iface}#{}", f.name),
+                    None => f.name.clone(),
+                };
+                let description = doc(&doc_key).or_else(|| {
+                    f.docs
+                        .contents
+                        .as_ref()
+                        .map(|d| d.trim().to_string())
+                        .filter(|d| !d.is_empty())
+                });
+                if tools.iter().any(|t: &Tool| t.name == tool_name) {
+                    problems.push((
+                        Some(f.name.clone()),
+                        format!("two exported interfaces both have a function {:?}; only the first is a tool", f.name),
+                    ));
+                    continue;
+                }
+                let status = match (&policy, describe_function(&resolve, f, &doc)) {
+                    (_, Err(reason)) => {
+                        problems.push((Some(f.name.clone()), format!("unavailable: {reason}")));
+                        Status::Unavailable(reason)
+                    }
+                    (Err(reason), Ok(_)) => Status::Unavailable(reason.clone()),
+                    (Ok(_), Ok((params, returns))) => {
+                        ready.push((tools.len(), params, returns));
+                        exports.push((instance.clone(), f.name.clone()));
+                        // Replaced below by the callable.
+                        Status::Unavailable(String::new())
+                    }
+                };
+                tools.push(Tool {
+                    name: tool_name,
+                    description,
+                    input_schema: Value::Null,
+                    output_schema: Value::Null,
+                    status,
+                });
+            }
+        }
+        if tools.is_empty() && problems.is_empty() {
+            problems.push((None, "exports no functions, so it offers no tools".into()));
+        }
+        let Ok(policy) = policy else {
+            return Ok((tools, problems, None));
+        };
+        let failed_before = self
+            .cache
+            .as_ref()
+            .and_then(|(cache, _)| cache.failure(digest, &self.engine));
+        let guard = GuardConfig {
+            rules: policy.guard_rules.clone(),
+            actions: policy.guard_actions.clone(),
+            net: Arc::new(policy.net.clone()),
+            output_limit: policy.limits.output,
+            score: policy.guard_score,
+            spotlight: policy.guard_spotlight,
+        };
+        let loaded = Arc::new(Loaded {
+            digest,
+            policy: Arc::new(policy),
+            guard,
+            file: file.to_path_buf(),
+            exports,
+            shared: self.clone(),
+            failed_before,
+            code: tokio::sync::OnceCell::new(),
+        });
+        for (slot, (index, params, returns)) in ready.into_iter().enumerate() {
+            let tool = &mut tools[index];
+            tool.input_schema = schema::input_schema(&params, |_| None);
+            tool.output_schema = schema::output_schema(match &returns {
+                Returns::Nothing => None,
+                Returns::Value(t) => Some(t),
+                Returns::Result { ok, .. } => ok.as_ref(),
+            });
+            tool.status = Status::Ready(Callable {
+                component: loaded.clone(),
+                slot,
+                params,
+                returns,
+            });
+        }
+        Ok((tools, problems, Some(loaded)))
+    }
+
+    /// Compiles (or loads from the cache) and links a described component;
+    /// a failure is remembered in the cache.
+    fn link(
+        &self,
+        file: &Path,
+        digest: blake3::Hash,
+        exports: &[(Option<String>, String)],
+    ) -> Result<Linked, String> {
+        let started = std::time::Instant::now();
+        let cache = self.cache.as_ref().map(|(c, limit)| (c, *limit));
+        let bytes = || {
+            let bytes = read_component(&self.inside, file, self.host.max_component_size)?;
+            if blake3::hash(&bytes) != digest {
+                return Err("changed on disk since it was described: restart fabric to load the new version".to_string());
+            }
+            Ok(bytes)
+        };
+        let component = compile(&self.engine, bytes, digest, cache)?;
+        let linked = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!("cannot be linked: {e:#} (a tool may import only the interfaces of the fabric:tool/host world)")
+        });
+        let pre = match linked {
+            Ok(pre) => pre,
+            Err(reason) => {
+                if let Some((cache, _)) = cache {
+                    cache.remember_failure(digest, &self.engine, &reason);
+                }
+                return Err(reason);
+            }
+        };
+        let funcs = exports
+            .iter()
+            .map(|(instance, name)| {
+                let instance = match instance {
+                    Some(i) => Some(component.get_export_index(None, i)?),
+                    None => None,
+                };
+                component.get_export_index(instance.as_ref(), name)
+            })
+            .collect();
+        tracing::debug!(file = %file.display(), ms = started.elapsed().as_millis() as u64, "compiled and linked");
+        Ok(Linked { pre, funcs })
     }
 }
 
 type Problems = Vec<(Option<String>, String)>;
+
+/// A component's tools, its problems, and the component when it can run.
+type Description = (Vec<Tool>, Problems, Option<Arc<Loaded>>);
 
 /// Reads a component file: a regular file (or a symbolic link to one under
 /// `inside`, the tools directory resolved) of at most `limit` bytes.
@@ -264,162 +681,6 @@ fn read_component(inside: &Path, file: &Path, limit: u64) -> Result<Vec<u8>, Str
         ),
         ReadError::Io(e) => format!("cannot read it: {e}"),
     })
-}
-
-fn load_component(
-    engine: &Engine,
-    linker: &Linker<State>,
-    file: &Path,
-    bytes: &[u8],
-    policies_dir: &Path,
-    cache: Option<(&CodeCache, u64)>,
-    host: &HostConfig,
-) -> Result<(Vec<Tool>, Problems), String> {
-    let name = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(format!(
-            "{name:?} is not a valid tool name: rename the file to lower-case letters, digits, '-' and '_'"
-        ));
-    }
-    if !bytes.starts_with(b"\0asm") {
-        return Err("not a WebAssembly file".into());
-    }
-    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-        return Err("not a valid component: it is a core WebAssembly module; build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into());
-    }
-    let (resolve, world) = match wit_component::decode(bytes) {
-        Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
-        Ok(wit_component::DecodedWasm::WitPackage(..)) => {
-            return Err("this is a WIT package, not a runnable component".into())
-        }
-        Err(e) => {
-            return Err(format!(
-                "not a valid component ({e:#}); a core module must be turned into a component first (wasm-tools component new)"
-            ))
-        }
-    };
-    let policy = Policy::load_for(policies_dir, &name, &host.maxima)
-        .map_err(|e| format!("its policy is invalid: {e}"))?;
-    let digest = blake3::hash(bytes);
-    let component = compile(engine, bytes, digest, cache)?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| {
-        format!("cannot be linked: {e:#} (a tool may import only the interfaces of the fabric:tool/host world)")
-    })?;
-    let guard = GuardConfig {
-        rules: policy.guard_rules.clone(),
-        actions: policy.guard_actions.clone(),
-        net: Arc::new(policy.net.clone()),
-        output_limit: policy.limits.output,
-        score: policy.guard_score,
-        spotlight: policy.guard_spotlight,
-    };
-    let loaded = Arc::new(Loaded {
-        digest,
-        pre,
-        policy: Arc::new(policy),
-        guard,
-    });
-
-    let docs = Docs::read(bytes).unwrap_or_default();
-    let doc = |key: &str| docs.get(key).map(str::to_string);
-    let mut tools = Vec::new();
-    let mut problems = Vec::new();
-    let world = &resolve.worlds[world];
-    for (key, item) in &world.exports {
-        let (instance, functions): (
-            Option<(String, ComponentExportIndex)>,
-            Vec<&wit_parser::Function>,
-        ) = match item {
-            WorldItem::Function(f) => (None, vec![f]),
-            WorldItem::Interface { id, .. } => {
-                let iface_name = resolve.name_world_key(key);
-                let Some(index) = component.get_export_index(None, &iface_name) else {
-                    problems.push((
-                        None,
-                        format!("exported interface {iface_name} is missing from the component"),
-                    ));
-                    continue;
-                };
-                (
-                    Some((iface_name, index)),
-                    resolve.interfaces[*id].functions.values().collect(),
-                )
-            }
-            WorldItem::Type { .. } => continue,
-        };
-        for f in functions {
-            let tool_name = format!("{name}.{}", f.name);
-            let doc_key = match &instance {
-                Some((iface, _)) => format!("{iface}#{}", f.name),
-                None => f.name.clone(),
-            };
-            let description = doc(&doc_key).or_else(|| {
-                f.docs
-                    .contents
-                    .as_ref()
-                    .map(|d| d.trim().to_string())
-                    .filter(|d| !d.is_empty())
-            });
-            if tools.iter().any(|t: &Tool| t.name == tool_name) {
-                problems.push((
-                    Some(f.name.clone()),
-                    format!("two exported interfaces both have a function {:?}; only the first is a tool", f.name),
-                ));
-                continue;
-            }
-            let status = match describe_function(&resolve, f, &doc) {
-                Err(reason) => {
-                    problems.push((Some(f.name.clone()), format!("unavailable: {reason}")));
-                    Status::Unavailable(reason)
-                }
-                Ok((params, returns)) => {
-                    let func =
-                        component.get_export_index(instance.as_ref().map(|(_, i)| i), &f.name);
-                    match func {
-                        Some(func) => Status::Ready(Callable {
-                            component: loaded.clone(),
-                            func,
-                            params,
-                            returns,
-                        }),
-                        None => Status::Unavailable(
-                            "the component does not export this function".into(),
-                        ),
-                    }
-                }
-            };
-            let (input_schema, output_schema) = match &status {
-                Status::Ready(c) => (
-                    schema::input_schema(&c.params, |_| None),
-                    schema::output_schema(match &c.returns {
-                        Returns::Nothing => None,
-                        Returns::Value(t) => Some(t),
-                        Returns::Result { ok, .. } => ok.as_ref(),
-                    }),
-                ),
-                Status::Unavailable(_) => (Value::Null, Value::Null),
-            };
-            tools.push(Tool {
-                name: tool_name,
-                description,
-                input_schema,
-                output_schema,
-                status,
-            });
-        }
-    }
-    if tools.is_empty() && problems.is_empty() {
-        problems.push((None, "exports no functions, so it offers no tools".into()));
-    }
-    Ok((tools, problems))
 }
 
 fn describe_function(
@@ -463,24 +724,22 @@ fn describe_function(
     Ok((params, returns))
 }
 
-/// Compiles a component, or loads it from the cache, where `u64` is the
-/// largest artifact read.
+/// Compiles a component (its bytes read by `bytes` only when needed), or
+/// loads it from the cache, where `u64` is the largest artifact read. A
+/// component that does not compile is remembered as such in the cache.
 fn compile(
     engine: &Engine,
-    bytes: &[u8],
+    bytes: impl FnOnce() -> Result<Vec<u8>, String>,
     digest: blake3::Hash,
     cache: Option<(&CodeCache, u64)>,
 ) -> Result<Component, String> {
-    let compile_now =
-        || Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
-    let Some((cache, limit)) = cache else {
-        return compile_now();
+    let compile_now = |bytes: Vec<u8>| {
+        Component::new(engine, &bytes).map_err(|e| format!("does not compile: {e:#}"))
     };
-    let path = cache.dir.join(format!(
-        "{}-{}.cwasm",
-        digest.to_hex(),
-        compatibility_key(engine)
-    ));
+    let Some((cache, limit)) = cache else {
+        return compile_now(bytes()?);
+    };
+    let path = cache.entry(digest, engine, "cwasm");
     match cache.read(&path, digest, limit) {
         Ok(artifact) => {
             // SAFETY: `artifact` is in memory (no file can change under it)
@@ -488,7 +747,10 @@ fn compile(
             // this component's digest: this host serialized it from these
             // bytes. wasmtime checks the engine configuration it was made for.
             match unsafe { Component::deserialize(engine, artifact) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    cache.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(component);
+                }
                 Err(e) => tracing::warn!(
                     path = %path.display(),
                     "compiled code unusable ({e:#}): recompiled and replaced"
@@ -505,7 +767,14 @@ fn compile(
             "compiled code not made by this host from this component (altered, copied from another entry, or made under another key): recompiled and replaced"
         ),
     }
-    let component = compile_now()?;
+    cache.misses.fetch_add(1, Ordering::Relaxed);
+    let component = match compile_now(bytes()?) {
+        Ok(component) => component,
+        Err(reason) => {
+            cache.remember_failure(digest, engine, &reason);
+            return Err(reason);
+        }
+    };
     if let Err(e) = component
         .serialize()
         .map_err(|e| format!("{e:#}"))
@@ -527,7 +796,13 @@ fn compile(
 pub struct CodeCache {
     dir: PathBuf,
     key: [u8; 32],
+    /// Lookups that found usable code, and lookups that compiled.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
+
+/// Longest reason for a failure kept in the cache.
+const MAX_FAILURE: u64 = 16 << 10;
 
 /// Start of every cache entry; then the 32-byte keyed hash, then the code.
 const MAGIC: &[u8; 16] = b"fabric-cwasm-v1\n";
@@ -548,7 +823,12 @@ impl CodeCache {
     pub fn open(dir: PathBuf, audit_key: &Path) -> Option<CodeCache> {
         let key_file = audit_key.with_file_name(CODE_KEY_FILE);
         match read_or_create_key(&key_file) {
-            Ok(key) => Some(CodeCache { dir, key }),
+            Ok(key) => Some(CodeCache {
+                dir,
+                key,
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+            }),
             Err(e) => {
                 tracing::warn!(
                     "compiled code is not cached: the key {} {e}",
@@ -556,6 +836,35 @@ impl CodeCache {
                 );
                 None
             }
+        }
+    }
+
+    /// The path of the entry for `digest` compiled by `engine`, with `ext`.
+    fn entry(&self, digest: blake3::Hash, engine: &Engine, ext: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.{ext}",
+            digest.to_hex(),
+            compatibility_key(engine)
+        ))
+    }
+
+    /// Why the component `digest` did not compile or link on this engine
+    /// before, if it did not.
+    fn failure(&self, digest: blake3::Hash, engine: &Engine) -> Option<String> {
+        let path = self.entry(digest, engine, "failed");
+        let bytes = files::read_regular(&path, MAX_FAILURE, Links::Refuse).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Remembers why the component `digest` does not compile or link.
+    fn remember_failure(&self, digest: blake3::Hash, engine: &Engine, reason: &str) {
+        let path = self.entry(digest, engine, "failed");
+        let mut reason = reason.as_bytes();
+        reason = &reason[..reason.len().min(MAX_FAILURE as usize)];
+        let stored = files::create_private_dir(&self.dir)
+            .and_then(|()| files::write_atomic(&path, &[reason]));
+        if let Err(e) = stored {
+            tracing::warn!(path = %path.display(), "cannot remember why the component failed: {e}");
         }
     }
 

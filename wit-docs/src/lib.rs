@@ -14,10 +14,13 @@
 //! - `func`, `type`, `type.member`: the same for items of the world itself.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use wit_parser::{Docs as WitDocs, InterfaceId, Resolve, TypeDefKind, TypeId};
+use wit_parser::{
+    Docs as WitDocs, InterfaceId, PackageId, Resolve, TypeDefKind, TypeId, UnresolvedPackageGroup,
+};
 
 /// Name of the custom section that holds the docs.
 pub const SECTION: &str = "fabric:docs";
@@ -43,11 +46,62 @@ impl Docs {
     /// Collects every doc comment of the package that was pushed last into
     /// `resolve` (the tool's own package; earlier ones are its dependencies).
     pub fn from_last_package(resolve: &Resolve) -> Result<Docs> {
-        let (_, package) = resolve
+        let (id, _) = resolve
             .packages
             .iter()
             .next_back()
             .context("no WIT package was loaded")?;
+        Ok(Docs::from_package(resolve, id))
+    }
+
+    /// The doc comments of the tool package in the directory `wit` (its
+    /// `*.wit` files), resolved against the packages in `wit/deps` and in
+    /// each of `deps` (a directory holding a package and maybe a `deps/` of
+    /// its own, such as Fabric's `wit/`). A package found in several places
+    /// is read once, from the first: the same WASI packages in a tool's
+    /// `deps/` and in Fabric's `wit/deps` do not clash.
+    pub fn from_wit_dir(wit: &Path, deps: &[&Path]) -> Result<Docs> {
+        let main = UnresolvedPackageGroup::parse_dir(wit)
+            .with_context(|| format!("reading the WIT package in {}", wit.display()))?;
+        let mut groups: Vec<UnresolvedPackageGroup> = Vec::new();
+        let mut add = |group: UnresolvedPackageGroup| {
+            let name = &group.main.name;
+            if *name != main.main.name && !groups.iter().any(|g| g.main.name == *name) {
+                groups.push(group);
+            }
+        };
+        for group in read_deps(&wit.join("deps"))? {
+            add(group);
+        }
+        for dir in deps {
+            if !dir.is_dir() {
+                bail!("{} is not a directory of WIT files", dir.display());
+            }
+            let has_own = std::fs::read_dir(dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "wit"));
+            if has_own {
+                add(UnresolvedPackageGroup::parse_dir(dir)
+                    .with_context(|| format!("reading the WIT package in {}", dir.display()))?);
+            }
+            for group in read_deps(&dir.join("deps"))? {
+                add(group);
+            }
+        }
+        let mut resolve = Resolve::default();
+        let id = resolve.push_groups(main, groups).with_context(|| {
+            format!(
+                "resolving the WIT package in {} (name the directories holding the packages it uses with --deps)",
+                wit.display()
+            )
+        })?;
+        Ok(Docs::from_package(&resolve, id))
+    }
+
+    /// Every doc comment of the package `id` of `resolve`.
+    pub fn from_package(resolve: &Resolve, id: PackageId) -> Docs {
+        let package = &resolve.packages[id];
         let mut docs = Docs {
             version: VERSION,
             items: BTreeMap::new(),
@@ -67,7 +121,7 @@ impl Docs {
                 }
             }
         }
-        Ok(docs)
+        docs
     }
 
     fn add(&mut self, key: &str, docs: &WitDocs) {
@@ -132,6 +186,63 @@ impl Docs {
         component.extend_from_slice(&payload);
         Ok(())
     }
+}
+
+/// The packages of a `deps` directory: each subdirectory, and each `*.wit`
+/// file, is one package (a missing directory has none).
+fn read_deps(dir: &Path) -> Result<Vec<UnresolvedPackageGroup>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    let mut groups = Vec::new();
+    for path in entries {
+        let group = if path.is_dir() {
+            UnresolvedPackageGroup::parse_dir(&path)
+        } else if path.extension().is_some_and(|x| x == "wit") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            UnresolvedPackageGroup::parse(&path, &text).map_err(|(map, e)| {
+                let rendered = e.render(&map);
+                anyhow::Error::from(e).context(rendered)
+            })
+        } else {
+            continue;
+        };
+        groups.push(group.with_context(|| format!("reading the WIT package {}", path.display()))?);
+    }
+    Ok(groups)
+}
+
+/// The component without its top-level [`SECTION`] custom sections (for
+/// replacing the docs). Malformed input is returned unchanged.
+pub fn without_docs(component: &[u8]) -> Vec<u8> {
+    let Some(mut rest) = component.get(8..) else {
+        return component.to_vec();
+    };
+    let mut out = component[..8].to_vec();
+    while !rest.is_empty() {
+        let Some((size, after)) = read_leb128(&rest[1..]) else {
+            return component.to_vec();
+        };
+        let Some(payload) = after.get(..size) else {
+            return component.to_vec();
+        };
+        let header = rest.len() - after.len();
+        let is_docs = rest[0] == 0
+            && read_leb128(payload)
+                .and_then(|(len, name)| name.get(..len))
+                .is_some_and(|name| name == SECTION.as_bytes());
+        if !is_docs {
+            out.extend_from_slice(&rest[..header + size]);
+        }
+        rest = &after[size..];
+    }
+    out
 }
 
 fn leb128(out: &mut Vec<u8>, mut n: usize) {
@@ -216,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_dir_with_the_same_deps_as_fabrics_wit_does_not_clash() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tool = std::env::temp_dir().join(format!("wit-docs-test-{}", std::process::id()));
+        let deps = tool.join("deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        // The tool carries its own copy of WASI io, as `wkg` or cargo-component leave it.
+        std::fs::copy(root.join("wit/deps/io.wit"), deps.join("io.wit")).unwrap();
+        std::fs::write(
+            tool.join("world.wit"),
+            "package demo:t;\ninterface api {\n  /// Hi.\n  hi: func() -> string;\n}\nworld t {\n  include fabric:tool/host@0.1.0;\n  export api;\n}\n",
+        )
+        .unwrap();
+        let wit = root.join("wit");
+        let docs = Docs::from_wit_dir(&tool, &[wit.as_path()]).unwrap();
+        std::fs::remove_dir_all(&tool).unwrap();
+        assert_eq!(docs.get("demo:t/api#hi"), Some("Hi."));
+    }
+
+    #[test]
     fn survives_a_round_trip_through_a_component_section() {
         let mut docs = Docs {
             version: VERSION,
@@ -229,7 +359,12 @@ mod tests {
         wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(&component)
             .unwrap();
-        assert_eq!(Docs::read(&component), Some(docs));
+        assert_eq!(Docs::read(&component), Some(docs.clone()));
+        let stripped = without_docs(&component);
+        assert_eq!(stripped, b"\0asm\x0d\0\x01\0");
+        let mut replaced = stripped;
+        docs.append_to(&mut replaced).unwrap();
+        assert_eq!(Docs::read(&replaced), Some(docs));
     }
 
     #[test]

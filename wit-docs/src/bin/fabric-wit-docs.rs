@@ -1,33 +1,23 @@
-//! `fabric-wit-docs IN.wasm OUT.wasm WIT_DIR...`: copies a component, adding
-//! the doc comments of the WIT package in the last WIT_DIR (earlier dirs are
-//! its dependencies, e.g. Fabric's own `wit/`). Run by `scripts/build-tools`.
+//! `fabric-wit-docs IN.wasm OUT.wasm [DEPS_DIR...] TOOL_WIT_DIR`: copies a
+//! component, adding the doc comments of the WIT package in the last
+//! directory, resolved against its own `deps/` and the earlier directories
+//! (e.g. Fabric's own `wit/`). Run by `scripts/build-tools`; `fabric docs add`
+//! does the same for any component.
+
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use fabric_wit_docs::Docs;
-use wit_parser::Resolve;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [input, output, wit_dirs @ ..] = args.as_slice() else {
-        bail!("usage: fabric-wit-docs IN.wasm OUT.wasm WIT_DIR... (the tool's own WIT dir last)");
+    let [input, output, deps @ .., wit] = args.as_slice() else {
+        bail!("usage: fabric-wit-docs IN.wasm OUT.wasm [DEPS_DIR...] TOOL_WIT_DIR");
     };
-    if wit_dirs.is_empty() {
-        bail!("usage: fabric-wit-docs IN.wasm OUT.wasm WIT_DIR... (the tool's own WIT dir last)");
-    }
-    let mut resolve = Resolve::default();
-    for dir in wit_dirs {
-        resolve
-            .push_path(dir)
-            .with_context(|| format!("reading WIT from {dir}"))?;
-    }
-    let docs = Docs::from_last_package(&resolve)?;
-    let mut component = std::fs::read(input).with_context(|| format!("reading {input}"))?;
-    if Docs::read(&component).is_some() {
-        bail!(
-            "{input} already carries a {} section",
-            fabric_wit_docs::SECTION
-        );
-    }
+    let deps: Vec<&Path> = deps.iter().map(Path::new).collect();
+    let docs = Docs::from_wit_dir(Path::new(wit), &deps)?;
+    let component = std::fs::read(input).with_context(|| format!("reading {input}"))?;
+    let mut component = fabric_wit_docs::without_docs(&component);
     docs.append_to(&mut component)?;
     std::fs::write(output, &component).with_context(|| format!("writing {output}"))?;
     eprintln!("{output}: {} doc comments embedded", docs.items.len());
