@@ -353,8 +353,8 @@ impl Signals {
         if negatives {
             negative_lines = vec![0; line + 2];
             for &(_, l, s) in events.iter().filter(|e| weights[e.2] < 0) {
-                for w in l.saturating_sub(1)..=l + 1 {
-                    negative_lines[w] |= 1 << s;
+                for lines in &mut negative_lines[l.saturating_sub(1)..=l + 1] {
+                    *lines |= 1 << s;
                 }
             }
         }
