@@ -753,7 +753,7 @@ impl Fabric {
         };
         let facts = Observed {
             callable: done.callable,
-            outcome: outcome,
+            outcome,
         };
         self.observe(&call, &result, facts, traced, &done.stages);
         if host_fault {
@@ -1270,21 +1270,6 @@ fn new_invocation_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cap_cuts_visibly_on_a_char_boundary() {
-        assert_eq!(cap("short", 10), "short");
-        assert_eq!(cap("abcdef", 3), "abc…(3 bytes cut)");
-        // 'é' is two bytes: never split it.
-        assert_eq!(cap("aéb", 2), "a…(3 bytes cut)");
-        let huge = "k".repeat(10 << 20);
-        assert!(cap(&huge, MAX_NAME).len() < MAX_NAME + 32);
-    }
-}
-
 /// How a finished call is told to its span and the metrics: the tool, if
 /// it resolved, and the outcome as recorded (`host_fault` where the result
 /// says `trap`, `audit_failed` where no record could be written).
@@ -1338,5 +1323,20 @@ impl Laps {
         self.stages.push((second, middle, now));
         self.last = now;
         whole
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_cuts_visibly_on_a_char_boundary() {
+        assert_eq!(cap("short", 10), "short");
+        assert_eq!(cap("abcdef", 3), "abc…(3 bytes cut)");
+        // 'é' is two bytes: never split it.
+        assert_eq!(cap("aéb", 2), "a…(3 bytes cut)");
+        let huge = "k".repeat(10 << 20);
+        assert!(cap(&huge, MAX_NAME).len() < MAX_NAME + 32);
     }
 }
