@@ -10,8 +10,12 @@
 //! ```text
 //!  POST /v1/tools/{tool}/invoke | tools/call NAME     SERVER   server.rs
 //!   └ execute_tool NAME                                 INTERNAL call.rs
-//!      ├ admit ├ validate ├ queue ├ instantiate ├ run ├ guard ├ audit
+//!      ├ validate ├ instantiate ├ run ├ guard ├ audit
 //! ```
+//!
+//! (admission, queueing, linking and settling budgets are attributes of
+//! `execute_tool`: `fabric.admit_us`, `fabric.queue_us`, `fabric.link_us`,
+//! `fabric.settle_us`).
 //!
 //! The stage spans are built when the call ends, from the times the pipeline
 //! measured anyway, so tracing adds nothing to a stage's own work. Spans
@@ -338,6 +342,9 @@ impl ServerSpan {
     }
 }
 
+/// The stages that become child spans of `execute_tool`.
+const SPAN_STAGES: [&str; 5] = ["validate", "instantiate", "run", "guard", "audit"];
+
 /// One stage of a call, as the pipeline timed it.
 pub(crate) type Stage = (&'static str, Instant, Instant);
 
@@ -423,9 +430,19 @@ impl CallSpan {
             span.set_status(Status::error(facts.outcome.to_string()));
         }
         span.set_attributes(attributes);
+        // The stages that do the call's work are spans; the short
+        // bookkeeping between them (admission, linking a cached component,
+        // settling budgets) is an attribute in microseconds, which keeps a
+        // call to seven spans.
+        for &(name, from, to) in stages.iter().filter(|s| !SPAN_STAGES.contains(&s.0)) {
+            span.set_attribute(KeyValue::new(
+                format!("fabric.{name}_us"),
+                to.saturating_duration_since(from).as_micros() as i64,
+            ));
+        }
         let cx = Context::new().with_span(span);
         let clock = Clock::now();
-        for &(name, from, to) in stages {
+        for &(name, from, to) in stages.iter().filter(|s| SPAN_STAGES.contains(&s.0)) {
             let mut stage = tracer.build_with_context(
                 SpanBuilder::from_name(name)
                     .with_kind(SpanKind::Internal)
