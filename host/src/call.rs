@@ -672,7 +672,7 @@ impl Fabric {
             .map_or(0, |d| d.as_micros() as u64);
         let invocation_id = new_invocation_id();
         let tool = cap(&call.tool, MAX_NAME).into_owned();
-        let traced = self.telemetry.start_call(&tool, call.trace.as_ref());
+        let traced = self.telemetry.start_call(call.trace.as_ref());
         let trace_id = traced.ids.trace_hex();
         let span = tracing::info_span!("call", tool = %tool, invocation_id = %invocation_id, trace_id = %trace_id);
         let mut done = self.pipeline(&call).instrument(span.clone()).await;

@@ -197,10 +197,10 @@ impl Telemetry {
         self.tracer.is_some()
     }
 
-    /// Starts a call's `execute_tool {tool}` span under `parent`. Without a
-    /// tracer, only ids are made: the parent's trace (or a new one) and a
-    /// fresh span id.
-    pub(crate) fn start_call(&self, tool: &str, parent: Option<&TraceContext>) -> CallSpan {
+    /// Starts a call's `execute_tool` span under `parent` (named for its
+    /// tool when it ends, once the tool resolved). Without a tracer, only ids
+    /// are made: the parent's trace (or a new one) and a fresh span id.
+    pub(crate) fn start_call(&self, parent: Option<&TraceContext>) -> CallSpan {
         let Some(tracer) = &self.tracer else {
             let trace_id = match parent {
                 Some(p) => p.0.trace_id().to_bytes(),
@@ -218,7 +218,6 @@ impl Telemetry {
         let cx = parent.map(TraceContext::context).unwrap_or_default();
         // Named for its tool once the tool resolved: a name the caller made
         // up stays out of span names.
-        let _ = tool;
         let span = tracer.build_with_context(
             SpanBuilder::from_name("execute_tool").with_kind(SpanKind::Internal),
             &cx,
@@ -237,8 +236,8 @@ impl Telemetry {
     /// The ids a call gets, its span started and dropped: what tracing costs
     /// a call, for benchmarks.
     #[cfg(feature = "internals")]
-    pub fn ids_only(&self, tool: &str) -> TraceIds {
-        self.start_call(tool, None).ids
+    pub fn ids_only(&self) -> TraceIds {
+        self.start_call(None).ids
     }
 
     /// Starts a front end's SERVER span (`name`, e.g. `POST
@@ -535,10 +534,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             None,
         );
-        let span = Telemetry::default().start_call("text.echo", parent.as_ref());
+        let span = Telemetry::default().start_call(parent.as_ref());
         assert_eq!(span.ids.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(span.ids.span_hex(), "00f067aa0ba902b7");
-        let fresh = Telemetry::default().start_call("text.echo", None);
+        let fresh = Telemetry::default().start_call(None);
         assert_ne!(fresh.ids.trace_id, [0; 16]);
         assert_ne!(fresh.ids.trace_id, span.ids.trace_id);
     }
