@@ -117,6 +117,11 @@ fn calls_beyond_max_in_flight_and_the_queue_are_overloaded() {
         .build()
         .unwrap();
     let (spinning, second) = runtime.block_on(async {
+        // Compiled first: components compile on their first call, and that
+        // must not decide which call takes the slot.
+        for (path, compiled) in fabric.precompile().await {
+            assert!(compiled.is_ok(), "{}: {compiled:?}", path.display());
+        }
         let spinner = fabric.clone();
         let spin = tokio::spawn(async move {
             let call = Call::new(Caller::Local, "types.spin", json!({"n": 7}));
