@@ -19,6 +19,10 @@
 //! beside the same row with it off, alternated over several rounds on two
 //! servers of their own, and what a call's trace ids cost with no exporter.
 //!
+//! `cargo bench --bench serve -- tracing` runs only the tracing rows;
+//! `-- spans` measures the CPU time a traced call's spans cost (built, then
+//! also exported), outside any server.
+//!
 //! The client is this process's own (hyper, one connection per worker), so on
 //! a 2-core machine it competes with the server for the cores: compare rows.
 
@@ -29,13 +33,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fabric_host::callers::{new_token, CallerFile, CallerSpec, CallersSpec};
+use fabric_host::otlp::{OtlpConfig, OtlpExporter};
 use fabric_host::server::{self, Auth, ServeOptions};
 use fabric_host::{Call, Caller, Fabric, Options, Telemetry};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
@@ -62,6 +66,10 @@ struct Target {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "spans") {
+        return span_cpu();
+    }
+    let only_tracing = std::env::args().any(|a| a == "tracing");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tools = root.join("build/tools");
     assert!(
@@ -118,7 +126,7 @@ fn main() {
         "text.echo, audit durable", "conns", "calls/s", "p50 µs", "p99 µs", "p99.9 µs"
     );
     let mut capacity = 0.0;
-    for concurrency in CONCURRENCY {
+    for concurrency in CONCURRENCY.into_iter().filter(|_| !only_tracing) {
         let n = calls_for(concurrency);
         let rows = [
             ("bare hyper (fixed body)", None),
@@ -153,7 +161,7 @@ fn main() {
         "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "REST overload (open loop)", "offered", "admitted", "p50 µs", "p99 µs", "503 %"
     );
-    for factor in [1.0, 2.0, 4.0] {
+    for factor in [1.0, 2.0, 4.0].into_iter().filter(|_| !only_tracing) {
         let rate = capacity * factor;
         let o = runtime.block_on(open_loop(&rest, rate, OVERLOAD_SECONDS));
         println!(
@@ -169,24 +177,7 @@ fn main() {
 
     // Tracing off and on, alternated so drift and noise fall on both.
     let sink = runtime.block_on(otlp_sink());
-    let exporter = SpanExporter::builder()
-        .with_http()
-        .with_endpoint(format!("http://{sink}/v1/traces"))
-        .build()
-        .expect("OTLP exporter");
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::AlwaysOn)
-        .with_span_processor(
-            BatchSpanProcessor::builder(Counted(exporter))
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_max_queue_size(65_536)
-                        .with_scheduled_delay(Duration::from_secs(1))
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
+    let provider = traced_provider(Some(sink));
     let traced = Served::start(&runtime, &tools, Telemetry::new(provider.tracer("fabric")));
     let traced_rest = Target {
         addr: traced.addr,
@@ -207,34 +198,45 @@ fn main() {
     ));
     println!();
     println!(
-        "{:<28} {:>5} {:>9} {:>9} {:>9}",
-        "REST, 64 conns, tracing", "round", "calls/s", "p50 µs", "p99 µs"
+        "{:<28} {:>5} {:>9} {:>9} {:>9} {:>11}",
+        "REST, 64 conns, tracing", "round", "calls/s", "p50 µs", "p99 µs", "CPU µs/call"
     );
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
     for round in 1..=TRACING_ROUNDS {
-        for (name, target, rates) in [
-            ("exporter off", &plain_rest, &mut off),
-            ("exporter on, ratio 1", &traced_rest, &mut on),
+        for (name, target, rates, cpus) in [
+            ("exporter off", &plain_rest, &mut off, &mut off_cpu),
+            ("exporter on, ratio 1", &traced_rest, &mut on, &mut on_cpu),
         ] {
             let n = calls_for(64);
+            let cpu = cpu_time();
             let (secs, mut latencies) = runtime.block_on(http_load(target, 64, n));
+            if name.contains("on") {
+                // The spans still queued are this row's work too.
+                let _ = provider.force_flush();
+            }
+            let cpu_per_call = (cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64;
             latencies.sort_unstable();
             rates.push(n as f64 / secs);
+            cpus.push(cpu_per_call);
             println!(
-                "{name:<28} {round:>5} {:>9.0} {:>9.0} {:>9.0}",
+                "{name:<28} {round:>5} {:>9.0} {:>9.0} {:>9.0} {:>11.0}",
                 n as f64 / secs,
                 quantile(&latencies, 0.50).as_secs_f64() * 1e6,
                 quantile(&latencies, 0.99).as_secs_f64() * 1e6,
+                cpu_per_call,
             );
         }
     }
     let _ = provider.force_flush();
     let (off, on) = (median(&mut off), median(&mut on));
+    let (off_cpu, on_cpu) = (median(&mut off_cpu), median(&mut on_cpu));
     let spans = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
     let traced_calls = (TRACING_ROUNDS * calls_for(64)) as f64;
     println!(
-        "median: off {off:.0} calls/s, on {on:.0} calls/s: overhead {:.1} %; {spans} spans exported, {:.1} per traced call (7 made: none dropped if 7)",
+        "median: off {off:.0} calls/s, on {on:.0} calls/s: overhead {:.1} % of throughput; CPU per call (client included) off {off_cpu:.0} µs, on {on_cpu:.0} µs: {:.1} % more; {spans} spans exported, {:.1} per traced call (7 made: none dropped if 7)",
         100.0 * (off - on) / off,
+        100.0 * (on_cpu - off_cpu) / off_cpu,
         spans as f64 / traced_calls
     );
     // With no exporter a call still gets trace ids and is counted in the
@@ -443,7 +445,7 @@ async fn in_process(fabric: &Arc<Fabric>, concurrency: usize, n: usize) -> (f64,
 }
 
 /// Rounds of the tracing comparison (each row once per round).
-const TRACING_ROUNDS: usize = 3;
+const TRACING_ROUNDS: usize = 5;
 
 /// Spans exported (handed to the OTLP exporter, which sent them).
 static SPANS_RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -553,9 +555,97 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// A tracer provider as `fabric serve --otlp` makes one (sampling ratio 1,
+/// batched), exporting to the OTLP/HTTP sink at `sink`, or dropping every
+/// batch without one.
+fn traced_provider(sink: Option<std::net::SocketAddr>) -> SdkTracerProvider {
+    let exporter = sink.map(|sink| {
+        OtlpExporter::new(&OtlpConfig {
+            endpoint: format!("http://{sink}/v1/traces"),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+        })
+        .expect("OTLP exporter")
+    });
+    SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOn)
+        .with_span_processor(
+            BatchSpanProcessor::builder(Counted(exporter))
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(65_536)
+                        .with_scheduled_delay(Duration::from_secs(1))
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+/// `cargo bench --bench serve -- spans`: the CPU time (every thread of the
+/// process) one traced call's spans cost: built and dropped, then built and
+/// exported to a local OTLP sink, beside only the ids an untraced call gets.
+fn span_cpu() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sink = runtime.block_on(otlp_sink());
+    let parent = fabric_host::TraceContext::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        None,
+    );
+    const CHUNK: usize = 5_000;
+    const CHUNKS: usize = 20;
+    println!(
+        "{:<34} {:>12} {:>10}",
+        "spans of one REST call", "CPU µs/call", "spans"
+    );
+    let rows: [(&str, Option<Option<std::net::SocketAddr>>); 3] = [
+        ("ids only (no exporter)", None),
+        ("7 spans, batches dropped", Some(None)),
+        ("7 spans, exported to a sink", Some(Some(sink))),
+    ];
+    for (name, exporter) in rows {
+        let provider = exporter.map(traced_provider);
+        let telemetry = provider
+            .as_ref()
+            .map_or_else(Telemetry::default, |p| Telemetry::new(p.tracer("fabric")));
+        let before = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+        let cpu = cpu_time();
+        for _ in 0..CHUNKS {
+            for _ in 0..CHUNK {
+                telemetry.traced_call_for_bench(parent.clone());
+            }
+            if let Some(p) = &provider {
+                let _ = p.force_flush();
+            }
+        }
+        let used = cpu_time() - cpu;
+        let spans = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed) - before;
+        println!(
+            "{name:<34} {:>12.2} {:>10}",
+            used.as_secs_f64() * 1e6 / (CHUNK * CHUNKS) as f64,
+            spans
+        );
+        if let Some(p) = provider {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// CPU time this process has used, on all its threads.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is handed.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// The OTLP exporter, counting the spans it sends.
 #[derive(Debug)]
-struct Counted(SpanExporter);
+struct Counted(Option<OtlpExporter>);
 
 impl opentelemetry_sdk::trace::SpanExporter for Counted {
     fn export(
@@ -563,18 +653,28 @@ impl opentelemetry_sdk::trace::SpanExporter for Counted {
         batch: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
         SPANS_RECEIVED.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
-        self.0.export(batch)
+        let sent = self.0.as_ref().map(|e| e.export(batch));
+        async move {
+            match sent {
+                Some(sent) => sent.await,
+                None => Ok(()),
+            }
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
+        self.0
+            .as_ref()
+            .map_or(Ok(()), |e| e.shutdown_with_timeout(timeout))
     }
 
     fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
+        self.0.as_ref().map_or(Ok(()), |e| e.force_flush())
     }
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.0.set_resource(resource);
+        if let Some(e) = &mut self.0 {
+            e.set_resource(resource);
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use fabric_host::otlp::{OtlpConfig, OtlpExporter};
 use fabric_host::Telemetry;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
@@ -72,22 +72,46 @@ pub fn exporter(otlp: Option<&str>) -> Result<Option<(SdkTracerProvider, Telemet
              HTTP/protobuf; unset it, or set it to http/protobuf (collectors listen on port 4318 for it)"
         );
     }
-    let mut builder = SpanExporter::builder().with_http();
-    if let Some(url) = otlp {
-        builder = builder.with_endpoint(traces_url(url)?);
-    } else {
-        for var in [
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ] {
-            if let Some(url) = env(var) {
-                check_scheme(&url).with_context(|| format!("in {var}"))?;
+    let endpoint = match otlp {
+        Some(url) => traces_url(url)?,
+        None => match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Some(url) => {
+                check_scheme(&url).context("in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?;
+                url
             }
-        }
+            None => {
+                let base = env("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
+                check_scheme(&base).context("in OTEL_EXPORTER_OTLP_ENDPOINT")?;
+                format!("{}/v1/traces", base.trim_end_matches('/'))
+            }
+        },
+    };
+    let signal = |k: &str| {
+        env(&format!("OTEL_EXPORTER_OTLP_TRACES_{k}"))
+            .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{k}")))
+    };
+    if let Some(c) = signal("COMPRESSION").filter(|c| c != "none") {
+        bail!(
+            "OTEL_EXPORTER_OTLP_COMPRESSION={c} is not supported: Fabric sends spans uncompressed; \
+             unset it (a collector beside Fabric can compress what it forwards)"
+        );
     }
-    let exporter = builder
-        .build()
-        .context("cannot set up the OTLP trace exporter")?;
+    let headers = match signal("HEADERS") {
+        Some(h) => parse_headers(&h).context("in OTEL_EXPORTER_OTLP_HEADERS")?,
+        None => Vec::new(),
+    };
+    let timeout = match signal("TIMEOUT") {
+        Some(ms) => Duration::from_millis(ms.trim().parse().with_context(|| {
+            format!("OTEL_EXPORTER_OTLP_TIMEOUT={ms} is not a number of milliseconds")
+        })?),
+        None => Duration::from_secs(10),
+    };
+    let exporter = OtlpExporter::new(&OtlpConfig {
+        endpoint,
+        headers,
+        timeout,
+    })
+    .context("cannot set up the OTLP trace exporter")?;
     let mut batch = BatchConfigBuilder::default();
     if env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
         batch = batch.with_max_queue_size(QUEUE);
@@ -131,6 +155,40 @@ fn traces_url(url: &str) -> Result<String> {
     })
 }
 
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
+/// values percent-encoded (the OpenTelemetry specification's format).
+fn parse_headers(text: &str) -> Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("{pair:?} is not key=value");
+        };
+        headers.push((key.trim().to_string(), percent_decode(value.trim())?));
+    }
+    Ok(headers)
+}
+
+fn percent_decode(text: &str) -> Result<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next(), bytes.next()];
+            let [Some(h), Some(l)] = hex else {
+                bail!("{text:?}: a % must be followed by two hex digits");
+            };
+            let digit = |c: u8| (c as char).to_digit(16);
+            let (Some(h), Some(l)) = (digit(h), digit(l)) else {
+                bail!("{text:?}: a % must be followed by two hex digits");
+            };
+            out.push((h * 16 + l) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).with_context(|| format!("{text:?} does not decode to UTF-8"))
+}
+
 /// Only plain HTTP: this build has no TLS client for the exporter.
 fn check_scheme(url: &str) -> Result<()> {
     if url.starts_with("http://") {
@@ -161,5 +219,19 @@ mod tests {
         );
         assert!(traces_url("https://c:4318").is_err());
         assert!(traces_url("c:4318").is_err());
+    }
+
+    #[test]
+    fn otlp_headers_are_pairs_with_percent_encoded_values() {
+        assert_eq!(
+            parse_headers("api-key=a%20b%2Cc, x-tenant = t1 ,").unwrap(),
+            vec![
+                ("api-key".to_string(), "a b,c".to_string()),
+                ("x-tenant".to_string(), "t1".to_string())
+            ]
+        );
+        assert!(parse_headers("novalue").is_err());
+        assert!(parse_headers("k=%zz").is_err());
+        assert!(parse_headers("k=%4").is_err());
     }
 }

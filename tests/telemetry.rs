@@ -108,6 +108,7 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
     let token = env.add_caller("agent", &["text.*", "fs.*"]);
     let mut cmd = env.fabric();
     cmd.env("OTEL_SERVICE_NAME", "fabric-under-test")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team%20a,x-other=1")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_TRACES_SAMPLER");
     let server = serve_with(cmd, &["--otlp", &receiver.url]);
@@ -312,6 +313,16 @@ fn calls_become_spans_that_continue_the_callers_trace_and_match_the_audit_log() 
         !raw.windows(PAYLOAD.len()).any(|w| w == PAYLOAD.as_bytes()),
         "a payload reached the exported spans"
     );
+
+    // Every export is protobuf and carries OTEL_EXPORTER_OTLP_HEADERS, decoded.
+    let headers = std::fs::read_to_string(out.path().join("headers.jsonl")).expect("headers");
+    for line in headers.lines() {
+        let h: Value = serde_json::from_str(line).expect("headers line");
+        assert_eq!(h["content-type"], "application/x-protobuf", "{h}");
+        assert_eq!(h["x-tenant"], "team a", "{h}");
+        assert_eq!(h["x-other"], "1", "{h}");
+    }
+    assert!(headers.lines().count() >= 1);
     drop(receiver);
 }
 

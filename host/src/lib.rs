@@ -24,7 +24,7 @@
 //!          │ redact    [env] pass values blanked from what leaves         secrets.rs
 //!          │ settle    budgets charged what was used; breaker told        budget.rs
 //!          │ audit     hash-chained record, durable before the answer    audit crate
-//!          │ observe   spans ended (and exported), metrics counted      telemetry.rs, metrics.rs
+//!          │ observe   spans ended (and exported), metrics counted      telemetry.rs, otlp.rs, metrics.rs
 //!          ▼
 //!      CallResult (the contract's result object)
 //! ```
@@ -79,6 +79,8 @@
 //! - [`telemetry`]: W3C trace context in (REST headers, MCP `_meta`), a
 //!   trace id and span id for every call, and OpenTelemetry spans out
 //!   (`execute_tool` and one per stage) when a tracer is configured.
+//! - [`otlp`]: the exporter that posts finished spans to an OTLP/HTTP
+//!   collector as protobuf, off the call path.
 //! - [`metrics`]: the Prometheus metrics every call updates, served at
 //!   `/metrics`.
 //! - [`server`]: `fabric serve`: REST, MCP (Streamable HTTP) and the OpenAPI
@@ -102,6 +104,7 @@ mod files;
 pub mod listing;
 pub mod metrics;
 pub mod net;
+pub mod otlp;
 pub mod policy;
 pub mod schema;
 mod secrets;

@@ -240,6 +240,60 @@ impl Telemetry {
         self.start_call(None).ids
     }
 
+    /// The span work of one traced REST call of `text.echo` (a server span,
+    /// its `execute_tool` span and the stage spans), with made-up times: what
+    /// tracing costs a call on the calling thread, for benchmarks.
+    #[cfg(feature = "internals")]
+    pub fn traced_call_for_bench(&self, parent: Option<TraceContext>) {
+        let server = self.start_server(
+            "POST /v1/tools/{tool}/invoke",
+            parent,
+            vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", "/v1/tools/{tool}/invoke"),
+                KeyValue::new("url.scheme", "http"),
+            ],
+            false,
+        );
+        let call = self.start_call(server.context().as_ref());
+        let t0 = Instant::now();
+        let at = |us| t0 + std::time::Duration::from_micros(us);
+        let stages = [
+            ("admit", at(0), at(2)),
+            ("validate", at(2), at(5)),
+            ("queue", at(5), at(6)),
+            ("link", at(6), at(8)),
+            ("instantiate", at(8), at(40)),
+            ("run", at(40), at(90)),
+            ("guard", at(90), at(95)),
+            ("settle", at(95), at(96)),
+            ("audit", at(96), at(300)),
+        ];
+        call.end(
+            CallFacts {
+                invocation_id: "01JDBENCH0000000000000000",
+                tool: "text.echo",
+                description: Some("Echoes its input."),
+                caller: "bench",
+                session: None,
+                outcome: "ok",
+                fuel_used: 757,
+                guard_rules: Vec::new(),
+                denials: 0,
+                audit_seq: Some(42),
+                resolved: true,
+            },
+            &stages,
+        );
+        server.end(
+            200,
+            Some(&Answered {
+                outcome: "ok",
+                tool: Some("text.echo".into()),
+            }),
+        );
+    }
+
     /// Starts a front end's SERVER span (`name`, e.g. `POST
     /// /v1/tools/{tool}/invoke`) under the caller's context. Its context is
     /// the parent to hand the call; without a tracer that is the caller's.

@@ -6,8 +6,8 @@ Usage: otlp_receiver.py OUT_DIR
 Listens on 127.0.0.1, port 0, and prints `listening on PORT` as its first line.
 Each POST /v1/traces (application/x-protobuf ExportTraceServiceRequest) is
 answered 200 with an empty ExportTraceServiceResponse; its spans are appended
-to OUT_DIR/spans.jsonl (one JSON object per span, ids in hex) and its raw body
-to OUT_DIR/raw.bin. Anything else is answered 404 or 415.
+to OUT_DIR/spans.jsonl (one JSON object per span, ids in hex), its raw body
+to OUT_DIR/raw.bin and its headers to OUT_DIR/headers.jsonl. Anything else is answered 404 or 415.
 """
 
 import json
@@ -80,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
                 f.writelines(line + "\n" for line in lines)
             with open(os.path.join(OUT, "raw.bin"), "ab") as f:
                 f.write(body)
+            with open(os.path.join(OUT, "headers.jsonl"), "a") as f:
+                f.write(json.dumps({k.lower(): v for k, v in self.headers.items()}) + "\n")
         reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
