@@ -39,6 +39,14 @@ const TABLES_PER_COMPONENT: u32 = 8;
 /// pool's slots and each call's limiter both use it.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+/// Bytes of a linear memory a slot keeps resident between calls, reset to
+/// their original contents in place (a Python tool's call dirties a few
+/// MiB of its heap image). Bounds what an idle slot holds.
+const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
+
+/// Bytes of a table a slot keeps resident between calls.
+const TABLE_KEEP_RESIDENT: usize = 1 << 20;
+
 /// Builds the shared engine, its instance pool shaped by `host`: one slot
 /// per instance, each reserving address space (not memory) for the largest
 /// memory a policy may grant.
@@ -58,6 +66,13 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
         .table_elements(MAX_TABLE_ELEMENTS)
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20);
+    // A slot keeps the pages a call dirtied and puts their original bytes
+    // back (found with Linux's PAGEMAP_SCAN, 6.7 and later), instead of
+    // dropping them and faulting them in again on the next call: the first
+    // call in a fresh Python instance touches megabytes of its heap image.
+    pool.linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut config = Config::new();
     config
