@@ -21,8 +21,9 @@
 
 use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
 use regex_automata::util::pool::Pool;
-use regex_automata::{Input, MatchKind};
+use regex_automata::{Input, MatchKind, PatternSet};
 use serde::Deserialize;
+use std::sync::OnceLock;
 
 use crate::rules::{Action, RulesError};
 
@@ -53,6 +54,15 @@ const SHAPE_PATTERNS: [&str; 2] = [
     r"(?:^|[^A-Za-z0-9])[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-]",
     r#"["']\s*,\s*["']"#,
 ];
+
+/// The syntax of signal and shape patterns: ASCII classes and case
+/// folding, over bytes (the patterns are ASCII, and Unicode \w and \s
+/// would multiply the states).
+fn signal_syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+}
 
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
 /// a policy). A threshold that is absent (or 0) never acts.
@@ -126,12 +136,23 @@ pub struct Signals {
     pub signals: Vec<Signal>,
     /// The default thresholds (`[score]`).
     pub thresholds: Thresholds,
-    /// All patterns of all signals, one lazy DFA that reports every match
-    /// end of every pattern (overlapping: one signal's match never hides
-    /// another's), with a pool of caches for concurrent calls.
-    dfa: Option<Automaton>,
-    /// For each pattern, the index of its signal.
+    /// The signals' automaton's patterns: every signal's (in signal order),
+    /// then the [`Shapes`]'.
+    patterns: Vec<String>,
+    /// For each of them, its owner: a signal index (below the number of
+    /// signals), then a shape.
     owners: Vec<usize>,
+    /// The rule patterns the guard runs beside the signals
+    /// ([`crate::RuleSet::all`]), for the rules' automaton.
+    rule_patterns: Vec<String>,
+    /// The signal and shape patterns in one lazy DFA that reports every
+    /// match end of every pattern (overlapping: one match never hides
+    /// another), with a pool of caches for concurrent calls; compiled on
+    /// first use (`None` when there is nothing to look for).
+    dfa: OnceLock<Option<Automaton>>,
+    /// The rule patterns, likewise, in a DFA of their own (one automaton
+    /// for both would have the product of their states to build).
+    rules_dfa: OnceLock<Option<Automaton>>,
 }
 
 /// A lazy DFA and its caches.
@@ -141,6 +162,79 @@ struct Automaton {
         Cache,
         Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
     >,
+}
+
+impl Automaton {
+    /// Appends to `out` which patterns match in `text`, each once, in
+    /// pattern order. Most text matches none: a search that stops at the
+    /// first match end (the DFA's fast loop) says so before the overlapping
+    /// search that finds them all.
+    fn which_match(&self, text: &str, out: &mut Vec<usize>) {
+        let mut cache = self.caches.get();
+        let first = self
+            .dfa
+            .try_search_fwd(&mut cache, &Input::new(text).earliest(true));
+        if !matches!(first, Ok(Some(_))) {
+            return;
+        }
+        let mut set = PatternSet::new(self.dfa.pattern_len());
+        if self
+            .dfa
+            .try_which_overlapping_matches(&mut cache, &Input::new(text), &mut set)
+            .is_ok()
+        {
+            out.extend(set.iter().map(|p| p.as_usize()));
+        }
+    }
+
+    /// Calls `f(pattern, end)` for every match end of every pattern, in
+    /// one pass.
+    fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
+        let mut cache = self.caches.get();
+        let input = Input::new(text);
+        let mut state = OverlappingState::start();
+        while self
+            .dfa
+            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
+            .is_ok()
+        {
+            let Some(m) = state.get_match() else {
+                break;
+            };
+            f(m.pattern().as_usize(), m.offset());
+        }
+    }
+}
+
+/// One lazy DFA over `patterns` (every match end of every pattern, no
+/// capture groups: only where matches end is wanted); `None` for none.
+fn build(
+    patterns: &[String],
+    syntax: regex_automata::util::syntax::Config,
+    what: &str,
+) -> Result<Option<Automaton>, RulesError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let dfa = DFA::builder()
+        .configure(
+            DFA::config()
+                .match_kind(MatchKind::All)
+                .cache_capacity(16 << 20),
+        )
+        .syntax(syntax)
+        .thompson(
+            regex_automata::nfa::thompson::Config::new()
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+        )
+        .build_many(patterns)
+        .map_err(|e| RulesError(format!("the {what} do not compile together: {e}")))?;
+    let dfa = std::sync::Arc::new(dfa);
+    let for_pool = dfa.clone();
+    Ok(Some(Automaton {
+        dfa,
+        caches: Pool::new(Box::new(move || for_pool.create_cache())),
+    }))
 }
 
 impl std::fmt::Debug for Automaton {
@@ -176,20 +270,28 @@ impl Signals {
         Signals {
             signals: Vec::new(),
             thresholds: Thresholds::default(),
-            dfa: None,
+            patterns: Vec::new(),
             owners: Vec::new(),
+            rule_patterns: Vec::new(),
+            dfa: OnceLock::new(),
+            rules_dfa: OnceLock::new(),
         }
     }
 
     /// Whether the automaton also looks for [`Shapes`] (it does whenever
     /// there are signals).
     fn finds_shapes(&self) -> bool {
-        self.dfa.is_some()
+        !self.signals.is_empty()
     }
 
+    /// Compiles a rule file's signals, with the rule patterns that run in
+    /// the same pass (`rules`, matched with the rule syntax: Unicode
+    /// classes). The automaton is built now when `eager`, else on first use.
     pub(crate) fn compile(
         file: Vec<FileSignal>,
         thresholds: Thresholds,
+        rules: Vec<String>,
+        eager: bool,
     ) -> Result<Signals, RulesError> {
         if file.len() > MAX_SIGNALS {
             return Err(RulesError(format!(
@@ -208,8 +310,12 @@ impl Signals {
                 return Err(RulesError(format!("signal {:?} has no patterns", s.id)));
             }
             for (i, p) in s.patterns.iter().enumerate() {
-                regex::Regex::new(p)
-                    .map_err(|e| RulesError(format!("signal {:?}, pattern {i}: {e}", s.id)))?;
+                // Checked on its own, with the signals' syntax, for an
+                // error that names it.
+                if eager {
+                    regex_automata::util::syntax::parse_with(p, &signal_syntax())
+                        .map_err(|e| RulesError(format!("signal {:?}, pattern {i}: {e}", s.id)))?;
+                }
                 patterns.push(p.clone());
                 owners.push(signals.len());
             }
@@ -219,42 +325,79 @@ impl Signals {
                 weight: s.weight,
             });
         }
-        // Shape patterns are owned by `signals.len() + k`, past the signals.
-        for (k, p) in SHAPE_PATTERNS.iter().enumerate() {
-            patterns.push(p.to_string());
-            owners.push(signals.len() + k);
+        if !signals.is_empty() {
+            // Shape patterns are owned by `signals.len() + k`, past the signals.
+            for (k, p) in SHAPE_PATTERNS.iter().enumerate() {
+                patterns.push(p.to_string());
+                owners.push(signals.len() + k);
+            }
         }
-        let dfa = if signals.is_empty() {
-            None
-        } else {
-            let dfa = DFA::builder()
-                .configure(
-                    DFA::config()
-                        .match_kind(MatchKind::All)
-                        .cache_capacity(8 << 20),
-                )
-                // ASCII classes and case folding, over bytes: the patterns
-                // are ASCII, and Unicode \w and \s would multiply the states.
-                .syntax(
-                    regex_automata::util::syntax::Config::new()
-                        .unicode(false)
-                        .utf8(false),
-                )
-                .build_many(&patterns)
-                .map_err(|e| RulesError(format!("the signals do not compile together: {e}")))?;
-            let dfa = std::sync::Arc::new(dfa);
-            let for_pool = dfa.clone();
-            Some(Automaton {
-                dfa,
-                caches: Pool::new(Box::new(move || for_pool.create_cache())),
-            })
-        };
-        Ok(Signals {
+        let compiled = Signals {
             signals,
             thresholds,
-            dfa,
+            patterns,
             owners,
-        })
+            rule_patterns: rules,
+            dfa: OnceLock::new(),
+            rules_dfa: OnceLock::new(),
+        };
+        if eager {
+            let _ = compiled
+                .dfa
+                .set(build(&compiled.patterns, signal_syntax(), "signals")?);
+            let syntax = regex_automata::util::syntax::Config::new();
+            let _ = compiled
+                .rules_dfa
+                .set(build(&compiled.rule_patterns, syntax, "rules")?);
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles both automata now (see [`crate::RuleSet::prepare`]), each on
+    /// its own thread when neither is compiled yet.
+    pub fn prepare(&self) {
+        if self.dfa.get().is_some() || self.rules_dfa.get().is_some() {
+            self.automaton();
+            self.rules_automaton();
+            return;
+        }
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("guard-compile".into())
+                .spawn_scoped(scope, || {
+                    self.rules_automaton();
+                });
+            self.automaton();
+            if other.map(|handle| handle.join()).is_err() {
+                self.rules_automaton(); // no thread: compile it here
+            }
+        });
+    }
+
+    /// The signals' automaton, compiled on first use (the patterns were
+    /// checked when the rule file loaded, or are the bundled ones, which are
+    /// tested).
+    fn automaton(&self) -> Option<&Automaton> {
+        self.dfa
+            .get_or_init(|| {
+                build(&self.patterns, signal_syntax(), "signals")
+                    .expect("the rule file's signals compile (checked when it loaded)")
+            })
+            .as_ref()
+    }
+
+    /// The rules' automaton, compiled on first use.
+    fn rules_automaton(&self) -> Option<&Automaton> {
+        self.rules_dfa
+            .get_or_init(|| {
+                build(
+                    &self.rule_patterns,
+                    regex_automata::util::syntax::Config::new(),
+                    "rules",
+                )
+                .expect("the rule file's patterns compile (checked when it loaded)")
+            })
+            .as_ref()
     }
 
     /// Every signal match end in `text`: (signal index, end byte offset,
@@ -276,21 +419,11 @@ impl Signals {
     /// A search the DFA gives up on (it does not, with these settings: no
     /// Unicode word boundaries, no cache-clear limit) ends the matches.
     fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
-        let Some(auto) = &self.dfa else {
-            return;
-        };
-        let mut cache = auto.caches.get();
-        let input = Input::new(text);
-        let mut state = OverlappingState::start();
-        while auto
-            .dfa
-            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
-            .is_ok()
-        {
-            let Some(m) = state.get_match() else {
-                break;
-            };
-            f(self.owners[m.pattern().as_usize()], m.offset());
+        if self.dfa.get().is_none() {
+            self.prepare(); // the first scan: compile both, side by side
+        }
+        if let Some(auto) = self.automaton() {
+            auto.each_match(text, |p, end| f(self.owners[p], end));
         }
     }
 
@@ -310,6 +443,27 @@ impl Signals {
         text: &str,
         thresholds: &Thresholds,
     ) -> (Option<Scored>, Shapes) {
+        if self.signals.is_empty() {
+            return (None, Shapes::UNKNOWN);
+        }
+        self.scan(text, thresholds, None)
+    }
+
+    /// [`Signals::score_and_shapes`], and in the same pass which of the
+    /// rule patterns the automaton holds match in `text` (each index once,
+    /// into [`crate::RuleSet::all`]), appended to `rules` when given.
+    pub fn scan(
+        &self,
+        text: &str,
+        thresholds: &Thresholds,
+        rules: Option<&mut Vec<usize>>,
+    ) -> (Option<Scored>, Shapes) {
+        if let (Some(rules), Some(auto)) = (rules, self.rules_automaton()) {
+            auto.which_match(text, rules);
+        }
+        if self.signals.is_empty() {
+            return (None, Shapes::UNKNOWN);
+        }
         let mut shapes = if self.finds_shapes() {
             Shapes {
                 letter_spaced: false,

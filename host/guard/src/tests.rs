@@ -1048,3 +1048,54 @@ mod spotlighting {
         assert!(json_out.text.contains("\n{\"a\":1}\n"));
     }
 }
+
+// ---- loading: lazy default rules, whole user files ----
+
+#[test]
+fn lazily_compiled_default_rules_judge_as_the_whole_compiled_file() {
+    // A rule file read with `parse` is compiled whole (errors show at load);
+    // the default rules compile part by part on first use. Both give the same
+    // verdicts and flags on every record of the development set.
+    let whole = GuardConfig {
+        rules: Arc::new(RuleSet::parse(rules::DEFAULT_RULES).expect("the default rules compile")),
+        ..config()
+    };
+    let lazy = config();
+    let set = include_str!("../../../tests/data/guard/dev.jsonl");
+    let mut n = 0;
+    for line in set.lines().filter(|l| !l.trim().is_empty()) {
+        let record: Value = serde_json::from_str(line).expect("a JSON record");
+        let text = record["text"].clone();
+        assert_eq!(
+            check(text.clone(), &whole),
+            check(text, &lazy),
+            "record {line}"
+        );
+        n += 1;
+    }
+    assert!(n > 900, "{n} records");
+}
+
+#[test]
+fn rule_file_errors_name_the_rule_or_signal_and_pattern() {
+    let rule = |p: &str| {
+        format!(
+            "[[rule]]\nid = \"r\"\nkind = \"instruction\"\naction = \"flag\"\ndescription = \"\"\npatterns = [\"ok\", '{p}']\n"
+        )
+    };
+    let err = RuleSet::parse(&rule("(unclosed")).expect_err("a bad rule pattern");
+    assert!(err.0.contains("rule \"r\", pattern 1"), "{}", err.0);
+    let signal = format!(
+        "{}[[signal]]\nid = \"s\"\nweight = 1\ndescription = \"\"\npatterns = ['[z-a]']\n",
+        rule("fine")
+    );
+    let err = RuleSet::parse(&signal).expect_err("a bad signal pattern");
+    assert!(err.0.contains("signal \"s\", pattern 0"), "{}", err.0);
+    // A good file compiles whole, and `prepare` is then a no-op.
+    let rules = RuleSet::parse(&rule("fine")).expect("compiles");
+    rules.prepare();
+    assert!(RuleSet::default_rules()
+        .get("instruction.override")
+        .is_some());
+    RuleSet::default_rules().prepare();
+}
