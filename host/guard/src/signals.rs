@@ -19,9 +19,9 @@
 //! same pass also reports the [`Shapes`] that the guard's views undo, so a
 //! text without them is not looked at again.
 
-use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
+use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::util::pool::Pool;
-use regex_automata::{Input, MatchKind, PatternSet};
+use regex_automata::{Input, MatchKind};
 use serde::Deserialize;
 use std::sync::OnceLock;
 
@@ -170,39 +170,161 @@ impl Automaton {
     /// first match end (the DFA's fast loop) says so before the overlapping
     /// search that finds them all.
     fn which_match(&self, text: &str, out: &mut Vec<usize>) {
-        let mut cache = self.caches.get();
         let first = self
             .dfa
-            .try_search_fwd(&mut cache, &Input::new(text).earliest(true));
-        if !matches!(first, Ok(Some(_))) {
-            return;
-        }
-        let mut set = PatternSet::new(self.dfa.pattern_len());
-        if self
-            .dfa
-            .try_which_overlapping_matches(&mut cache, &Input::new(text), &mut set)
-            .is_ok()
-        {
-            out.extend(set.iter().map(|p| p.as_usize()));
+            .try_search_fwd(&mut self.caches.get(), &Input::new(text).earliest(true));
+        if matches!(first, Ok(Some(_))) {
+            self.all_matching(text, out);
         }
     }
 
+    /// Appends to `out` which patterns match in `text`, each once, in
+    /// pattern order (one overlapping pass).
+    fn all_matching(&self, text: &str, out: &mut Vec<usize>) {
+        let mut seen = vec![false; self.dfa.pattern_len()];
+        self.each_match(text, |p, _| seen[p] = true);
+        out.extend((0..seen.len()).filter(|&p| seen[p]));
+    }
+
     /// Calls `f(pattern, end)` for every match end of every pattern, in
-    /// one pass.
-    fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
+    /// one pass, in order of their ends (the overlapping search of
+    /// `regex-automata`, with a tight loop over the transitions that lead to
+    /// no match, which is nearly every byte). A search the DFA gives up on
+    /// (it does not, with these settings: no Unicode word boundaries, no
+    /// cache-clear limit) ends the matches.
+    fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
+        self.each_match_and(None, text, f, |_| {});
+    }
+
+    /// [`Automaton::each_match`], and `g(pattern)` for every match end of
+    /// `other` in the same loop: each byte steps both automata, so the two
+    /// lookups of a byte (each a likely cache miss: the automata are large)
+    /// overlap instead of following one another. Returns false when `other`
+    /// gave up (it does not, with these settings), so that its matches may
+    /// be incomplete.
+    fn each_match_and(
+        &self,
+        other: Option<&Automaton>,
+        text: &str,
+        mut f: impl FnMut(usize, usize),
+        mut g: impl FnMut(usize),
+    ) -> bool {
+        let dfa = &*self.dfa;
         let mut cache = self.caches.get();
+        let cache = &mut *cache;
+        let bytes = text.as_bytes();
         let input = Input::new(text);
-        let mut state = OverlappingState::start();
-        while self
-            .dfa
-            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
-            .is_ok()
-        {
-            let Some(m) = state.get_match() else {
+        let mut other_cache = other.map(|o| o.caches.get());
+        // (automaton, cache, state) of each; `None` once it ended.
+        let mut mine = dfa
+            .start_state_forward(cache, &input)
+            .ok()
+            .map(|sid| (dfa, &mut *cache, sid));
+        let mut theirs = match (other, other_cache.as_deref_mut()) {
+            (Some(o), Some(c)) => match o.dfa.start_state_forward(c, &input) {
+                Ok(sid) => Some((&*o.dfa, c, sid)),
+                Err(_) => return false,
+            },
+            _ => None,
+        };
+        let mut complete = true;
+        let mut at = 0;
+        while at < bytes.len() {
+            // The tight loop: no state is new, a match or an end.
+            match (&mut mine, &mut theirs) {
+                (Some((d, c, sid)), Some((od, oc, oid))) => {
+                    while at < bytes.len() && !sid.is_tagged() && !oid.is_tagged() {
+                        let b = bytes[at];
+                        let next = d.next_state_untagged(c, *sid, b);
+                        let onext = od.next_state_untagged(oc, *oid, b);
+                        if next.is_tagged() || onext.is_tagged() {
+                            break;
+                        }
+                        (*sid, *oid) = (next, onext);
+                        at += 1;
+                    }
+                }
+                (Some((d, c, sid)), None) | (None, Some((d, c, sid))) => {
+                    while at < bytes.len() && !sid.is_tagged() {
+                        let next = d.next_state_untagged(c, *sid, bytes[at]);
+                        if next.is_tagged() {
+                            break;
+                        }
+                        *sid = next;
+                        at += 1;
+                    }
+                }
+                (None, None) => return complete,
+            }
+            if at == bytes.len() {
                 break;
-            };
-            f(m.pattern().as_usize(), m.offset());
+            }
+            // One byte the slow way: a state not built yet, or a match
+            // (reported one byte late: a transition into a match state on
+            // the byte at `at` is a match ending at `at`), or (never here)
+            // dead, quit or given up.
+            let b = bytes[at];
+            if let Some((d, c, sid)) = &mut mine {
+                match d.next_state(c, *sid, b) {
+                    Ok(next) if !(next.is_dead() || next.is_quit()) => {
+                        for i in 0..if next.is_match() {
+                            d.match_len(c, next)
+                        } else {
+                            0
+                        } {
+                            f(d.match_pattern(c, next, i).as_usize(), at);
+                        }
+                        *sid = next;
+                    }
+                    _ => mine = None,
+                }
+            }
+            if let Some((d, c, sid)) = &mut theirs {
+                match d.next_state(c, *sid, b) {
+                    Ok(next) if !(next.is_dead() || next.is_quit()) => {
+                        for i in 0..if next.is_match() {
+                            d.match_len(c, next)
+                        } else {
+                            0
+                        } {
+                            g(d.match_pattern(c, next, i).as_usize());
+                        }
+                        *sid = next;
+                    }
+                    _ => {
+                        theirs = None;
+                        complete = false;
+                    }
+                }
+            }
+            at += 1;
         }
+        if let Some((d, c, sid)) = mine {
+            if let Ok(end) = d.next_eoi_state(c, sid) {
+                for i in 0..if end.is_match() {
+                    d.match_len(c, end)
+                } else {
+                    0
+                } {
+                    f(d.match_pattern(c, end, i).as_usize(), bytes.len());
+                }
+            }
+        }
+        if let Some((d, c, sid)) = theirs {
+            match d.next_eoi_state(c, sid) {
+                Ok(end) => {
+                    for i in 0..if end.is_match() {
+                        d.match_len(c, end)
+                    } else {
+                        0
+                    } {
+                        g(d.match_pattern(c, end, i).as_usize());
+                    }
+                }
+                Err(_) => complete = false,
+            }
+        }
+        complete
     }
 }
 
@@ -418,12 +540,43 @@ impl Signals {
     /// Calls `f(signal, end)` for every match end, in one pass of the DFA.
     /// A search the DFA gives up on (it does not, with these settings: no
     /// Unicode word boundaries, no cache-clear limit) ends the matches.
-    fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
+    fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
+        self.each_match_and_rules(text, None, f);
+    }
+
+    /// [`Signals::each_match`], and which rule patterns match, appended to
+    /// `rules` when given (both automata step through the text together).
+    fn each_match_and_rules(
+        &self,
+        text: &str,
+        rules: Option<&mut Vec<usize>>,
+        mut f: impl FnMut(usize, usize),
+    ) {
         if self.dfa.get().is_none() {
             self.prepare(); // the first scan: compile both, side by side
         }
-        if let Some(auto) = self.automaton() {
-            auto.each_match(text, |p, end| f(self.owners[p], end));
+        let rules_auto = self.rules_automaton();
+        match (self.automaton(), rules) {
+            (Some(auto), Some(rules)) => {
+                let mut seen = vec![false; rules_auto.map_or(0, |r| r.dfa.pattern_len())];
+                let complete = auto.each_match_and(
+                    rules_auto,
+                    text,
+                    |p, end| f(self.owners[p], end),
+                    |p| seen[p] = true,
+                );
+                match rules_auto {
+                    Some(r) if !complete => r.all_matching(text, rules),
+                    _ => rules.extend((0..seen.len()).filter(|&p| seen[p])),
+                }
+            }
+            (Some(auto), None) => auto.each_match(text, |p, end| f(self.owners[p], end)),
+            (None, Some(rules)) => {
+                if let Some(r) = rules_auto {
+                    r.which_match(text, rules);
+                }
+            }
+            (None, None) => {}
         }
     }
 
@@ -458,10 +611,10 @@ impl Signals {
         thresholds: &Thresholds,
         rules: Option<&mut Vec<usize>>,
     ) -> (Option<Scored>, Shapes) {
-        if let (Some(rules), Some(auto)) = (rules, self.rules_automaton()) {
-            auto.which_match(text, rules);
-        }
         if self.signals.is_empty() {
+            if let (Some(rules), Some(auto)) = (rules, self.rules_automaton()) {
+                auto.which_match(text, rules);
+            }
             return (None, Shapes::UNKNOWN);
         }
         let mut shapes = if self.finds_shapes() {
@@ -486,7 +639,7 @@ impl Signals {
         let bytes = text.as_bytes();
         let mut events: Vec<(usize, usize, usize)> = Vec::new();
         let mut negatives = false;
-        self.each_match(text, |signal, end| {
+        self.each_match_and_rules(text, rules, |signal, end| {
             if signal >= n {
                 match signal - n {
                     0 => shapes.letter_spaced = true,
