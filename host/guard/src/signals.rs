@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use crate::rules::{Action, RulesError};
 
 /// Most signals a rule file may define (a window's signals are a bit mask).
-pub const MAX_SIGNALS: usize = 16;
+pub const MAX_SIGNALS: usize = 32;
 
 /// Shapes that views of a text undo (see `views`), seen in the same pass
 /// as the signals, so a text without them is not looked at again.
@@ -735,6 +735,15 @@ impl Lines {
         for at in memchr::memchr_iter(b'\n', &bytes[from.min(to)..to]) {
             let next = &bytes[from + at + 1..];
             let indent = next.iter().take_while(|b| **b == b' ').count();
+            let blank = next
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\r'))
+                .is_none_or(|b| *b == b'\n');
+            if blank {
+                // A blank line (a paragraph break) separates no window: the
+                // lines around it count as adjacent.
+                continue;
+            }
             if next[indent..].starts_with(b"```") {
                 // The line before a fence joins the block; a closing fence
                 // is part of the block.
