@@ -20,6 +20,7 @@
 //! text without them is not looked at again.
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::hybrid::LazyStateID;
 use regex_automata::util::pool::Pool;
 use regex_automata::{Input, MatchKind};
 use serde::Deserialize;
@@ -265,33 +266,23 @@ impl Automaton {
             // dead, quit or given up.
             let b = bytes[at];
             if let Some((d, c, sid)) = &mut mine {
-                match d.next_state(c, *sid, b) {
-                    Ok(next) if !(next.is_dead() || next.is_quit()) => {
-                        for i in 0..if next.is_match() {
-                            d.match_len(c, next)
-                        } else {
-                            0
-                        } {
-                            f(d.match_pattern(c, next, i).as_usize(), at);
+                match step(d, c, *sid, b) {
+                    Some(next) => {
+                        for p in matched(d, c, next) {
+                            f(p, at);
                         }
                         *sid = next;
                     }
-                    _ => mine = None,
+                    None => mine = None,
                 }
             }
             if let Some((d, c, sid)) = &mut theirs {
-                match d.next_state(c, *sid, b) {
-                    Ok(next) if !(next.is_dead() || next.is_quit()) => {
-                        for i in 0..if next.is_match() {
-                            d.match_len(c, next)
-                        } else {
-                            0
-                        } {
-                            g(d.match_pattern(c, next, i).as_usize());
-                        }
+                match step(d, c, *sid, b) {
+                    Some(next) => {
+                        matched(d, c, next).for_each(&mut g);
                         *sid = next;
                     }
-                    _ => {
+                    None => {
                         theirs = None;
                         complete = false;
                     }
@@ -301,31 +292,41 @@ impl Automaton {
         }
         if let Some((d, c, sid)) = mine {
             if let Ok(end) = d.next_eoi_state(c, sid) {
-                for i in 0..if end.is_match() {
-                    d.match_len(c, end)
-                } else {
-                    0
-                } {
-                    f(d.match_pattern(c, end, i).as_usize(), bytes.len());
+                for p in matched(d, c, end) {
+                    f(p, bytes.len());
                 }
             }
         }
         if let Some((d, c, sid)) = theirs {
             match d.next_eoi_state(c, sid) {
-                Ok(end) => {
-                    for i in 0..if end.is_match() {
-                        d.match_len(c, end)
-                    } else {
-                        0
-                    } {
-                        g(d.match_pattern(c, end, i).as_usize());
-                    }
-                }
+                Ok(end) => matched(d, c, end).for_each(&mut g),
                 Err(_) => complete = false,
             }
         }
         complete
     }
+}
+
+/// The state after byte `b`; `None` when the search ends there (dead, quit
+/// or given up: never with these settings).
+fn step(dfa: &DFA, cache: &mut Cache, sid: LazyStateID, b: u8) -> Option<LazyStateID> {
+    dfa.next_state(cache, sid, b)
+        .ok()
+        .filter(|next| !(next.is_dead() || next.is_quit()))
+}
+
+/// The patterns that match in state `sid` (none unless it is a match state).
+fn matched<'a>(
+    dfa: &'a DFA,
+    cache: &'a Cache,
+    sid: LazyStateID,
+) -> impl Iterator<Item = usize> + 'a {
+    let n = if sid.is_match() {
+        dfa.match_len(cache, sid)
+    } else {
+        0
+    };
+    (0..n).map(move |i| dfa.match_pattern(cache, sid, i).as_usize())
 }
 
 /// One lazy DFA over `patterns` (every match end of every pattern, no
