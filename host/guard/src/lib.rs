@@ -740,16 +740,15 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
     }
     let path = path.split('#').next().unwrap_or_default();
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    // Data: a long query value, a template placeholder ({secret}, [DATA],
-    // <DATA, $TOKEN) or key=value in the path, a long query, or a long path
-    // segment; `?branch=main` or `?v=4.2` carry none.
-    let long_value = query
+    // Data: a query value that is data rather than a setting, a template
+    // placeholder ({secret}, [DATA], <DATA, $TOKEN) or key=value in the path,
+    // or a long path segment; `?branch=main` or `?v=4.2` carry none.
+    let data_value = query
         .split('&')
-        .any(|kv| kv.split_once('=').map_or(kv, |(_, v)| v).len() >= 12);
+        .any(|kv| data_value(kv.split_once('=').map_or(kv, |(_, v)| v)));
     let marks = ['{', '}', '[', ']', '<', '>', '$'];
     let placeholder = query.contains(marks) || path.contains(marks) || path.contains('=');
-    let carries_data =
-        long_value || placeholder || query.len() >= 40 || path.split('/').any(encoded_segment);
+    let carries_data = data_value || placeholder || path.split('/').any(encoded_segment);
     let parent = host
         .split_once('.')
         .map(|(_, p)| p)
@@ -759,6 +758,32 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
             .into_iter()
             .flatten()
             .any(|domain| mail_domains.contains(domain))
+}
+
+/// Whether a query value carries data rather than a setting: decoded, it
+/// holds a token (a run of letters and digits) of 16 characters or more, or
+/// of 12 or more that mixes letters and digits (a hash, an encoded blob), it
+/// is a template variable in capitals, or it is a sentence (five words or
+/// more). `branch=main`,
+/// `style=for-the-badge`, `query=workflow%3ACI`, `repo=winnow-rs/winnow` and
+/// `labelColor=555555` are settings.
+fn data_value(value: &str) -> bool {
+    let decoded = decode::Decoder::Percent
+        .decode(value)
+        .unwrap_or_else(|| value.to_string());
+    let token = decoded.split(|c: char| !c.is_alphanumeric()).any(|t| {
+        let n = t.chars().count();
+        let mixed = t.chars().any(|c| c.is_ascii_digit()) && t.chars().any(char::is_alphabetic);
+        n >= 16 || (n >= 12 && mixed)
+    });
+    // A template variable (`SECRET_TOKEN`, `CONVERSATION`) stands for data.
+    let variable = decoded.len() >= 4
+        && decoded
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && decoded.bytes().filter(u8::is_ascii_uppercase).count() >= 3
+        && (decoded.contains('_') || decoded.len() >= 6);
+    token || variable || decoded.split_whitespace().count() >= 5
 }
 
 /// Whether a URL path segment looks like data encoded into it: longer than

