@@ -1160,6 +1160,19 @@ fn rule_file_errors_name_the_rule_or_signal_and_pattern() {
     // A good file compiles whole, and `prepare` is then a no-op.
     let rules = RuleSet::parse(&rule("fine")).expect("compiles");
     rules.prepare();
+    // A file of rules without signals: its rules still run in the one pass.
+    let cfg = GuardConfig {
+        rules: Arc::new(rules),
+        ..config()
+    };
+    let (_, flags) = check(json!({"a": "all fine here", "b": "nothing"}), &cfg).split();
+    assert_eq!(
+        flags
+            .iter()
+            .map(|f| (f.rule.as_str(), f.pointer.as_str()))
+            .collect::<Vec<_>>(),
+        [("r", "/a")]
+    );
     assert!(RuleSet::default_rules()
         .get("instruction.override")
         .is_some());
