@@ -10,8 +10,9 @@
 //! (a mention, a list of requests) lowers every window holding its line. All
 //! signal patterns run as one multi-pattern automaton over a string (one
 //! linear pass, every match end of every pattern); a *window* is a line
-//! together with the line before it (a fenced code block counts as one line
-//! with the line that introduces it), at most [`Thresholds::span`] bytes from
+//! together with the line before it (blank lines between them do not
+//! count; a fenced code block counts as one line with the line that
+//! introduces it), at most [`Thresholds::span`] bytes from
 //! its first signal to its last. A window's score is the sum of the weights
 //! of the *distinct* signals in it; the string's score is its best window's.
 //! The `[score]` thresholds turn the score into an action (reject, redact
