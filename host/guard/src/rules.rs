@@ -340,12 +340,9 @@ impl RuleSet {
     }
 }
 
-/// One rule pattern as its own regex.
+/// One rule pattern as its own regex (the `regex` crate's default limits).
 fn compile(pattern: &str) -> Result<Regex, regex::Error> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(SET_SIZE_LIMIT)
-        .dfa_size_limit(SET_SIZE_LIMIT)
-        .build()
+    Regex::new(pattern)
 }
 
 fn build_set(patterns: &[String], what: &str) -> Result<RegexSet, RulesError> {
