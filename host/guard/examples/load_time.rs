@@ -15,5 +15,9 @@ fn main() {
     let started = std::time::Instant::now();
     let again = fabric_guard::check(serde_json::json!({"sum": 42, "note": "done"}), &config);
     println!("second check in {:?}", started.elapsed());
-    std::hint::black_box((rules, verdict, again));
+    // A list of short strings: the guard also checks the items joined.
+    let started = std::time::Instant::now();
+    let list = fabric_guard::check(serde_json::json!(["alpha", "beta", "gamma"]), &config);
+    println!("first check of a list of words in {:?}", started.elapsed());
+    std::hint::black_box((rules, verdict, again, list));
 }

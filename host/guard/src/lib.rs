@@ -498,8 +498,34 @@ fn scored_extras(
 /// so a redaction there rejects.
 fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
     let norm = normalise(view);
+    let rules = &config.rules;
+    // A view that normalisation leaves as it is (most): the one pass finds
+    // its signals and its rules (but the encoded ones: a view is not
+    // decoded), and only the small set of the `decoded` kind runs besides.
+    let mut scored = None;
+    let mut matched = None;
+    if unchanged(view, &norm) {
+        let thresholds = rules.signals.thresholds.overridden_by(&config.score);
+        let mut found = Vec::new();
+        scored = Some(rules.signals.scan(view, &thresholds, Some(&mut found)).0);
+        let mut pairs: Vec<(usize, usize)> = found
+            .into_iter()
+            .map(|k| rules.all[k])
+            .filter(|&(r, _)| rules.rules[r].kind != Kind::Encoded)
+            .collect();
+        if let Some(decoded) = rules.kinds.get(&Kind::Decoded) {
+            pairs.extend(
+                decoded
+                    .set()
+                    .matches(view)
+                    .iter()
+                    .map(|i| decoded.owners[i]),
+            );
+        }
+        matched = Some(pairs);
+    }
     let mut out: Vec<Extra> = Vec::new();
-    for hit in scan(view, &norm, config, false, None) {
+    for hit in scan(view, &norm, config, false, matched) {
         let rule = &config.rules.rules[hit.rule];
         if hit.action == Action::Flag || !rule.kind.normalised() {
             continue;
@@ -515,7 +541,12 @@ fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
             excerpt: format!("{what}: {}", hit.excerpt),
         });
     }
-    for mut e in score(&norm, config, &format!("{what}: "), VIEW_BONUS).0 {
+    let what = format!("{what}: ");
+    let extras = match scored {
+        Some(scored) => scored_extras(scored, &norm, config, &what, VIEW_BONUS),
+        None => score(&norm, config, &what, VIEW_BONUS).0,
+    };
+    for mut e in extras {
         if e.action != Action::Flag {
             e.action = Action::Reject;
         }
