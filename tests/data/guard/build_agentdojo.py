@@ -42,6 +42,8 @@ import sys
 
 import yaml
 
+from guard_parts import replace_records
+
 SEED = 20261126
 SUITES = ["banking", "slack", "travel", "workspace"]
 FAMILIES = ["direct", "ignore-previous", "information", "injecagent", "system-message"]
@@ -287,20 +289,11 @@ def main():
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)
     root = pathlib.Path(sys.argv[1])
-    here = pathlib.Path(__file__).parent
     records = build(root)
-    for part, name in [("dev", "dev.jsonl"), ("validation", "validation.jsonl")]:
-        path = here / name
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("added") != "agentdojo"
-        ]
-        new = [json.dumps(r, ensure_ascii=True) for r in records[part]]
-        path.write_text("\n".join(kept + new) + "\n")
-        inj = sum(r["injected"] for r in records[part])
-        print(f"{name}: {len(new)} AgentDojo records ({inj} injected, {len(new) - inj} benign)")
-
+    for name, n in replace_records("agentdojo", records).items():
+        part = records["dev" if name == "dev.jsonl" else "validation"]
+        inj = sum(r["injected"] for r in part)
+        print(f"{name}: {n} AgentDojo records ({inj} injected, {n - inj} benign)")
 
 if __name__ == "__main__":
     main()

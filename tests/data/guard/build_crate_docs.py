@@ -19,11 +19,12 @@ crates, in name order, are shuffled with a fixed seed and alternate between the
 parts; at most 60 per part.
 """
 
-import json
 import pathlib
 import random
 import re
 import sys
+
+from guard_parts import replace_records
 
 SEED = 20261127
 PER_PART = 60
@@ -102,17 +103,8 @@ def main():
                     "added": "crate-docs",
                 }
             )
-    for part, file in [("dev", "dev.jsonl"), ("validation", "validation.jsonl")]:
-        path = here / file
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("added") != "crate-docs"
-        ]
-        new = [json.dumps(r, ensure_ascii=True) for r in records[part]]
-        path.write_text("\n".join(kept + new) + "\n")
-        print(f"{file}: {len(new)} crate README records")
-
+    for name, n in replace_records("crate-docs", records).items():
+        print(f"{name}: {n} crate README records")
 
 if __name__ == "__main__":
     main()
