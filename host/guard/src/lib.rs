@@ -21,12 +21,20 @@
 //! agent.
 //! [`eval`] measures the whole on labelled sets.
 //!
-//! Matching is linear-time (the `regex` crate: finite automata, no
-//! backtracking): one [`regex::RegexSet`] pass per rule kind finds which rules
-//! hit, and only those rules are run again for their spans; the bookkeeping
-//! per hit is constant, so an output built to hit a rule everywhere costs
-//! time in proportion to its size (see the worst-case rows of the guard
-//! benchmark), and its report is cut to `MAX_FLAGS` flags.
+//! Matching is linear-time (finite automata, no backtracking): for text that
+//! normalisation leaves unchanged (most text), one lazy DFA over every rule
+//! pattern says which rules hit (usually none: a search that stops at the
+//! first match end) and another finds the signals; otherwise one
+//! [`regex::RegexSet`] pass per rule kind finds which rules hit. Only the
+//! rules that hit are run again for their spans; the bookkeeping per hit is
+//! constant, so an output built to hit a rule everywhere costs time in
+//! proportion to its size (see the worst-case rows of the guard benchmark),
+//! and its report is cut to `MAX_FLAGS` flags.
+//!
+//! The default rules are compiled part by part on first use: loading them
+//! costs under a millisecond, the first check compiles the two automata (on
+//! two threads; [`RuleSet::prepare`] does it ahead, e.g. while a tool runs),
+//! and a rule's own regex or a kind's set is compiled only when needed.
 
 pub mod decode;
 pub mod eval;
@@ -302,8 +310,22 @@ fn check_string(
     rejected: &mut Vec<String>,
 ) -> Option<String> {
     let normalised = normalise(s);
-    let hits = scan(s, &normalised, config, true);
-    let (mut extras, shapes) = score(&normalised, config, "", 0);
+    let (hits, (mut extras, shapes)) = if unchanged(s, &normalised) {
+        // One pass finds the signals and which rules match (most text
+        // matches none, and then nothing else runs).
+        let signals = &config.rules.signals;
+        let thresholds = signals.thresholds.overridden_by(&config.score);
+        let mut matched = Vec::new();
+        let (scored, shapes) = signals.scan(s, &thresholds, Some(&mut matched));
+        let matched = matched.into_iter().map(|k| config.rules.all[k]).collect();
+        let hits = scan(s, &normalised, config, true, Some(matched));
+        (hits, (scored_extras(scored, s, config, "", 0), shapes))
+    } else {
+        (
+            scan(s, &normalised, config, true, None),
+            score(&normalised, config, "", 0),
+        )
+    };
     for (what, view) in views::text_views(&normalised, shapes) {
         extras.extend(check_view(&view, what, config));
     }
@@ -427,12 +449,26 @@ fn score(
     let signals = &config.rules.signals;
     let thresholds = signals.thresholds.overridden_by(&config.score);
     let (scored, shapes) = signals.score_and_shapes(text, &thresholds);
+    (scored_extras(scored, text, config, what, bonus), shapes)
+}
+
+/// A best window's score as a finding, when the thresholds call for an
+/// action (see [`score`]).
+fn scored_extras(
+    scored: Option<signals::Scored>,
+    text: &str,
+    config: &GuardConfig,
+    what: &str,
+    bonus: u32,
+) -> Vec<Extra> {
+    let signals = &config.rules.signals;
+    let thresholds = signals.thresholds.overridden_by(&config.score);
     let Some(scored) = scored else {
-        return (Vec::new(), shapes);
+        return Vec::new();
     };
     let total = scored.score + bonus;
     let Some(action) = thresholds.action(total) else {
-        return (Vec::new(), shapes);
+        return Vec::new();
     };
     let names: Vec<&str> = scored
         .signals
@@ -454,7 +490,7 @@ fn score(
             excerpt(window)
         ),
     };
-    (vec![extra], shapes)
+    vec![extra]
 }
 
 /// The rules and the score applied to a view of an output (its letter-spaced
@@ -462,8 +498,34 @@ fn score(
 /// so a redaction there rejects.
 fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
     let norm = normalise(view);
+    let rules = &config.rules;
+    // A view that normalisation leaves as it is (most): the one pass finds
+    // its signals and its rules (but the encoded ones: a view is not
+    // decoded), and only the small set of the `decoded` kind runs besides.
+    let mut scored = None;
+    let mut matched = None;
+    if unchanged(view, &norm) {
+        let thresholds = rules.signals.thresholds.overridden_by(&config.score);
+        let mut found = Vec::new();
+        scored = Some(rules.signals.scan(view, &thresholds, Some(&mut found)).0);
+        let mut pairs: Vec<(usize, usize)> = found
+            .into_iter()
+            .map(|k| rules.all[k])
+            .filter(|&(r, _)| rules.rules[r].kind != Kind::Encoded)
+            .collect();
+        if let Some(decoded) = rules.kinds.get(&Kind::Decoded) {
+            pairs.extend(
+                decoded
+                    .set()
+                    .matches(view)
+                    .iter()
+                    .map(|i| decoded.owners[i]),
+            );
+        }
+        matched = Some(pairs);
+    }
     let mut out: Vec<Extra> = Vec::new();
-    for hit in scan(view, &norm, config, false) {
+    for hit in scan(view, &norm, config, false, matched) {
         let rule = &config.rules.rules[hit.rule];
         if hit.action == Action::Flag || !rule.kind.normalised() {
             continue;
@@ -479,7 +541,12 @@ fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
             excerpt: format!("{what}: {}", hit.excerpt),
         });
     }
-    for mut e in score(&norm, config, &format!("{what}: "), VIEW_BONUS).0 {
+    let what = format!("{what}: ");
+    let extras = match scored {
+        Some(scored) => scored_extras(scored, &norm, config, &what, VIEW_BONUS),
+        None => score(&norm, config, &what, VIEW_BONUS).0,
+    };
+    for mut e in extras {
         if e.action != Action::Flag {
             e.action = Action::Reject;
         }
@@ -510,37 +577,40 @@ fn redact(text: &str, mut spans: Vec<((usize, usize), &str)>) -> String {
 /// All rule hits in one string. `decode` is true for the output's own text
 /// (encoded blobs are decoded and their text scanned once more) and false
 /// for decoded text (which `decoded` rules also see, and which is not decoded
-/// again).
-fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<Hit> {
+/// again). `matched` lists the (rule, pattern) pairs that match when the
+/// caller found them already (the one pass over text that normalisation
+/// left unchanged, [`RuleSet::all`]); else each kind's set finds them.
+fn scan(
+    raw: &str,
+    normalised: &str,
+    config: &GuardConfig,
+    decode: bool,
+    matched: Option<Vec<(usize, usize)>>,
+) -> Vec<Hit> {
     let rules = &config.rules;
     let mut hits = Vec::new();
-    // Which (rule, pattern) pairs match: one pass over text that
-    // normalisation left unchanged, else one pass per kind on its text.
-    let mut matched: Vec<(usize, usize)> = Vec::new();
-    let unchanged = std::ptr::eq(raw, normalised) || raw == normalised;
-    if decode && unchanged {
-        // Most text matches no rule: a plain search, which stops at the first
-        // match, is much cheaper than collecting every matching pattern.
-        if rules.all.set.is_match(raw) {
-            let m = rules.all.set.matches(raw);
-            matched.extend(m.iter().map(|i| rules.all.owners[i]));
-        }
-    } else {
-        for (kind, kind_rules) in &rules.kinds {
-            let skip = if decode { Kind::Decoded } else { Kind::Encoded };
-            if *kind == skip {
-                continue;
+    let unchanged = unchanged(raw, normalised);
+    let mut matched = match matched {
+        Some(matched) => matched,
+        None => {
+            let mut matched = Vec::new();
+            for (kind, kind_rules) in &rules.kinds {
+                let skip = if decode { Kind::Decoded } else { Kind::Encoded };
+                if *kind == skip {
+                    continue;
+                }
+                let text = if kind.normalised() { normalised } else { raw };
+                matched.extend(
+                    kind_rules
+                        .set()
+                        .matches(text)
+                        .iter()
+                        .map(|i| kind_rules.owners[i]),
+                );
             }
-            let text = if kind.normalised() { normalised } else { raw };
-            matched.extend(
-                kind_rules
-                    .set
-                    .matches(text)
-                    .iter()
-                    .map(|i| kind_rules.owners[i]),
-            );
+            matched
         }
-    }
+    };
     // In file order: hex rules before base64 ones, so a blob is decoded once.
     matched.sort_unstable();
     // Bookkeeping that keeps the work linear however many matches there are.
@@ -554,7 +624,7 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
         let kind = rule.kind;
         let text = if kind.normalised() { normalised } else { raw };
         let action = config.actions.get(&rule.id).copied().unwrap_or(rule.action);
-        let re = &rule.patterns[pattern_index];
+        let re = rule.patterns[pattern_index].regex();
         match (kind, rule.decode) {
             (Kind::Exfiltration, _) => {
                 // find_iter runs on the fast DFA; captures only on each match.
@@ -604,7 +674,7 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
                     if let Some(decoded) = decoder.decode(blob) {
                         decoded_spans.insert(span.0, span.1);
                         let norm = normalise(&decoded);
-                        for inner in scan(&decoded, &norm, config, false) {
+                        for inner in scan(&decoded, &norm, config, false, None) {
                             if rules.rules[inner.rule].kind.normalised() {
                                 inner_hits.push(Hit {
                                     rule: inner.rule,
@@ -652,6 +722,11 @@ fn scan(raw: &str, normalised: &str, config: &GuardConfig, decode: bool) -> Vec<
     hits
 }
 
+/// Whether normalisation left `raw` as it was.
+fn unchanged(raw: &str, normalised: &str) -> bool {
+    std::ptr::eq(raw, normalised) || raw == normalised
+}
+
 /// Whether `span` overlaps one of a set of disjoint spans (start -> end).
 fn overlaps(spans: &BTreeMap<usize, usize>, span: (usize, usize)) -> bool {
     spans
@@ -696,16 +771,15 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
     }
     let path = path.split('#').next().unwrap_or_default();
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    // Data: a long query value, a template placeholder ({secret}, [DATA],
-    // <DATA, $TOKEN) or key=value in the path, a long query, or a long path
-    // segment; `?branch=main` or `?v=4.2` carry none.
-    let long_value = query
+    // Data: a query value that is data rather than a setting, a template
+    // placeholder ({secret}, [DATA], <DATA, $TOKEN) or key=value in the path,
+    // or a long path segment; `?branch=main` or `?v=4.2` carry none.
+    let data_value = query
         .split('&')
-        .any(|kv| kv.split_once('=').map_or(kv, |(_, v)| v).len() >= 12);
+        .any(|kv| data_value(kv.split_once('=').map_or(kv, |(_, v)| v)));
     let marks = ['{', '}', '[', ']', '<', '>', '$'];
     let placeholder = query.contains(marks) || path.contains(marks) || path.contains('=');
-    let carries_data =
-        long_value || placeholder || query.len() >= 40 || path.split('/').any(encoded_segment);
+    let carries_data = data_value || placeholder || path.split('/').any(encoded_segment);
     let parent = host
         .split_once('.')
         .map(|(_, p)| p)
@@ -715,6 +789,32 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
             .into_iter()
             .flatten()
             .any(|domain| mail_domains.contains(domain))
+}
+
+/// Whether a query value carries data rather than a setting: decoded, it
+/// holds a token (a run of letters and digits) of 16 characters or more, or
+/// of 12 or more that mixes letters and digits (a hash, an encoded blob), it
+/// is a template variable in capitals, or it is a sentence (five words or
+/// more). `branch=main`,
+/// `style=for-the-badge`, `query=workflow%3ACI`, `repo=winnow-rs/winnow` and
+/// `labelColor=555555` are settings.
+fn data_value(value: &str) -> bool {
+    let decoded = decode::Decoder::Percent
+        .decode(value)
+        .unwrap_or_else(|| value.to_string());
+    let token = decoded.split(|c: char| !c.is_alphanumeric()).any(|t| {
+        let n = t.chars().count();
+        let mixed = t.chars().any(|c| c.is_ascii_digit()) && t.chars().any(char::is_alphabetic);
+        n >= 16 || (n >= 12 && mixed)
+    });
+    // A template variable (`SECRET_TOKEN`, `CONVERSATION`) stands for data.
+    let variable = decoded.len() >= 4
+        && decoded
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && decoded.bytes().filter(u8::is_ascii_uppercase).count() >= 3
+        && (decoded.contains('_') || decoded.len() >= 6);
+    token || variable || decoded.split_whitespace().count() >= 5
 }
 
 /// Whether a URL path segment looks like data encoded into it: longer than

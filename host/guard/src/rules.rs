@@ -120,33 +120,83 @@ pub struct Rule {
     /// What it detects.
     pub description: String,
     /// Its patterns.
-    pub patterns: Vec<Regex>,
+    pub patterns: Vec<Pattern>,
     /// How an `encoded` rule's matches are decoded.
     pub decode: Option<Decoder>,
     /// When an `encoded` rule reports the blob itself.
     pub report: Report,
 }
 
-/// The rules of one kind, with a set for the one-pass first check.
+/// One pattern of a rule. Its own regex, which finds the spans of a rule
+/// that hit, is compiled on first use: most outputs hit no rule, so most
+/// patterns are never compiled in a process.
+#[derive(Debug)]
+pub struct Pattern {
+    source: String,
+    regex: OnceLock<Regex>,
+}
+
+impl Pattern {
+    fn new(source: String) -> Pattern {
+        Pattern {
+            source,
+            regex: OnceLock::new(),
+        }
+    }
+
+    /// The pattern as written in the rule file.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The compiled pattern. A rule file is checked when it loads (every
+    /// pattern compiles), so this cannot fail.
+    pub fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| {
+            compile(&self.source).expect("rule patterns were checked when the rules loaded")
+        })
+    }
+}
+
+/// The rules of one kind, with a set for the one-pass first check. The set
+/// is compiled on first use: outputs that normalisation leaves unchanged
+/// (most of them) never need it (see [`RuleSet::all`]).
 #[derive(Debug)]
 pub struct KindRules {
-    /// Every pattern of the kind, in one set.
-    pub set: RegexSet,
+    patterns: Vec<String>,
+    set: OnceLock<RegexSet>,
     /// For each set entry: (index into [`RuleSet::rules`], index of the pattern).
     pub owners: Vec<(usize, usize)>,
 }
 
+impl KindRules {
+    /// Every pattern of the kind, in one set. The rule file was checked when
+    /// it loaded (the set compiles), so this cannot fail.
+    pub fn set(&self) -> &RegexSet {
+        self.set.get_or_init(|| {
+            build_set(&self.patterns, "kind").expect("rule sets were checked when the rules loaded")
+        })
+    }
+}
+
 /// A compiled rule file.
+///
+/// The default rules are compiled lazily, part by part, on first use (a
+/// one-call process pays only for what its output needs; see
+/// [`RuleSet::prepare`]); a rule file that [`RuleSet::parse`] or
+/// [`RuleSet::load`] reads is compiled whole, so that its errors surface
+/// when it loads.
 #[derive(Debug)]
 pub struct RuleSet {
     /// The rules, in file order.
     pub rules: Vec<Rule>,
     /// Per kind, the set of all its patterns.
     pub kinds: BTreeMap<Kind, KindRules>,
-    /// Every pattern of every kind but `decoded` in one set: one pass over
-    /// text that normalisation leaves unchanged (most text), which usually
-    /// matches nothing.
-    pub all: KindRules,
+    /// Every pattern of every kind but `decoded`, as (rule, pattern) index
+    /// pairs: they run in the signals' automaton ([`crate::signals`]), one
+    /// pass over text that normalisation leaves unchanged (most text), which
+    /// finds the signals and which of these patterns match at once.
+    pub all: Vec<(usize, usize)>,
     /// The signals and their score thresholds (`[[signal]]`, `[score]`).
     pub signals: crate::signals::Signals,
 }
@@ -160,26 +210,34 @@ pub struct RulesError(pub String);
 const SET_SIZE_LIMIT: usize = 64 << 20;
 
 impl RuleSet {
-    /// The default rules, compiled once per process.
+    /// The default rules, parsed once per process and compiled part by part
+    /// on first use (they are tested to compile).
     pub fn default_rules() -> Arc<RuleSet> {
         static DEFAULT: OnceLock<Arc<RuleSet>> = OnceLock::new();
         DEFAULT
             .get_or_init(|| {
-                Arc::new(RuleSet::parse(DEFAULT_RULES).expect("the bundled default rules compile"))
+                Arc::new(
+                    RuleSet::parse_with(DEFAULT_RULES, false)
+                        .expect("the bundled default rules parse"),
+                )
             })
             .clone()
     }
 
+    /// Compiles now what checking any output needs (the one-pass automaton
+    /// of the rules and signals), so that the first check does not: call it
+    /// from a background thread while a tool runs. Idempotent and cheap once
+    /// done.
+    pub fn prepare(&self) {
+        self.signals.prepare();
+    }
+
     /// No rules at all (`[guard] rules = "none"`): only the size limit applies.
     pub fn none() -> Arc<RuleSet> {
-        let all = KindRules {
-            set: RegexSet::empty(),
-            owners: Vec::new(),
-        };
         Arc::new(RuleSet {
             rules: Vec::new(),
             kinds: BTreeMap::new(),
-            all,
+            all: Vec::new(),
             signals: crate::signals::Signals::none(),
         })
     }
@@ -191,8 +249,15 @@ impl RuleSet {
         RuleSet::parse(&text).map_err(|e| RulesError(format!("{}: {}", path.display(), e.0)))
     }
 
-    /// Parses and compiles rule-file text.
+    /// Parses and compiles rule-file text (every part, so that any error
+    /// shows now).
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
+        RuleSet::parse_with(text, true)
+    }
+
+    /// Parses rule-file text; compiles every part now when `eager`, else
+    /// each part on first use (for text known to compile).
+    fn parse_with(text: &str, eager: bool) -> Result<RuleSet, RulesError> {
         let mut file: File =
             toml::from_str(text).map_err(|e| RulesError(e.message().to_string()))?;
         let mut rules = Vec::new();
@@ -213,12 +278,16 @@ impl RuleSet {
                 return Err(RulesError(format!("rule {:?} has no patterns", r.id)));
             }
             let mut patterns = Vec::new();
-            for (i, p) in r.patterns.iter().enumerate() {
-                let re = Regex::new(p)
-                    .map_err(|e| RulesError(format!("rule {:?}, pattern {i}: {e}", r.id)))?;
-                patterns.push(re);
+            for (i, p) in r.patterns.into_iter().enumerate() {
+                let pattern = Pattern::new(p.clone());
+                if eager {
+                    let re = compile(&p)
+                        .map_err(|e| RulesError(format!("rule {:?}, pattern {i}: {e}", r.id)))?;
+                    let _ = pattern.regex.set(re);
+                }
+                patterns.push(pattern);
                 let entry = by_kind.entry(r.kind).or_default();
-                entry.0.push(p.clone());
+                entry.0.push(p);
                 entry.1.push((rules.len(), i));
             }
             rules.push(Rule {
@@ -232,24 +301,31 @@ impl RuleSet {
             });
         }
         let mut all_patterns = Vec::new();
-        let mut all_owners = Vec::new();
+        let mut all = Vec::new();
         for (kind, (patterns, owners)) in &by_kind {
             if *kind == Kind::Decoded {
                 continue; // never run on the output itself
             }
             all_patterns.extend(patterns.iter().cloned());
-            all_owners.extend(owners.iter().copied());
+            all.extend(owners.iter().copied());
         }
-        let all = KindRules {
-            set: build_set(&all_patterns, "all")?,
-            owners: all_owners,
-        };
         let mut kinds = BTreeMap::new();
         for (kind, (patterns, owners)) in by_kind {
-            let set = build_set(&patterns, &format!("{kind:?}"))?;
-            kinds.insert(kind, KindRules { set, owners });
+            let set = OnceLock::new();
+            if eager {
+                let _ = set.set(build_set(&patterns, &format!("{kind:?}"))?);
+            }
+            kinds.insert(
+                kind,
+                KindRules {
+                    patterns,
+                    set,
+                    owners,
+                },
+            );
         }
-        let signals = crate::signals::Signals::compile(file.signal, file.score)?;
+        let signals =
+            crate::signals::Signals::compile(file.signal, file.score, all_patterns, eager)?;
         Ok(RuleSet {
             rules,
             kinds,
@@ -262,6 +338,11 @@ impl RuleSet {
     pub fn get(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
     }
+}
+
+/// One rule pattern as its own regex (the `regex` crate's default limits).
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(pattern)
 }
 
 fn build_set(patterns: &[String], what: &str) -> Result<RegexSet, RulesError> {

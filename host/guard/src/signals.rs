@@ -10,8 +10,9 @@
 //! (a mention, a list of requests) lowers every window holding its line. All
 //! signal patterns run as one multi-pattern automaton over a string (one
 //! linear pass, every match end of every pattern); a *window* is a line
-//! together with the line before it (a fenced code block counts as one line
-//! with the line that introduces it), at most [`Thresholds::span`] bytes from
+//! together with the line before it (blank lines between them do not
+//! count; a fenced code block counts as one line with the line that
+//! introduces it), at most [`Thresholds::span`] bytes from
 //! its first signal to its last. A window's score is the sum of the weights
 //! of the *distinct* signals in it; the string's score is its best window's.
 //! The `[score]` thresholds turn the score into an action (reject, redact
@@ -19,15 +20,17 @@
 //! same pass also reports the [`Shapes`] that the guard's views undo, so a
 //! text without them is not looked at again.
 
-use regex_automata::hybrid::dfa::{Cache, OverlappingState, DFA};
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::hybrid::LazyStateID;
 use regex_automata::util::pool::Pool;
 use regex_automata::{Input, MatchKind};
 use serde::Deserialize;
+use std::sync::OnceLock;
 
 use crate::rules::{Action, RulesError};
 
 /// Most signals a rule file may define (a window's signals are a bit mask).
-pub const MAX_SIGNALS: usize = 16;
+pub const MAX_SIGNALS: usize = 32;
 
 /// Shapes that views of a text undo (see `views`), seen in the same pass
 /// as the signals, so a text without them is not looked at again.
@@ -53,6 +56,15 @@ const SHAPE_PATTERNS: [&str; 2] = [
     r"(?:^|[^A-Za-z0-9])[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-]",
     r#"["']\s*,\s*["']"#,
 ];
+
+/// The syntax of signal and shape patterns: ASCII classes and case
+/// folding, over bytes (the patterns are ASCII, and Unicode \w and \s
+/// would multiply the states).
+fn signal_syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+}
 
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
 /// a policy). A threshold that is absent (or 0) never acts.
@@ -126,12 +138,23 @@ pub struct Signals {
     pub signals: Vec<Signal>,
     /// The default thresholds (`[score]`).
     pub thresholds: Thresholds,
-    /// All patterns of all signals, one lazy DFA that reports every match
-    /// end of every pattern (overlapping: one signal's match never hides
-    /// another's), with a pool of caches for concurrent calls.
-    dfa: Option<Automaton>,
-    /// For each pattern, the index of its signal.
+    /// The signals' automaton's patterns: every signal's (in signal order),
+    /// then the [`Shapes`]'.
+    patterns: Vec<String>,
+    /// For each of them, its owner: a signal index (below the number of
+    /// signals), then a shape.
     owners: Vec<usize>,
+    /// The rule patterns the guard runs beside the signals
+    /// ([`crate::RuleSet::all`]), for the rules' automaton.
+    rule_patterns: Vec<String>,
+    /// The signal and shape patterns in one lazy DFA that reports every
+    /// match end of every pattern (overlapping: one match never hides
+    /// another), with a pool of caches for concurrent calls; compiled on
+    /// first use (`None` when there is nothing to look for).
+    dfa: OnceLock<Option<Automaton>>,
+    /// The rule patterns, likewise, in a DFA of their own (one automaton
+    /// for both would have the product of their states to build).
+    rules_dfa: OnceLock<Option<Automaton>>,
 }
 
 /// A lazy DFA and its caches.
@@ -141,6 +164,201 @@ struct Automaton {
         Cache,
         Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
     >,
+}
+
+impl Automaton {
+    /// Appends to `out` which patterns match in `text`, each once, in
+    /// pattern order. Most text matches none: a search that stops at the
+    /// first match end (the DFA's fast loop) says so before the overlapping
+    /// search that finds them all.
+    fn which_match(&self, text: &str, out: &mut Vec<usize>) {
+        let first = self
+            .dfa
+            .try_search_fwd(&mut self.caches.get(), &Input::new(text).earliest(true));
+        if matches!(first, Ok(Some(_))) {
+            self.all_matching(text, out);
+        }
+    }
+
+    /// Appends to `out` which patterns match in `text`, each once, in
+    /// pattern order (one overlapping pass).
+    fn all_matching(&self, text: &str, out: &mut Vec<usize>) {
+        let mut seen = vec![false; self.dfa.pattern_len()];
+        self.each_match(text, |p, _| seen[p] = true);
+        out.extend((0..seen.len()).filter(|&p| seen[p]));
+    }
+
+    /// Calls `f(pattern, end)` for every match end of every pattern, in
+    /// one pass, in order of their ends (the overlapping search of
+    /// `regex-automata`, with a tight loop over the transitions that lead to
+    /// no match, which is nearly every byte). A search the DFA gives up on
+    /// (it does not, with these settings: no Unicode word boundaries, no
+    /// cache-clear limit) ends the matches.
+    fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
+        self.each_match_and(None, text, f, |_| {});
+    }
+
+    /// [`Automaton::each_match`], and `g(pattern)` for every match end of
+    /// `other` in the same loop: each byte steps both automata, so the two
+    /// lookups of a byte (each a likely cache miss: the automata are large)
+    /// overlap instead of following one another. Returns false when `other`
+    /// gave up (it does not, with these settings), so that its matches may
+    /// be incomplete.
+    fn each_match_and(
+        &self,
+        other: Option<&Automaton>,
+        text: &str,
+        mut f: impl FnMut(usize, usize),
+        mut g: impl FnMut(usize),
+    ) -> bool {
+        let dfa = &*self.dfa;
+        let mut cache = self.caches.get();
+        let cache = &mut *cache;
+        let bytes = text.as_bytes();
+        let input = Input::new(text);
+        let mut other_cache = other.map(|o| o.caches.get());
+        // (automaton, cache, state) of each; `None` once it ended.
+        let mut mine = dfa
+            .start_state_forward(cache, &input)
+            .ok()
+            .map(|sid| (dfa, &mut *cache, sid));
+        let mut theirs = match (other, other_cache.as_deref_mut()) {
+            (Some(o), Some(c)) => match o.dfa.start_state_forward(c, &input) {
+                Ok(sid) => Some((&*o.dfa, c, sid)),
+                Err(_) => return false,
+            },
+            _ => None,
+        };
+        let mut complete = true;
+        let mut at = 0;
+        while at < bytes.len() {
+            // The tight loop: no state is new, a match or an end.
+            match (&mut mine, &mut theirs) {
+                (Some((d, c, sid)), Some((od, oc, oid))) => {
+                    while at < bytes.len() && !sid.is_tagged() && !oid.is_tagged() {
+                        let b = bytes[at];
+                        let next = d.next_state_untagged(c, *sid, b);
+                        let onext = od.next_state_untagged(oc, *oid, b);
+                        if next.is_tagged() || onext.is_tagged() {
+                            break;
+                        }
+                        (*sid, *oid) = (next, onext);
+                        at += 1;
+                    }
+                }
+                (Some((d, c, sid)), None) | (None, Some((d, c, sid))) => {
+                    while at < bytes.len() && !sid.is_tagged() {
+                        let next = d.next_state_untagged(c, *sid, bytes[at]);
+                        if next.is_tagged() {
+                            break;
+                        }
+                        *sid = next;
+                        at += 1;
+                    }
+                }
+                (None, None) => return complete,
+            }
+            if at == bytes.len() {
+                break;
+            }
+            // One byte the slow way: a state not built yet, or a match
+            // (reported one byte late: a transition into a match state on
+            // the byte at `at` is a match ending at `at`), or (never here)
+            // dead, quit or given up.
+            let b = bytes[at];
+            if let Some((d, c, sid)) = &mut mine {
+                match step(d, c, *sid, b) {
+                    Some(next) => {
+                        for p in matched(d, c, next) {
+                            f(p, at);
+                        }
+                        *sid = next;
+                    }
+                    None => mine = None,
+                }
+            }
+            if let Some((d, c, sid)) = &mut theirs {
+                match step(d, c, *sid, b) {
+                    Some(next) => {
+                        matched(d, c, next).for_each(&mut g);
+                        *sid = next;
+                    }
+                    None => {
+                        theirs = None;
+                        complete = false;
+                    }
+                }
+            }
+            at += 1;
+        }
+        if let Some((d, c, sid)) = mine {
+            if let Ok(end) = d.next_eoi_state(c, sid) {
+                for p in matched(d, c, end) {
+                    f(p, bytes.len());
+                }
+            }
+        }
+        if let Some((d, c, sid)) = theirs {
+            match d.next_eoi_state(c, sid) {
+                Ok(end) => matched(d, c, end).for_each(&mut g),
+                Err(_) => complete = false,
+            }
+        }
+        complete
+    }
+}
+
+/// The state after byte `b`; `None` when the search ends there (dead, quit
+/// or given up: never with these settings).
+fn step(dfa: &DFA, cache: &mut Cache, sid: LazyStateID, b: u8) -> Option<LazyStateID> {
+    dfa.next_state(cache, sid, b)
+        .ok()
+        .filter(|next| !(next.is_dead() || next.is_quit()))
+}
+
+/// The patterns that match in state `sid` (none unless it is a match state).
+fn matched<'a>(
+    dfa: &'a DFA,
+    cache: &'a Cache,
+    sid: LazyStateID,
+) -> impl Iterator<Item = usize> + 'a {
+    let n = if sid.is_match() {
+        dfa.match_len(cache, sid)
+    } else {
+        0
+    };
+    (0..n).map(move |i| dfa.match_pattern(cache, sid, i).as_usize())
+}
+
+/// One lazy DFA over `patterns` (every match end of every pattern, no
+/// capture groups: only where matches end is wanted); `None` for none.
+fn build(
+    patterns: &[String],
+    syntax: regex_automata::util::syntax::Config,
+    what: &str,
+) -> Result<Option<Automaton>, RulesError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let dfa = DFA::builder()
+        .configure(
+            DFA::config()
+                .match_kind(MatchKind::All)
+                .cache_capacity(16 << 20),
+        )
+        .syntax(syntax)
+        .thompson(
+            regex_automata::nfa::thompson::Config::new()
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+        )
+        .build_many(patterns)
+        .map_err(|e| RulesError(format!("the {what} do not compile together: {e}")))?;
+    let dfa = std::sync::Arc::new(dfa);
+    let for_pool = dfa.clone();
+    Ok(Some(Automaton {
+        dfa,
+        caches: Pool::new(Box::new(move || for_pool.create_cache())),
+    }))
 }
 
 impl std::fmt::Debug for Automaton {
@@ -176,20 +394,28 @@ impl Signals {
         Signals {
             signals: Vec::new(),
             thresholds: Thresholds::default(),
-            dfa: None,
+            patterns: Vec::new(),
             owners: Vec::new(),
+            rule_patterns: Vec::new(),
+            dfa: OnceLock::new(),
+            rules_dfa: OnceLock::new(),
         }
     }
 
     /// Whether the automaton also looks for [`Shapes`] (it does whenever
     /// there are signals).
     fn finds_shapes(&self) -> bool {
-        self.dfa.is_some()
+        !self.signals.is_empty()
     }
 
+    /// Compiles a rule file's signals, with the rule patterns that run in
+    /// the same pass (`rules`, matched with the rule syntax: Unicode
+    /// classes). The automaton is built now when `eager`, else on first use.
     pub(crate) fn compile(
         file: Vec<FileSignal>,
         thresholds: Thresholds,
+        rules: Vec<String>,
+        eager: bool,
     ) -> Result<Signals, RulesError> {
         if file.len() > MAX_SIGNALS {
             return Err(RulesError(format!(
@@ -208,8 +434,12 @@ impl Signals {
                 return Err(RulesError(format!("signal {:?} has no patterns", s.id)));
             }
             for (i, p) in s.patterns.iter().enumerate() {
-                regex::Regex::new(p)
-                    .map_err(|e| RulesError(format!("signal {:?}, pattern {i}: {e}", s.id)))?;
+                // Checked on its own, with the signals' syntax, for an
+                // error that names it.
+                if eager {
+                    regex_automata::util::syntax::parse_with(p, &signal_syntax())
+                        .map_err(|e| RulesError(format!("signal {:?}, pattern {i}: {e}", s.id)))?;
+                }
                 patterns.push(p.clone());
                 owners.push(signals.len());
             }
@@ -219,42 +449,79 @@ impl Signals {
                 weight: s.weight,
             });
         }
-        // Shape patterns are owned by `signals.len() + k`, past the signals.
-        for (k, p) in SHAPE_PATTERNS.iter().enumerate() {
-            patterns.push(p.to_string());
-            owners.push(signals.len() + k);
+        if !signals.is_empty() {
+            // Shape patterns are owned by `signals.len() + k`, past the signals.
+            for (k, p) in SHAPE_PATTERNS.iter().enumerate() {
+                patterns.push(p.to_string());
+                owners.push(signals.len() + k);
+            }
         }
-        let dfa = if signals.is_empty() {
-            None
-        } else {
-            let dfa = DFA::builder()
-                .configure(
-                    DFA::config()
-                        .match_kind(MatchKind::All)
-                        .cache_capacity(8 << 20),
-                )
-                // ASCII classes and case folding, over bytes: the patterns
-                // are ASCII, and Unicode \w and \s would multiply the states.
-                .syntax(
-                    regex_automata::util::syntax::Config::new()
-                        .unicode(false)
-                        .utf8(false),
-                )
-                .build_many(&patterns)
-                .map_err(|e| RulesError(format!("the signals do not compile together: {e}")))?;
-            let dfa = std::sync::Arc::new(dfa);
-            let for_pool = dfa.clone();
-            Some(Automaton {
-                dfa,
-                caches: Pool::new(Box::new(move || for_pool.create_cache())),
-            })
-        };
-        Ok(Signals {
+        let compiled = Signals {
             signals,
             thresholds,
-            dfa,
+            patterns,
             owners,
-        })
+            rule_patterns: rules,
+            dfa: OnceLock::new(),
+            rules_dfa: OnceLock::new(),
+        };
+        if eager {
+            let _ = compiled
+                .dfa
+                .set(build(&compiled.patterns, signal_syntax(), "signals")?);
+            let syntax = regex_automata::util::syntax::Config::new();
+            let _ = compiled
+                .rules_dfa
+                .set(build(&compiled.rule_patterns, syntax, "rules")?);
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles both automata now (see [`crate::RuleSet::prepare`]), each on
+    /// its own thread when neither is compiled yet.
+    pub fn prepare(&self) {
+        if self.dfa.get().is_some() || self.rules_dfa.get().is_some() {
+            self.automaton();
+            self.rules_automaton();
+            return;
+        }
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("guard-compile".into())
+                .spawn_scoped(scope, || {
+                    self.rules_automaton();
+                });
+            self.automaton();
+            if other.map(|handle| handle.join()).is_err() {
+                self.rules_automaton(); // no thread: compile it here
+            }
+        });
+    }
+
+    /// The signals' automaton, compiled on first use (the patterns were
+    /// checked when the rule file loaded, or are the bundled ones, which are
+    /// tested).
+    fn automaton(&self) -> Option<&Automaton> {
+        self.dfa
+            .get_or_init(|| {
+                build(&self.patterns, signal_syntax(), "signals")
+                    .expect("the rule file's signals compile (checked when it loaded)")
+            })
+            .as_ref()
+    }
+
+    /// The rules' automaton, compiled on first use.
+    fn rules_automaton(&self) -> Option<&Automaton> {
+        self.rules_dfa
+            .get_or_init(|| {
+                build(
+                    &self.rule_patterns,
+                    regex_automata::util::syntax::Config::new(),
+                    "rules",
+                )
+                .expect("the rule file's patterns compile (checked when it loaded)")
+            })
+            .as_ref()
     }
 
     /// Every signal match end in `text`: (signal index, end byte offset,
@@ -275,22 +542,43 @@ impl Signals {
     /// Calls `f(signal, end)` for every match end, in one pass of the DFA.
     /// A search the DFA gives up on (it does not, with these settings: no
     /// Unicode word boundaries, no cache-clear limit) ends the matches.
-    fn each_match(&self, text: &str, mut f: impl FnMut(usize, usize)) {
-        let Some(auto) = &self.dfa else {
-            return;
-        };
-        let mut cache = auto.caches.get();
-        let input = Input::new(text);
-        let mut state = OverlappingState::start();
-        while auto
-            .dfa
-            .try_search_overlapping_fwd(&mut cache, &input, &mut state)
-            .is_ok()
-        {
-            let Some(m) = state.get_match() else {
-                break;
-            };
-            f(self.owners[m.pattern().as_usize()], m.offset());
+    fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
+        self.each_match_and_rules(text, None, f);
+    }
+
+    /// [`Signals::each_match`], and which rule patterns match, appended to
+    /// `rules` when given (both automata step through the text together).
+    fn each_match_and_rules(
+        &self,
+        text: &str,
+        rules: Option<&mut Vec<usize>>,
+        mut f: impl FnMut(usize, usize),
+    ) {
+        if self.dfa.get().is_none() {
+            self.prepare(); // the first scan: compile both, side by side
+        }
+        let rules_auto = self.rules_automaton();
+        match (self.automaton(), rules) {
+            (Some(auto), Some(rules)) => {
+                let mut seen = vec![false; rules_auto.map_or(0, |r| r.dfa.pattern_len())];
+                let complete = auto.each_match_and(
+                    rules_auto,
+                    text,
+                    |p, end| f(self.owners[p], end),
+                    |p| seen[p] = true,
+                );
+                match rules_auto {
+                    Some(r) if !complete => r.all_matching(text, rules),
+                    _ => rules.extend((0..seen.len()).filter(|&p| seen[p])),
+                }
+            }
+            (Some(auto), None) => auto.each_match(text, |p, end| f(self.owners[p], end)),
+            (None, Some(rules)) => {
+                if let Some(r) = rules_auto {
+                    r.which_match(text, rules);
+                }
+            }
+            (None, None) => {}
         }
     }
 
@@ -310,6 +598,27 @@ impl Signals {
         text: &str,
         thresholds: &Thresholds,
     ) -> (Option<Scored>, Shapes) {
+        if self.signals.is_empty() {
+            return (None, Shapes::UNKNOWN);
+        }
+        self.scan(text, thresholds, None)
+    }
+
+    /// [`Signals::score_and_shapes`], and in the same pass which of the
+    /// rule patterns the automaton holds match in `text` (each index once,
+    /// into [`crate::RuleSet::all`]), appended to `rules` when given.
+    pub fn scan(
+        &self,
+        text: &str,
+        thresholds: &Thresholds,
+        rules: Option<&mut Vec<usize>>,
+    ) -> (Option<Scored>, Shapes) {
+        if self.signals.is_empty() {
+            if let (Some(rules), Some(auto)) = (rules, self.rules_automaton()) {
+                auto.which_match(text, rules);
+            }
+            return (None, Shapes::UNKNOWN);
+        }
         let mut shapes = if self.finds_shapes() {
             Shapes {
                 letter_spaced: false,
@@ -332,7 +641,7 @@ impl Signals {
         let bytes = text.as_bytes();
         let mut events: Vec<(usize, usize, usize)> = Vec::new();
         let mut negatives = false;
-        self.each_match(text, |signal, end| {
+        self.each_match_and_rules(text, rules, |signal, end| {
             if signal >= n {
                 match signal - n {
                     0 => shapes.letter_spaced = true,
@@ -428,6 +737,15 @@ impl Lines {
         for at in memchr::memchr_iter(b'\n', &bytes[from.min(to)..to]) {
             let next = &bytes[from + at + 1..];
             let indent = next.iter().take_while(|b| **b == b' ').count();
+            let blank = next
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\r'))
+                .is_none_or(|b| *b == b'\n');
+            if blank {
+                // A blank line (a paragraph break) separates no window: the
+                // lines around it count as adjacent.
+                continue;
+            }
             if next[indent..].starts_with(b"```") {
                 // The line before a fence joins the block; a closing fence
                 // is part of the block.
