@@ -205,6 +205,9 @@ fn quiet_on_closed_pipe() {
     }
 }
 
+/// Instance slots of the pool a one-shot `fabric call` makes.
+const ONE_CALL_INSTANCES: u32 = 4;
+
 fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitCode> {
     let audit_key = cli.audit_key.or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/fabric/audit.key"))
@@ -255,6 +258,11 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             tool, args, json, ..
         } => {
             let arguments = read_arguments(args.as_deref())?;
+            // One call needs one component's share of the pool, and a
+            // Python tool's 14 core instances are that of two slots: a pool
+            // of 128 costs a one-shot process about 10 ms to map and unmap.
+            options.host.instances = options.host.instances.min(ONE_CALL_INSTANCES);
+            options.host.max_in_flight = options.host.max_in_flight.min(ONE_CALL_INSTANCES);
             let fabric = open(&options)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

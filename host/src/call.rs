@@ -453,6 +453,11 @@ impl Fabric {
     /// Builds the engine and loads every tool. Problems with single
     /// components are in [`Fabric::problems`], not errors.
     pub fn open(options: &Options) -> Result<Fabric, OpenError> {
+        // The default guard rules' automata take tens of milliseconds to
+        // build: built beside the engine and the first call, not after it.
+        let _ = std::thread::Builder::new()
+            .name("guard-prepare".into())
+            .spawn(|| crate::guard::RuleSet::default_rules().prepare());
         let engine = new_engine(&options.host).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
         let linker: Linker<State> =
             new_linker(&engine).map_err(|e| OpenError::Engine(format!("{e:#}")))?;
