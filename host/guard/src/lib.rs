@@ -627,14 +627,16 @@ fn scan(
         let re = rule.patterns[pattern_index].regex();
         match (kind, rule.decode) {
             (Kind::Exfiltration, _) => {
-                // find_iter runs on the fast DFA; captures only on each match.
-                for m in re.find_iter(text) {
+                // One pass: the DFA finds each match, the groups are
+                // resolved on its span only.
+                for caps in re.captures_iter(text) {
+                    let Some(m) = caps.get(0) else { continue };
                     let whole = (m.start(), m.end());
                     if overlaps(&exfil_spans, whole) {
                         continue; // an image is also a link: one hit
                     }
                     let hit = !mentioned(text, m.start(), m.end(), kind)
-                        && match re.captures(m.as_str()).and_then(|c| c.name("url")) {
+                        && match caps.name("url") {
                             Some(url) => exfiltrates(url.as_str(), &*config.net, &mut mail_domains),
                             None => true,
                         };
