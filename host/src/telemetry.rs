@@ -29,7 +29,7 @@ use opentelemetry::trace::{
     Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
     TraceId, TraceState, Tracer as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, Key, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 
 /// The caller's (or the enclosing server span's) W3C trace context: the
@@ -488,8 +488,15 @@ impl CallSpan {
         // settling budgets) is an attribute in microseconds, which keeps a
         // call to seven spans.
         for &(name, from, to) in stages.iter().filter(|s| !SPAN_STAGES.contains(&s.0)) {
+            let key = match name {
+                "admit" => Key::from_static_str("fabric.admit_us"),
+                "queue" => Key::from_static_str("fabric.queue_us"),
+                "link" => Key::from_static_str("fabric.link_us"),
+                "settle" => Key::from_static_str("fabric.settle_us"),
+                other => Key::from(format!("fabric.{other}_us")),
+            };
             span.set_attribute(KeyValue::new(
-                format!("fabric.{name}_us"),
+                key,
                 to.saturating_duration_since(from).as_micros() as i64,
             ));
         }
