@@ -148,11 +148,10 @@ fn compiled_components_are_cached_by_digest() {
     assert!(!data.path().join("compiled").exists());
     common::call(&first, "cached.echo", json!({"text": "x"}));
     drop(first);
-    let cached: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let cached = cache_entries(data.path());
     assert_eq!(cached.len(), 1);
+    // The code is stored as wasmtime wrote it, its keyed tag beside it.
+    assert!(cached[0].with_extension("tag").is_file());
     let digest = blake3::hash(&std::fs::read(tools.path().join("cached.wasm")).unwrap())
         .to_hex()
         .to_string();
@@ -342,10 +341,12 @@ fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
     (result, text.lines().map(str::to_string).collect())
 }
 
+/// The compiled-code files of the cache (each has a `.tag` beside it).
 fn cache_entries(data: &Path) -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(data.join("compiled"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     entries.sort();
     entries
@@ -527,6 +528,43 @@ fn swapped_compiled_code_is_recompiled_not_run() {
         .unwrap();
     assert_eq!(text(&out.stdout), "again\n");
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_cache_entry_others_may_write_is_recompiled_not_mapped() {
+    use std::os::unix::fs::PermissionsExt;
+    let tools = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "text");
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let none = common::policies(&[]);
+    let key = keys.path().join("key");
+    let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
+    common::call(
+        &Fabric::open(&options).unwrap(),
+        "text.echo",
+        json!({"text": "x"}),
+    );
+    // Its bytes and tag still match, but another user could change it while
+    // it is mapped.
+    let entry = entry_of(data.path(), "text");
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (_f, warnings) = warnings_during(|| {
+        let f = Fabric::open(&options).unwrap();
+        assert_eq!(
+            common::call(&f, "text.echo", json!({"text": "ok"})).output,
+            json!("ok")
+        );
+        f
+    });
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("writable by another user") && w.contains("recompiled")),
+        "{warnings:#?}"
+    );
+    let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "replaced by a private entry");
 }
 
 #[test]

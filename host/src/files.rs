@@ -50,6 +50,27 @@ impl ReadError {
 /// is refused from the opened file's own metadata, so swapping the path
 /// between a check and the open changes nothing.
 pub(crate) fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, ReadError> {
+    let (file, len) = open_regular(path, limit, links)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    // One byte past the limit tells a file that grew since `metadata` apart.
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Opens the regular file at `path` for reading, if it is at most `limit`
+/// bytes (checked on the opened file); the file and its size. A reader must
+/// still stop one byte past `limit`: the file may grow.
+pub(crate) fn open_regular(
+    path: &Path,
+    limit: u64,
+    links: Links,
+) -> Result<(File, u64), ReadError> {
     let file = open_read(path, links)?;
     let meta = file.metadata()?;
     let kind = meta.file_type();
@@ -62,16 +83,7 @@ pub(crate) fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<
             limit,
         });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // One byte past the limit tells a file that grew since `metadata` apart.
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(ReadError::TooLarge {
-            size: bytes.len() as u64,
-            limit,
-        });
-    }
-    Ok(bytes)
+    Ok((file, meta.len()))
 }
 
 #[cfg(unix)]

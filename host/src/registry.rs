@@ -24,6 +24,7 @@
 //! reason.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -740,23 +741,17 @@ fn compile(
         return compile_now(bytes()?);
     };
     let path = cache.entry(digest, engine, "cwasm");
-    match cache.read(&path, digest, limit) {
-        Ok(artifact) => {
-            // SAFETY: `artifact` is in memory (no file can change under it)
-            // and carries a hash keyed with this host's secret over itself and
-            // this component's digest: this host serialized it from these
-            // bytes. wasmtime checks the engine configuration it was made for.
-            match unsafe { Component::deserialize(engine, artifact) } {
-                Ok(component) => {
-                    cache.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(component);
-                }
-                Err(e) => tracing::warn!(
-                    path = %path.display(),
-                    "compiled code unusable ({e:#}): recompiled and replaced"
-                ),
+    match cache.check(&path, digest, limit) {
+        Ok(file) => match load_checked(engine, file) {
+            Ok(component) => {
+                cache.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(component);
             }
-        }
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                "compiled code unusable ({e:#}): recompiled and replaced"
+            ),
+        },
         Err(Stale::Missing) => {}
         Err(Stale::Unreadable(e)) => tracing::warn!(
             path = %path.display(),
@@ -764,7 +759,7 @@ fn compile(
         ),
         Err(Stale::Unbound) => tracing::warn!(
             path = %path.display(),
-            "compiled code not made by this host from this component (altered, copied from another entry, or made under another key): recompiled and replaced"
+            "compiled code not made by this host from this component (altered, copied from another entry, made under another key, or writable by another user): recompiled and replaced"
         ),
     }
     cache.misses.fetch_add(1, Ordering::Relaxed);
@@ -789,6 +784,35 @@ fn compile(
     Ok(component)
 }
 
+/// Loads the compiled code in `file`, just checked by [`CodeCache::check`].
+///
+/// On Linux the file is mapped, not copied (only the pages calls touch are
+/// resident, and they are the page cache's), through `/proc/self/fd`: the
+/// very file that was checked, whatever is renamed over its path since.
+/// Elsewhere it is read into memory first.
+fn load_checked(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Component> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let same_file = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if same_file.exists() {
+            // SAFETY: the file's bytes carry a hash keyed with this host's
+            // secret over themselves and this component's digest (this host
+            // serialized them from these bytes), and the file belongs to this
+            // user with no write permission for anyone else, so nobody but
+            // this user can change it while it is mapped. wasmtime checks the
+            // engine configuration it was made for.
+            return unsafe { Component::deserialize_file(engine, &same_file) };
+        }
+    }
+    let mut file = file;
+    let mut bytes = Vec::new();
+    std::io::Seek::rewind(&mut file)?;
+    file.read_to_end(&mut bytes)?;
+    // SAFETY: as above; `bytes` is in memory, so no file can change under it.
+    unsafe { Component::deserialize(engine, bytes) }
+}
+
 /// Compiled components on disk (`DATA/compiled/DIGEST-ENGINE.cwasm`), each
 /// bound to its source: the file holds a blake3 hash keyed with a per-host
 /// secret over the component's digest and the compiled code, checked before
@@ -804,9 +828,10 @@ pub struct CodeCache {
 /// Longest reason for a failure kept in the cache.
 const MAX_FAILURE: u64 = 16 << 10;
 
-/// Start of every cache entry; then the 32-byte keyed hash, then the code.
-const MAGIC: &[u8; 16] = b"fabric-cwasm-v1\n";
-const HEADER: usize = MAGIC.len() + blake3::OUT_LEN;
+/// Start of every entry's tag file (`….tag`, beside the code in `….cwasm`);
+/// then the 32-byte keyed hash of the component's digest and the code.
+const MAGIC: &[u8; 16] = b"fabric-cwasm-v2\n";
+const TAG_LEN: usize = MAGIC.len() + blake3::OUT_LEN;
 
 /// Why a cache entry was not used.
 enum Stale {
@@ -875,33 +900,61 @@ impl CodeCache {
         hasher.finalize()
     }
 
-    /// The compiled code stored at `path` for `digest`, once its tag checks.
-    fn read(&self, path: &Path, digest: blake3::Hash, limit: u64) -> Result<Vec<u8>, Stale> {
-        let entry = match files::read_regular(path, limit, Links::Refuse) {
-            Ok(entry) => entry,
-            Err(e) if e.is_not_found() => return Err(Stale::Missing),
-            Err(e) => return Err(Stale::Unreadable(e)),
+    /// Checks the compiled code stored at `path` for `digest` against its
+    /// tag (the file beside it), reading it through once; the opened file,
+    /// which must belong to this user and be writable by no one else.
+    fn check(&self, path: &Path, digest: blake3::Hash, limit: u64) -> Result<std::fs::File, Stale> {
+        let stale = |e: ReadError| {
+            if e.is_not_found() {
+                Stale::Missing
+            } else {
+                Stale::Unreadable(e)
+            }
         };
-        if entry.len() < HEADER || !entry.starts_with(MAGIC) {
+        // An entry of the earlier layout (tag and code in one file) has no
+        // tag file: it is recompiled and replaced, as a missing one is.
+        let tag = files::read_regular(&path.with_extension("tag"), TAG_LEN as u64, Links::Refuse)
+            .map_err(stale)?;
+        if tag.len() != TAG_LEN || !tag.starts_with(MAGIC) {
             return Err(Stale::Unbound);
         }
-        let stored = <[u8; blake3::OUT_LEN]>::try_from(&entry[MAGIC.len()..HEADER])
+        let stored = <[u8; blake3::OUT_LEN]>::try_from(&tag[MAGIC.len()..])
             .map(blake3::Hash::from_bytes)
             .map_err(|_| Stale::Unbound)?;
+        let (file, _) = files::open_regular(path, limit, Links::Refuse).map_err(stale)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = file.metadata().map_err(|e| Stale::Unreadable(e.into()))?;
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me || meta.mode() & 0o022 != 0 {
+                return Err(Stale::Unbound);
+            }
+        }
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(digest.as_bytes());
+        // One byte past the limit tells a file that grew since it was opened.
+        let read = std::io::copy(&mut (&file).take(limit.saturating_add(1)), &mut hasher)
+            .map_err(|e| Stale::Unreadable(e.into()))?;
+        if read > limit {
+            return Err(Stale::Unreadable(ReadError::TooLarge { size: read, limit }));
+        }
         // blake3::Hash compares in constant time.
-        if stored != self.tag(digest, &entry[HEADER..]) {
+        if stored != hasher.finalize() {
             return Err(Stale::Unbound);
         }
-        let mut artifact = entry;
-        artifact.drain(..HEADER);
-        Ok(artifact)
+        Ok(file)
     }
 
-    /// Stores compiled code for `digest` at `path`, atomically.
+    /// Stores compiled code for `digest` at `path` and its tag beside it,
+    /// each atomically (code first: a reader between the two finds a tag
+    /// that does not match and recompiles).
     fn store(&self, path: &Path, digest: blake3::Hash, artifact: &[u8]) -> std::io::Result<()> {
         files::create_private_dir(&self.dir)?;
         let tag = self.tag(digest, artifact);
-        files::write_atomic(path, &[MAGIC, tag.as_bytes(), artifact])
+        files::write_atomic(path, &[artifact])?;
+        files::write_atomic(&path.with_extension("tag"), &[MAGIC, tag.as_bytes()])
     }
 }
 
