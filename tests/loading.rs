@@ -530,33 +530,64 @@ fn swapped_compiled_code_is_recompiled_not_run() {
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
 
+/// The text tool, called once so that its compiled code is cached, with
+/// the options to open a Fabric on that cache again.
+struct CachedText {
+    _tools: tempfile::TempDir,
+    data: tempfile::TempDir,
+    _keys: tempfile::TempDir,
+    _policies: tempfile::TempDir,
+    options: fabric_host::Options,
+}
+
+impl CachedText {
+    fn new() -> CachedText {
+        let tools = tempfile::tempdir().unwrap();
+        copy_text_tool(tools.path(), "text");
+        let data = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let policies = common::policies(&[]);
+        let key = keys.path().join("key");
+        let options = common::options(tools.path(), policies.path(), Some(data.path()), Some(&key));
+        common::call(
+            &Fabric::open(&options).unwrap(),
+            "text.echo",
+            json!({"text": "x"}),
+        );
+        CachedText {
+            _tools: tools,
+            data,
+            _keys: keys,
+            _policies: policies,
+            options,
+        }
+    }
+
+    /// Opens a Fabric on the cache again and calls the tool: the warnings
+    /// logged meanwhile.
+    fn call_again(&self) -> Vec<String> {
+        let (_f, warnings) = warnings_during(|| {
+            let f = Fabric::open(&self.options).unwrap();
+            assert_eq!(
+                common::call(&f, "text.echo", json!({"text": "ok"})).output,
+                json!("ok")
+            );
+            f
+        });
+        warnings
+    }
+}
+
 #[test]
 fn a_cache_entry_others_may_write_is_recompiled_not_mapped() {
     use std::os::unix::fs::PermissionsExt;
-    let tools = tempfile::tempdir().unwrap();
-    copy_text_tool(tools.path(), "text");
-    let data = tempfile::tempdir().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let none = common::policies(&[]);
-    let key = keys.path().join("key");
-    let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
-    common::call(
-        &Fabric::open(&options).unwrap(),
-        "text.echo",
-        json!({"text": "x"}),
-    );
+    let cache = CachedText::new();
+    let data = cache.data.path();
     // Its bytes and tag still match, but another user could change it while
     // it is mapped.
-    let entry = entry_of(data.path(), "text");
+    let entry = entry_of(data, "text");
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let (_f, warnings) = warnings_during(|| {
-        let f = Fabric::open(&options).unwrap();
-        assert_eq!(
-            common::call(&f, "text.echo", json!({"text": "ok"})).output,
-            json!("ok")
-        );
-        f
-    });
+    let warnings = cache.call_again();
     assert!(
         warnings
             .iter()
@@ -569,29 +600,12 @@ fn a_cache_entry_others_may_write_is_recompiled_not_mapped() {
 
 #[test]
 fn a_cache_entry_linked_to_a_device_is_replaced_unread() {
-    let tools = tempfile::tempdir().unwrap();
-    copy_text_tool(tools.path(), "text");
-    let data = tempfile::tempdir().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let none = common::policies(&[]);
-    let key = keys.path().join("key");
-    let options = common::options(tools.path(), none.path(), Some(data.path()), Some(&key));
-    common::call(
-        &Fabric::open(&options).unwrap(),
-        "text.echo",
-        json!({"text": "x"}),
-    );
-    let entry = entry_of(data.path(), "text");
+    let cache = CachedText::new();
+    let data = cache.data.path();
+    let entry = entry_of(data, "text");
     std::fs::remove_file(&entry).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &entry).unwrap();
-    let (_f, warnings) = warnings_during(|| {
-        let f = Fabric::open(&options).unwrap();
-        assert_eq!(
-            common::call(&f, "text.echo", json!({"text": "ok"})).output,
-            json!("ok")
-        );
-        f
-    });
+    let warnings = cache.call_again();
     assert!(
         warnings.iter().any(|w| w.contains("unreadable")),
         "{warnings:#?}"
