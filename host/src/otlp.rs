@@ -59,6 +59,10 @@ pub enum OtlpError {
     Runtime(#[from] std::io::Error),
 }
 
+/// The most of a collector's answer read (an `ExportTraceServiceResponse`
+/// is a few bytes; an error page a few KiB).
+const MAX_ANSWER: usize = 64 << 10;
+
 /// Sends batches of spans to an OTLP/HTTP collector as protobuf.
 #[derive(Debug)]
 pub struct OtlpExporter {
@@ -81,6 +85,10 @@ impl OtlpExporter {
         let bad = || OtlpError::Endpoint(config.endpoint.clone());
         let uri: Uri = config.endpoint.parse().map_err(|_| bad())?;
         if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        // `user:password@` would go out in the Host header: refused.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             return Err(bad());
         }
         let host = uri.host().ok_or_else(bad)?;
@@ -116,32 +124,37 @@ impl OtlpExporter {
 
     /// Posts one encoded request, on the kept connection or a new one.
     async fn post(&self, body: Vec<u8>) -> Result<(), String> {
+        let body = Bytes::from(body);
         let kept = self.connection.lock().ok().and_then(|mut slot| slot.take());
-        let mut sender = match kept {
-            Some(mut s) => match s.ready().await {
-                Ok(()) => s,
-                Err(_) => self.connect().await?,
-            },
-            None => self.connect().await?,
+        let response = match kept {
+            Some(mut sender) => {
+                // The connection's task runs only while an export does: let
+                // it see a close that came in since the last one.
+                tokio::task::yield_now().await;
+                let sent = match sender.ready().await {
+                    Ok(()) => sender.send_request(self.request(body.clone())?).await.ok(),
+                    Err(_) => None,
+                };
+                // None: a kept connection the collector closed while no
+                // export ran; the batch goes again on a new one.
+                sent.map(|response| (response, sender))
+            }
+            None => None,
         };
-        // Origin form (`/v1/traces`), as a client sends to a server that is
-        // not a proxy.
-        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut request = Request::post(target)
-            .header(http::header::HOST, self.host_header())
-            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        for (name, value) in &self.headers {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("sending to {}: {e}", self.uri))?;
+        let (response, sender) = match response {
+            Some(sent) => sent,
+            None => {
+                let mut sender = self.connect().await?;
+                let response = sender
+                    .send_request(self.request(body)?)
+                    .await
+                    .map_err(|e| format!("sending to {}: {e}", self.uri))?;
+                (response, sender)
+            }
+        };
         let status = response.status();
-        let body = response
-            .into_body()
+        // A collector's answer is small; a larger one is not read whole.
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| format!("reading {}'s answer: {e}", self.uri))?
@@ -156,6 +169,21 @@ impl OtlpExporter {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             Err(format!("{} answered {status}: {text}", self.uri))
         }
+    }
+
+    /// The POST of `body`, in origin form (`/v1/traces`), as a client sends
+    /// to a server that is not a proxy.
+    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = Request::post(target)
+            .header(http::header::HOST, self.host_header())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        Ok(request)
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
@@ -610,9 +638,87 @@ mod tests {
         assert_eq!(out.len(), 303);
     }
 
+    /// Answers each request on a connection 200 and then closes it without
+    /// a word, as a collector's idle timeout does; counts the requests.
+    fn closing_collector() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body's Content-Length bytes.
+                let body_at = loop {
+                    let n = stream.read(&mut buf).unwrap();
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..body_at]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap();
+                while seen.len() < body_at + len {
+                    let n = stream.read(&mut buf).unwrap();
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .unwrap();
+                tx.send(len).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                drop(stream);
+            }
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn a_kept_connection_the_collector_closed_is_replaced_and_the_batch_sent() {
+        let (addr, sent) = closing_collector();
+        let mut e = OtlpExporter::new(&OtlpConfig {
+            endpoint: format!("http://{addr}/v1/traces"),
+            headers: vec![],
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        e.set_resource(&Resource::builder_empty().build());
+        let scope = InstrumentationScope::builder("fabric").build();
+        for i in 0..3 {
+            let batch = vec![span("run", &scope, i)];
+            let result = futures_lite(e.export(batch));
+            assert!(result.is_ok(), "export {i}: {result:?}");
+            assert!(sent.recv_timeout(Duration::from_secs(5)).unwrap() > 0);
+            // Past the collector's close, before the next export.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The value of a future that is ready at once (the exporter's is).
+    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the export future was not ready"),
+        }
+    }
+
     #[test]
     fn refuses_endpoints_it_cannot_post_to() {
-        for bad in ["https://c:4318/v1/traces", "c:4318", "", "http://"] {
+        for bad in [
+            "https://c:4318/v1/traces",
+            "c:4318",
+            "",
+            "http://",
+            "http://user:pw@c:4318/v1/traces",
+        ] {
             let config = OtlpConfig {
                 endpoint: bad.into(),
                 headers: vec![],

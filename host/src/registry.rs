@@ -774,6 +774,14 @@ fn compile(
         .serialize()
         .map_err(|e| format!("{e:#}"))
         .and_then(|artifact| {
+            // Code larger than a load would accept is not stored to be
+            // refused at every start.
+            if artifact.len() as u64 > limit {
+                return Err(format!(
+                    "{} bytes of code, over the {limit} a load reads",
+                    artifact.len()
+                ));
+            }
             cache
                 .store(&path, digest, &artifact)
                 .map_err(|e| e.to_string())
