@@ -52,15 +52,25 @@ impl ReadError {
 pub(crate) fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, ReadError> {
     let (file, len) = open_regular(path, limit, links)?;
     let mut bytes = Vec::with_capacity(len as usize);
-    // One byte past the limit tells a file that grew since `metadata` apart.
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
+    copy_limited(&file, limit, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Copies `file` into `to`, at most `limit` bytes: one byte past it tells a
+/// file that grew since it was opened apart. The bytes copied.
+pub(crate) fn copy_limited(
+    file: &File,
+    limit: u64,
+    to: &mut impl std::io::Write,
+) -> Result<u64, ReadError> {
+    let copied = std::io::copy(&mut file.take(limit.saturating_add(1)), to)?;
+    if copied > limit {
         return Err(ReadError::TooLarge {
-            size: bytes.len() as u64,
+            size: copied,
             limit,
         });
     }
-    Ok(bytes)
+    Ok(copied)
 }
 
 /// Opens the regular file at `path` for reading, if it is at most `limit`

@@ -822,9 +822,10 @@ fn load_checked(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Compon
 }
 
 /// Compiled components on disk (`DATA/compiled/DIGEST-ENGINE.cwasm`), each
-/// bound to its source: the file holds a blake3 hash keyed with a per-host
-/// secret over the component's digest and the compiled code, checked before
-/// the code is loaded. A copied, swapped or edited entry is recompiled.
+/// bound to its source: the tag file beside it (`….tag`) holds a blake3 hash
+/// keyed with a per-host secret over the component's digest and the compiled
+/// code, checked before the code is loaded. A copied, swapped or edited
+/// entry is recompiled.
 pub struct CodeCache {
     dir: PathBuf,
     key: [u8; 32],
@@ -901,11 +902,11 @@ impl CodeCache {
         }
     }
 
-    fn tag(&self, digest: blake3::Hash, artifact: &[u8]) -> blake3::Hash {
+    /// The keyed hash of `digest` and then the code: a tag once finalized.
+    fn tagger(&self, digest: blake3::Hash) -> blake3::Hasher {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(digest.as_bytes());
-        hasher.update(artifact);
-        hasher.finalize()
+        hasher
     }
 
     /// Checks the compiled code stored at `path` for `digest` against its
@@ -940,14 +941,8 @@ impl CodeCache {
                 return Err(Stale::Unbound);
             }
         }
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(digest.as_bytes());
-        // One byte past the limit tells a file that grew since it was opened.
-        let read = std::io::copy(&mut (&file).take(limit.saturating_add(1)), &mut hasher)
-            .map_err(|e| Stale::Unreadable(e.into()))?;
-        if read > limit {
-            return Err(Stale::Unreadable(ReadError::TooLarge { size: read, limit }));
-        }
+        let mut hasher = self.tagger(digest);
+        files::copy_limited(&file, limit, &mut hasher).map_err(Stale::Unreadable)?;
         // blake3::Hash compares in constant time.
         if stored != hasher.finalize() {
             return Err(Stale::Unbound);
@@ -960,7 +955,7 @@ impl CodeCache {
     /// that does not match and recompiles).
     fn store(&self, path: &Path, digest: blake3::Hash, artifact: &[u8]) -> std::io::Result<()> {
         files::create_private_dir(&self.dir)?;
-        let tag = self.tag(digest, artifact);
+        let tag = self.tagger(digest).update(artifact).finalize();
         files::write_atomic(path, &[artifact])?;
         files::write_atomic(&path.with_extension("tag"), &[MAGIC, tag.as_bytes()])
     }
