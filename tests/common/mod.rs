@@ -13,9 +13,13 @@ use std::path::{Path, PathBuf};
 use fabric_host::{Call, CallResult, Caller, Fabric, Options};
 use serde_json::Value;
 
-/// The repository root.
+/// The repository root: the checkout under test, which cargo names at run
+/// time too. The compile-time path would name whichever checkout built the
+/// binary, and checkouts sharing one target directory reuse each other's
+/// builds of the same sources.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The bundled example tools (`build/tools`).

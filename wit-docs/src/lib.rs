@@ -328,7 +328,13 @@ mod tests {
 
     #[test]
     fn a_tool_dir_with_the_same_deps_as_fabrics_wit_does_not_clash() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        // The checkout under test (see the root's tests/common/mod.rs).
+        let root = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(
+                || env!("CARGO_MANIFEST_DIR").into(),
+                std::path::PathBuf::from,
+            )
+            .join("..");
         let tool = std::env::temp_dir().join(format!("wit-docs-test-{}", std::process::id()));
         let deps = tool.join("deps");
         std::fs::create_dir_all(&deps).unwrap();
