@@ -251,6 +251,8 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             concurrency,
         } if repeat > 1 => {
             let arguments = read_arguments(args.as_deref())?;
+            // The local operator has no budget: the store stays closed.
+            options.budgets_on_first_use = true;
             let fabric = open(&options)?;
             load(fabric, tool, arguments, repeat, concurrency.max(1))
         }
@@ -263,6 +265,8 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             // of 128 costs a one-shot process about 10 ms to map and unmap.
             options.host.instances = options.host.instances.min(ONE_CALL_INSTANCES);
             options.host.max_in_flight = options.host.max_in_flight.min(ONE_CALL_INSTANCES);
+            // The local operator has no budget: the store stays closed.
+            options.budgets_on_first_use = true;
             let fabric = open(&options)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -113,6 +113,17 @@ fn call_echo_prints_the_text_and_exits_0() {
     assert_eq!(stdout(&out), "héllo\n");
 }
 
+/// The local operator has no budget, so a one-shot call leaves the budget
+/// store closed (sled's start-up is off its path), while the call is audited.
+#[test]
+fn a_one_shot_call_is_audited_without_opening_the_budget_store() {
+    let (mut command, [data, _keys]) = command(&["call", "text.echo", r#"{"text":"x"}"#]);
+    let out = command.output().expect("fabric runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(data.path().join("audit").is_dir());
+    assert!(!data.path().join("budgets").exists());
+}
+
 #[test]
 fn call_reads_arguments_from_stdin() {
     let out = fabric_with_stdin(

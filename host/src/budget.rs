@@ -61,7 +61,7 @@ pub struct Spent {
 }
 
 /// The budget counter store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the budget store at {path} failed: {message}")]
 pub struct StoreError {
     /// Where the store is (`(memory)` for the in-memory one).
@@ -266,6 +266,51 @@ impl Drop for SledCounters {
             let _ = writer.join();
         }
         self.inner.write_changed();
+    }
+}
+
+/// A [`SledCounters`] opened when a caller with a budget first needs it: a
+/// process that only the local operator calls (a one-shot `fabric call`)
+/// never opens it, and sled's start-up (several milliseconds, a thread, a
+/// lock on the directory) stays off its path. A store that cannot be opened
+/// fails every budgeted call with the reason.
+pub struct LazySledCounters {
+    dir: PathBuf,
+    store: std::sync::OnceLock<Result<SledCounters, StoreError>>,
+}
+
+impl LazySledCounters {
+    /// The store in `dir`, not opened yet.
+    pub fn new(dir: &Path) -> LazySledCounters {
+        LazySledCounters {
+            dir: dir.to_path_buf(),
+            store: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn store(&self) -> Result<&SledCounters, StoreError> {
+        self.store
+            .get_or_init(|| SledCounters::open(&self.dir))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl CounterStore for LazySledCounters {
+    fn update(
+        &self,
+        keys: &[String],
+        change: &mut dyn FnMut(&mut [Spent]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.store()?.update(keys, change)
+    }
+
+    fn get(&self, key: &str) -> Result<Spent, StoreError> {
+        self.store()?.get(key)
+    }
+
+    fn reset(&self, prefix: &str) -> Result<usize, StoreError> {
+        self.store()?.reset(prefix)
     }
 }
 
@@ -859,6 +904,28 @@ mod tests {
         );
         assert!(outcome(&b.reserve(&who, None, ask(), now)).is_some());
         drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lazy_store_opens_on_first_use_and_reports_why_it_cannot() {
+        let dir = std::env::temp_dir().join(format!("fabric-budget-{}", rand::random::<u64>()));
+        let lazy = LazySledCounters::new(&dir);
+        assert!(!dir.exists(), "nothing is opened before a budget is asked");
+        lazy.update(&["c".to_string()], &mut |v| {
+            v[0].calls += 1;
+            true
+        })
+        .unwrap();
+        assert!(dir.exists());
+        assert_eq!(lazy.get("c").unwrap().calls, 1);
+        // The store holds sled's lock: a second one cannot open it, and
+        // says so on every use rather than at start.
+        let other = LazySledCounters::new(&dir);
+        let e = other.get("c").unwrap_err();
+        assert!(e.message.contains("another Fabric process"), "{e}");
+        assert!(other.reset("c").is_err());
+        drop(lazy);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -23,7 +23,9 @@ use wasmtime::Engine;
 use crate::admit::{overloaded_detail, Admission, Admitted, Caller};
 use crate::audit::{AuditError, AuditLog, AuditOptions, Entry, RecordedDenial};
 use crate::breaker::CircuitState;
-use crate::budget::{self, Budgets, MemoryCounters, SledCounters, Spent, StoreError, Usage};
+use crate::budget::{
+    self, Budgets, LazySledCounters, MemoryCounters, SledCounters, Spent, StoreError, Usage,
+};
 use crate::config::HostConfig;
 use crate::engine::{new_engine, new_linker, EpochTicker};
 use crate::guard::{self, Flag, GuardConfig};
@@ -70,6 +72,11 @@ pub struct Options {
     pub host: HostConfig,
     /// Where call spans go (nowhere by default).
     pub telemetry: Telemetry,
+    /// Open the budget store (under the data directory) when a caller with
+    /// a budget first needs it, not when Fabric opens: for processes only
+    /// the local operator calls, which has no budget. Off by default, so a
+    /// server finds a store it cannot open before it takes a call.
+    pub budgets_on_first_use: bool,
 }
 
 impl Options {
@@ -84,6 +91,7 @@ impl Options {
             durable_audit: true,
             host: HostConfig::default(),
             telemetry: Telemetry::default(),
+            budgets_on_first_use: false,
         }
     }
 }
@@ -489,6 +497,9 @@ impl Fabric {
             None => None,
         };
         let counters: Box<dyn budget::CounterStore> = match &options.data_dir {
+            Some(dir) if options.budgets_on_first_use => {
+                Box::new(LazySledCounters::new(&dir.join("budgets")))
+            }
             Some(dir) => Box::new(SledCounters::open(&dir.join("budgets"))?),
             None => Box::<MemoryCounters>::default(),
         };
