@@ -16,8 +16,11 @@
 //!
 //! Then tracing: the 64-connection REST row with the OTLP exporter on
 //! (sampling ratio 1, every call's spans batched to a local OTLP/HTTP sink)
-//! beside the same row with it off, alternated over several rounds on two
-//! servers of their own, and what a call's trace ids cost with no exporter.
+//! beside the same row with it off, and beside a second untraced server (an
+//! A/A control that shows what two identical servers differ by on this
+//! machine), in rotated order over several rounds; the overhead is the
+//! median of the rounds' own ratios. Then what a call's trace ids cost with
+//! no exporter.
 //!
 //! `cargo bench --bench serve -- tracing` runs only the tracing rows;
 //! `-- spans` measures the CPU time a traced call's spans cost (built, then
@@ -175,70 +178,87 @@ fn main() {
         );
     }
 
-    // Tracing off and on, alternated so drift and noise fall on both.
+    // Tracing off and on, on servers of their own, beside a second untraced
+    // server (an A/A control: what two identical servers differ by here).
+    // Each round runs the three in a rotated order, so drift and noise fall
+    // on all of them; the figures are medians of each round's own ratios.
     let sink = runtime.block_on(otlp_sink());
     let provider = traced_provider(Some(sink));
     let traced = Served::start(&runtime, &tools, Telemetry::new(provider.tracer("fabric")));
-    let traced_rest = Target {
-        addr: traced.addr,
+    let control = Served::start(&runtime, &tools, Telemetry::default());
+    let parent = (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+    );
+    let on_server = |served: &Served| Target {
+        addr: served.addr,
         headers: vec![
-            ("authorization", format!("Bearer {}", traced.token)),
+            ("authorization", format!("Bearer {}", served.token)),
             ("content-type", "application/json".into()),
-            (
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
-            ),
+            parent.clone(),
         ],
         ..rest.clone()
     };
-    let mut plain_rest = rest.clone();
-    plain_rest.headers.push((
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
-    ));
+    let rows = [
+        ("exporter off", on_server(&plain)),
+        ("exporter off, 2nd server", on_server(&control)),
+        ("exporter on, ratio 1", on_server(&traced)),
+    ];
     println!();
     println!(
         "{:<28} {:>5} {:>9} {:>9} {:>9} {:>11}",
         "REST, 64 conns, tracing", "round", "calls/s", "p50 µs", "p99 µs", "CPU µs/call"
     );
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
-    for round in 1..=TRACING_ROUNDS {
-        for (name, target, rates, cpus) in [
-            ("exporter off", &plain_rest, &mut off, &mut off_cpu),
-            ("exporter on, ratio 1", &traced_rest, &mut on, &mut on_cpu),
-        ] {
-            let n = calls_for(64);
-            let cpu = cpu_time();
+    let n = calls_for(64) / 2;
+    let (mut overhead, mut control_diff) = (Vec::new(), Vec::new());
+    let (mut cpu_overhead, mut cpu_control) = (Vec::new(), Vec::new());
+    let mut off_rates = Vec::new();
+    for round in 0..TRACING_ROUNDS {
+        let mut rate = [0.0; 3];
+        let mut cpu = [0.0; 3];
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let (name, target) = &rows[i];
+            let before = cpu_time();
             let (secs, mut latencies) = runtime.block_on(http_load(target, 64, n));
-            if name.contains("on") {
+            if i == 2 {
                 // The spans still queued are this row's work too.
                 let _ = provider.force_flush();
             }
-            let cpu_per_call = (cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64;
+            cpu[i] = (cpu_time() - before).as_secs_f64() * 1e6 / n as f64;
+            rate[i] = n as f64 / secs;
             latencies.sort_unstable();
-            rates.push(n as f64 / secs);
-            cpus.push(cpu_per_call);
             println!(
-                "{name:<28} {round:>5} {:>9.0} {:>9.0} {:>9.0} {:>11.0}",
-                n as f64 / secs,
+                "{name:<28} {:>5} {:>9.0} {:>9.0} {:>9.0} {:>11.0}",
+                round + 1,
+                rate[i],
                 quantile(&latencies, 0.50).as_secs_f64() * 1e6,
                 quantile(&latencies, 0.99).as_secs_f64() * 1e6,
-                cpu_per_call,
+                cpu[i],
             );
         }
+        off_rates.push(rate[0]);
+        overhead.push(100.0 * (rate[0] - rate[2]) / rate[0]);
+        control_diff.push(100.0 * (rate[0] - rate[1]) / rate[0]);
+        cpu_overhead.push(100.0 * (cpu[2] - cpu[0]) / cpu[0]);
+        cpu_control.push(100.0 * (cpu[1] - cpu[0]) / cpu[0]);
     }
     let _ = provider.force_flush();
-    let (off, on) = (median(&mut off), median(&mut on));
-    let (off_cpu, on_cpu) = (median(&mut off_cpu), median(&mut on_cpu));
     let spans = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
-    let traced_calls = (TRACING_ROUNDS * calls_for(64)) as f64;
+    let traced_calls = (TRACING_ROUNDS * n) as f64;
+    let spread = |v: &mut Vec<f64>| {
+        let m = median(v);
+        format!("{m:.1} % (rounds {:.1} to {:.1})", v[0], v[v.len() - 1])
+    };
     println!(
-        "median: off {off:.0} calls/s, on {on:.0} calls/s: overhead {:.1} % of throughput; CPU per call (client included) off {off_cpu:.0} µs, on {on_cpu:.0} µs: {:.1} % more; {spans} spans exported, {:.1} per traced call (7 made: none dropped if 7)",
-        100.0 * (off - on) / off,
-        100.0 * (on_cpu - off_cpu) / off_cpu,
+        "median of {TRACING_ROUNDS} rounds: tracing on costs {} of throughput, {} more CPU per call (client included); two untraced servers differ by {} and {} (the noise floor); {spans} spans exported, {:.1} per traced call (7 made: none dropped if 7)",
+        spread(&mut overhead),
+        spread(&mut cpu_overhead),
+        spread(&mut control_diff),
+        spread(&mut cpu_control),
         spans as f64 / traced_calls
     );
+    let off = median(&mut off_rates);
     // With no exporter a call still gets trace ids and is counted in the
     // metrics: what that costs, beside a whole call.
     let ids = Telemetry::default();
@@ -445,7 +465,7 @@ async fn in_process(fabric: &Arc<Fabric>, concurrency: usize, n: usize) -> (f64,
 }
 
 /// Rounds of the tracing comparison (each row once per round).
-const TRACING_ROUNDS: usize = 5;
+const TRACING_ROUNDS: usize = 9;
 
 /// Spans exported (handed to the OTLP exporter, which sent them).
 static SPANS_RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
