@@ -714,6 +714,37 @@ fn a_component_that_cannot_link_is_listed_unavailable_with_why() {
     assert!(!listed.available, "remembered");
     assert!(problem_for(&f, "broken.wasm").contains("acme:missing/api"));
     drop(f);
+    // A remembered failure this host did not write is not believed: with its
+    // reason edited (tag kept), or as plain text (the earlier layout), the
+    // component is compiled again and the real reason found.
+    let failed: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let stored = std::fs::read(&failed[0]).unwrap();
+    let at = stored
+        .windows(b"acme:missing".len())
+        .position(|w| w == b"acme:missing")
+        .expect("the reason is stored");
+    let mut edited = stored[..at].to_vec();
+    edited.extend_from_slice(b"forged: this tool is withdrawn");
+    for forged in [edited, b"forged: this tool is withdrawn".to_vec()] {
+        std::fs::write(&failed[0], &forged).unwrap();
+        let f = Fabric::open(&options).unwrap();
+        let listed = f.tool(&Caller::Local, "broken.g").unwrap();
+        assert!(listed.available, "a forged failure is not believed");
+        let message = common::call(&f, "broken.g", json!({}))
+            .error
+            .unwrap()
+            .message;
+        assert!(
+            message.contains("acme:missing/api") && !message.contains("forged"),
+            "{message}"
+        );
+        drop(f);
+    }
     // A component that does not even decode: its tools answer why.
     std::fs::write(t.join("garbled.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
     let f = Fabric::open(&options).unwrap();

@@ -842,6 +842,12 @@ const MAX_FAILURE: u64 = 16 << 10;
 const MAGIC: &[u8; 16] = b"fabric-cwasm-v2\n";
 const TAG_LEN: usize = MAGIC.len() + blake3::OUT_LEN;
 
+/// Start of a remembered failure (`….failed`); then its keyed tag (over the
+/// component's digest, the entry's file name, Fabric's version and the
+/// reason), then the reason. Only this host can write one that is believed,
+/// and a new Fabric, or an entry renamed to another engine's, tries again.
+const FAILED_MAGIC: &[u8; 17] = b"fabric-failed-v1\n";
+
 /// Why a cache entry was not used.
 enum Stale {
     Missing,
@@ -883,11 +889,19 @@ impl CodeCache {
     }
 
     /// Why the component `digest` did not compile or link on this engine
-    /// before, if it did not.
+    /// before, if this host remembered it: an entry whose tag does not
+    /// match (written by someone else, or by another Fabric version) is
+    /// ignored, and the component is compiled again.
     fn failure(&self, digest: blake3::Hash, engine: &Engine) -> Option<String> {
         let path = self.entry(digest, engine, "failed");
-        let bytes = files::read_regular(&path, MAX_FAILURE, Links::Refuse).ok()?;
-        Some(String::from_utf8_lossy(&bytes).into_owned())
+        let limit = (FAILED_MAGIC.len() + blake3::OUT_LEN) as u64 + MAX_FAILURE;
+        let bytes = files::read_regular(&path, limit, Links::Refuse).ok()?;
+        let rest = bytes.strip_prefix(FAILED_MAGIC)?;
+        let (tag, reason) = rest.split_at_checked(blake3::OUT_LEN)?;
+        let tag = blake3::Hash::from_bytes(tag.try_into().ok()?);
+        // blake3::Hash compares in constant time.
+        (tag == self.failure_tag(digest, &path, reason))
+            .then(|| String::from_utf8_lossy(reason).into_owned())
     }
 
     /// Remembers why the component `digest` does not compile or link.
@@ -895,11 +909,32 @@ impl CodeCache {
         let path = self.entry(digest, engine, "failed");
         let mut reason = reason.as_bytes();
         reason = &reason[..reason.len().min(MAX_FAILURE as usize)];
+        let tag = self.failure_tag(digest, &path, reason);
         let stored = files::create_private_dir(&self.dir)
-            .and_then(|()| files::write_atomic(&path, &[reason]));
+            .and_then(|()| files::write_atomic(&path, &[FAILED_MAGIC, tag.as_bytes(), reason]));
         if let Err(e) = stored {
             tracing::warn!(path = %path.display(), "cannot remember why the component failed: {e}");
         }
+    }
+
+    /// The tag of a remembered failure stored at `path`.
+    fn failure_tag(&self, digest: blake3::Hash, path: &Path, reason: &[u8]) -> blake3::Hash {
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default();
+        let mut hasher = self.tagger(digest);
+        for part in [
+            FAILED_MAGIC.as_slice(),
+            name,
+            env!("CARGO_PKG_VERSION").as_bytes(),
+        ] {
+            // Length-prefixed, so no two different inputs hash alike.
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        hasher.update(reason);
+        hasher.finalize()
     }
 
     /// The keyed hash of `digest` and then the code: a tag once finalized.
