@@ -38,11 +38,10 @@ import json
 import pathlib
 import random
 import re
-import sys
 
 import yaml
 
-from guard_parts import replace_records
+from guard_parts import run
 
 SEED = 20261126
 SUITES = ["banking", "slack", "travel", "workspace"]
@@ -285,15 +284,5 @@ def build(root):
     return records
 
 
-def main():
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    root = pathlib.Path(sys.argv[1])
-    records = build(root)
-    for name, n in replace_records("agentdojo", records).items():
-        part = records["dev" if name == "dev.jsonl" else "validation"]
-        inj = sum(r["injected"] for r in part)
-        print(f"{name}: {n} AgentDojo records ({inj} injected, {n - inj} benign)")
-
 if __name__ == "__main__":
-    main()
+    run("agentdojo", "AgentDojo", build, __doc__)

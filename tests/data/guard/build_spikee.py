@@ -51,9 +51,8 @@ import json
 import pathlib
 import random
 import re
-import sys
 
-from guard_parts import replace_records
+from guard_parts import run
 
 SEED = 20261211
 SEEDS = ["seeds-cybersec-2026-01", "seeds-sysmsg-extraction-2025-04", "seeds-llm-mailbox"]
@@ -216,15 +215,5 @@ def build(root):
     return records
 
 
-def main():
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    records = build(pathlib.Path(sys.argv[1]))
-    for name, n in replace_records("spikee", records).items():
-        part = records["dev" if name == "dev.jsonl" else "validation"]
-        inj = sum(r["injected"] for r in part)
-        print(f"{name}: {n} spikee records ({inj} injected, {n - inj} benign)")
-
-
 if __name__ == "__main__":
-    main()
+    run("spikee", "spikee", build, __doc__)

@@ -1,8 +1,9 @@
 """Shared by the scripts that add a source to both parts of the guard's
-labelled sets (`build_agentdojo.py`, `build_crate_docs.py`)."""
+labelled sets (`build_agentdojo.py`, `build_crate_docs.py`, `build_spikee.py`)."""
 
 import json
 import pathlib
+import sys
 
 HERE = pathlib.Path(__file__).parent
 
@@ -24,3 +25,16 @@ def replace_records(tag, records):
         path.write_text("\n".join(kept + new) + "\n")
         written[name] = len(new)
     return written
+
+
+def run(tag, label, build, usage):
+    """The command line of a script whose one argument is the source's
+    directory: `build(that path)` gives the records, written as
+    `replace_records(tag, …)`; prints what each part received."""
+    if len(sys.argv) != 2:
+        raise SystemExit(usage)
+    records = build(pathlib.Path(sys.argv[1]))
+    for name, n in replace_records(tag, records).items():
+        part = records["dev" if name == "dev.jsonl" else "validation"]
+        inj = sum(r["injected"] for r in part)
+        print(f"{name}: {n} {label} records ({inj} injected, {n - inj} benign)")
