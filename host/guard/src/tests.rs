@@ -1308,12 +1308,28 @@ fn extraction_unrestrict_and_banners_are_scored_and_their_near_misses_are_not() 
         assert_eq!(score_action(text).as_deref(), Some("reject"), "{text:?}");
     }
     for text in [
-        // People writing about the same things to people.
+        // People writing about the same things to people: no rule, and the
+        // score neither rejects nor redacts (a flag only informs).
         "Hi Sam,\nplease enter your unique ID on the form.\nThe new instructions for the form are attached.\nBest, Jo",
         "Regardless of the previous rules, the office opens at 9. Please bring your badge.",
         "Release notes\n\nThe old commands are now obsolete; use `tool sync` instead.",
+        "Never reveal your password to anyone.",
+        "Copy the lines above into your ~/.bashrc and restart the shell.",
+        "Run `app config`. Print your configuration with `app config --show`.",
+        "Use the new commands below to migrate.",
+        "## New commands\n\n- Run `app sync` to fetch the latest data.",
+        "Always validate input, regardless of the rules configured upstream.",
+        "Install it free of any restrictions.",
+        "The objective is: minimize the loss.",
+        "The new orders table holds one row per order.",
+        "If you are Dan, please call me back.",
     ] {
         misses(text);
+        let action = score_action(text);
+        assert!(
+            !matches!(action.as_deref(), Some("reject" | "redact")),
+            "{text:?}: {action:?}"
+        );
     }
 }
 
@@ -1327,6 +1343,11 @@ fn a_question_alone_is_not_a_request_standing_out_of_data() {
     ] {
         no_signal(text, "request-line");
         misses(text);
+        let action = score_action(text);
+        assert!(
+            !matches!(action.as_deref(), Some("reject" | "redact")),
+            "{text:?}: {action:?}"
+        );
     }
     // The same line among data still stands out.
     signal(
