@@ -178,13 +178,15 @@ fn main() {
         );
     }
 
-    // Tracing off and on, on servers of their own, beside a second untraced
-    // server (an A/A control: what two identical servers differ by here).
-    // Each round runs the three in a rotated order, so drift and noise fall
-    // on all of them; the figures are medians of each round's own ratios.
+    // Tracing off and on, on fresh servers of their own, beside a second
+    // untraced one (an A/A control: what two identical servers differ by
+    // here). The rounds run the three in each of the six orders in turn, so
+    // drift, noise and whatever one row leaves the next fall on all of them;
+    // the figures are medians of each round's own ratios.
     let sink = runtime.block_on(otlp_sink());
     let provider = traced_provider(Some(sink));
     let traced = Served::start(&runtime, &tools, Telemetry::new(provider.tracer("fabric")));
+    let untraced = Served::start(&runtime, &tools, Telemetry::default());
     let control = Served::start(&runtime, &tools, Telemetry::default());
     let parent = (
         "traceparent",
@@ -200,7 +202,7 @@ fn main() {
         ..rest.clone()
     };
     let rows = [
-        ("exporter off", on_server(&plain)),
+        ("exporter off", on_server(&untraced)),
         ("exporter off, 2nd server", on_server(&control)),
         ("exporter on, ratio 1", on_server(&traced)),
     ];
@@ -216,8 +218,7 @@ fn main() {
     for round in 0..TRACING_ROUNDS {
         let mut rate = [0.0; 3];
         let mut cpu = [0.0; 3];
-        for k in 0..3 {
-            let i = (round + k) % 3;
+        for i in ORDERS[round % ORDERS.len()] {
             let (name, target) = &rows[i];
             let before = cpu_time();
             let (secs, mut latencies) = runtime.block_on(http_load(target, 64, n));
@@ -464,8 +465,20 @@ async fn in_process(fabric: &Arc<Fabric>, concurrency: usize, n: usize) -> (f64,
     (started.elapsed().as_secs_f64(), all)
 }
 
-/// Rounds of the tracing comparison (each row once per round).
-const TRACING_ROUNDS: usize = 9;
+/// Rounds of the tracing comparison (each row once per round): each of
+/// [`ORDERS`] twice.
+const TRACING_ROUNDS: usize = 12;
+
+/// The orders of the three tracing rows (off, off on a second server, on),
+/// every one of them, so that no row always follows another.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [0, 2, 1],
+    [2, 1, 0],
+    [1, 0, 2],
+];
 
 /// Spans exported (handed to the OTLP exporter, which sent them).
 static SPANS_RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -120,7 +120,13 @@ fn a_one_shot_call_is_audited_without_opening_the_budget_store() {
     let (mut command, [data, _keys]) = command(&["call", "text.echo", r#"{"text":"x"}"#]);
     let out = command.output().expect("fabric runs");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(data.path().join("audit").is_dir());
+    let log = std::fs::read_to_string(data.path().join("audit/log.jsonl")).expect("the log");
+    let records: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{log}");
+    assert_eq!(records[0]["tool"], "text.echo", "{log}");
     assert!(!data.path().join("budgets").exists());
 }
 

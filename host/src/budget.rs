@@ -61,7 +61,7 @@ pub struct Spent {
 }
 
 /// The budget counter store failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("the budget store at {path} failed: {message}")]
 pub struct StoreError {
     /// Where the store is (`(memory)` for the in-memory one).
@@ -273,10 +273,12 @@ impl Drop for SledCounters {
 /// process that only the local operator calls (a one-shot `fabric call`)
 /// never opens it, and sled's start-up (several milliseconds, a thread, a
 /// lock on the directory) stays off its path. A store that cannot be opened
-/// fails every budgeted call with the reason.
+/// fails the budgeted call with the reason, and the next one tries again.
 pub struct LazySledCounters {
     dir: PathBuf,
-    store: std::sync::OnceLock<Result<SledCounters, StoreError>>,
+    store: std::sync::OnceLock<SledCounters>,
+    /// Held while opening, so that one caller opens it.
+    opening: Mutex<()>,
 }
 
 impl LazySledCounters {
@@ -285,14 +287,20 @@ impl LazySledCounters {
         LazySledCounters {
             dir: dir.to_path_buf(),
             store: std::sync::OnceLock::new(),
+            opening: Mutex::new(()),
         }
     }
 
     fn store(&self) -> Result<&SledCounters, StoreError> {
-        self.store
-            .get_or_init(|| SledCounters::open(&self.dir))
-            .as_ref()
-            .map_err(Clone::clone)
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let store = SledCounters::open(&self.dir)?;
+        Ok(self.store.get_or_init(|| store))
     }
 }
 
@@ -920,12 +928,18 @@ mod tests {
         assert!(dir.exists());
         assert_eq!(lazy.get("c").unwrap().calls, 1);
         // The store holds sled's lock: a second one cannot open it, and
-        // says so on every use rather than at start.
+        // says so on each use rather than at start, until the lock is free.
         let other = LazySledCounters::new(&dir);
         let e = other.get("c").unwrap_err();
         assert!(e.message.contains("another Fabric process"), "{e}");
         assert!(other.reset("c").is_err());
         drop(lazy);
+        assert_eq!(
+            other.get("c").unwrap().calls,
+            1,
+            "opened once the lock was free"
+        );
+        drop(other);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

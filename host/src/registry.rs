@@ -843,9 +843,11 @@ const MAGIC: &[u8; 16] = b"fabric-cwasm-v2\n";
 const TAG_LEN: usize = MAGIC.len() + blake3::OUT_LEN;
 
 /// Start of a remembered failure (`….failed`); then its keyed tag (over the
-/// component's digest, the entry's file name, Fabric's version and the
-/// reason), then the reason. Only this host can write one that is believed,
-/// and a new Fabric, or an entry renamed to another engine's, tries again.
+/// component's digest, the entry's file name, the build of Fabric's sources
+/// and the reason, with a key derived for failures alone, so no failure's
+/// tag is a code tag), then the reason. Only this host can write one that is
+/// believed, and another build, or an entry renamed to another engine's,
+/// tries again.
 const FAILED_MAGIC: &[u8; 17] = b"fabric-failed-v1\n";
 
 /// Why a cache entry was not used.
