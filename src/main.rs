@@ -222,6 +222,10 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
     options.audit_key = audit_key.clone();
     options.host = host;
     options.telemetry = telemetry.unwrap_or_default();
+    // Only a server has callers with budgets, and it should find a store it
+    // cannot open before it takes a call; every other command leaves the
+    // store closed unless a budget is asked for.
+    options.budgets_on_first_use = !matches!(cli.command, Command::Serve(_));
     match cli.command {
         Command::Audit(command) => audit_cmd::run(command, &cli.data, audit_key.as_deref()),
         Command::Guard(GuardCommand::Eval {
@@ -251,8 +255,6 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             concurrency,
         } if repeat > 1 => {
             let arguments = read_arguments(args.as_deref())?;
-            // The local operator has no budget: the store stays closed.
-            options.budgets_on_first_use = true;
             let fabric = open(&options)?;
             load(fabric, tool, arguments, repeat, concurrency.max(1))
         }
@@ -265,8 +267,6 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             // of 128 costs a one-shot process about 10 ms to map and unmap.
             options.host.instances = options.host.instances.min(ONE_CALL_INSTANCES);
             options.host.max_in_flight = options.host.max_in_flight.min(ONE_CALL_INSTANCES);
-            // The local operator has no budget: the store stays closed.
-            options.budgets_on_first_use = true;
             let fabric = open(&options)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
