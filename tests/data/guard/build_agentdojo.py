@@ -41,7 +41,7 @@ import re
 
 import yaml
 
-from guard_parts import run
+from guard_parts import Parts, run
 
 SEED = 20261126
 SUITES = ["banking", "slack", "travel", "workspace"]
@@ -232,8 +232,7 @@ def build(root):
     tmpl = templates(root)
     names = model_names(root)
     people = ["Emma Johnson", "the user", "Mark Smith"]
-    records = {"dev": [], "validation": []}
-    texts = set()
+    parts = Parts("agentdojo")
     for suite in SUITES:
         suite_dir = root / "data" / "suites" / suite
         with open(suite_dir / "environment.yaml") as f:
@@ -257,12 +256,7 @@ def build(root):
             turn = 0
 
             def add(text, injected, source):
-                if len(text) > 6000 or text in texts:
-                    return
-                texts.add(text)
-                records[part].append(
-                    {"text": text, "injected": injected, "source": source, "added": "agentdojo"}
-                )
+                parts.add(part, text, injected, source)
 
             for family in part_families[part]:
                 for ti, template in enumerate(tmpl[family]):
@@ -281,7 +275,7 @@ def build(root):
                         add(dump(fill(obj, values)), True, f"agentdojo-{family}:{suite}:{vector}")
             for vector, obj in carriers:
                 add(dump(fill(obj, defaults)), False, f"benign-agentdojo:{suite}:{vector}")
-    return records
+    return parts.records
 
 
 if __name__ == "__main__":

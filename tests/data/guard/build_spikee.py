@@ -52,7 +52,7 @@ import pathlib
 import random
 import re
 
-from guard_parts import run
+from guard_parts import Parts, run
 
 SEED = 20261211
 SEEDS = ["seeds-cybersec-2026-01", "seeds-sysmsg-extraction-2025-04", "seeds-llm-mailbox"]
@@ -164,17 +164,11 @@ def build(root):
     part_standalone = alternate(rng, sorted(standalone, key=lambda x: x["id"]))
     part_questions = alternate(rng, sorted(questions, key=lambda x: x["id"]))
 
-    records = {"dev": [], "validation": []}
-    texts = set()
+    parts = Parts("spikee")
     for part in ["dev", "validation"]:
 
         def add(text, injected, source):
-            if len(text) > 6000 or text in texts:
-                return
-            texts.add(text)
-            records[part].append(
-                {"text": text, "injected": injected, "source": source, "added": "spikee"}
-            )
+            parts.add(part, text, injected, source)
 
         js = [j for j in jailbreaks if (j.get("jailbreak_type") or base_id(j)) in part_families[part]]
         js.sort(key=lambda j: j["id"])
@@ -212,7 +206,7 @@ def build(root):
                 add(mark(doc, marker), False, f"benign-spikee:{name}:document")
         for q in part_questions[part]:
             add(q["text"], False, f"benign-spikee:bare:{q['id']}")
-    return records
+    return parts.records
 
 
 if __name__ == "__main__":

@@ -8,6 +8,25 @@ import sys
 HERE = pathlib.Path(__file__).parent
 
 
+class Parts:
+    """The records a source gives each part, in order, each text once and
+    none longer than 6000 characters; `records` is what `replace_records`
+    takes."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.records = {"dev": [], "validation": []}
+        self.texts = set()
+
+    def add(self, part, text, injected, source):
+        if len(text) > 6000 or text in self.texts:
+            return
+        self.texts.add(text)
+        self.records[part].append(
+            {"text": text, "injected": injected, "source": source, "added": self.tag}
+        )
+
+
 def replace_records(tag, records):
     """Replaces the records marked `"added": tag` in `dev.jsonl` and
     `validation.jsonl` with `records["dev"]` and `records["validation"]`
