@@ -892,7 +892,7 @@ impl CodeCache {
 
     /// Why the component `digest` did not compile or link on this engine
     /// before, if this host remembered it: an entry whose tag does not
-    /// match (written by someone else, or by another Fabric version) is
+    /// match (written by someone else, or by another build of Fabric) is
     /// ignored, and the component is compiled again.
     fn failure(&self, digest: blake3::Hash, engine: &Engine) -> Option<String> {
         let path = self.entry(digest, engine, "failed");
@@ -925,12 +925,12 @@ impl CodeCache {
             .file_name()
             .map(|n| n.as_encoded_bytes())
             .unwrap_or_default();
-        let mut hasher = self.tagger(digest);
-        for part in [
-            FAILED_MAGIC.as_slice(),
-            name,
-            env!("CARGO_PKG_VERSION").as_bytes(),
-        ] {
+        // A key of its own: no failure's tag can pass as a code tag.
+        let key = blake3::derive_key("fabric compile-cache failure tag v1", &self.key);
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        hasher.update(digest.as_bytes());
+        let build = concat!(env!("CARGO_PKG_VERSION"), "+", env!("FABRIC_SOURCE_ID"));
+        for part in [FAILED_MAGIC.as_slice(), name, build.as_bytes()] {
             // Length-prefixed, so no two different inputs hash alike.
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
@@ -939,7 +939,8 @@ impl CodeCache {
         hasher.finalize()
     }
 
-    /// The keyed hash of `digest` and then the code: a tag once finalized.
+    /// The keyed hash of `digest` and then the code: a code tag once
+    /// finalized.
     fn tagger(&self, digest: blake3::Hash) -> blake3::Hasher {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(digest.as_bytes());
