@@ -18,8 +18,8 @@
 //! (sampling ratio 1, every call's spans batched to a local OTLP/HTTP sink)
 //! beside the same row with it off, and beside a second untraced server (an
 //! A/A control that shows what two identical servers differ by on this
-//! machine), in rotated order over several rounds; the overhead is the
-//! median of the rounds' own ratios. Then what a call's trace ids cost with
+//! machine), the three fresh servers run in each of the six orders twice;
+//! the overhead is the median of the rounds' own ratios. Then what a call's trace ids cost with
 //! no exporter.
 //!
 //! `cargo bench --bench serve -- tracing` runs only the tracing rows;

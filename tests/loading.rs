@@ -343,10 +343,15 @@ fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
 
 /// The compiled-code files of the cache (each has a `.tag` beside it).
 fn cache_entries(data: &Path) -> Vec<PathBuf> {
+    cache_files(data, "cwasm")
+}
+
+/// The cache's files ending in `.ext`, sorted.
+fn cache_files(data: &Path, ext: &str) -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(data.join("compiled"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     entries.sort();
     entries
@@ -717,11 +722,7 @@ fn a_component_that_cannot_link_is_listed_unavailable_with_why() {
     // A remembered failure this host did not write is not believed: with its
     // reason edited (tag kept), or as plain text (the earlier layout), the
     // component is compiled again and the real reason found.
-    let failed: Vec<_> = std::fs::read_dir(data.path().join("compiled"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "failed"))
-        .collect();
+    let failed = cache_files(data.path(), "failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     let stored = std::fs::read(&failed[0]).unwrap();
     let at = stored

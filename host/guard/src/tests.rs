@@ -510,6 +510,18 @@ fn no_signal(text: &str, id: &str) {
     );
 }
 
+/// No acting rule hits `text`, and its score neither rejects nor redacts
+/// (a flag only informs).
+#[track_caller]
+fn stays_benign(text: &str) {
+    misses(text);
+    let action = score_action(text);
+    assert!(
+        !matches!(action.as_deref(), Some("reject" | "redact")),
+        "{text:?}: {action:?}"
+    );
+}
+
 /// The action of the score over `text`'s signals, if it acts.
 fn score_action(text: &str) -> Option<String> {
     let (_, flags) = check(json!(text), &config()).split();
@@ -1334,12 +1346,7 @@ fn extraction_unrestrict_and_banners_are_scored_and_their_near_misses_are_not() 
         "The new orders table holds one row per order.",
         "If you are Dan, please call me back.",
     ] {
-        misses(text);
-        let action = score_action(text);
-        assert!(
-            !matches!(action.as_deref(), Some("reject" | "redact")),
-            "{text:?}: {action:?}"
-        );
+        stays_benign(text);
     }
 }
 
@@ -1352,12 +1359,7 @@ fn a_question_alone_is_not_a_request_standing_out_of_data() {
         "How does an IPO process typically work?\n",
     ] {
         no_signal(text, "request-line");
-        misses(text);
-        let action = score_action(text);
-        assert!(
-            !matches!(action.as_deref(), Some("reject" | "redact")),
-            "{text:?}: {action:?}"
-        );
+        stays_benign(text);
     }
     // The same line among data still stands out.
     signal(

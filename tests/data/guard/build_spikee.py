@@ -48,7 +48,6 @@ ticket or forum post would hand them over).
 
 import ast
 import json
-import pathlib
 import random
 import re
 
