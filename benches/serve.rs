@@ -18,9 +18,11 @@
 //! (sampling ratio 1, every call's spans batched to a local OTLP/HTTP sink)
 //! beside the same row with it off, and beside a second untraced server (an
 //! A/A control that shows what two identical servers differ by on this
-//! machine), the three fresh servers run in each of the six orders twice;
-//! the overhead is the median of the rounds' own ratios. Then what a call's trace ids cost with
-//! no exporter.
+//! machine). Each round starts three fresh servers (audit logs in memory)
+//! and runs the three rows; the rounds cross the six orders of starting them
+//! with the six orders of running them, twice; the overhead is the median
+//! of the rounds' own ratios. Then what a call's trace ids cost with no
+//! exporter.
 //!
 //! `cargo bench --bench serve -- tracing` runs only the tracing rows;
 //! `-- spans` measures the CPU time a traced call's spans cost (built, then
@@ -38,14 +40,12 @@ use bytes::Bytes;
 use fabric_host::callers::{new_token, CallerFile, CallerSpec, CallersSpec};
 use fabric_host::otlp::{OtlpConfig, OtlpExporter};
 use fabric_host::server::{self, Auth, ServeOptions};
+use fabric_host::spans::{BatchConfig, SpanQueue};
+use fabric_host::telemetry::Sampler;
 use fabric_host::{Call, Caller, Fabric, Options, Telemetry};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
-};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -84,7 +84,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let plain = Served::start(&runtime, &tools, Telemetry::default());
+    let plain = Served::start(&runtime, &tools, Telemetry::default(), None);
     let (fabric, fabric_addr, token) = (plain.fabric.clone(), plain.addr, plain.token.clone());
     let bare_addr = runtime.block_on(bare_server());
 
@@ -189,10 +189,23 @@ fn main() {
         Ok(addr) => addr.parse().expect("FABRIC_BENCH_OTLP_SINK is HOST:PORT"),
         Err(_) => runtime.block_on(otlp_sink()),
     };
-    let provider = traced_provider(Some(sink));
-    let traced = Served::start(&runtime, &tools, Telemetry::new(provider.tracer("fabric")));
-    let untraced = Served::start(&runtime, &tools, Telemetry::default());
-    let control = Served::start(&runtime, &tools, Telemetry::default());
+    let queue = traced_queue(Some(sink));
+    // Their audit logs are kept in memory (/dev/shm, where there is one):
+    // how long a disk takes to flush swings with other tenants' I/O by more
+    // than tracing costs. Calls get cheaper, so tracing's share of them, if
+    // anything, larger.
+    let shm = std::path::Path::new("/dev/shm");
+    let memory = shm.is_dir().then_some(shm);
+    let telemetry = [
+        Telemetry::default(),
+        Telemetry::default(),
+        Telemetry::exporting(queue.clone(), Sampler::AlwaysOn),
+    ];
+    let names = [
+        "exporter off",
+        "exporter off, 2nd server",
+        "exporter on, ratio 1",
+    ];
     let parent = (
         "traceparent",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
@@ -206,30 +219,39 @@ fn main() {
         ],
         ..rest.clone()
     };
-    let rows = [
-        ("exporter off", on_server(&untraced)),
-        ("exporter off, 2nd server", on_server(&control)),
-        ("exporter on, ratio 1", on_server(&traced)),
-    ];
     println!();
     println!(
         "{:<28} {:>5} {:>9} {:>9} {:>9} {:>11}",
         "REST, 64 conns, tracing", "round", "calls/s", "p50 µs", "p99 µs", "CPU µs/call"
     );
-    let n = calls_for(64) / 2;
+    let n = calls_for(64) / 6;
     let (mut overhead, mut control_diff) = (Vec::new(), Vec::new());
     let (mut cpu_overhead, mut cpu_control) = (Vec::new(), Vec::new());
     let mut off_rates = Vec::new();
     for round in 0..TRACING_ROUNDS {
+        // Fresh servers every round, started in each of the six orders in
+        // turn (crossed with the six orders the rows run in): whatever makes
+        // one server instance faster than another, such as where its memory
+        // landed, falls on every row alike instead of always on one.
+        let mut servers: [Option<Served>; 3] = [None, None, None];
+        for i in ORDERS[(round / ORDERS.len()) % ORDERS.len()] {
+            servers[i] = Some(Served::start(
+                &runtime,
+                &tools,
+                telemetry[i].clone(),
+                memory,
+            ));
+        }
+        let servers = servers.map(|s| s.expect("every server started"));
         let mut rate = [0.0; 3];
         let mut cpu = [0.0; 3];
         for i in ORDERS[round % ORDERS.len()] {
-            let (name, target) = &rows[i];
+            let (name, target) = (names[i], on_server(&servers[i]));
             let before = cpu_time();
-            let (secs, mut latencies) = runtime.block_on(http_load(target, 64, n));
+            let (secs, mut latencies) = runtime.block_on(http_load(&target, 64, n));
             if i == 2 {
                 // The spans still queued are this row's work too.
-                let _ = provider.force_flush();
+                queue.force_flush();
             }
             cpu[i] = (cpu_time() - before).as_secs_f64() * 1e6 / n as f64;
             rate[i] = n as f64 / secs;
@@ -243,14 +265,17 @@ fn main() {
                 cpu[i],
             );
         }
+        for served in servers {
+            served.stop(&runtime);
+        }
         off_rates.push(rate[0]);
         overhead.push(100.0 * (rate[0] - rate[2]) / rate[0]);
         control_diff.push(100.0 * (rate[0] - rate[1]) / rate[0]);
         cpu_overhead.push(100.0 * (cpu[2] - cpu[0]) / cpu[0]);
         cpu_control.push(100.0 * (cpu[1] - cpu[0]) / cpu[0]);
     }
-    let _ = provider.force_flush();
-    let spans = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+    queue.force_flush();
+    let spans = queue.exported();
     let traced_calls = (TRACING_ROUNDS * n) as f64;
     let spread = |v: &mut Vec<f64>| {
         let m = median(v);
@@ -286,7 +311,7 @@ fn main() {
         1e6 * cores() as f64 / off,
         cores()
     );
-    let _ = provider.shutdown();
+    queue.shutdown();
 }
 
 /// How long each overload row offers load.
@@ -471,8 +496,10 @@ async fn in_process(fabric: &Arc<Fabric>, concurrency: usize, n: usize) -> (f64,
 }
 
 /// Rounds of the tracing comparison (each row once per round): each of
-/// [`ORDERS`] twice.
-const TRACING_ROUNDS: usize = 12;
+/// [`ORDERS`] for the rows crossed with each for starting the servers, twice
+/// (single rounds swing by ±30 % on a shared machine; the median of 72 moves
+/// by a few points from run to run).
+const TRACING_ROUNDS: usize = 72;
 
 /// The orders of the three tracing rows (off, off on a second server, on),
 /// every one of them, so that no row always follows another.
@@ -484,9 +511,6 @@ const ORDERS: [[usize; 3]; 6] = [
     [2, 1, 0],
     [1, 0, 2],
 ];
-
-/// Spans exported (handed to the OTLP exporter, which sent them).
-static SPANS_RECEIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The median of `values` (sorted in place).
 fn median(values: &mut [f64]) -> f64 {
@@ -524,11 +548,14 @@ async fn otlp_sink() -> std::net::SocketAddr {
 }
 
 /// A `fabric serve` in this process: its Fabric (durable audit log in a
-/// scratch directory), address and a caller's token.
+/// scratch directory, under `data_in` if given), address and a caller's
+/// token.
 struct Served {
     fabric: Arc<Fabric>,
     addr: std::net::SocketAddr,
     token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -537,9 +564,14 @@ impl Served {
         runtime: &tokio::runtime::Runtime,
         tools: &std::path::Path,
         telemetry: Telemetry,
+        data_in: Option<&std::path::Path>,
     ) -> Served {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let data = tempfile::tempdir().expect("temp dir");
+        let data = match data_in {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir");
         let keys = tempfile::tempdir().expect("temp dir");
         let mut options = Options::new(tools, root.join("policies"));
         options.data_dir = Some(data.path().into());
@@ -561,7 +593,8 @@ impl Served {
         }
         .write(&callers)
         .expect("callers file");
-        let addr = runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = runtime.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             let options = ServeOptions {
@@ -571,20 +604,25 @@ impl Served {
                 shutdown_grace: Duration::from_secs(1),
                 client_timeout: Duration::from_secs(10),
             };
-            tokio::spawn(server::run(
-                fabric.clone(),
-                listener,
-                options,
-                std::future::pending(),
-            ));
-            addr
+            let server = tokio::spawn(server::run(fabric.clone(), listener, options, async {
+                let _ = stopped.await;
+            }));
+            (addr, server)
         });
         Served {
             fabric,
             addr,
             token,
+            stop,
+            server,
             _dirs: (data, keys),
         }
+    }
+
+    /// Stops the server and waits until it has let go of its Fabric.
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(());
+        let _ = runtime.block_on(self.server);
     }
 }
 
@@ -593,31 +631,25 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// A tracer provider as `fabric serve --otlp` makes one (sampling ratio 1,
-/// batched), exporting to the OTLP/HTTP sink at `sink`, or dropping every
-/// batch without one.
-fn traced_provider(sink: Option<std::net::SocketAddr>) -> SdkTracerProvider {
+/// A span queue as `fabric serve --otlp` makes one (batched, every second),
+/// exporting to the OTLP/HTTP sink at `sink`, or dropping every batch
+/// without one.
+fn traced_queue(sink: Option<std::net::SocketAddr>) -> Arc<SpanQueue> {
     let exporter = sink.map(|sink| {
-        OtlpExporter::new(&OtlpConfig {
+        let mut e = OtlpExporter::new(&OtlpConfig {
             endpoint: format!("http://{sink}/v1/traces"),
             headers: Vec::new(),
             timeout: Duration::from_secs(10),
         })
-        .expect("OTLP exporter")
-    });
-    SdkTracerProvider::builder()
-        .with_sampler(Sampler::AlwaysOn)
-        .with_span_processor(
-            BatchSpanProcessor::builder(Counted(exporter))
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_max_queue_size(65_536)
-                        .with_scheduled_delay(Duration::from_secs(1))
-                        .build(),
-                )
+        .expect("OTLP exporter");
+        e.set_resource(
+            &opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name("fabric")
                 .build(),
-        )
-        .build()
+        );
+        e
+    });
+    Arc::new(SpanQueue::start(exporter, BatchConfig::default()).expect("span queue"))
 }
 
 /// `cargo bench --bench serve -- spans`: the CPU time (every thread of the
@@ -645,29 +677,28 @@ fn span_cpu() {
         ("7 spans, exported to a sink", Some(Some(sink))),
     ];
     for (name, exporter) in rows {
-        let provider = exporter.map(traced_provider);
-        let telemetry = provider
-            .as_ref()
-            .map_or_else(Telemetry::default, |p| Telemetry::new(p.tracer("fabric")));
-        let before = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+        let queue = exporter.map(traced_queue);
+        let telemetry = queue.as_ref().map_or_else(Telemetry::default, |q| {
+            Telemetry::exporting(q.clone(), Sampler::AlwaysOn)
+        });
         let cpu = cpu_time();
         for _ in 0..CHUNKS {
             for _ in 0..CHUNK {
                 telemetry.traced_call_for_bench(parent.clone());
             }
-            if let Some(p) = &provider {
-                let _ = p.force_flush();
+            if let Some(q) = &queue {
+                q.force_flush();
             }
         }
         let used = cpu_time() - cpu;
-        let spans = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let spans = queue.as_ref().map_or(0, |q| q.exported());
         println!(
             "{name:<34} {:>12.2} {:>10}",
             used.as_secs_f64() * 1e6 / (CHUNK * CHUNKS) as f64,
             spans
         );
-        if let Some(p) = provider {
-            let _ = p.shutdown();
+        if let Some(q) = queue {
+            q.shutdown();
         }
     }
 }
@@ -679,40 +710,4 @@ fn cpu_time() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// The OTLP exporter, counting the spans it sends.
-#[derive(Debug)]
-struct Counted(Option<OtlpExporter>);
-
-impl opentelemetry_sdk::trace::SpanExporter for Counted {
-    fn export(
-        &self,
-        batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
-        SPANS_RECEIVED.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
-        let sent = self.0.as_ref().map(|e| e.export(batch));
-        async move {
-            match sent {
-                Some(sent) => sent.await,
-                None => Ok(()),
-            }
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0
-            .as_ref()
-            .map_or(Ok(()), |e| e.shutdown_with_timeout(timeout))
-    }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.as_ref().map_or(Ok(()), |e| e.force_flush())
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        if let Some(e) = &mut self.0 {
-            e.set_resource(resource);
-        }
-    }
 }

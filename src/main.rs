@@ -185,11 +185,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let exporter = otel::exporter(cli.otlp.as_deref())?;
     let code = run_with(cli, exporter.as_ref().map(|(_, t)| t.clone()));
-    if let Some((provider, _)) = exporter {
-        // Flushes the spans still queued.
-        if let Err(e) = provider.shutdown() {
-            tracing::warn!("exporting the last spans failed: {e}");
-        }
+    if let Some((queue, _)) = exporter {
+        // Sends the spans still queued.
+        queue.shutdown();
     }
     code
 }

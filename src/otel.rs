@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use std::sync::Arc;
+
 use fabric_host::otlp::{OtlpConfig, OtlpExporter};
+use fabric_host::spans::{BatchConfig, SpanQueue};
+use fabric_host::telemetry::Sampler;
 use fabric_host::Telemetry;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
 /// How log lines are written.
@@ -42,15 +45,10 @@ pub fn init_logs(format: LogFormat) {
     }
 }
 
-/// Spans queued for export at most: a busy server makes about ten spans a
-/// call, so the SDK's default of 2,048 would drop spans within a second of
-/// load. `OTEL_BSP_MAX_QUEUE_SIZE` overrides it.
-const QUEUE: usize = 65_536;
-
 /// The OTLP exporter, when `--otlp URL` or the standard variables ask for
 /// one; `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off.
-/// Shut the provider down at exit: that flushes the spans still queued.
-pub fn exporter(otlp: Option<&str>) -> Result<Option<(SdkTracerProvider, Telemetry)>> {
+/// Shut the queue down at exit: that sends the spans still queued.
+pub fn exporter(otlp: Option<&str>) -> Result<Option<(Arc<SpanQueue>, Telemetry)>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
@@ -106,22 +104,12 @@ pub fn exporter(otlp: Option<&str>) -> Result<Option<(SdkTracerProvider, Telemet
         })?),
         None => Duration::from_secs(10),
     };
-    let exporter = OtlpExporter::new(&OtlpConfig {
+    let mut exporter = OtlpExporter::new(&OtlpConfig {
         endpoint,
         headers,
         timeout,
     })
     .context("cannot set up the OTLP trace exporter")?;
-    let mut batch = BatchConfigBuilder::default();
-    if env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
-        batch = batch.with_max_queue_size(QUEUE);
-    }
-    if env("OTEL_BSP_SCHEDULE_DELAY").is_none() {
-        batch = batch.with_scheduled_delay(Duration::from_secs(1));
-    }
-    let processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(batch.build())
-        .build();
     let mut resource = Resource::builder();
     let named_by_env = env("OTEL_SERVICE_NAME").is_some()
         || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
@@ -132,15 +120,50 @@ pub fn exporter(otlp: Option<&str>) -> Result<Option<(SdkTracerProvider, Telemet
         "service.version",
         env!("CARGO_PKG_VERSION"),
     ));
-    // The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
-    // (default parentbased_always_on), read by the SDK.
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_resource(resource.build())
-        .build();
-    use opentelemetry::trace::TracerProvider as _;
-    let tracer = provider.tracer("fabric");
-    Ok(Some((provider, Telemetry::new(tracer))))
+    exporter.set_resource(&resource.build());
+    // A setting that cannot be honoured is warned about and ignored, as the
+    // OpenTelemetry specification asks of its variables.
+    let sampler = Sampler::from_env(
+        env("OTEL_TRACES_SAMPLER").as_deref(),
+        env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!("{e}; sampling with the default, parentbased_always_on");
+        Sampler::default()
+    });
+    let queue = SpanQueue::start(Some(exporter), batch_config(env)?)
+        .context("cannot start the span exporter's thread")?;
+    let queue = Arc::new(queue);
+    Ok(Some((queue.clone(), Telemetry::exporting(queue, sampler))))
+}
+
+/// The batch settings, from `OTEL_BSP_MAX_QUEUE_SIZE`,
+/// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and `OTEL_BSP_SCHEDULE_DELAY` (ms) where
+/// they are set.
+fn batch_config(env: impl Fn(&str) -> Option<String>) -> Result<BatchConfig> {
+    let number = |k: &str| -> Result<Option<u64>> {
+        env(k)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{k}={v} is not a positive whole number"))
+            })
+            .transpose()
+    };
+    let mut config = BatchConfig::default();
+    if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE")? {
+        config.max_queue = n as usize;
+    }
+    if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+        config.max_batch = n as usize;
+    }
+    if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY")? {
+        config.delay = Duration::from_millis(ms);
+    }
+    config.max_batch = config.max_batch.min(config.max_queue);
+    Ok(config)
 }
 
 /// `--otlp URL`: a collector's base URL (`http://localhost:4318`), or its
@@ -219,6 +242,25 @@ mod tests {
         );
         assert!(traces_url("https://c:4318").is_err());
         assert!(traces_url("c:4318").is_err());
+    }
+
+    #[test]
+    fn batch_settings_come_from_the_bsp_variables() {
+        let none = |_: &str| None;
+        assert_eq!(batch_config(none).unwrap(), BatchConfig::default());
+        let set = |k: &str| match k {
+            "OTEL_BSP_MAX_QUEUE_SIZE" => Some("100".to_string()),
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => Some("512".to_string()),
+            "OTEL_BSP_SCHEDULE_DELAY" => Some("250".to_string()),
+            _ => None,
+        };
+        let config = batch_config(set).unwrap();
+        assert_eq!(
+            (config.max_queue, config.max_batch, config.delay),
+            (100, 100, Duration::from_millis(250))
+        );
+        let bad = |k: &str| (k == "OTEL_BSP_SCHEDULE_DELAY").then(|| "soon".to_string());
+        assert!(batch_config(bad).is_err());
     }
 
     #[test]

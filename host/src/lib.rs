@@ -24,7 +24,7 @@
 //!          │ redact    [env] pass values blanked from what leaves         secrets.rs
 //!          │ settle    budgets charged what was used; breaker told        budget.rs
 //!          │ audit     hash-chained record, durable before the answer    audit crate
-//!          │ observe   spans ended (and exported), metrics counted      telemetry.rs, otlp.rs, metrics.rs
+//!          │ observe   spans ended (and exported), metrics counted      telemetry.rs, spans.rs, otlp.rs, metrics.rs
 //!          ▼
 //!      CallResult (the contract's result object)
 //! ```
@@ -78,9 +78,11 @@
 //!   when it changes.
 //! - [`telemetry`]: W3C trace context in (REST headers, MCP `_meta`), a
 //!   trace id and span id for every call, and OpenTelemetry spans out
-//!   (`execute_tool` and one per stage) when a tracer is configured.
-//! - [`otlp`]: the exporter that posts finished spans to an OTLP/HTTP
-//!   collector as protobuf, off the call path.
+//!   (`execute_tool` and one per stage) when an exporter is configured.
+//! - [`spans`]: finished spans as records, and the queue whose thread
+//!   batches them to the exporter, off the call path.
+//! - [`otlp`]: the exporter that posts those batches to an OTLP/HTTP
+//!   collector as protobuf.
 //! - [`metrics`]: the Prometheus metrics every call updates, served at
 //!   `/metrics`.
 //! - [`server`]: `fabric serve`: REST, MCP (Streamable HTTP) and the OpenAPI
@@ -109,6 +111,7 @@ pub mod policy;
 pub mod schema;
 mod secrets;
 pub mod server;
+pub mod spans;
 pub mod telemetry;
 
 // Internals: the benchmarks reach them through the `internals` feature.

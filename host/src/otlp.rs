@@ -1,8 +1,8 @@
-//! The OTLP/HTTP span exporter: a batch of finished spans, encoded straight
-//! to protobuf bytes (an `ExportTraceServiceRequest`, as the OTLP
-//! specification's `opentelemetry/proto/collector/trace/v1` defines it) and
-//! posted to a collector's `/v1/traces` over one kept-alive HTTP/1.1
-//! connection.
+//! The OTLP/HTTP span exporter: spans written straight to protobuf bytes
+//! when they end ([`write_span`]), batched by the [`crate::spans`] queue,
+//! wrapped in an `ExportTraceServiceRequest` (as the OTLP specification's
+//! `opentelemetry/proto/collector/trace/v1` defines it) and posted to a
+//! collector's `/v1/traces` over one kept-alive HTTP/1.1 connection.
 //!
 //! Why not `opentelemetry-otlp`: it converts every span into the generated
 //! message structs first (a copy of every name, key and value, and a hash
@@ -13,10 +13,10 @@
 //! dozen lines of protobuf's wire format, checked field by field against the
 //! generated messages in this module's tests.
 //!
-//! The exporter runs on the batch processor's own thread, never on a call's
-//! path; it owns a single-threaded tokio runtime for its connection.
+//! The exporter runs on the span queue's own thread ([`crate::spans`]), never
+//! on a call's path; it owns a single-threaded tokio runtime for its
+//! connection.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -26,11 +26,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use opentelemetry::trace::{SpanId, SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::Resource;
+
+/// The instrumentation scope every span is exported under.
+const SCOPE: &str = "fabric";
 
 /// Where and how to send spans.
 #[derive(Debug, Clone)]
@@ -207,48 +208,34 @@ impl OtlpExporter {
         }
     }
 
-    /// The `ExportTraceServiceRequest` for `batch`.
-    pub fn encode(&self, batch: &[SpanData]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + batch.len() * 320);
-        if batch.is_empty() {
+    /// The `ExportTraceServiceRequest` for `spans` (spans as [`write_span`]
+    /// wrote them): one resource, one scope (`fabric`, this crate's
+    /// version).
+    pub fn encode_request(&self, spans: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.resource.len() + spans.len() + 64);
+        if spans.is_empty() {
             return out;
-        }
-        // Spans are grouped by scope; a process has one or two.
-        let mut scopes: Vec<&InstrumentationScope> = Vec::new();
-        for span in batch {
-            if !scopes.contains(&&span.instrumentation_scope) {
-                scopes.push(&span.instrumentation_scope);
-            }
         }
         nested(&mut out, 1, |out| {
             nested(out, 1, |out| out.extend_from_slice(&self.resource));
-            for scope in scopes {
-                nested(out, 2, |out| {
-                    nested(out, 1, |out| {
-                        string(out, 1, scope.name());
-                        string(out, 2, scope.version().unwrap_or_default());
-                        for kv in scope.attributes() {
-                            key_value(out, 3, kv);
-                        }
-                    });
-                    for span in batch.iter().filter(|s| &s.instrumentation_scope == scope) {
-                        nested(out, 2, |out| encode_span(out, span));
-                    }
-                    string(out, 3, scope.schema_url().unwrap_or_default());
+            nested(out, 2, |out| {
+                nested(out, 1, |out| {
+                    string(out, 1, SCOPE);
+                    string(out, 2, env!("CARGO_PKG_VERSION"));
                 });
-            }
+                out.extend_from_slice(spans);
+            });
             string(out, 3, &self.resource_schema);
         });
         out
     }
-}
 
-impl SpanExporter for OtlpExporter {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        let body = self.encode(&batch);
-        drop(batch);
-        // The batch processor calls this on its own thread and waits for it:
-        // the post runs to its end here, on the exporter's own runtime.
+    /// Sends `spans` (as [`write_span`] wrote them) and waits for the
+    /// collector's answer (on the span queue's thread). A failure is logged
+    /// once when exports start failing and once when they recover, not every
+    /// second while a collector is down; the spans are not sent again.
+    pub fn export(&self, spans: &[u8]) -> Result<(), String> {
+        let body = self.encode_request(spans);
         let sent = if body.is_empty() {
             Ok(())
         } else {
@@ -256,13 +243,13 @@ impl SpanExporter for OtlpExporter {
                 .runtime
                 .block_on(async { tokio::time::timeout(self.timeout, self.post(body)).await })
             {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(OTelSdkError::InternalFailure(e)),
-                Err(_) => Err(OTelSdkError::Timeout(self.timeout)),
+                Ok(sent) => sent,
+                Err(_) => Err(format!(
+                    "{} did not answer within {:?}",
+                    self.uri, self.timeout
+                )),
             }
         };
-        // Said once when exports start failing and once when they recover,
-        // not every second while a collector is down.
         let was_failing = self.failing.swap(sent.is_err(), Ordering::Relaxed);
         match &sent {
             Err(e) if !was_failing => {
@@ -271,10 +258,12 @@ impl SpanExporter for OtlpExporter {
             Ok(()) if was_failing => tracing::info!("spans are exported again"),
             _ => {}
         }
-        std::future::ready(sent)
+        sent
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
+    /// The resource every batch names (service name and version, and what
+    /// `OTEL_RESOURCE_ATTRIBUTES` adds).
+    pub fn set_resource(&mut self, resource: &Resource) {
         let mut encoded = Vec::new();
         for (k, v) in resource.iter() {
             nested(&mut encoded, 1, |out| {
@@ -303,6 +292,11 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// How many bytes `varint` writes for `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
@@ -353,13 +347,45 @@ fn nested(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         out[at] = len as u8;
     } else {
-        let mut prefix = Vec::with_capacity(10);
-        varint(&mut prefix, len as u64);
-        out.splice(at..at + 1, prefix);
+        // Room for the longer length: the body moves up.
+        let extra = varint_len(len as u64) - 1;
+        let end = out.len();
+        out.resize(end + extra, 0);
+        out.copy_within(at + 1..end, at + 1 + extra);
+        let mut prefix = [0u8; 10];
+        let mut v = len as u64;
+        for b in prefix.iter_mut().take(extra + 1) {
+            *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+            v >>= 7;
+        }
+        out[at..at + extra + 1].copy_from_slice(&prefix[..extra + 1]);
     }
 }
 
-fn nanos(t: SystemTime) -> u64 {
+/// A `KeyValue` attribute (field 9 of a span) whose value is the `AnyValue`
+/// that `value` writes, `value_len` bytes long: the lengths are known, so
+/// nothing is written twice or moved.
+fn attribute(
+    out: &mut Vec<u8>,
+    key_text: &str,
+    value_len: usize,
+    value: impl FnOnce(&mut Vec<u8>),
+) {
+    let klen = key_text.len();
+    let kv_len = 1 + varint_len(klen as u64) + klen + 1 + varint_len(value_len as u64) + value_len;
+    out.reserve(kv_len + 6);
+    key(out, 9, LEN);
+    varint(out, kv_len as u64);
+    key(out, 1, LEN);
+    varint(out, klen as u64);
+    out.extend_from_slice(key_text.as_bytes());
+    key(out, 2, LEN);
+    varint(out, value_len as u64);
+    value(out);
+}
+
+/// Nanoseconds since the Unix epoch (0 for a time before it).
+pub fn nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
@@ -370,68 +396,115 @@ fn span_flags(trace_flags: u8, remote: bool) -> u32 {
     u32::from(trace_flags) | 0x100 | if remote { 0x200 } else { 0 }
 }
 
-fn encode_span(out: &mut Vec<u8>, span: &SpanData) {
-    let sc = &span.span_context;
-    bytes(out, 1, &sc.trace_id().to_bytes());
-    bytes(out, 2, &sc.span_id().to_bytes());
-    string(out, 3, &sc.trace_state().header());
-    if span.parent_span_id != SpanId::INVALID {
-        bytes(out, 4, &span.parent_span_id.to_bytes());
-    }
-    string(out, 5, &span.name);
-    let kind = match span.span_kind {
-        SpanKind::Internal => 1,
-        SpanKind::Server => 2,
-        SpanKind::Client => 3,
-        SpanKind::Producer => 4,
-        SpanKind::Consumer => 5,
-    };
-    uint(out, 6, kind);
-    fixed64(out, 7, nanos(span.start_time));
-    fixed64(out, 8, nanos(span.end_time));
-    for kv in &span.attributes {
-        key_value(out, 9, kv);
-    }
-    uint(out, 10, u64::from(span.dropped_attributes_count));
-    for event in span.events.iter() {
-        nested(out, 11, |out| {
-            fixed64(out, 1, nanos(event.timestamp));
-            string(out, 2, &event.name);
-            for kv in &event.attributes {
-                key_value(out, 3, kv);
-            }
-            uint(out, 4, u64::from(event.dropped_attributes_count));
-        });
-    }
-    uint(out, 12, u64::from(span.events.dropped_count));
-    for link in span.links.iter() {
-        nested(out, 13, |out| {
-            let lc = &link.span_context;
-            bytes(out, 1, &lc.trace_id().to_bytes());
-            bytes(out, 2, &lc.span_id().to_bytes());
-            string(out, 3, &lc.trace_state().header());
-            for kv in &link.attributes {
-                key_value(out, 4, kv);
-            }
-            uint(out, 5, u64::from(link.dropped_attributes_count));
-            fixed32(out, 6, span_flags(lc.trace_flags().to_u8(), lc.is_remote()));
-        });
-    }
-    uint(out, 14, u64::from(span.links.dropped_count));
-    nested(out, 15, |out| match &span.status {
-        Status::Unset => {}
-        Status::Ok => uint(out, 3, 1),
-        Status::Error { description } => {
-            string(out, 2, description);
-            uint(out, 3, 2);
-        }
-    });
-    fixed32(
-        out,
-        16,
-        span_flags(sc.trace_flags().to_u8(), span.parent_span_is_remote),
-    );
+/// A span's parent: its span id, and whether it is remote (another
+/// process's).
+pub type Parent = ([u8; 8], bool);
+
+/// Where a span belongs and when it ran: what every span says besides its
+/// name and attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanHead<'a> {
+    /// The trace.
+    pub trace_id: [u8; 16],
+    /// This span.
+    pub span_id: [u8; 8],
+    /// The parent span, if any.
+    pub parent: Option<Parent>,
+    /// The W3C `tracestate` carried on, as a header value (`""` for none).
+    pub trace_state: &'a str,
+    /// What kind of span (`SERVER`, `INTERNAL`).
+    pub kind: SpanKind,
+    /// When it started, in nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// When it ended, in nanoseconds since the Unix epoch.
+    pub end_unix_ns: u64,
 }
+
+/// A span's attributes as they are written.
+pub struct Attributes<'o>(&'o mut Vec<u8>);
+
+impl Attributes<'_> {
+    /// A string attribute.
+    pub fn str(&mut self, key: &str, value: &str) {
+        let len = 1 + varint_len(value.len() as u64) + value.len();
+        attribute(self.0, key, len, |out| any_text(out, value));
+    }
+
+    /// An integer attribute.
+    pub fn int(&mut self, key: &str, value: i64) {
+        let len = 1 + varint_len(value as u64);
+        attribute(self.0, key, len, |out| any_value(out, &Value::I64(value)));
+    }
+
+    /// A string-array attribute.
+    pub fn strs(&mut self, key: &str, values: &[&str]) {
+        nested(self.0, 9, |out| {
+            string(out, 1, key);
+            nested(out, 2, |out| {
+                nested(out, 5, |out| {
+                    for v in values {
+                        nested(out, 1, |out| any_text(out, v));
+                    }
+                })
+            });
+        });
+    }
+
+    /// An attribute as the OpenTelemetry API holds one.
+    pub fn key_value(&mut self, kv: &KeyValue) {
+        key_value(self.0, 9, kv);
+    }
+}
+
+/// Writes one finished, sampled span to `out` as an entry of
+/// `ScopeSpans.spans`: its name is `name`'s parts joined, its status an
+/// error with `error`'s description when there is one.
+pub fn write_span(
+    out: &mut Vec<u8>,
+    head: &SpanHead<'_>,
+    name: &[&str],
+    attributes: impl FnOnce(&mut Attributes<'_>),
+    error: Option<&str>,
+) {
+    nested(out, 2, |out| {
+        bytes(out, 1, &head.trace_id);
+        bytes(out, 2, &head.span_id);
+        string(out, 3, head.trace_state);
+        if let Some((parent, _)) = &head.parent {
+            bytes(out, 4, parent);
+        }
+        let len: usize = name.iter().map(|p| p.len()).sum();
+        if len > 0 {
+            key(out, 5, LEN);
+            varint(out, len as u64);
+            for part in name {
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        let kind = match head.kind {
+            SpanKind::Internal => 1,
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+            SpanKind::Producer => 4,
+            SpanKind::Consumer => 5,
+        };
+        uint(out, 6, kind);
+        fixed64(out, 7, head.start_unix_ns);
+        fixed64(out, 8, head.end_unix_ns);
+        attributes(&mut Attributes(out));
+        nested(out, 15, |out| {
+            if let Some(description) = error {
+                string(out, 2, description);
+                uint(out, 3, 2);
+            }
+        });
+        let remote = head.parent.is_some_and(|(_, remote)| remote);
+        fixed32(out, 16, span_flags(SAMPLED, remote));
+    });
+}
+
+/// The W3C trace flag of a sampled span: only sampled spans are written.
+const SAMPLED: u8 = 1;
 
 fn key_value(out: &mut Vec<u8>, field: u32, kv: &KeyValue) {
     nested(out, field, |out| {
@@ -440,13 +513,16 @@ fn key_value(out: &mut Vec<u8>, field: u32, kv: &KeyValue) {
     });
 }
 
+/// An `AnyValue` holding a string (a oneof: written even when empty).
+fn any_text(out: &mut Vec<u8>, s: &str) {
+    key(out, 1, LEN);
+    varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
 /// An `AnyValue` (a oneof: its one field is written even when empty).
 fn any_value(out: &mut Vec<u8>, value: &Value) {
-    fn text(out: &mut Vec<u8>, s: &str) {
-        key(out, 1, LEN);
-        varint(out, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
-    }
+    use any_text as text;
     fn boolean(out: &mut Vec<u8>, b: bool) {
         key(out, 2, VARINT);
         out.push(u8::from(b));
@@ -483,11 +559,12 @@ fn any_value(out: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{Event, Link, SpanContext, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+    use opentelemetry::InstrumentationScope;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use prost::Message;
     use std::borrow::Cow;
 
@@ -509,72 +586,101 @@ mod tests {
         e
     }
 
-    fn span(name: &'static str, scope: &InstrumentationScope, i: u64) -> SpanData {
+    /// The `i`th of four test spans: written by [`write_span`] into `out`,
+    /// and as the SDK's `SpanData` for the reference conversion.
+    fn span(
+        out: &mut Vec<u8>,
+        name: &'static str,
+        i: u64,
+        scope: &InstrumentationScope,
+    ) -> SpanData {
         let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789 + i);
-        let mut events = SpanEvents::default();
-        events.events.push(Event::new(
-            "retry",
-            at,
-            vec![KeyValue::new("attempt", 2)],
-            1,
-        ));
-        events.dropped_count = 3;
-        let mut links = SpanLinks::default();
-        links.links.push(Link::new(
-            SpanContext::new(
-                TraceId::from(7u128),
-                SpanId::from(8u64),
-                TraceFlags::SAMPLED,
-                true,
-                TraceState::NONE,
-            ),
-            vec![KeyValue::new("why", "batch")],
-            0,
-        ));
-        SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736u128),
-                SpanId::from(0x00f0_67aa_0ba9_02b7 + i),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::from_key_value([("vendor", "v1")]).unwrap(),
-            ),
-            parent_span_id: if i == 0 {
-                SpanId::INVALID
-            } else {
-                SpanId::from(99)
-            },
-            parent_span_is_remote: i == 1,
-            span_kind: if i == 0 {
+        let state = if i == 2 { "" } else { "vendor=v1,other=x" };
+        let head = SpanHead {
+            trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736u128.to_be_bytes(),
+            span_id: (0x00f0_67aa_0ba9_02b7 + i).to_be_bytes(),
+            parent: (i > 0).then_some((99u64.to_be_bytes(), i == 1)),
+            trace_state: state,
+            kind: if i == 0 {
                 SpanKind::Server
             } else {
                 SpanKind::Internal
             },
-            name: Cow::Borrowed(name),
+            start_unix_ns: nanos(at),
+            end_unix_ns: nanos(at + Duration::from_micros(250 * (i + 1))),
+        };
+        let long = "x".repeat(300);
+        let error = (i >= 2).then_some("tool_error");
+        // The name in parts, as a call's span has it.
+        let parts: &[&str] = if i == 1 {
+            &["execute_tool ", "text.echo"]
+        } else {
+            &[name]
+        };
+        let given = [
+            KeyValue::new("fabric.share", 0.5),
+            KeyValue::new("fabric.ok", i.is_multiple_of(2)),
+            KeyValue::new("no", false),
+            KeyValue::new("ints", Value::Array(Array::I64(vec![-1, 0, 1 << 40]))),
+        ];
+        write_span(
+            out,
+            &head,
+            parts,
+            |a| {
+                a.str("gen_ai.tool.name", "text.echo");
+                a.int("fabric.fuel_used", 757);
+                for kv in &given {
+                    a.key_value(kv);
+                }
+                a.str("empty", "");
+                a.int("zero", 0);
+                a.strs("fabric.guard.rules", &["a", "b"]);
+                a.str("long", &long);
+            },
+            error,
+        );
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.tool.name", "text.echo"),
+            KeyValue::new("fabric.fuel_used", 757),
+        ];
+        attributes.extend(given);
+        attributes.extend([
+            KeyValue::new("empty", ""),
+            KeyValue::new("zero", 0),
+            KeyValue::new(
+                "fabric.guard.rules",
+                Value::Array(Array::String(vec!["a".into(), "b".into()])),
+            ),
+            KeyValue::new("long", long),
+        ]);
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from_bytes(head.trace_id),
+                SpanId::from_bytes(head.span_id),
+                TraceFlags::SAMPLED,
+                false,
+                if state.is_empty() {
+                    TraceState::NONE
+                } else {
+                    state.parse().unwrap()
+                },
+            ),
+            parent_span_id: head
+                .parent
+                .map_or(SpanId::INVALID, |(p, _)| SpanId::from_bytes(p)),
+            parent_span_is_remote: head.parent.is_some_and(|(_, remote)| remote),
+            span_kind: head.kind.clone(),
+            name: Cow::Owned(parts.concat()),
             start_time: at,
             end_time: at + Duration::from_micros(250 * (i + 1)),
-            attributes: vec![
-                KeyValue::new("gen_ai.tool.name", "text.echo"),
-                KeyValue::new("fabric.fuel_used", 757),
-                KeyValue::new("fabric.share", 0.5),
-                KeyValue::new("fabric.ok", i.is_multiple_of(2)),
-                KeyValue::new("empty", ""),
-                KeyValue::new("zero", 0),
-                KeyValue::new("no", false),
-                KeyValue::new(
-                    "fabric.guard.rules",
-                    Value::Array(Array::String(vec!["a".into(), "b".into()])),
-                ),
-                KeyValue::new("ints", Value::Array(Array::I64(vec![-1, 0, 1 << 40]))),
-                KeyValue::new("long", "x".repeat(300)),
-            ],
-            dropped_attributes_count: i as u32,
-            events,
-            links,
-            status: match i {
-                0 => Status::Unset,
-                1 => Status::Ok,
-                _ => Status::error("tool_error"),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: match error {
+                None => Status::Unset,
+                Some(e) => Status::error(e),
             },
             instrumentation_scope: scope.clone(),
         }
@@ -582,19 +688,22 @@ mod tests {
 
     #[test]
     fn encodes_what_the_reference_transform_makes() {
-        let fabric = InstrumentationScope::builder("fabric")
-            .with_version("0.1.0")
-            .with_attributes([KeyValue::new("scope.attr", 1)])
+        let scope = InstrumentationScope::builder(SCOPE)
+            .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        let other = InstrumentationScope::builder("other").build();
-        let batch = vec![
-            span("POST /v1/tools/{tool}/invoke", &fabric, 0),
-            span("execute_tool text.echo", &fabric, 1),
-            span("run", &other, 2),
-            span("guard", &fabric, 3),
-        ];
+        let mut written = Vec::new();
+        let batch: Vec<SpanData> = [
+            "POST /v1/tools/{tool}/invoke",
+            "execute_tool text.echo",
+            "run",
+            "guard",
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| span(&mut written, name, i as u64, &scope))
+        .collect();
         let e = exporter();
-        let ours = ExportTraceServiceRequest::decode(e.encode(&batch).as_slice())
+        let ours = ExportTraceServiceRequest::decode(e.encode_request(&written).as_slice())
             .expect("our bytes decode as an ExportTraceServiceRequest");
         let resource = Resource::builder_empty()
             .with_attributes([
@@ -608,34 +717,52 @@ mod tests {
                 &ResourceAttributesWithSchema::from(&resource),
             ),
         };
-        // A resource's attributes and the reference's scopes come out of
-        // hash maps: compare them in one order.
+        // A resource's attributes come out of a hash map: compare them in one
+        // order.
         let mut ours = ours;
         for r in [&mut ours, &mut reference] {
             for rs in &mut r.resource_spans {
                 if let Some(resource) = &mut rs.resource {
                     resource.attributes.sort_by(|a, b| a.key.cmp(&b.key));
                 }
-                rs.scope_spans
-                    .sort_by_key(|s| s.scope.as_ref().map(|s| s.name.clone()));
             }
         }
         assert!(
             ours == reference,
             "ours:\n{ours:?}\nreference:\n{reference:?}"
         );
-        assert_eq!(ours.resource_spans[0].scope_spans.len(), 2);
-        assert_eq!(ours.resource_spans[0].scope_spans[0].spans.len(), 3);
+        assert_eq!(ours.resource_spans[0].scope_spans.len(), 1);
+        assert_eq!(ours.resource_spans[0].scope_spans[0].spans.len(), 4);
     }
 
     #[test]
     fn an_empty_batch_sends_nothing_and_lengths_over_127_are_varints() {
         let e = exporter();
-        assert!(e.encode(&[]).is_empty());
+        assert!(e.encode_request(&[]).is_empty());
         let mut out = Vec::new();
         nested(&mut out, 1, |o| o.extend_from_slice(&[7; 300]));
         assert_eq!(&out[..3], &[0x0a, 0xac, 0x02]);
         assert_eq!(out.len(), 303);
+        assert!(out[3..].iter().all(|b| *b == 7));
+        let mut out = vec![9];
+        nested(&mut out, 2, |o| o.extend_from_slice(&[5; 20_000]));
+        assert_eq!(&out[..5], &[9, 0x12, 0xa0, 0x9c, 0x01]);
+        assert_eq!(out.len(), 20_005);
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut written = Vec::new();
+            varint(&mut written, v);
+            assert_eq!(varint_len(v), written.len(), "{v}");
+        }
     }
 
     /// Answers each request on a connection 200 and then closes it without
@@ -689,24 +816,15 @@ mod tests {
         })
         .unwrap();
         e.set_resource(&Resource::builder_empty().build());
-        let scope = InstrumentationScope::builder("fabric").build();
         for i in 0..3 {
-            let batch = vec![span("run", &scope, i)];
-            let result = futures_lite(e.export(batch));
+            let mut written = Vec::new();
+            let scope = InstrumentationScope::builder(SCOPE).build();
+            span(&mut written, "run", i, &scope);
+            let result = e.export(&written);
             assert!(result.is_ok(), "export {i}: {result:?}");
             assert!(sent.recv_timeout(Duration::from_secs(5)).unwrap() > 0);
             // Past the collector's close, before the next export.
             std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The value of a future that is ready at once (the exporter's is).
-    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let waker = std::task::Waker::noop();
-        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the export future was not ready"),
         }
     }
 

@@ -3,7 +3,7 @@
 //! Every call has a trace id and a span id, whether or not anything is
 //! exported: they continue the caller's `traceparent` (or start a trace),
 //! go into the call's audit record and its result, and into its log lines.
-//! When an exporter is configured ([`Telemetry::new`] with a tracer), each
+//! When an exporter is configured ([`Telemetry::exporting`]), each sampled
 //! call also becomes spans, following the OpenTelemetry semantic conventions
 //! for generative AI:
 //!
@@ -18,19 +18,20 @@
 //! `fabric.settle_us`).
 //!
 //! The stage spans are built when the call ends, from the times the pipeline
-//! measured anyway, so tracing adds nothing to a stage's own work. Spans
-//! carry names, ids, outcomes and costs; never arguments, outputs, error
-//! text from the tool, or `[env] pass` values.
+//! measured anyway, so tracing adds nothing to a stage's own work; a call's
+//! spans go to the [`SpanQueue`] in one push. Spans carry names, ids,
+//! outcomes and costs; never arguments, outputs, error text from the tool, or
+//! `[env] pass` values.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
-    TraceId, TraceState, Tracer as _,
-};
-use opentelemetry::{Context, Key, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, Span};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
+use opentelemetry::KeyValue;
+
+use crate::otlp::{nanos, write_span, Attributes, Parent, SpanHead};
+use crate::spans::SpanQueue;
 
 /// The caller's (or the enclosing server span's) W3C trace context: the
 /// parent of a call's `execute_tool` span.
@@ -101,8 +102,92 @@ impl TraceContext {
         traceparent(&self.0)
     }
 
-    fn context(&self) -> Context {
-        Context::new().with_remote_span_context(self.0.clone())
+    /// What a child of this context records of it: the parent span (and
+    /// whether it is another process's), and the `tracestate` carried on.
+    fn parent(&self) -> (Option<Parent>, Option<Arc<str>>) {
+        let state = self.0.trace_state().header();
+        (
+            Some((self.0.span_id().to_bytes(), self.0.is_remote())),
+            (!state.is_empty()).then(|| Arc::from(state)),
+        )
+    }
+}
+
+/// Which traces are recorded: the OpenTelemetry samplers that
+/// `OTEL_TRACES_SAMPLER` names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampler {
+    /// Every trace (`always_on`).
+    AlwaysOn,
+    /// None (`always_off`).
+    AlwaysOff,
+    /// This share of traces, decided by the trace id so every process of a
+    /// trace decides alike (`traceidratio`).
+    TraceIdRatio(f64),
+    /// The parent's decision where there is a parent, else the root's
+    /// (`parentbased_*`; the default is `parentbased_always_on`).
+    ParentBased(Box<Sampler>),
+}
+
+impl Default for Sampler {
+    fn default() -> Sampler {
+        Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+    }
+}
+
+impl Sampler {
+    /// The sampler `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name
+    /// (the ratio, 0 to 1, default 1). What this cannot honour (an unknown
+    /// or remote sampler, a ratio that is no number in 0..=1) is an error
+    /// saying so (the specification has such settings warned about and
+    /// ignored, which is the caller's to do).
+    pub fn from_env(name: Option<&str>, arg: Option<&str>) -> Result<Sampler, String> {
+        let ratio = || match arg.map(str::trim).filter(|a| !a.is_empty()) {
+            None => Ok(1.0),
+            Some(a) => match a.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(format!(
+                    "OTEL_TRACES_SAMPLER_ARG={a} is not a ratio from 0 to 1"
+                )),
+            },
+        };
+        let parent_based = |root| Sampler::ParentBased(Box::new(root));
+        Ok(
+            match name.map(str::trim).unwrap_or("parentbased_always_on") {
+                "always_on" => Sampler::AlwaysOn,
+                "always_off" => Sampler::AlwaysOff,
+                "traceidratio" => Sampler::TraceIdRatio(ratio()?),
+                "parentbased_always_on" | "" => parent_based(Sampler::AlwaysOn),
+                "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
+                "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatio(ratio()?)),
+                other => {
+                    return Err(format!(
+                        "OTEL_TRACES_SAMPLER={other} is not supported: use always_on, always_off, \
+                     traceidratio or parentbased_ with one of those"
+                    ))
+                }
+            },
+        )
+    }
+
+    /// Whether a span of `trace_id` under `parent` is recorded.
+    fn samples(&self, parent: Option<&TraceContext>, trace_id: &[u8; 16]) -> bool {
+        match self {
+            Sampler::AlwaysOn => true,
+            Sampler::AlwaysOff => false,
+            Sampler::TraceIdRatio(ratio) => {
+                // As the OpenTelemetry SDKs do: the trace id's low 63 bits
+                // below the ratio's share of 2^63.
+                let bound = (ratio.clamp(0.0, 1.0) * (1u64 << 63) as f64) as u64;
+                let mut low = [0; 8];
+                low.copy_from_slice(&trace_id[8..]);
+                (u64::from_be_bytes(low) >> 1) < bound
+            }
+            Sampler::ParentBased(root) => match parent {
+                Some(p) => p.sampled(),
+                None => root.samples(None, trace_id),
+            },
+        }
     }
 }
 
@@ -176,61 +261,105 @@ impl TraceIds {
     }
 }
 
-/// Where spans go: nowhere (the default), or an OpenTelemetry tracer whose
-/// provider batches them to an exporter off the call path.
+/// Where spans go: nowhere (the default), or a [`SpanQueue`] whose thread
+/// batches them to an exporter, for the traces its sampler records.
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
-    tracer: Option<SdkTracer>,
+    export: Option<Arc<Export>>,
 }
 
+#[derive(Debug)]
+struct Export {
+    sampler: Sampler,
+    queue: Arc<SpanQueue>,
+}
+
+/// A span while it runs: what its record will say of where it belongs.
+#[derive(Debug)]
+struct Open {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent: Option<Parent>,
+    trace_state: Option<Arc<str>>,
+    start: SystemTime,
+    queue: Arc<SpanQueue>,
+}
+
+impl Open {
+    /// The span's head, ending now (or at `end`), under `parent`'s span.
+    fn head(&self, kind: SpanKind) -> SpanHead<'_> {
+        SpanHead {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent: self.parent,
+            trace_state: self.trace_state.as_deref().unwrap_or_default(),
+            kind,
+            start_unix_ns: nanos(self.start),
+            end_unix_ns: nanos(SystemTime::now()),
+        }
+    }
+}
+
+/// Room for one call's spans as written (a call's seven take about 1 KiB).
+const SPANS_BYTES: usize = 2048;
+
 impl Telemetry {
-    /// Spans through `tracer` (its provider's sampler, processor and
-    /// exporter decide what is kept and where it goes).
-    pub fn new(tracer: SdkTracer) -> Telemetry {
+    /// Spans of the traces `sampler` records, pushed onto `queue`.
+    pub fn exporting(queue: Arc<SpanQueue>, sampler: Sampler) -> Telemetry {
         Telemetry {
-            tracer: Some(tracer),
+            export: Some(Arc::new(Export { sampler, queue })),
         }
     }
 
     /// Whether spans are built at all.
     pub fn enabled(&self) -> bool {
-        self.tracer.is_some()
+        self.export.is_some()
+    }
+
+    /// A new span's ids under `parent` (its trace, or a new one), whether
+    /// it is sampled, and, when it is, what it will record.
+    fn open(&self, parent: Option<&TraceContext>) -> (TraceIds, Option<Open>) {
+        let trace_id = match parent {
+            Some(p) => p.0.trace_id().to_bytes(),
+            None => new_trace_id(),
+        };
+        let span_id = new_span_id();
+        let Some(export) = &self.export else {
+            let ids = TraceIds {
+                trace_id,
+                span_id,
+                sampled: false,
+            };
+            return (ids, None);
+        };
+        let sampled = export.sampler.samples(parent, &trace_id);
+        let ids = TraceIds {
+            trace_id,
+            span_id,
+            sampled,
+        };
+        if !sampled {
+            return (ids, None);
+        }
+        let (parent, trace_state) = parent.map_or((None, None), TraceContext::parent);
+        let open = Open {
+            trace_id,
+            span_id,
+            parent,
+            trace_state,
+            start: SystemTime::now(),
+            queue: export.queue.clone(),
+        };
+        (ids, Some(open))
     }
 
     /// Starts a call's `execute_tool` span under `parent` (named for its
-    /// tool when it ends, once the tool resolved). Without a tracer, only ids
-    /// are made: the parent's trace (or a new one) and a fresh span id.
+    /// tool when it ends, once the tool resolved). Without an exporter, or
+    /// unsampled, only ids are made: the parent's trace (or a new one) and a
+    /// fresh span id.
     pub(crate) fn start_call(&self, parent: Option<&TraceContext>) -> CallSpan {
-        let Some(tracer) = &self.tracer else {
-            let trace_id = match parent {
-                Some(p) => p.0.trace_id().to_bytes(),
-                None => nonzero(rand::random),
-            };
-            return CallSpan {
-                ids: TraceIds {
-                    trace_id,
-                    span_id: nonzero(rand::random),
-                    sampled: false,
-                },
-                span: None,
-            };
-        };
-        let cx = parent.map(TraceContext::context).unwrap_or_default();
-        // Named for its tool once the tool resolved: a name the caller made
-        // up stays out of span names.
-        let span = tracer.build_with_context(
-            SpanBuilder::from_name("execute_tool").with_kind(SpanKind::Internal),
-            &cx,
-        );
-        let sc = span.span_context();
-        CallSpan {
-            ids: TraceIds {
-                trace_id: sc.trace_id().to_bytes(),
-                span_id: sc.span_id().to_bytes(),
-                sampled: sc.is_sampled(),
-            },
-            span: Some((span, tracer.clone())),
-        }
+        let (ids, span) = self.open(parent);
+        CallSpan { ids, span }
     }
 
     /// The ids a call gets, its span started and dropped: what tracing costs
@@ -243,7 +372,7 @@ impl Telemetry {
     /// The span work of one traced REST call of `text.echo` (a server span,
     /// its `execute_tool` span and the stage spans), with made-up times: what
     /// tracing costs a call on the calling thread, for benchmarks.
-    #[cfg(feature = "internals")]
+    #[cfg(any(test, feature = "internals"))]
     pub fn traced_call_for_bench(&self, parent: Option<TraceContext>) {
         let server = self.start_server(
             "POST /v1/tools/{tool}/invoke",
@@ -296,7 +425,7 @@ impl Telemetry {
 
     /// Starts a front end's SERVER span (`name`, e.g. `POST
     /// /v1/tools/{tool}/invoke`) under the caller's context. Its context is
-    /// the parent to hand the call; without a tracer that is the caller's.
+    /// the parent to hand the call; without an exporter that is the caller's.
     /// With `named_for_tool`, the tool's name is added to the span's name
     /// once the tool resolved (`tools/call text.echo`).
     pub fn start_server(
@@ -306,40 +435,54 @@ impl Telemetry {
         attributes: Vec<KeyValue>,
         named_for_tool: bool,
     ) -> ServerSpan {
-        let name = name.into();
-        let Some(tracer) = &self.tracer else {
-            return ServerSpan {
-                parent,
-                span: None,
-                base: None,
-            };
-        };
-        let base = named_for_tool.then(|| name.to_string());
-        let cx = parent
+        if self.export.is_none() {
+            return ServerSpan { parent, span: None };
+        }
+        let (ids, open) = self.open(parent.as_ref());
+        let state = parent
             .as_ref()
-            .map(TraceContext::context)
-            .unwrap_or_default();
-        let span = tracer.build_with_context(
-            SpanBuilder::from_name(name)
-                .with_kind(SpanKind::Server)
-                .with_attributes(attributes),
-            &cx,
-        );
-        let own = TraceContext(span.span_context().clone());
+            .map_or_else(TraceState::default, |p| p.0.trace_state().clone());
+        let own = TraceContext(SpanContext::new(
+            TraceId::from_bytes(ids.trace_id),
+            SpanId::from_bytes(ids.span_id),
+            if ids.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            false,
+            state,
+        ));
         ServerSpan {
             parent: Some(own),
-            span: Some(span),
-            base,
+            span: open.map(|open| OpenServer {
+                open,
+                name: name.into(),
+                attributes,
+                named_for_tool,
+            }),
         }
     }
 }
 
-/// An id that is not all zeros (W3C: all-zero ids are invalid).
-fn nonzero<const N: usize>(random: impl Fn() -> [u8; N]) -> [u8; N] {
+/// A random trace id, never all zeros (W3C: an all-zero id is invalid).
+/// One draw of the thread's generator: an array of random bytes would take
+/// one draw a byte.
+fn new_trace_id() -> [u8; 16] {
     loop {
-        let id = random();
-        if id.iter().any(|b| *b != 0) {
-            return id;
+        let id: u128 = rand::random();
+        if id != 0 {
+            return id.to_be_bytes();
+        }
+    }
+}
+
+/// A random span id, never all zeros.
+fn new_span_id() -> [u8; 8] {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id.to_be_bytes();
         }
     }
 }
@@ -348,9 +491,17 @@ fn nonzero<const N: usize>(random: impl Fn() -> [u8; N]) -> [u8; N] {
 #[derive(Debug)]
 pub struct ServerSpan {
     parent: Option<TraceContext>,
-    span: Option<Span>,
-    /// The name to which a resolved tool's name is added.
-    base: Option<String>,
+    span: Option<OpenServer>,
+}
+
+/// A recorded server span while it runs.
+#[derive(Debug)]
+struct OpenServer {
+    open: Open,
+    name: Cow<'static, str>,
+    attributes: Vec<KeyValue>,
+    /// Whether a resolved tool's name is added to the name.
+    named_for_tool: bool,
 }
 
 /// What a front end answered, for its span: the call's outcome and the
@@ -372,26 +523,51 @@ impl ServerSpan {
     /// Ends the span with the response's status code and what was answered
     /// (an error status for every outcome but `ok`).
     pub fn end(self, status_code: u16, answered: Option<&Answered>) {
-        let Some(mut span) = self.span else { return };
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status_code),
-        ));
-        if let Some(tool) = answered.and_then(|a| a.tool.as_deref()) {
-            span.set_attribute(KeyValue::new("gen_ai.tool.name", tool.to_string()));
-            if let Some(base) = &self.base {
-                span.update_name(format!("{base} {tool}"));
+        let Some(OpenServer {
+            open,
+            name,
+            attributes,
+            named_for_tool,
+        }) = self.span
+        else {
+            return;
+        };
+        let tool = answered.and_then(|a| a.tool.as_deref());
+        let outcome = answered.map(|a| a.outcome);
+        let status_text;
+        let error = match outcome {
+            Some("ok") => None,
+            Some(outcome) => Some(outcome),
+            None if status_code >= 400 => {
+                status_text = status_code.to_string();
+                Some(status_text.as_str())
             }
-        }
-        if let Some(outcome) = answered.map(|a| a.outcome) {
-            span.set_attribute(KeyValue::new("fabric.outcome", outcome.to_string()));
-            if outcome != "ok" {
-                span.set_status(Status::error(outcome.to_string()));
-            }
-        } else if status_code >= 400 {
-            span.set_status(Status::error(status_code.to_string()));
-        }
-        span.end();
+            None => None,
+        };
+        let mut out = Vec::with_capacity(SPANS_BYTES / 2);
+        let named = match tool {
+            Some(tool) if named_for_tool => [&*name, " ", tool],
+            _ => [&*name, "", ""],
+        };
+        write_span(
+            &mut out,
+            &open.head(SpanKind::Server),
+            &named,
+            |a| {
+                for kv in &attributes {
+                    a.key_value(kv);
+                }
+                a.int("http.response.status_code", i64::from(status_code));
+                if let Some(tool) = tool {
+                    a.str("gen_ai.tool.name", tool);
+                }
+                if let Some(outcome) = outcome {
+                    a.str("fabric.outcome", outcome);
+                }
+            },
+            error,
+        );
+        open.queue.push(&out, 1);
     }
 }
 
@@ -405,7 +581,7 @@ pub(crate) type Stage = (&'static str, Instant, Instant);
 #[derive(Debug)]
 pub(crate) struct CallSpan {
     pub(crate) ids: TraceIds,
-    span: Option<(Span, SdkTracer)>,
+    span: Option<Open>,
 }
 
 /// What the `execute_tool` span says about a finished call.
@@ -415,7 +591,7 @@ pub(crate) struct CallFacts<'a> {
     pub(crate) description: Option<&'a str>,
     pub(crate) caller: &'a str,
     pub(crate) session: Option<&'a str>,
-    pub(crate) outcome: &'a str,
+    pub(crate) outcome: &'static str,
     pub(crate) fuel_used: u64,
     pub(crate) guard_rules: Vec<String>,
     pub(crate) denials: usize,
@@ -425,113 +601,117 @@ pub(crate) struct CallFacts<'a> {
 }
 
 impl CallSpan {
-    /// Whether the span is being recorded (a tracer, and sampled).
+    /// Whether the span is being recorded (an exporter, and sampled).
     pub(crate) fn recording(&self) -> bool {
-        self.span.as_ref().is_some_and(|(s, _)| s.is_recording())
+        self.span.is_some()
     }
 
-    /// Ends the call's span and emits one child span per stage, each with
-    /// the times the pipeline measured.
+    /// Ends the call's span and writes one child span per stage, each with
+    /// the times the pipeline measured; all go to the queue in one push.
     pub(crate) fn end(self, facts: CallFacts<'_>, stages: &[Stage]) {
-        let Some((mut span, tracer)) = self.span else {
+        let Some(open) = self.span else {
             return;
         };
-        if !span.is_recording() {
-            return;
-        }
-        if facts.resolved {
-            span.update_name(format!("execute_tool {}", facts.tool));
-        }
-        let mut attributes = vec![
-            KeyValue::new("gen_ai.operation.name", "execute_tool"),
-            KeyValue::new("gen_ai.tool.call.id", facts.invocation_id.to_string()),
-            KeyValue::new("gen_ai.tool.type", "extension"),
-            KeyValue::new("fabric.caller", facts.caller.to_string()),
-            KeyValue::new("fabric.outcome", facts.outcome.to_string()),
-            KeyValue::new("fabric.fuel_used", facts.fuel_used as i64),
-            KeyValue::new("fabric.denials", facts.denials as i64),
-        ];
-        if facts.resolved {
-            attributes.push(KeyValue::new("gen_ai.tool.name", facts.tool.to_string()));
-        }
-        if let Some(d) = facts.description {
-            attributes.push(KeyValue::new("gen_ai.tool.description", d.to_string()));
-        }
-        if let Some(s) = facts.session {
-            attributes.push(KeyValue::new("fabric.session", s.to_string()));
-        }
-        if let Some(seq) = facts.audit_seq {
-            attributes.push(KeyValue::new("fabric.audit.seq", seq as i64));
-        }
-        let mut rules = facts.guard_rules;
+        let name = if facts.resolved {
+            ["execute_tool ", facts.tool]
+        } else {
+            ["execute_tool", ""]
+        };
+        let mut rules: Vec<&str> = facts.guard_rules.iter().map(String::as_str).collect();
         rules.sort_unstable();
         rules.dedup();
-        if !rules.is_empty() {
-            attributes.push(KeyValue::new(
-                "fabric.guard.rules",
-                opentelemetry::Value::Array(
-                    rules
-                        .into_iter()
-                        .map(opentelemetry::StringValue::from)
-                        .collect::<Vec<_>>()
-                        .into(),
-                ),
-            ));
-        }
-        if facts.outcome != "ok" {
-            attributes.push(KeyValue::new("error.type", facts.outcome.to_string()));
-            span.set_status(Status::error(facts.outcome.to_string()));
-        }
-        span.set_attributes(attributes);
-        // The stages that do the call's work are spans; the short
-        // bookkeeping between them (admission, linking a cached component,
-        // settling budgets) is an attribute in microseconds, which keeps a
-        // call to seven spans.
-        for &(name, from, to) in stages.iter().filter(|s| !SPAN_STAGES.contains(&s.0)) {
-            let key = match name {
-                "admit" => Key::from_static_str("fabric.admit_us"),
-                "queue" => Key::from_static_str("fabric.queue_us"),
-                "link" => Key::from_static_str("fabric.link_us"),
-                "settle" => Key::from_static_str("fabric.settle_us"),
-                other => Key::from(format!("fabric.{other}_us")),
-            };
-            span.set_attribute(KeyValue::new(
-                key,
-                to.saturating_duration_since(from).as_micros() as i64,
-            ));
-        }
-        let cx = Context::new().with_span(span);
+        let error = (facts.outcome != "ok").then_some(facts.outcome);
+        let mut out = Vec::with_capacity(SPANS_BYTES);
+        let head = open.head(SpanKind::Internal);
+        write_span(
+            &mut out,
+            &head,
+            &name,
+            |a: &mut Attributes<'_>| {
+                a.str("gen_ai.operation.name", "execute_tool");
+                a.str("gen_ai.tool.call.id", facts.invocation_id);
+                a.str("gen_ai.tool.type", "extension");
+                a.str("fabric.caller", facts.caller);
+                a.str("fabric.outcome", facts.outcome);
+                a.int("fabric.fuel_used", facts.fuel_used as i64);
+                a.int("fabric.denials", facts.denials as i64);
+                if facts.resolved {
+                    a.str("gen_ai.tool.name", facts.tool);
+                }
+                if let Some(d) = facts.description {
+                    a.str("gen_ai.tool.description", d);
+                }
+                if let Some(s) = facts.session {
+                    a.str("fabric.session", s);
+                }
+                if let Some(seq) = facts.audit_seq {
+                    a.int("fabric.audit.seq", seq as i64);
+                }
+                if !rules.is_empty() {
+                    a.strs("fabric.guard.rules", &rules);
+                }
+                if let Some(outcome) = error {
+                    a.str("error.type", outcome);
+                }
+                // The stages that do the call's work are spans; the short
+                // bookkeeping between them (admission, linking a cached
+                // component, settling budgets) is an attribute in
+                // microseconds, which keeps a call to seven spans.
+                for &(name, from, to) in stages.iter().filter(|s| !SPAN_STAGES.contains(&s.0)) {
+                    let micros = to.saturating_duration_since(from).as_micros() as i64;
+                    match name {
+                        "admit" => a.int("fabric.admit_us", micros),
+                        "queue" => a.int("fabric.queue_us", micros),
+                        "link" => a.int("fabric.link_us", micros),
+                        "settle" => a.int("fabric.settle_us", micros),
+                        other => a.int(&format!("fabric.{other}_us"), micros),
+                    }
+                }
+            },
+            error,
+        );
         let clock = Clock::now();
+        let mut spans = 1;
         for &(name, from, to) in stages.iter().filter(|s| SPAN_STAGES.contains(&s.0)) {
-            let mut stage = tracer.build_with_context(
-                SpanBuilder::from_name(name)
-                    .with_kind(SpanKind::Internal)
-                    .with_start_time(clock.at(from)),
-                &cx,
-            );
-            stage.end_with_timestamp(clock.at(to));
+            let stage = SpanHead {
+                trace_id: head.trace_id,
+                span_id: new_span_id(),
+                parent: Some((open.span_id, false)),
+                trace_state: head.trace_state,
+                kind: SpanKind::Internal,
+                start_unix_ns: clock.at(from),
+                end_unix_ns: clock.at(to),
+            };
+            write_span(&mut out, &stage, &[name], |_| {}, None);
+            spans += 1;
         }
-        cx.span().end();
+        open.queue.push(&out, spans);
     }
 }
 
 /// Maps the pipeline's monotonic instants to wall-clock times.
 struct Clock {
     instant: Instant,
-    system: SystemTime,
+    /// The wall clock at `instant`, in nanoseconds since the Unix epoch.
+    unix_ns: u64,
 }
 
 impl Clock {
     fn now() -> Clock {
         Clock {
             instant: Instant::now(),
-            system: SystemTime::now(),
+            unix_ns: nanos(SystemTime::now()),
         }
     }
 
-    fn at(&self, then: Instant) -> SystemTime {
-        self.system - self.instant.saturating_duration_since(then)
-            + then.saturating_duration_since(self.instant)
+    /// `then` on the wall clock, in nanoseconds since the Unix epoch.
+    fn at(&self, then: Instant) -> u64 {
+        if then <= self.instant {
+            let ago = (self.instant - then).as_nanos() as u64;
+            self.unix_ns.saturating_sub(ago)
+        } else {
+            self.unix_ns + (then - self.instant).as_nanos() as u64
+        }
     }
 }
 
@@ -590,7 +770,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_tracer_a_call_continues_the_callers_trace() {
+    fn without_an_exporter_a_call_continues_the_callers_trace() {
         let parent = TraceContext::parse(
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             None,
@@ -604,13 +784,87 @@ mod tests {
     }
 
     #[test]
+    fn samplers_are_named_as_the_specification_names_them_and_decide_alike() {
+        let from = |n: Option<&str>, a: Option<&str>| Sampler::from_env(n, a);
+        assert_eq!(from(None, None), Ok(Sampler::default()));
+        assert_eq!(from(Some("always_off"), None), Ok(Sampler::AlwaysOff));
+        assert_eq!(
+            from(Some("parentbased_traceidratio"), Some("0.25")),
+            Ok(Sampler::ParentBased(Box::new(Sampler::TraceIdRatio(0.25))))
+        );
+        assert_eq!(
+            from(Some("traceidratio"), None),
+            Ok(Sampler::TraceIdRatio(1.0))
+        );
+        assert!(from(Some("traceidratio"), Some("2")).is_err());
+        assert!(from(Some("traceidratio"), Some("half")).is_err());
+        assert!(from(Some("jaeger_remote"), None).is_err());
+
+        // A trace id's low 63 bits below the ratio's share of 2^63: the
+        // same decision the OpenTelemetry SDKs make.
+        let id = |low: u64| {
+            let mut id = [0xab; 16];
+            id[8..].copy_from_slice(&low.to_be_bytes());
+            id
+        };
+        let quarter = Sampler::TraceIdRatio(0.25);
+        assert!(quarter.samples(None, &id(0)));
+        assert!(quarter.samples(None, &id((1u64 << 62) - 2)));
+        assert!(!quarter.samples(None, &id(1u64 << 62)));
+        assert!(!quarter.samples(None, &id(u64::MAX)));
+        let sampled: usize = (0..10_000u64)
+            .filter(|i| quarter.samples(None, &id(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))))
+            .count();
+        assert!((2_000..3_000).contains(&sampled), "{sampled} of 10 000");
+
+        // Parent-based: the parent's flag, whatever the root would say.
+        let parent = |flags: &str| {
+            TraceContext::parse(
+                &format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"),
+                None,
+            )
+            .unwrap()
+        };
+        let never = Sampler::ParentBased(Box::new(Sampler::AlwaysOff));
+        assert!(never.samples(Some(&parent("01")), &id(0)));
+        assert!(!never.samples(None, &id(0)));
+        assert!(!Sampler::default().samples(Some(&parent("00")), &id(0)));
+        assert!(Sampler::default().samples(None, &id(0)));
+    }
+
+    #[test]
+    fn a_sampled_call_writes_seven_spans_and_an_unsampled_one_none() {
+        let queue = Arc::new(SpanQueue::start(None, crate::spans::BatchConfig::default()).unwrap());
+        let telemetry = Telemetry::exporting(queue.clone(), Sampler::default());
+        telemetry.traced_call_for_bench(Some(
+            TraceContext::parse(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                None,
+            )
+            .unwrap(),
+        ));
+        queue.force_flush();
+        assert_eq!(queue.exported(), 7, "server, execute_tool and five stages");
+        telemetry.traced_call_for_bench(TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            None,
+        ));
+        queue.force_flush();
+        assert_eq!(queue.exported(), 7, "the caller did not sample: nothing");
+    }
+
+    #[test]
     fn stage_times_map_to_wall_clock_in_order() {
         let clock = Clock::now();
         let earlier = clock.instant - Duration::from_millis(5);
-        assert!(clock.at(earlier) < clock.system);
-        assert_eq!(
-            clock.system.duration_since(clock.at(earlier)).unwrap(),
-            Duration::from_millis(5)
+        let later = clock.instant + Duration::from_millis(2);
+        assert_eq!(clock.unix_ns - clock.at(earlier), 5_000_000);
+        assert_eq!(clock.at(later) - clock.unix_ns, 2_000_000);
+        assert_eq!(clock.at(clock.instant), clock.unix_ns);
+        let now = nanos(SystemTime::now());
+        assert!(
+            now.abs_diff(clock.unix_ns) < 60_000_000_000,
+            "the wall clock"
         );
     }
 }
