@@ -515,7 +515,12 @@ const ORDERS: [[usize; 3]; 6] = [
 /// The median of `values` (sorted in place).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let half = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[half - 1] + values[half]) / 2.0
+    } else {
+        values[half]
+    }
 }
 
 /// An OTLP/HTTP sink: reads each export and answers 200 with an empty

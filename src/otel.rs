@@ -123,15 +123,18 @@ pub fn exporter(otlp: Option<&str>) -> Result<Option<(Arc<SpanQueue>, Telemetry)
     exporter.set_resource(&resource.build());
     // A setting that cannot be honoured is warned about and ignored, as the
     // OpenTelemetry specification asks of its variables.
-    let sampler = Sampler::from_env(
+    let (sampler, warning) = Sampler::from_env(
         env("OTEL_TRACES_SAMPLER").as_deref(),
         env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
-    )
-    .unwrap_or_else(|e| {
-        tracing::warn!("{e}; sampling with the default, parentbased_always_on");
-        Sampler::default()
-    });
-    let queue = SpanQueue::start(Some(exporter), batch_config(env)?)
+    );
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    let (batching, warnings) = batch_config(env);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let queue = SpanQueue::start(Some(exporter), batching)
         .context("cannot start the span exporter's thread")?;
     let queue = Arc::new(queue);
     Ok(Some((queue.clone(), Telemetry::exporting(queue, sampler))))
@@ -139,31 +142,34 @@ pub fn exporter(otlp: Option<&str>) -> Result<Option<(Arc<SpanQueue>, Telemetry)
 
 /// The batch settings, from `OTEL_BSP_MAX_QUEUE_SIZE`,
 /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and `OTEL_BSP_SCHEDULE_DELAY` (ms) where
-/// they are set.
-fn batch_config(env: impl Fn(&str) -> Option<String>) -> Result<BatchConfig> {
-    let number = |k: &str| -> Result<Option<u64>> {
-        env(k)
-            .map(|v| {
-                v.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{k}={v} is not a positive whole number"))
-            })
-            .transpose()
+/// they are set, and a warning for each value that is no whole number (it is
+/// ignored, as the OpenTelemetry specification asks).
+fn batch_config(env: impl Fn(&str) -> Option<String>) -> (BatchConfig, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut number = |k: &str, least: u64| -> Option<u64> {
+        let v = env(k)?;
+        match v.trim().parse::<u64>() {
+            Ok(n) if n >= least => Some(n),
+            _ => {
+                warnings.push(format!(
+                    "{k}={v} is not a whole number of at least {least}: ignored"
+                ));
+                None
+            }
+        }
     };
     let mut config = BatchConfig::default();
-    if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE")? {
+    if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE", 1) {
         config.max_queue = n as usize;
     }
-    if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+    if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1) {
         config.max_batch = n as usize;
     }
-    if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY")? {
+    if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY", 0) {
         config.delay = Duration::from_millis(ms);
     }
     config.max_batch = config.max_batch.min(config.max_queue);
-    Ok(config)
+    (config, warnings)
 }
 
 /// `--otlp URL`: a collector's base URL (`http://localhost:4318`), or its
@@ -247,20 +253,28 @@ mod tests {
     #[test]
     fn batch_settings_come_from_the_bsp_variables() {
         let none = |_: &str| None;
-        assert_eq!(batch_config(none).unwrap(), BatchConfig::default());
+        assert_eq!(batch_config(none), (BatchConfig::default(), vec![]));
         let set = |k: &str| match k {
             "OTEL_BSP_MAX_QUEUE_SIZE" => Some("100".to_string()),
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => Some("512".to_string()),
             "OTEL_BSP_SCHEDULE_DELAY" => Some("250".to_string()),
             _ => None,
         };
-        let config = batch_config(set).unwrap();
+        let (config, warnings) = batch_config(set);
         assert_eq!(
             (config.max_queue, config.max_batch, config.delay),
             (100, 100, Duration::from_millis(250))
         );
-        let bad = |k: &str| (k == "OTEL_BSP_SCHEDULE_DELAY").then(|| "soon".to_string());
-        assert!(batch_config(bad).is_err());
+        assert!(warnings.is_empty());
+        // A value that is no number is ignored, with a warning.
+        let bad = |k: &str| match k {
+            "OTEL_BSP_SCHEDULE_DELAY" => Some("soon".to_string()),
+            "OTEL_BSP_MAX_QUEUE_SIZE" => Some("0".to_string()),
+            _ => None,
+        };
+        let (config, warnings) = batch_config(bad);
+        assert_eq!(config, BatchConfig::default());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
     }
 
     #[test]

@@ -79,7 +79,7 @@
 //! - [`telemetry`]: W3C trace context in (REST headers, MCP `_meta`), a
 //!   trace id and span id for every call, and OpenTelemetry spans out
 //!   (`execute_tool` and one per stage) when an exporter is configured.
-//! - [`spans`]: finished spans as records, and the queue whose thread
+//! - [`spans`]: the queue of finished spans (written as protobuf), whose thread
 //!   batches them to the exporter, off the call path.
 //! - [`otlp`]: the exporter that posts those batches to an OTLP/HTTP
 //!   collector as protobuf.

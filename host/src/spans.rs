@@ -48,8 +48,15 @@ impl Default for BatchConfig {
     }
 }
 
-/// Longest a flush or shutdown waits for the exporting thread.
+/// Longest a flush waits for the exporting thread.
 const FLUSH_WAIT: Duration = Duration::from_secs(30);
+/// Longest shutdown waits for the last spans to be sent (the exporter gives
+/// up on a collector after its own timeout, 10 s by default, and a round
+/// stops at its first failure); past it the thread is left to the process's
+/// exit.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
+/// Shortest wait between rounds: a zero delay would spin.
+const MIN_DELAY: Duration = Duration::from_millis(1);
 
 /// Finished spans waiting for export, and the thread that exports them.
 #[derive(Debug)]
@@ -64,7 +71,7 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the exporting thread.
     wake: Condvar,
-    /// Wakes those waiting for a flush.
+    /// Wakes those waiting for a flush or for the thread to stop.
     done: Condvar,
 }
 
@@ -76,9 +83,14 @@ struct State {
     flushes_asked: u64,
     flushes_done: u64,
     shutdown: bool,
-    /// Spans handed to the exporter, and spans dropped on a full queue.
+    /// The thread has sent its last round and ended.
+    stopped: bool,
+    /// Spans sent (or, with no exporter, taken), and spans lost: dropped on
+    /// a full queue, pushed after shutdown, or in a batch that failed.
     exported: u64,
     dropped: u64,
+    /// Whether a full queue has been reported since it last had room.
+    full: bool,
 }
 
 impl SpanQueue {
@@ -91,7 +103,7 @@ impl SpanQueue {
         let config = BatchConfig {
             max_queue: config.max_queue.max(1),
             max_batch: config.max_batch.max(1),
-            ..config
+            delay: config.delay.max(MIN_DELAY),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -112,12 +124,18 @@ impl SpanQueue {
     }
 
     /// Queues `n` finished spans, as [`crate::otlp::write_span`] wrote them
-    /// (all or none: a full queue drops them and counts them, never waits).
+    /// (all or none: spans that would overfill the queue are dropped and
+    /// counted, never waited for; an empty queue takes any push).
     pub fn push(&self, spans: &[u8], n: usize) {
         let mut state = self.shared.lock();
-        if state.shutdown || state.queued.spans + n > self.config.max_queue {
-            let first = state.dropped == 0;
+        if state.shutdown {
             state.dropped += n as u64;
+            return;
+        }
+        let before = state.queued.spans;
+        if before > 0 && before + n > self.config.max_queue {
+            state.dropped += n as u64;
+            let first = !std::mem::replace(&mut state.full, true);
             drop(state);
             if first {
                 tracing::warn!(
@@ -127,7 +145,7 @@ impl SpanQueue {
             }
             return;
         }
-        let before = state.queued.spans;
+        state.full = false;
         state.queued.push(spans, n);
         if before < self.config.max_batch && state.queued.spans >= self.config.max_batch {
             self.shared.wake.notify_one();
@@ -144,35 +162,64 @@ impl SpanQueue {
         state.flushes_asked += 1;
         let asked = state.flushes_asked;
         self.shared.wake.notify_one();
-        let deadline = Instant::now() + FLUSH_WAIT;
-        while state.flushes_done < asked {
+        drop(self.wait(state, FLUSH_WAIT, |s| s.flushes_done >= asked));
+    }
+
+    /// Sends what is queued (waiting at most 15 s) and stops the thread;
+    /// later spans are dropped. Spans lost over the queue's life are
+    /// reported once, here.
+    pub fn shutdown(&self) {
+        let mut state = self.shared.lock();
+        if !state.shutdown {
+            state.shutdown = true;
+            self.shared.wake.notify_one();
+        }
+        let state = self.wait(state, SHUTDOWN_WAIT, |s| s.stopped);
+        let (stopped, dropped) = (state.stopped, state.dropped);
+        drop(state);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        match thread {
+            Some(thread) if stopped => {
+                let _ = thread.join();
+            }
+            Some(_) => tracing::warn!(
+                "the last spans were still being sent after {SHUTDOWN_WAIT:?}: left unsent"
+            ),
+            None => return,
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, "spans were lost (full queue or failed exports)");
+        }
+    }
+
+    /// Waits on the `done` condition until `until` holds or `wait` passed.
+    fn wait<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        wait: Duration,
+        until: impl Fn(&State) -> bool,
+    ) -> MutexGuard<'a, State> {
+        let deadline = Instant::now() + wait;
+        while !until(&state) {
             let now = Instant::now();
             if now >= deadline {
-                return;
+                break;
             }
             state = match self.shared.done.wait_timeout(state, deadline - now) {
                 Ok((s, _)) => s,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
+        state
     }
 
-    /// Exports what is queued and stops the thread; later spans are dropped.
-    pub fn shutdown(&self) {
-        self.shared.lock().shutdown = true;
-        self.shared.wake.notify_one();
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
-    }
-
-    /// Spans handed to the exporter so far.
+    /// Spans sent so far (with no exporter: taken off the queue).
     pub fn exported(&self) -> u64 {
         self.shared.lock().exported
     }
 
-    /// Spans dropped so far, on a full queue or after shutdown.
+    /// Spans lost so far: on a full queue, after shutdown, or in an export
+    /// that failed.
     pub fn dropped(&self) -> u64 {
         self.shared.lock().dropped
     }
@@ -259,17 +306,24 @@ fn export_loop(shared: &Shared, exporter: Option<&OtlpExporter>, config: BatchCo
         std::mem::swap(&mut state.queued, &mut taken);
         let (asked, stop) = (state.flushes_asked, state.shutdown);
         drop(state);
-        for (batch, _) in taken.batches(config.max_batch) {
-            if let Some(exporter) = exporter {
-                // A failure is logged by the exporter; the batch is gone.
-                let _ = exporter.export(batch);
+        // A round stops at its first failure: the collector is down or
+        // slow, and waiting out its timeout for every batch would hold
+        // shutdown for minutes. The rest of the round is lost, and counted.
+        let (mut sent, mut lost) = (0, 0);
+        for (batch, n) in taken.batches(config.max_batch) {
+            let ok = lost == 0 && exporter.is_none_or(|e| e.export(batch).is_ok());
+            if ok {
+                sent += n as u64;
+            } else {
+                lost += n as u64;
             }
         }
-        let sent = taken.spans as u64;
         taken.clear();
         let mut state = shared.lock();
         state.exported += sent;
+        state.dropped += lost;
         state.flushes_done = asked;
+        state.stopped = stop;
         shared.done.notify_all();
         if stop {
             return;
@@ -308,14 +362,59 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(queue.exported(), 7);
-        // Eleven do not fit in a queue of ten: all dropped, none split.
+        // 3 queued and 8 more do not fit in ten: the 8 are dropped, none
+        // split; an empty queue takes even a push bigger than itself.
+        queue.push(&spans(3), 3);
+        queue.push(&spans(8), 8);
+        assert_eq!(queue.dropped(), 8);
+        queue.force_flush();
         queue.push(&spans(11), 11);
-        assert_eq!(queue.dropped(), 11);
-        queue.push(&spans(2), 2);
+        assert_eq!(queue.dropped(), 8);
         queue.shutdown();
-        assert_eq!(queue.exported(), 9, "shutdown sends what is queued");
+        assert_eq!(queue.exported(), 21, "shutdown sends what is queued");
         queue.push(&spans(2), 2);
-        assert_eq!(queue.dropped(), 13, "after shutdown spans are dropped");
+        assert_eq!(queue.dropped(), 10, "after shutdown spans are dropped");
+    }
+
+    #[test]
+    fn a_collector_that_never_answers_costs_one_timeout_not_one_per_batch() {
+        // Accepts connections and reads nothing: every post times out.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for stream in listener.incoming().take(4) {
+                open.push(stream);
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let exporter = OtlpExporter::new(&crate::otlp::OtlpConfig {
+            endpoint: format!("http://{addr}/v1/traces"),
+            headers: vec![],
+            timeout: Duration::from_millis(300),
+        })
+        .unwrap();
+        let queue = SpanQueue::start(
+            Some(exporter),
+            BatchConfig {
+                max_queue: 1000,
+                max_batch: 2,
+                delay: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        for _ in 0..10 {
+            queue.push(&spans(1), 1);
+        }
+        let started = Instant::now();
+        queue.shutdown();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "five batches of a dead collector took {took:?}"
+        );
+        assert_eq!((queue.exported(), queue.dropped()), (0, 10));
+        drop(held);
     }
 
     #[test]

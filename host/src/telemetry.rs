@@ -19,7 +19,8 @@
 //!
 //! The stage spans are built when the call ends, from the times the pipeline
 //! measured anyway, so tracing adds nothing to a stage's own work; a call's
-//! spans go to the [`SpanQueue`] in one push. Spans carry names, ids,
+//! spans (`execute_tool` and its stages) go to the [`SpanQueue`] in one push, the
+//! server span in another. Spans carry names, ids,
 //! outcomes and costs; never arguments, outputs, error text from the tool, or
 //! `[env] pass` values.
 
@@ -121,8 +122,8 @@ pub enum Sampler {
     AlwaysOn,
     /// None (`always_off`).
     AlwaysOff,
-    /// This share of traces, decided by the trace id so every process of a
-    /// trace decides alike (`traceidratio`).
+    /// This share of traces, decided by the trace id (`traceidratio`), as
+    /// the Rust and Go SDKs decide it.
     TraceIdRatio(f64),
     /// The parent's decision where there is a parent, else the root's
     /// (`parentbased_*`; the default is `parentbased_always_on`).
@@ -137,37 +138,45 @@ impl Default for Sampler {
 
 impl Sampler {
     /// The sampler `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name
-    /// (the ratio, 0 to 1, default 1). What this cannot honour (an unknown
-    /// or remote sampler, a ratio that is no number in 0..=1) is an error
-    /// saying so (the specification has such settings warned about and
-    /// ignored, which is the caller's to do).
-    pub fn from_env(name: Option<&str>, arg: Option<&str>) -> Result<Sampler, String> {
-        let ratio = || match arg.map(str::trim).filter(|a| !a.is_empty()) {
-            None => Ok(1.0),
+    /// (names in any case; the ratio from 0 to 1, default 1), and a warning
+    /// for a setting that cannot be honoured, which is ignored as the
+    /// specification asks: an unknown or remote sampler gives the default,
+    /// a ratio that is no number from 0 to 1 gives 1.
+    pub fn from_env(name: Option<&str>, arg: Option<&str>) -> (Sampler, Option<String>) {
+        let mut warning = None;
+        let mut ratio = || match arg.map(str::trim).filter(|a| !a.is_empty()) {
+            None => 1.0,
             Some(a) => match a.parse::<f64>() {
-                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                _ => Err(format!(
-                    "OTEL_TRACES_SAMPLER_ARG={a} is not a ratio from 0 to 1"
-                )),
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    warning = Some(format!(
+                        "OTEL_TRACES_SAMPLER_ARG={a} is not a ratio from 0 to 1: sampling with 1"
+                    ));
+                    1.0
+                }
             },
         };
         let parent_based = |root| Sampler::ParentBased(Box::new(root));
-        Ok(
-            match name.map(str::trim).unwrap_or("parentbased_always_on") {
-                "always_on" => Sampler::AlwaysOn,
-                "always_off" => Sampler::AlwaysOff,
-                "traceidratio" => Sampler::TraceIdRatio(ratio()?),
-                "parentbased_always_on" | "" => parent_based(Sampler::AlwaysOn),
-                "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
-                "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatio(ratio()?)),
-                other => {
-                    return Err(format!(
-                        "OTEL_TRACES_SAMPLER={other} is not supported: use always_on, always_off, \
-                     traceidratio or parentbased_ with one of those"
-                    ))
-                }
-            },
-        )
+        let name = name.map(|n| n.trim().to_ascii_lowercase());
+        let sampler = match name.as_deref().unwrap_or("") {
+            "always_on" => Sampler::AlwaysOn,
+            "always_off" => Sampler::AlwaysOff,
+            "traceidratio" => Sampler::TraceIdRatio(ratio()),
+            "parentbased_always_on" | "" => parent_based(Sampler::AlwaysOn),
+            "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
+            "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatio(ratio())),
+            other => {
+                return (
+                    Sampler::default(),
+                    Some(format!(
+                        "OTEL_TRACES_SAMPLER={other} is not supported (always_on, always_off, \
+                         traceidratio, or parentbased_ with one of those): sampling with the \
+                         default, parentbased_always_on"
+                    )),
+                )
+            }
+        };
+        (sampler, warning)
     }
 
     /// Whether a span of `trace_id` under `parent` is recorded.
@@ -176,8 +185,9 @@ impl Sampler {
             Sampler::AlwaysOn => true,
             Sampler::AlwaysOff => false,
             Sampler::TraceIdRatio(ratio) => {
-                // As the OpenTelemetry SDKs do: the trace id's low 63 bits
-                // below the ratio's share of 2^63.
+                // As the Rust and Go SDKs do: the trace id's last 8 bytes
+                // as a number, shifted right by one, below the ratio's share
+                // of 2^63.
                 let bound = (ratio.clamp(0.0, 1.0) * (1u64 << 63) as f64) as u64;
                 let mut low = [0; 8];
                 low.copy_from_slice(&trace_id[8..]);
@@ -286,7 +296,7 @@ struct Open {
 }
 
 impl Open {
-    /// The span's head, ending now (or at `end`), under `parent`'s span.
+    /// The span's head, ending now.
     fn head(&self, kind: SpanKind) -> SpanHead<'_> {
         SpanHead {
             trace_id: self.trace_id,
@@ -302,6 +312,42 @@ impl Open {
 
 /// Room for one call's spans as written (a call's seven take about 1 KiB).
 const SPANS_BYTES: usize = 2048;
+
+thread_local! {
+    /// Where a thread writes a call's spans before they are queued: kept, so
+    /// a traced call allocates nothing for them.
+    static WRITING: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SPANS_BYTES));
+}
+
+/// Runs `write` on this thread's span buffer, emptied first (a fresh one if
+/// the thread's is in use), and queues what it wrote: `write` returns how
+/// many spans that is.
+fn write_and_queue(queue: &SpanQueue, write: impl FnOnce(&mut Vec<u8>) -> usize) {
+    let mut write = Some(write);
+    let kept = WRITING.try_with(|buf| {
+        let Ok(mut out) = buf.try_borrow_mut() else {
+            return false;
+        };
+        out.clear();
+        if let Some(write) = write.take() {
+            let n = write(&mut out);
+            queue.push(&out, n);
+        }
+        // A buffer grown by a huge span is not kept.
+        if out.capacity() > 16 * SPANS_BYTES {
+            *out = Vec::with_capacity(SPANS_BYTES);
+        }
+        true
+    });
+    if !kept.unwrap_or(false) {
+        if let Some(write) = write.take() {
+            let mut out = Vec::with_capacity(SPANS_BYTES);
+            let n = write(&mut out);
+            queue.push(&out, n);
+        }
+    }
+}
 
 impl Telemetry {
     /// Spans of the traces `sampler` records, pushed onto `queue`.
@@ -522,54 +568,80 @@ impl ServerSpan {
 
     /// Ends the span with the response's status code and what was answered
     /// (an error status for every outcome but `ok`).
-    pub fn end(self, status_code: u16, answered: Option<&Answered>) {
-        let Some(OpenServer {
+    pub fn end(mut self, status_code: u16, answered: Option<&Answered>) {
+        if let Some(span) = self.span.take() {
+            span.write(Some(status_code), answered);
+        }
+    }
+}
+
+impl Drop for ServerSpan {
+    /// A span dropped before its response (the client went away and the
+    /// request's future with it) is still sent, as cancelled: the call it
+    /// started runs on, and its span names this one as parent.
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            span.write(None, None);
+        }
+    }
+}
+
+impl OpenServer {
+    /// Writes the finished span: its status code (none when the request was
+    /// dropped unanswered) and what was answered.
+    fn write(self, status_code: Option<u16>, answered: Option<&Answered>) {
+        let OpenServer {
             open,
             name,
             attributes,
             named_for_tool,
-        }) = self.span
-        else {
-            return;
-        };
+        } = self;
         let tool = answered.and_then(|a| a.tool.as_deref());
         let outcome = answered.map(|a| a.outcome);
         let status_text;
-        let error = match outcome {
-            Some("ok") => None,
-            Some(outcome) => Some(outcome),
-            None if status_code >= 400 => {
-                status_text = status_code.to_string();
+        let error = match (outcome, status_code) {
+            (Some("ok"), _) => None,
+            (Some(outcome), _) => Some(outcome),
+            (None, Some(code)) if code >= 400 => {
+                status_text = code.to_string();
                 Some(status_text.as_str())
             }
-            None => None,
+            (None, Some(_)) => None,
+            (None, None) => Some(CANCELLED),
         };
-        let mut out = Vec::with_capacity(SPANS_BYTES / 2);
         let named = match tool {
             Some(tool) if named_for_tool => [&*name, " ", tool],
             _ => [&*name, "", ""],
         };
-        write_span(
-            &mut out,
-            &open.head(SpanKind::Server),
-            &named,
-            |a| {
-                for kv in &attributes {
-                    a.key_value(kv);
-                }
-                a.int("http.response.status_code", i64::from(status_code));
-                if let Some(tool) = tool {
-                    a.str("gen_ai.tool.name", tool);
-                }
-                if let Some(outcome) = outcome {
-                    a.str("fabric.outcome", outcome);
-                }
-            },
-            error,
-        );
-        open.queue.push(&out, 1);
+        write_and_queue(&open.queue, |out| {
+            write_span(
+                out,
+                &open.head(SpanKind::Server),
+                &named,
+                |a| {
+                    for kv in &attributes {
+                        a.key_value(kv);
+                    }
+                    match status_code {
+                        Some(code) => a.int("http.response.status_code", i64::from(code)),
+                        None => a.str("error.type", CANCELLED),
+                    }
+                    if let Some(tool) = tool {
+                        a.str("gen_ai.tool.name", tool);
+                    }
+                    if let Some(outcome) = outcome {
+                        a.str("fabric.outcome", outcome);
+                    }
+                },
+                error,
+            );
+            1
+        });
     }
 }
+
+/// The error of a server span whose request was dropped before an answer.
+const CANCELLED: &str = "cancelled";
 
 /// The stages that become child spans of `execute_tool`.
 const SPAN_STAGES: [&str; 5] = ["validate", "instantiate", "run", "guard", "audit"];
@@ -621,71 +693,72 @@ impl CallSpan {
         rules.sort_unstable();
         rules.dedup();
         let error = (facts.outcome != "ok").then_some(facts.outcome);
-        let mut out = Vec::with_capacity(SPANS_BYTES);
         let head = open.head(SpanKind::Internal);
-        write_span(
-            &mut out,
-            &head,
-            &name,
-            |a: &mut Attributes<'_>| {
-                a.str("gen_ai.operation.name", "execute_tool");
-                a.str("gen_ai.tool.call.id", facts.invocation_id);
-                a.str("gen_ai.tool.type", "extension");
-                a.str("fabric.caller", facts.caller);
-                a.str("fabric.outcome", facts.outcome);
-                a.int("fabric.fuel_used", facts.fuel_used as i64);
-                a.int("fabric.denials", facts.denials as i64);
-                if facts.resolved {
-                    a.str("gen_ai.tool.name", facts.tool);
-                }
-                if let Some(d) = facts.description {
-                    a.str("gen_ai.tool.description", d);
-                }
-                if let Some(s) = facts.session {
-                    a.str("fabric.session", s);
-                }
-                if let Some(seq) = facts.audit_seq {
-                    a.int("fabric.audit.seq", seq as i64);
-                }
-                if !rules.is_empty() {
-                    a.strs("fabric.guard.rules", &rules);
-                }
-                if let Some(outcome) = error {
-                    a.str("error.type", outcome);
-                }
-                // The stages that do the call's work are spans; the short
-                // bookkeeping between them (admission, linking a cached
-                // component, settling budgets) is an attribute in
-                // microseconds, which keeps a call to seven spans.
-                for &(name, from, to) in stages.iter().filter(|s| !SPAN_STAGES.contains(&s.0)) {
-                    let micros = to.saturating_duration_since(from).as_micros() as i64;
-                    match name {
-                        "admit" => a.int("fabric.admit_us", micros),
-                        "queue" => a.int("fabric.queue_us", micros),
-                        "link" => a.int("fabric.link_us", micros),
-                        "settle" => a.int("fabric.settle_us", micros),
-                        other => a.int(&format!("fabric.{other}_us"), micros),
+        write_and_queue(&open.queue, |out| {
+            write_span(
+                out,
+                &head,
+                &name,
+                |a: &mut Attributes<'_>| {
+                    a.str("gen_ai.operation.name", "execute_tool");
+                    a.str("gen_ai.tool.call.id", facts.invocation_id);
+                    a.str("gen_ai.tool.type", "extension");
+                    a.str("fabric.caller", facts.caller);
+                    a.str("fabric.outcome", facts.outcome);
+                    a.int("fabric.fuel_used", facts.fuel_used as i64);
+                    a.int("fabric.denials", facts.denials as i64);
+                    if facts.resolved {
+                        a.str("gen_ai.tool.name", facts.tool);
                     }
-                }
-            },
-            error,
-        );
-        let clock = Clock::now();
-        let mut spans = 1;
-        for &(name, from, to) in stages.iter().filter(|s| SPAN_STAGES.contains(&s.0)) {
-            let stage = SpanHead {
-                trace_id: head.trace_id,
-                span_id: new_span_id(),
-                parent: Some((open.span_id, false)),
-                trace_state: head.trace_state,
-                kind: SpanKind::Internal,
-                start_unix_ns: clock.at(from),
-                end_unix_ns: clock.at(to),
-            };
-            write_span(&mut out, &stage, &[name], |_| {}, None);
-            spans += 1;
-        }
-        open.queue.push(&out, spans);
+                    if let Some(d) = facts.description {
+                        a.str("gen_ai.tool.description", d);
+                    }
+                    if let Some(s) = facts.session {
+                        a.str("fabric.session", s);
+                    }
+                    if let Some(seq) = facts.audit_seq {
+                        a.int("fabric.audit.seq", seq as i64);
+                    }
+                    if !rules.is_empty() {
+                        a.strs("fabric.guard.rules", &rules);
+                    }
+                    if let Some(outcome) = error {
+                        a.str("error.type", outcome);
+                    }
+                    // The stages that do the call's work are spans; the short
+                    // bookkeeping between them (admission, linking a cached
+                    // component, settling budgets) is an attribute in
+                    // microseconds, which keeps a call to seven spans.
+                    for &(name, from, to) in stages.iter().filter(|s| !SPAN_STAGES.contains(&s.0)) {
+                        let micros = to.saturating_duration_since(from).as_micros() as i64;
+                        match name {
+                            "admit" => a.int("fabric.admit_us", micros),
+                            "queue" => a.int("fabric.queue_us", micros),
+                            "link" => a.int("fabric.link_us", micros),
+                            "settle" => a.int("fabric.settle_us", micros),
+                            other => a.int(&format!("fabric.{other}_us"), micros),
+                        }
+                    }
+                },
+                error,
+            );
+            let clock = Clock::now();
+            let mut spans = 1;
+            for &(name, from, to) in stages.iter().filter(|s| SPAN_STAGES.contains(&s.0)) {
+                let stage = SpanHead {
+                    trace_id: head.trace_id,
+                    span_id: new_span_id(),
+                    parent: Some((open.span_id, false)),
+                    trace_state: head.trace_state,
+                    kind: SpanKind::Internal,
+                    start_unix_ns: clock.at(from),
+                    end_unix_ns: clock.at(to),
+                };
+                write_span(out, &stage, &[name], |_| {}, None);
+                spans += 1;
+            }
+            spans
+        });
     }
 }
 
@@ -786,22 +859,32 @@ mod tests {
     #[test]
     fn samplers_are_named_as_the_specification_names_them_and_decide_alike() {
         let from = |n: Option<&str>, a: Option<&str>| Sampler::from_env(n, a);
-        assert_eq!(from(None, None), Ok(Sampler::default()));
-        assert_eq!(from(Some("always_off"), None), Ok(Sampler::AlwaysOff));
+        assert_eq!(from(None, None), (Sampler::default(), None));
+        assert_eq!(from(Some("Always_Off"), None), (Sampler::AlwaysOff, None));
         assert_eq!(
             from(Some("parentbased_traceidratio"), Some("0.25")),
-            Ok(Sampler::ParentBased(Box::new(Sampler::TraceIdRatio(0.25))))
+            (
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatio(0.25))),
+                None
+            )
         );
         assert_eq!(
             from(Some("traceidratio"), None),
-            Ok(Sampler::TraceIdRatio(1.0))
+            (Sampler::TraceIdRatio(1.0), None)
         );
-        assert!(from(Some("traceidratio"), Some("2")).is_err());
-        assert!(from(Some("traceidratio"), Some("half")).is_err());
-        assert!(from(Some("jaeger_remote"), None).is_err());
+        // What cannot be honoured is ignored, with a warning: a bad ratio
+        // keeps the sampler (at 1), an unknown sampler gives the default.
+        for bad in ["2", "half"] {
+            let (sampler, warning) = from(Some("traceidratio"), Some(bad));
+            assert_eq!(sampler, Sampler::TraceIdRatio(1.0));
+            assert!(warning.is_some_and(|w| w.contains(bad)));
+        }
+        let (sampler, warning) = from(Some("jaeger_remote"), None);
+        assert_eq!(sampler, Sampler::default());
+        assert!(warning.is_some_and(|w| w.contains("jaeger_remote")));
 
-        // A trace id's low 63 bits below the ratio's share of 2^63: the
-        // same decision the OpenTelemetry SDKs make.
+        // The last 8 bytes, shifted right by one, below the ratio's share of
+        // 2^63: the decision the Rust and Go SDKs make.
         let id = |low: u64| {
             let mut id = [0xab; 16];
             id[8..].copy_from_slice(&low.to_be_bytes());
@@ -851,6 +934,13 @@ mod tests {
         ));
         queue.force_flush();
         assert_eq!(queue.exported(), 7, "the caller did not sample: nothing");
+        // A server span dropped unanswered (the client went away) is still
+        // sent: the call it started names it as parent.
+        let server = telemetry.start_server("POST /v1/tools/{tool}/invoke", None, vec![], false);
+        assert!(server.context().is_some_and(|c| c.sampled()));
+        drop(server);
+        queue.force_flush();
+        assert_eq!(queue.exported(), 8);
     }
 
     #[test]
