@@ -608,6 +608,7 @@ impl Served {
                 max_body: 1 << 20,
                 shutdown_grace: Duration::from_secs(1),
                 client_timeout: Duration::from_secs(10),
+                release_idle: None,
             };
             let server = tokio::spawn(server::run(fabric.clone(), listener, options, async {
                 let _ = stopped.await;

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// How long a client may take to send a request's headers, or its body.
     #[arg(long, default_value = "10s")]
     client_timeout: String,
+    /// How long a tool may go without a call before the pages of its
+    /// compiled code are given back (the next call maps them in again);
+    /// `0s` keeps them.
+    #[arg(long, default_value = "30s")]
+    release_idle: String,
 }
 
 /// `fabric caller …`.
@@ -277,6 +282,7 @@ pub fn serve(
             .map_err(|e| anyhow::anyhow!("--max-body: {e}"))?,
         shutdown_grace: duration("shutdown-grace", &args.shutdown_grace)?,
         client_timeout: duration("client-timeout", &args.client_timeout)?,
+        release_idle: Some(duration("release-idle", &args.release_idle)?).filter(|d| !d.is_zero()),
     };
     if options.client_timeout < Duration::from_millis(10) {
         bail!("--client-timeout must be at least 10ms");

@@ -668,6 +668,12 @@ impl Fabric {
         &self.registry
     }
 
+    /// Gives back the compiled code pages of tools no call has used for
+    /// `idle` ([`Registry::release_idle`]); returns the bytes given back.
+    pub fn release_idle(&self, idle: std::time::Duration) -> u64 {
+        self.registry.release_idle(idle)
+    }
+
     /// The shared engine, for benchmarks.
     #[cfg(feature = "internals")]
     pub fn engine(&self) -> &Engine {

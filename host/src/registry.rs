@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
@@ -109,6 +109,10 @@ pub struct Loaded {
     /// Why it cannot be compiled or linked, remembered from an earlier try.
     failed_before: Option<String>,
     code: tokio::sync::OnceCell<Result<Linked, String>>,
+    /// When a call last used the code ([`crate::idle::now_ms`]), and whether
+    /// its pages were given back since.
+    last_used_ms: AtomicU64,
+    released: AtomicBool,
 }
 
 /// A component compiled and pre-linked against the WASI linker.
@@ -134,6 +138,9 @@ impl Loaded {
     /// The component compiled and linked: the first caller compiles (off
     /// the async reactor, or from the cache), the others wait for it.
     pub async fn linked(&self) -> Result<&Linked, String> {
+        self.last_used_ms
+            .store(crate::idle::now_ms(), Ordering::Relaxed);
+        self.released.store(false, Ordering::Relaxed);
         if let Some(reason) = &self.failed_before {
             return Err(reason.clone());
         }
@@ -270,6 +277,37 @@ impl Registry {
                 c.misses.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// Gives back the resident pages of the compiled code of every component
+    /// no call has used for `idle` (see [`crate::idle`]); returns the bytes
+    /// given back. A component is released once per idle spell.
+    pub fn release_idle(&self, idle: std::time::Duration) -> u64 {
+        let now = crate::idle::now_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let mut total = 0;
+        for entry in self.components.values() {
+            let Some(loaded) = entry.described.get().and_then(|d| d.loaded.as_ref()) else {
+                continue;
+            };
+            let last = loaded.last_used_ms.load(Ordering::Relaxed);
+            if loaded.released.load(Ordering::Relaxed) || now.saturating_sub(last) < idle_ms {
+                continue;
+            }
+            let Some(Ok(linked)) = loaded.code.get() else {
+                continue;
+            };
+            match crate::idle::release(linked.pre.component().image_range()) {
+                crate::idle::Released::Pages(n) => total += n,
+                crate::idle::Released::Written => tracing::debug!(
+                    file = %loaded.file.display(),
+                    "compiled code has pages of the process's own: kept resident"
+                ),
+                crate::idle::Released::Unsupported => return total,
+            }
+            loaded.released.store(true, Ordering::Relaxed);
+        }
+        total
     }
 
     /// Lists every `*.wasm` in `tools_dir` (nothing is read yet), with
@@ -586,6 +624,8 @@ impl Shared {
             shared: self.clone(),
             failed_before,
             code: tokio::sync::OnceCell::new(),
+            last_used_ms: AtomicU64::new(crate::idle::now_ms()),
+            released: AtomicBool::new(false),
         });
         for (slot, (index, params, returns)) in ready.into_iter().enumerate() {
             let tool = &mut tools[index];

@@ -77,6 +77,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// How long a client may take to send a request's head, or its body.
     pub client_timeout: Duration,
+    /// How long a tool may go without a call before its compiled code's
+    /// pages are given back ([`crate::idle`]); `None`: never.
+    pub release_idle: Option<Duration>,
 }
 
 /// What every handler shares.
@@ -113,6 +116,21 @@ pub async fn run(
         local,
     });
     let app = router(state.clone());
+    let releasing = options.release_idle.map(|idle| {
+        let fabric = state.fabric.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval((idle / 2).max(Duration::from_secs(1)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let fabric = fabric.clone();
+                let released = tokio::task::spawn_blocking(move || fabric.release_idle(idle)).await;
+                if let Ok(bytes @ 1..) = released {
+                    tracing::debug!(bytes, "idle tools' code pages given back");
+                }
+            }
+        })
+    });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.client_timeout)
@@ -155,6 +173,9 @@ pub async fn run(
 
     // Drain: no new connections, readiness off, open ones finish.
     state.draining.store(true, Ordering::SeqCst);
+    if let Some(task) = releasing {
+        task.abort();
+    }
     drop(listener);
     let drained = graceful.shutdown();
     tokio::pin!(drained);
