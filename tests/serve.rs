@@ -743,3 +743,67 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
         stderr(&out)
     );
 }
+
+/// Resident KiB of `pid`'s executable mappings of compiled components
+/// (`*.cwasm`, `r-xp`): the code of the tools it has called.
+fn resident_code_kb(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut total = 0;
+    let mut in_code = false;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            && fields.len() >= 5
+        {
+            in_code = fields[1] == "r-xp" && fields.last().is_some_and(|p| p.ends_with(".cwasm"));
+        } else if in_code && fields.first() == Some(&"Rss:") {
+            total += fields[1].parse::<u64>().unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[test]
+fn an_idle_tools_code_pages_are_given_back_and_the_next_call_maps_them_again() {
+    let env = Env::new();
+    // Code compiled in the server itself is anonymous memory, never given
+    // back: the cache holds it first, as `scripts/build-tools` leaves it.
+    let out = env.fabric().arg("precompile").output().expect("precompile");
+    assert!(out.status.success(), "precompile: {}", stderr(&out));
+    let server = env.serve(&["--no-auth", "--release-idle", "1s"]);
+    let pid = server.child.id();
+    let call = |text: &str| {
+        curl(
+            &format!("{}/v1/tools/text.echo/invoke", server.url),
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &json!({"arguments": {"text": text}}).to_string(),
+            ],
+        )
+    };
+    let reply = call("first");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        resident_code_kb(pid) > 0,
+        "the called tool's code is resident"
+    );
+    // Released within a tick or two of the tool's going idle.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while resident_code_kb(pid) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        resident_code_kb(pid),
+        0,
+        "idle for over a second: given back"
+    );
+    let reply = call("again");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["output"], "again");
+    assert!(resident_code_kb(pid) > 0, "mapped in again by the call");
+    assert!(server.stop().success());
+}

@@ -882,6 +882,8 @@ impl Fabric {
             Err(reason) => Err(reason),
         };
         clock.phases.instantiate = clock.lap("link");
+        // Its code stays resident while the call runs (see `idle.rs`).
+        let _in_use = callable.component.in_use();
         let (linked, func) = match linked {
             Ok(linked) => linked,
             Err(reason) => {

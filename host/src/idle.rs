@@ -4,16 +4,19 @@
 //! process (see `registry::load_checked`): the pages its calls touched stay
 //! mapped, and count in the server's resident memory, long after the last
 //! call (about 30 MB for the JavaScript and Python example tools). When a
-//! tool has been idle for a while ([`Registry::release_idle`], run by
-//! `fabric serve` every few seconds), its mapping's pages are dropped with
+//! tool has had no call running for a while ([`Registry::release_idle`], run
+//! by `fabric serve` every half of `--release-idle`), its mapping's pages are dropped with
 //! `madvise(MADV_DONTNEED)`: they stay in the page cache, and the next call
 //! maps them back in with minor faults (see the README for what that costs).
 //!
-//! `MADV_DONTNEED` on a private file mapping also throws away pages the
-//! process itself wrote (they would come back as the file's bytes), so a
-//! range is released only when `/proc/self/smaps` shows none of its pages
-//! were written (`Anonymous: 0`); published code is read-only, so none can be
-//! written after the check.
+//! `MADV_DONTNEED` on a private mapping also throws away pages the process
+//! itself wrote (they would come back as the file's bytes, or as zeros), so
+//! a range is released only when `/proc/self/smaps` shows every mapping in it
+//! backed by a file, with no page of the process's own in memory or in swap
+//! (`Anonymous: 0`, `Swap: 0`, no huge-TLB pages). A component compiled in
+//! this process (a cache miss) has its code in anonymous memory: it is never
+//! released. Published code is read-only, so none can be written after the
+//! check.
 //!
 //! [`Registry::release_idle`]: crate::registry::Registry::release_idle
 
@@ -32,8 +35,9 @@ pub fn now_ms() -> u64 {
 pub enum Released {
     /// This many bytes were resident and are given back.
     Pages(u64),
-    /// Some page of the range is the process's own copy: left alone.
-    Written,
+    /// Some mapping of the range is not a file's, or holds pages of the
+    /// process's own: left alone.
+    Kept,
     /// Not on this system (no `/proc/self/smaps`, not Linux).
     Unsupported,
 }
@@ -43,24 +47,42 @@ pub enum Released {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mapping {
     range: Range<usize>,
+    /// Whether a file backs it (an inode in its header line).
+    file: bool,
     rss_kb: u64,
+    /// Pages of the process's own: in memory, in swap, huge-TLB.
     anonymous_kb: u64,
+    swap_kb: u64,
+    hugetlb_kb: u64,
+}
+
+impl Mapping {
+    /// Whether dropping its pages loses nothing: every page is the file's.
+    fn only_the_files(&self) -> bool {
+        self.file && self.anonymous_kb == 0 && self.swap_kb == 0 && self.hugetlb_kb == 0
+    }
 }
 
 /// The mappings of `smaps` text.
 fn mappings(smaps: &str) -> Vec<Mapping> {
     let mut out: Vec<Mapping> = Vec::new();
     for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or_default();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let first = fields.first().copied().unwrap_or_default();
         if let Some((from, to)) = first.split_once('-') {
             if let (Ok(from), Ok(to)) = (
                 usize::from_str_radix(from, 16),
                 usize::from_str_radix(to, 16),
             ) {
+                // ADDRESS PERMS OFFSET DEVICE INODE [PATH]
+                let inode = fields.get(4).copied().unwrap_or("0");
                 out.push(Mapping {
                     range: from..to,
+                    file: inode != "0",
                     rss_kb: 0,
                     anonymous_kb: 0,
+                    swap_kb: 0,
+                    hugetlb_kb: 0,
                 });
                 continue;
             }
@@ -79,6 +101,11 @@ fn mappings(smaps: &str) -> Vec<Mapping> {
                 last.rss_kb = kb;
             } else if let Some(kb) = field("Anonymous:") {
                 last.anonymous_kb = kb;
+            } else if let Some(kb) = field("Swap:") {
+                last.swap_kb = kb;
+            } else if let Some(kb) = field("Private_Hugetlb:").or_else(|| field("Shared_Hugetlb:"))
+            {
+                last.hugetlb_kb += kb;
             }
         }
     }
@@ -86,21 +113,31 @@ fn mappings(smaps: &str) -> Vec<Mapping> {
 }
 
 /// Gives back the resident pages of `range` (a mapped file's, such as a
-/// component's code image), unless the process wrote to any of them.
-pub fn release(range: Range<*const u8>) -> Released {
+/// component's code image loaded from the compile cache), unless some
+/// mapping in it is not a file's or holds pages of the process's own.
+///
+/// # Safety
+///
+/// The files mapped in `range` must not change while mapped (the next access
+/// reads them again), and nothing may rely on the pages being resident.
+pub(crate) unsafe fn release(range: Range<*const u8>) -> Released {
     #[cfg(target_os = "linux")]
     {
         let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
             return Released::Unsupported;
         };
         let (start, end) = (range.start as usize, range.end as usize);
-        let page = 4096;
+        // SAFETY: sysconf only reads a system setting.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as usize,
+            _ => return Released::Unsupported,
+        };
         let overlapping: Vec<Mapping> = mappings(&smaps)
             .into_iter()
             .filter(|m| m.range.start < end && start < m.range.end)
             .collect();
-        if overlapping.iter().any(|m| m.anonymous_kb > 0) {
-            return Released::Written;
+        if overlapping.is_empty() || !overlapping.iter().all(Mapping::only_the_files) {
+            return Released::Kept;
         }
         let mut released = 0;
         for m in overlapping {
@@ -110,10 +147,10 @@ pub fn release(range: Range<*const u8>) -> Released {
             if from >= to {
                 continue;
             }
-            // SAFETY: the pages lie in a mapping of a file this process made
-            // and none of them holds data of the process's own (checked
-            // above), so dropping them changes no byte anyone reads: the next
-            // access maps the file's page again.
+            // SAFETY: the pages lie in a file's mapping and none of them holds
+            // data of the process's own (checked above); the file does not
+            // change (the caller's promise), so dropping them changes no byte
+            // anyone reads: the next access maps the file's page again.
             let done =
                 unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
             if done == 0 {
@@ -202,7 +239,8 @@ mod tests {
         let at = ptr as usize;
         assert!(rss_kb(at) >= 1000, "every page was read: {}", rss_kb(at));
         let range = ptr.cast_const()..ptr.cast_const().wrapping_add(len);
-        assert!(matches!(release(range), Released::Pages(n) if n >= 1000 * 1024));
+        // SAFETY: the test's file does not change.
+        assert!(matches!(unsafe { release(range) }, Released::Pages(n) if n >= 1000 * 1024));
         assert!(rss_kb(at) < 100, "released: {} KiB resident", rss_kb(at));
         // The bytes are the file's, as before.
         for i in (0..len).step_by(4093) {
@@ -219,7 +257,8 @@ mod tests {
         // SAFETY: inside the mapping, which is writable.
         unsafe { ptr.add(8192).write_volatile(7) };
         let range = ptr.cast_const()..ptr.cast_const().wrapping_add(len);
-        assert_eq!(release(range), Released::Written);
+        // SAFETY: the test's file does not change.
+        assert_eq!(unsafe { release(range) }, Released::Kept);
         // SAFETY: inside the mapping.
         assert_eq!(
             unsafe { ptr.add(8192).read_volatile() },
@@ -231,30 +270,69 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_memory_is_never_released_even_with_nothing_written() {
+        // Like code compiled in this process, or pages in swap: smaps says
+        // `Anonymous: 0`, and dropping them would make them zeros.
+        let len = 1 << 20;
+        // SAFETY: a fresh anonymous mapping.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let ptr = ptr.cast::<u8>().cast_const();
+        // SAFETY: nothing relies on the pages.
+        assert_eq!(
+            unsafe { release(ptr..ptr.wrapping_add(len)) },
+            Released::Kept
+        );
+        // SAFETY: the test's own mapping.
+        unsafe { libc::munmap(ptr.cast_mut().cast(), len) };
+    }
+
+    #[test]
     fn smaps_fields_are_read_per_mapping() {
         let text = "\
 7f00-7f10 r-xp 00001000 fd:00 12 /data/compiled/x.cwasm
 Size:                 64 kB
 Rss:                  48 kB
 Anonymous:             0 kB
+AnonHugePages:         0 kB
+Swap:                  0 kB
 7f10-7f20 rw-p 00000000 00:00 0
 Rss:                   8 kB
 Anonymous:             8 kB
+Swap:                  4 kB
+VmFlags: rd wr mr mw me ac
 ";
         assert_eq!(
             mappings(text),
             vec![
                 Mapping {
                     range: 0x7f00..0x7f10,
+                    file: true,
                     rss_kb: 48,
-                    anonymous_kb: 0
+                    anonymous_kb: 0,
+                    swap_kb: 0,
+                    hugetlb_kb: 0,
                 },
                 Mapping {
                     range: 0x7f10..0x7f20,
+                    file: false,
                     rss_kb: 8,
-                    anonymous_kb: 8
+                    anonymous_kb: 8,
+                    swap_kb: 4,
+                    hugetlb_kb: 0,
                 },
             ]
         );
+        let m = mappings(text);
+        assert!(m[0].only_the_files() && !m[1].only_the_files());
     }
 }

@@ -83,7 +83,7 @@
 //!   batches them to the exporter, off the call path.
 //! - [`otlp`]: the exporter that posts those batches to an OTLP/HTTP
 //!   collector as protobuf.
-//! - [`idle`]: idle tools give their compiled code's resident pages back.
+//! - `idle`: idle tools give their compiled code's resident pages back.
 //! - [`metrics`]: the Prometheus metrics every call updates, served at
 //!   `/metrics`.
 //! - [`server`]: `fabric serve`: REST, MCP (Streamable HTTP) and the OpenAPI
@@ -104,7 +104,7 @@ pub mod call;
 pub mod callers;
 pub mod config;
 mod files;
-pub mod idle;
+pub(crate) mod idle;
 pub mod listing;
 pub mod metrics;
 pub mod net;

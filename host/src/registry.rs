@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
@@ -109,10 +109,24 @@ pub struct Loaded {
     /// Why it cannot be compiled or linked, remembered from an earlier try.
     failed_before: Option<String>,
     code: tokio::sync::OnceCell<Result<Linked, String>>,
-    /// When a call last used the code ([`crate::idle::now_ms`]), and whether
-    /// its pages were given back since.
+    /// When a call last started or ended ([`crate::idle::now_ms`]), calls
+    /// running now, and the `last_used_ms` whose idle spell released the
+    /// code's pages (a call since makes them differ).
     last_used_ms: AtomicU64,
-    released: AtomicBool,
+    in_use: AtomicU32,
+    released_for: AtomicU64,
+}
+
+/// A call's use of a component's code, from [`Loaded::in_use`] until dropped.
+pub struct InUse<'a>(&'a Loaded);
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0
+            .last_used_ms
+            .store(crate::idle::now_ms(), Ordering::SeqCst);
+        self.0.in_use.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A component compiled and pre-linked against the WASI linker.
@@ -139,8 +153,7 @@ impl Loaded {
     /// the async reactor, or from the cache), the others wait for it.
     pub async fn linked(&self) -> Result<&Linked, String> {
         self.last_used_ms
-            .store(crate::idle::now_ms(), Ordering::Relaxed);
-        self.released.store(false, Ordering::Relaxed);
+            .store(crate::idle::now_ms(), Ordering::SeqCst);
         if let Some(reason) = &self.failed_before {
             return Err(reason.clone());
         }
@@ -159,6 +172,13 @@ impl Loaded {
             .unwrap_or_else(|e| Err(format!("compiling it failed: {e}")))
         });
         code.await.as_ref().map_err(Clone::clone)
+    }
+
+    /// Marks the code in use by a call until the guard drops: an idle
+    /// release passes it by, and the call's end counts as a use.
+    pub fn in_use(&self) -> InUse<'_> {
+        self.in_use.fetch_add(1, Ordering::SeqCst);
+        InUse(self)
     }
 
     /// Why it cannot be compiled or linked, if that is known.
@@ -280,8 +300,8 @@ impl Registry {
     }
 
     /// Gives back the resident pages of the compiled code of every component
-    /// no call has used for `idle` (see [`crate::idle`]); returns the bytes
-    /// given back. A component is released once per idle spell.
+    /// that has had no call running for `idle` (see `idle.rs`); returns the
+    /// bytes given back. A component is released once per idle spell.
     pub fn release_idle(&self, idle: std::time::Duration) -> u64 {
         let now = crate::idle::now_ms();
         let idle_ms = idle.as_millis() as u64;
@@ -290,22 +310,32 @@ impl Registry {
             let Some(loaded) = entry.described.get().and_then(|d| d.loaded.as_ref()) else {
                 continue;
             };
-            let last = loaded.last_used_ms.load(Ordering::Relaxed);
-            if loaded.released.load(Ordering::Relaxed) || now.saturating_sub(last) < idle_ms {
+            let last = loaded.last_used_ms.load(Ordering::SeqCst);
+            if loaded.in_use.load(Ordering::SeqCst) > 0
+                || loaded.released_for.load(Ordering::SeqCst) == last
+                || now.saturating_sub(last) < idle_ms
+            {
                 continue;
             }
             let Some(Ok(linked)) = loaded.code.get() else {
                 continue;
             };
-            match crate::idle::release(linked.pre.component().image_range()) {
+            // SAFETY: the code's file in the compile cache is this user's
+            // and no one else may write it (see `load_checked`); it is only
+            // ever replaced by a rename, never changed in place. Code
+            // compiled in this process is anonymous memory, which `release`
+            // leaves alone.
+            match unsafe { crate::idle::release(linked.pre.component().image_range()) } {
                 crate::idle::Released::Pages(n) => total += n,
-                crate::idle::Released::Written => tracing::debug!(
+                crate::idle::Released::Kept => tracing::debug!(
                     file = %loaded.file.display(),
-                    "compiled code has pages of the process's own: kept resident"
+                    "compiled code not from a cached file, or with pages of the process's own: kept"
                 ),
                 crate::idle::Released::Unsupported => return total,
             }
-            loaded.released.store(true, Ordering::Relaxed);
+            // A call that started since stamped a newer time: its idle
+            // spell will be released in turn.
+            loaded.released_for.store(last, Ordering::SeqCst);
         }
         total
     }
@@ -625,7 +655,8 @@ impl Shared {
             failed_before,
             code: tokio::sync::OnceCell::new(),
             last_used_ms: AtomicU64::new(crate::idle::now_ms()),
-            released: AtomicBool::new(false),
+            in_use: AtomicU32::new(0),
+            released_for: AtomicU64::new(u64::MAX),
         });
         for (slot, (index, params, returns)) in ready.into_iter().enumerate() {
             let tool = &mut tools[index];
