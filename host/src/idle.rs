@@ -5,7 +5,7 @@
 //! mapped, and count in the server's resident memory, long after the last
 //! call (about 30 MB for the JavaScript and Python example tools). When a
 //! tool has had no call running for a while ([`Registry::release_idle`], run
-//! by `fabric serve` every half of `--release-idle`), its mapping's pages are dropped with
+//! by `fabric serve` every half of `--release-idle`, at least every second), its mapping's pages are dropped with
 //! `madvise(MADV_DONTNEED)`: they stay in the page cache, and the next call
 //! maps them back in with minor faults (see the README for what that costs).
 //!

@@ -118,6 +118,7 @@ pub struct Loaded {
 }
 
 /// A call's use of a component's code, from [`Loaded::in_use`] until dropped.
+#[must_use = "the code is in use only while the guard lives"]
 pub struct InUse<'a>(&'a Loaded);
 
 impl Drop for InUse<'_> {
@@ -310,8 +311,11 @@ impl Registry {
             let Some(loaded) = entry.described.get().and_then(|d| d.loaded.as_ref()) else {
                 continue;
             };
+            // Calls running first: a call that ends after this read has
+            // stamped its end before `last` is read.
+            let running = loaded.in_use.load(Ordering::SeqCst);
             let last = loaded.last_used_ms.load(Ordering::SeqCst);
-            if loaded.in_use.load(Ordering::SeqCst) > 0
+            if running > 0
                 || loaded.released_for.load(Ordering::SeqCst) == last
                 || now.saturating_sub(last) < idle_ms
             {
