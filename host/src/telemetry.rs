@@ -316,36 +316,21 @@ const SPANS_BYTES: usize = 2048;
 thread_local! {
     /// Where a thread writes a call's spans before they are queued: kept, so
     /// a traced call allocates nothing for them.
-    static WRITING: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(Vec::with_capacity(SPANS_BYTES));
+    static WRITING: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Runs `write` on this thread's span buffer, emptied first (a fresh one if
-/// the thread's is in use), and queues what it wrote: `write` returns how
-/// many spans that is.
+/// Runs `write` on this thread's span buffer, emptied first, and queues what
+/// it wrote: `write` returns how many spans that is.
 fn write_and_queue(queue: &SpanQueue, write: impl FnOnce(&mut Vec<u8>) -> usize) {
-    let mut write = Some(write);
-    let kept = WRITING.try_with(|buf| {
-        let Ok(mut out) = buf.try_borrow_mut() else {
-            return false;
-        };
-        out.clear();
-        if let Some(write) = write.take() {
-            let n = write(&mut out);
-            queue.push(&out, n);
-        }
-        // A buffer grown by a huge span is not kept.
-        if out.capacity() > 16 * SPANS_BYTES {
-            *out = Vec::with_capacity(SPANS_BYTES);
-        }
-        true
-    });
-    if !kept.unwrap_or(false) {
-        if let Some(write) = write.take() {
-            let mut out = Vec::with_capacity(SPANS_BYTES);
-            let n = write(&mut out);
-            queue.push(&out, n);
-        }
+    // Taken out while in use (a thread being torn down gets a fresh one).
+    let mut out = WRITING.try_with(std::cell::Cell::take).unwrap_or_default();
+    out.clear();
+    out.reserve(SPANS_BYTES);
+    let n = write(&mut out);
+    queue.push(&out, n);
+    // A buffer grown by a huge span is not kept.
+    if out.capacity() <= 16 * SPANS_BYTES {
+        let _ = WRITING.try_with(|kept| kept.set(out));
     }
 }
 
