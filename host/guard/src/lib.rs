@@ -32,10 +32,12 @@
 //! and its report is cut to `MAX_FLAGS` flags.
 //!
 //! The default rules are compiled part by part on first use: loading them
-//! costs under a millisecond, the first check compiles the two automata (on
-//! two threads; [`RuleSet::prepare`] does it ahead, e.g. while a tool runs),
-//! and a rule's own regex or a kind's set is compiled only when needed.
+//! costs under a millisecond, the first check builds the two automata (on
+//! two threads; [`RuleSet::prepare`] does it ahead, e.g. while a tool runs)
+//! from the NFAs the build compiled ([`automata`]), and a rule's own regex
+//! or a kind's set is compiled only when needed.
 
+pub mod automata;
 pub mod decode;
 pub mod eval;
 pub mod rules;

@@ -300,14 +300,18 @@ impl RuleSet {
                 report: r.report,
             });
         }
+        // In file order, as the build script compiles the default rules'
+        // automaton (`crate::automata`).
         let mut all_patterns = Vec::new();
         let mut all = Vec::new();
-        for (kind, (patterns, owners)) in &by_kind {
-            if *kind == Kind::Decoded {
+        for (index, rule) in rules.iter().enumerate() {
+            if rule.kind == Kind::Decoded {
                 continue; // never run on the output itself
             }
-            all_patterns.extend(patterns.iter().cloned());
-            all.extend(owners.iter().copied());
+            for (i, pattern) in rule.patterns.iter().enumerate() {
+                all_patterns.push(pattern.source.clone());
+                all.push((index, i));
+            }
         }
         let mut kinds = BTreeMap::new();
         for (kind, (patterns, owners)) in by_kind {

@@ -51,20 +51,7 @@ impl Shapes {
     };
 }
 
-/// The patterns that find [`Shapes`], after the signals' in the automaton.
-const SHAPE_PATTERNS: [&str; 2] = [
-    r"(?:^|[^A-Za-z0-9])[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-]",
-    r#"["']\s*,\s*["']"#,
-];
-
-/// The syntax of signal and shape patterns: ASCII classes and case
-/// folding, over bytes (the patterns are ASCII, and Unicode \w and \s
-/// would multiply the states).
-fn signal_syntax() -> regex_automata::util::syntax::Config {
-    regex_automata::util::syntax::Config::new()
-        .unicode(false)
-        .utf8(false)
-}
+use crate::automata::{Syntax, SHAPE_PATTERNS};
 
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
 /// a policy). A threshold that is absent (or 0) never acts.
@@ -330,28 +317,30 @@ fn matched<'a>(
     (0..n).map(move |i| dfa.match_pattern(cache, sid, i).as_usize())
 }
 
+/// The default rules' automata as the build script compiled them
+/// ([`crate::automata`]).
+pub(crate) static BUILT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/automata.bin"));
+
 /// One lazy DFA over `patterns` (every match end of every pattern, no
-/// capture groups: only where matches end is wanted); `None` for none.
-fn build(
-    patterns: &[String],
-    syntax: regex_automata::util::syntax::Config,
-    what: &str,
-) -> Result<Option<Automaton>, RulesError> {
+/// capture groups: only where matches end is wanted); `None` for none. The
+/// NFA is the one the build compiled when it was compiled from these
+/// patterns (the default rules'), else compiled now.
+fn build(patterns: &[String], syntax: Syntax, what: &str) -> Result<Option<Automaton>, RulesError> {
     if patterns.is_empty() {
         return Ok(None);
     }
+    let nfa = match crate::automata::decode(BUILT, patterns, syntax) {
+        Some(nfa) => nfa,
+        None => crate::automata::compile(patterns, syntax)
+            .map_err(|e| RulesError(format!("the {what} do not compile together: {e}")))?,
+    };
     let dfa = DFA::builder()
         .configure(
             DFA::config()
                 .match_kind(MatchKind::All)
                 .cache_capacity(16 << 20),
         )
-        .syntax(syntax)
-        .thompson(
-            regex_automata::nfa::thompson::Config::new()
-                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
-        )
-        .build_many(patterns)
+        .build_from_nfa(nfa)
         .map_err(|e| RulesError(format!("the {what} do not compile together: {e}")))?;
     let dfa = std::sync::Arc::new(dfa);
     let for_pool = dfa.clone();
@@ -437,7 +426,7 @@ impl Signals {
                 // Checked on its own, with the signals' syntax, for an
                 // error that names it.
                 if eager {
-                    regex_automata::util::syntax::parse_with(p, &signal_syntax())
+                    regex_automata::util::syntax::parse_with(p, &Syntax::Signals.config())
                         .map_err(|e| RulesError(format!("signal {:?}, pattern {i}: {e}", s.id)))?;
                 }
                 patterns.push(p.clone());
@@ -468,13 +457,18 @@ impl Signals {
         if eager {
             let _ = compiled
                 .dfa
-                .set(build(&compiled.patterns, signal_syntax(), "signals")?);
-            let syntax = regex_automata::util::syntax::Config::new();
+                .set(build(&compiled.patterns, Syntax::Signals, "signals")?);
             let _ = compiled
                 .rules_dfa
-                .set(build(&compiled.rule_patterns, syntax, "rules")?);
+                .set(build(&compiled.rule_patterns, Syntax::Rules, "rules")?);
         }
         Ok(compiled)
+    }
+
+    /// The patterns of the signals' automaton and of the rules' automaton.
+    #[cfg(test)]
+    pub(crate) fn automaton_patterns(&self) -> (&[String], &[String]) {
+        (&self.patterns, &self.rule_patterns)
     }
 
     /// Compiles both automata now (see [`crate::RuleSet::prepare`]), each on
@@ -504,7 +498,7 @@ impl Signals {
     fn automaton(&self) -> Option<&Automaton> {
         self.dfa
             .get_or_init(|| {
-                build(&self.patterns, signal_syntax(), "signals")
+                build(&self.patterns, Syntax::Signals, "signals")
                     .expect("the rule file's signals compile (checked when it loaded)")
             })
             .as_ref()
@@ -514,12 +508,8 @@ impl Signals {
     fn rules_automaton(&self) -> Option<&Automaton> {
         self.rules_dfa
             .get_or_init(|| {
-                build(
-                    &self.rule_patterns,
-                    regex_automata::util::syntax::Config::new(),
-                    "rules",
-                )
-                .expect("the rule file's patterns compile (checked when it loaded)")
+                build(&self.rule_patterns, Syntax::Rules, "rules")
+                    .expect("the rule file's patterns compile (checked when it loaded)")
             })
             .as_ref()
     }

@@ -1371,3 +1371,100 @@ fn a_question_alone_is_not_a_request_standing_out_of_data() {
         "request-line",
     );
 }
+
+/// The default rules' two automata, each as the build compiled it and as it
+/// compiles now.
+fn built_and_compiled() -> Vec<(
+    regex_automata::nfa::thompson::NFA,
+    regex_automata::nfa::thompson::NFA,
+)> {
+    use crate::automata::{compile, decode, Syntax};
+    let rules = RuleSet::default_rules();
+    let (signals, rule_patterns) = rules.signals.automaton_patterns();
+    [(signals, Syntax::Signals), (rule_patterns, Syntax::Rules)]
+        .into_iter()
+        .map(|(patterns, syntax)| {
+            let built = decode(crate::signals::BUILT, patterns, syntax)
+                .expect("the build compiled this exact pattern list");
+            (
+                built,
+                compile(patterns, syntax).expect("the default rules compile"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_automata_come_from_the_build_and_equal_a_fresh_compile() {
+    for (built, compiled) in built_and_compiled() {
+        assert!(compiled.states().len() > 10_000);
+        assert_eq!(built.states(), compiled.states());
+        assert_eq!(built.start_anchored(), compiled.start_anchored());
+        assert_eq!(built.start_unanchored(), compiled.start_unanchored());
+        assert_eq!(built.pattern_len(), compiled.pattern_len());
+        for pid in compiled.patterns() {
+            assert_eq!(built.start_pattern(pid), compiled.start_pattern(pid));
+        }
+        assert_eq!(built.is_utf8(), compiled.is_utf8());
+        assert_eq!(built.look_set_any(), compiled.look_set_any());
+        assert_eq!(
+            format!("{:?}", built.byte_classes()),
+            format!("{:?}", compiled.byte_classes())
+        );
+    }
+}
+
+#[test]
+fn built_automata_serve_only_their_own_pattern_list() {
+    use crate::automata::{decode, Syntax};
+    let rules = RuleSet::default_rules();
+    let (signals, rule_patterns) = rules.signals.automaton_patterns();
+    let built = crate::signals::BUILT;
+    // Another syntax, one pattern fewer, one pattern changed: compiled instead.
+    assert!(decode(built, signals, Syntax::Rules).is_none());
+    assert!(decode(built, &rule_patterns[1..], Syntax::Rules).is_none());
+    let mut changed = rule_patterns.to_vec();
+    changed[0].push('x');
+    assert!(decode(built, &changed, Syntax::Rules).is_none());
+    // A rule file with other patterns still compiles its own automata.
+    let custom = RuleSet::parse(
+        r#"
+        [[rule]]
+        id = "custom.word"
+        kind = "instruction"
+        action = "reject"
+        description = "a word"
+        patterns = ['(?i)(?-u:\b)zyzzyva(?-u:\b)']
+        "#,
+    )
+    .expect("the rule file loads");
+    let config = GuardConfig {
+        rules: std::sync::Arc::new(custom),
+        ..GuardConfig::with_limit(u64::MAX)
+    };
+    let (_, flags) = check(json!("say ZYZZYVA now"), &config).split();
+    assert!(flags.iter().any(|f| f.rule == "custom.word"));
+}
+
+#[test]
+fn a_damaged_automata_file_is_refused_not_trusted() {
+    use crate::automata::{decode, Syntax};
+    let rules = RuleSet::default_rules();
+    let (_, rule_patterns) = rules.signals.automaton_patterns();
+    let built = crate::signals::BUILT;
+    // Cut anywhere: never a panic, and never an automaton.
+    for cut in (0..built.len()).step_by(built.len() / 97 + 1) {
+        assert!(decode(&built[..cut], rule_patterns, Syntax::Rules).is_none());
+    }
+    // Bytes flipped past the pattern lists: refused or rebuilt, never a panic.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200 {
+        let mut damaged = built.to_vec();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let at = (rng as usize) % damaged.len();
+        damaged[at] ^= 0x5a;
+        let _ = decode(&damaged, rule_patterns, Syntax::Rules);
+    }
+}

@@ -1,0 +1,59 @@
+//! Compiles the default rules' two automata (the signals' and the rules')
+//! into NFAs now, once, and embeds them (`OUT_DIR/automata.bin`): a process
+//! then rebuilds them in about a millisecond instead of compiling them in
+//! tens (see `src/automata.rs`, which this script shares).
+
+#[path = "src/automata.rs"]
+#[allow(dead_code)]
+mod automata;
+
+use automata::Syntax;
+use serde::Deserialize;
+
+/// The parts of the rule file the automata are compiled from.
+#[derive(Deserialize)]
+struct File {
+    rule: Vec<Rule>,
+    #[serde(default)]
+    signal: Vec<Signal>,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    kind: String,
+    patterns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Signal {
+    patterns: Vec<String>,
+}
+
+fn main() {
+    println!("cargo::rerun-if-changed=src/default-rules.toml");
+    println!("cargo::rerun-if-changed=src/automata.rs");
+    let text = std::fs::read_to_string("src/default-rules.toml").expect("src/default-rules.toml");
+    let file: File = toml::from_str(&text).expect("the default rules parse");
+    // As `RuleSet` and `Signals` order them: the signals' patterns, then the
+    // shapes'; every rule pattern but the `decoded` kind's, in file order.
+    let mut signals: Vec<String> = file.signal.into_iter().flat_map(|s| s.patterns).collect();
+    if !signals.is_empty() {
+        signals.extend(automata::SHAPE_PATTERNS.iter().map(|p| p.to_string()));
+    }
+    let rules: Vec<String> = file
+        .rule
+        .into_iter()
+        .filter(|r| r.kind != "decoded")
+        .flat_map(|r| r.patterns)
+        .collect();
+    let mut out = automata::begin();
+    for (patterns, syntax) in [(signals, Syntax::Signals), (rules, Syntax::Rules)] {
+        if patterns.is_empty() {
+            continue;
+        }
+        let nfa = automata::compile(&patterns, syntax).expect("the default rules compile");
+        automata::encode(&mut out, &patterns, syntax, &nfa).expect("the NFA has no captures");
+    }
+    let dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    std::fs::write(format!("{dir}/automata.bin"), out).expect("OUT_DIR is writable");
+}

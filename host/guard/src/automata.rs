@@ -1,0 +1,304 @@
+//! The guard's two one-pass automata as Thompson NFAs: how their patterns
+//! are compiled, and a compact binary form of a compiled NFA.
+//!
+//! Compiling the default rules' automata (about 50 000 NFA states) takes
+//! tens of milliseconds of CPU, which a one-shot `fabric call` process paid
+//! on every call. The build script (`build.rs`, which includes this file)
+//! compiles them once, when the crate is built, and embeds the result; at
+//! run time [`decode`] rebuilds the same NFA state by state in about a
+//! millisecond. The embedded form names the exact pattern list it was
+//! compiled from, so it is used only for that list: a rule file with other
+//! patterns (or a build whose list differs) is compiled as before.
+//!
+//! This file is shared with the build script, so it depends on nothing but
+//! `regex-automata` and `std`.
+
+use regex_automata::nfa::thompson::{self, Builder, State, Transition, NFA};
+use regex_automata::util::look::Look;
+use regex_automata::util::primitives::{PatternID, StateID};
+
+/// The patterns that find the guard's text shapes (letter-spaced text,
+/// quoted lists), after the signals' in the signals' automaton.
+pub const SHAPE_PATTERNS: [&str; 2] = [
+    r"(?:^|[^A-Za-z0-9])[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-] *[A-Za-z][ .\-]",
+    r#"["']\s*,\s*["']"#,
+];
+
+/// How an automaton's patterns are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// Signal and shape patterns: ASCII classes and case folding, over bytes
+    /// (the patterns are ASCII, and Unicode `\w` and `\s` would multiply the
+    /// states).
+    Signals,
+    /// Rule patterns: the `regex` crate's default (Unicode) syntax, as each
+    /// rule's own regex reads them.
+    Rules,
+}
+
+impl Syntax {
+    /// The syntax configuration.
+    pub fn config(self) -> regex_automata::util::syntax::Config {
+        let config = regex_automata::util::syntax::Config::new();
+        match self {
+            Syntax::Signals => config.unicode(false).utf8(false),
+            Syntax::Rules => config,
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            Syntax::Signals => 1,
+            Syntax::Rules => 2,
+        }
+    }
+}
+
+/// The automata's NFA configuration: no capture groups (only where matches
+/// end is wanted).
+pub fn thompson_config() -> thompson::Config {
+    thompson::Config::new().which_captures(thompson::WhichCaptures::None)
+}
+
+/// Compiles `patterns` into one NFA, as the guard's automata are compiled;
+/// the error as text.
+pub fn compile(patterns: &[String], syntax: Syntax) -> Result<NFA, String> {
+    thompson::Compiler::new()
+        .syntax(syntax.config())
+        .configure(thompson_config())
+        .build_many(patterns)
+        .map_err(|e| e.to_string())
+}
+
+/// The start of an encoded automata file.
+const MAGIC: &[u8; 8] = b"FGNFA\x00\x00\x01";
+
+/// Appends the encoded form of `nfa` (compiled from `patterns` with
+/// `syntax`) to `out`; `out` must start with [`begin`]. `None` for an NFA
+/// this form does not hold (one with capture states).
+pub fn encode(out: &mut Vec<u8>, patterns: &[String], syntax: Syntax, nfa: &NFA) -> Option<()> {
+    let u32_of = |n: usize| u32::try_from(n).ok();
+    out.push(syntax.tag());
+    put(out, u32_of(patterns.len())?);
+    for p in patterns {
+        put(out, u32_of(p.len())?);
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.push(u8::from(nfa.is_utf8()));
+    put(out, nfa.start_anchored().as_u32());
+    put(out, nfa.start_unanchored().as_u32());
+    put(out, u32_of(nfa.pattern_len())?);
+    for pid in nfa.patterns() {
+        put(out, nfa.start_pattern(pid)?.as_u32());
+    }
+    put(out, u32_of(nfa.states().len())?);
+    for state in nfa.states() {
+        match state {
+            State::ByteRange { trans } => {
+                out.push(0);
+                put_transition(out, trans);
+            }
+            State::Sparse(sparse) => {
+                out.push(1);
+                put(out, u32_of(sparse.transitions.len())?);
+                for t in sparse.transitions.iter() {
+                    put_transition(out, t);
+                }
+            }
+            State::Look { look, next } => {
+                out.push(2);
+                put(out, look.as_repr());
+                put(out, next.as_u32());
+            }
+            State::Union { alternates } => {
+                out.push(3);
+                put(out, u32_of(alternates.len())?);
+                for a in alternates.iter() {
+                    put(out, a.as_u32());
+                }
+            }
+            State::BinaryUnion { alt1, alt2 } => {
+                out.push(4);
+                put(out, alt1.as_u32());
+                put(out, alt2.as_u32());
+            }
+            State::Fail => out.push(5),
+            State::Match { pattern_id } => {
+                out.push(6);
+                put(out, pattern_id.as_u32());
+            }
+            State::Dense(_) | State::Capture { .. } => return None,
+        }
+    }
+    Some(())
+}
+
+/// Starts an encoded automata file.
+pub fn begin() -> Vec<u8> {
+    MAGIC.to_vec()
+}
+
+/// The NFA in `file` (from [`begin`] and [`encode`]) compiled from exactly
+/// `patterns` with `syntax`, rebuilt; `None` when the file holds none (or
+/// is malformed).
+pub fn decode(file: &[u8], patterns: &[String], syntax: Syntax) -> Option<NFA> {
+    let mut r = Reader(file.strip_prefix(MAGIC.as_slice())?);
+    while !r.0.is_empty() {
+        let tag = r.byte()?;
+        let count = r.len()?;
+        let mut same = tag == syntax.tag() && count == patterns.len();
+        for i in 0..count {
+            let len = r.len()?;
+            let text = r.take(len)?;
+            same = same && patterns.get(i).is_some_and(|p| p.as_bytes() == text);
+        }
+        let nfa = read_nfa(&mut r)?;
+        if same {
+            return Some(nfa);
+        }
+    }
+    None
+}
+
+/// Reads one NFA and rebuilds it with the builder the compiler uses: each
+/// state is added in order, so it keeps its id.
+fn read_nfa(r: &mut Reader<'_>) -> Option<NFA> {
+    let utf8 = r.byte()? == 1;
+    let start_anchored = r.state_id()?;
+    let start_unanchored = r.state_id()?;
+    let pattern_len = r.len()?;
+    let mut starts = Vec::new();
+    for _ in 0..pattern_len {
+        starts.push(r.state_id()?);
+    }
+    let state_len = r.len()?;
+    let in_range = |id: StateID| id.as_usize() < state_len;
+    let mut b = Builder::new();
+    b.set_utf8(utf8);
+    // The pattern being added: patterns are started in order when their
+    // match state comes (only match states need one), and finished with
+    // their recorded start.
+    let mut next_pattern = 0usize;
+    let mut open = false;
+    let finish_to = |b: &mut Builder, until: usize, open: &mut bool, next: &mut usize| {
+        if *open {
+            b.finish_pattern(starts[*next - 1]).ok()?;
+            *open = false;
+        }
+        while *next < until {
+            b.start_pattern().ok()?;
+            b.finish_pattern(starts[*next]).ok()?;
+            *next += 1;
+        }
+        Some(())
+    };
+    for index in 0..state_len {
+        let id = match r.byte()? {
+            0 => {
+                let t = r.transition()?;
+                in_range(t.next).then_some(())?;
+                b.add_range(t).ok()?
+            }
+            1 => {
+                let n = r.len()?;
+                let mut ts = Vec::with_capacity(n.min(256));
+                for _ in 0..n {
+                    let t = r.transition()?;
+                    in_range(t.next).then_some(())?;
+                    ts.push(t);
+                }
+                b.add_sparse(ts).ok()?
+            }
+            2 => {
+                let look = Look::from_repr(r.u32()?)?;
+                let next = r.state_id()?;
+                in_range(next).then_some(())?;
+                b.add_look(next, look).ok()?
+            }
+            3 => {
+                let n = r.len()?;
+                let mut alternates = Vec::with_capacity(n.min(1 << 16));
+                for _ in 0..n {
+                    let a = r.state_id()?;
+                    in_range(a).then_some(())?;
+                    alternates.push(a);
+                }
+                (alternates.len() > 2).then_some(())?;
+                b.add_union(alternates).ok()?
+            }
+            4 => {
+                let alt1 = r.state_id()?;
+                let alt2 = r.state_id()?;
+                (in_range(alt1) && in_range(alt2)).then_some(())?;
+                b.add_union(vec![alt1, alt2]).ok()?
+            }
+            5 => b.add_fail().ok()?,
+            6 => {
+                let pid = r.len()?;
+                if !(open && pid + 1 == next_pattern) {
+                    (pid >= next_pattern && pid < pattern_len).then_some(())?;
+                    finish_to(&mut b, pid, &mut open, &mut next_pattern)?;
+                    let started = b.start_pattern().ok()?;
+                    (started == PatternID::new(pid).ok()?).then_some(())?;
+                    next_pattern += 1;
+                    open = true;
+                }
+                b.add_match().ok()?
+            }
+            _ => return None,
+        };
+        // Every state keeps its id: the builder drops none of these.
+        (id.as_usize() == index).then_some(())?;
+    }
+    finish_to(&mut b, pattern_len, &mut open, &mut next_pattern)?;
+    (in_range(start_anchored) && in_range(start_unanchored)).then_some(())?;
+    starts.iter().all(|s| in_range(*s)).then_some(())?;
+    b.build(start_anchored, start_unanchored).ok()
+}
+
+fn put(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+fn put_transition(out: &mut Vec<u8>, t: &Transition) {
+    out.push(t.start);
+    out.push(t.end);
+    put(out, t.next.as_u32());
+}
+
+/// A cursor over an encoded file.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.u32()?).ok()
+    }
+
+    fn state_id(&mut self) -> Option<StateID> {
+        StateID::new(self.len()?).ok()
+    }
+
+    fn transition(&mut self) -> Option<Transition> {
+        let start = self.byte()?;
+        let end = self.byte()?;
+        let next = self.state_id()?;
+        (start <= end).then_some(Transition { start, end, next })
+    }
+}
