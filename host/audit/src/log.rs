@@ -18,6 +18,17 @@
 //! find the store locked by a live writer read that file instead
 //! ([`read_records`]); any other failure to read the store is corruption.
 //!
+//! Opening reads the mirror whole only when it cannot vouch for it
+//! otherwise: the store keeps a stamp of it (its length and modification
+//! time when a writer last wrote it), and a mirror that still matches it and
+//! ends with the stored record it names is taken as is ([`mirror_intact`]).
+//! A one-shot process such as `fabric call` opens the log once per call.
+//! That trusts the mirror on its length and time only: whoever can write it
+//! can edit an earlier line, keep its length and restore its time, and
+//! opening will not heal it. The open-time repair only keeps the mirror in
+//! step with the store after crashes and stray writes; the integrity check
+//! is the hash chain (`fabric audit verify`, [`crate::verify`]).
+//!
 //! On opening, the writer refuses to continue a log whose stored head or
 //! last signed checkpoint is ahead of (or disagrees with) its records:
 //! records were removed or replaced. [`AuditLog::recover`] continues from
@@ -54,6 +65,8 @@ const RECORDS: &str = "records";
 const HEAD_KEY: &[u8] = b"head";
 /// The mirror's file name in the audit directory.
 const MIRROR: &str = "log.jsonl";
+/// sled key of the mirror's [`Stamp`]: what the writer last left in it.
+const MIRROR_KEY: &[u8] = b"mirror";
 /// The latest checkpoint's file name in the audit directory.
 const CHECKPOINT: &str = "checkpoint";
 
@@ -268,6 +281,12 @@ struct Writer {
     /// When the oldest record not yet covered by a checkpoint was written.
     unsigned_since: Option<Instant>,
     on_batch: Option<BatchHook>,
+    /// What this writer last left in the mirror (`None`: unknown, so the
+    /// next opening reads the mirror whole).
+    stamp: Option<Stamp>,
+    /// Whether opening vouched for the mirror by its stamp, not reading it whole.
+    #[cfg(test)]
+    opened_fast: bool,
 }
 
 /// sled's page cache: records are written once and read rarely (on
@@ -381,7 +400,13 @@ impl Writer {
             }
         };
         let mirror_path = dir.join(MIRROR);
-        let mirrored = mirror_count(&dir)?;
+        // The common case reads only the mirror's last line; anything else
+        // takes the full count and repair below.
+        let intact = mirror_intact(&db, &records, &dir);
+        let mirrored = match intact {
+            Some(stamp) => stamp.count,
+            None => mirror_count(&dir)?,
+        };
         let (mut divergence, signed) =
             check_head(&dir, &db, &records, key.as_ref(), next_seq, head)?;
         if mirrored > next_seq {
@@ -421,8 +446,15 @@ impl Writer {
             signed,
             unsigned_since: (signed != Some(next_seq)).then(Instant::now),
             on_batch: options.on_batch.clone(),
+            stamp: None,
+            #[cfg(test)]
+            opened_fast: intact.is_some(),
         };
-        writer.repair_mirror()?;
+        match intact {
+            Some(stamp) => writer.rewrite_mirror(stamp.len, stamp.count)?,
+            None => writer.repair_mirror()?,
+        }
+        // Also makes the mirror's new stamp durable.
         writer.write_head()?;
         Ok((writer, divergence))
     }
@@ -437,7 +469,9 @@ impl Writer {
 
     /// Makes `log.jsonl` hold exactly the stored records: keeps the longest
     /// prefix whose lines are byte for byte the stored records (content, not
-    /// only sequence numbers), and rewrites the rest from the store.
+    /// only sequence numbers), and rewrites the rest from the store. Reads
+    /// the whole mirror and every record: [`Writer::open`] takes this path
+    /// only when [`mirror_intact`] cannot vouch for the mirror.
     fn repair_mirror(&mut self) -> Result<(), AuditError> {
         let path = self.mirror_path();
         let db_path = self.db_path();
@@ -463,17 +497,46 @@ impl Writer {
             good_len += n as u64;
             from += 1;
         }
-        self.mirror.set_len(good_len).map_err(io_err("truncate"))?;
+        self.rewrite_mirror(good_len, from)
+    }
+
+    /// Cuts the mirror to its first `keep` bytes (records `0..from`), appends
+    /// the stored records from `from` on, syncs it, and only then stamps it:
+    /// the stamp goes to the store with the next flush
+    /// ([`Writer::write_head`]). A crash before that leaves the old stamp,
+    /// which the mirror no longer matches: the next opening repairs in full.
+    fn rewrite_mirror(&mut self, keep: u64, from: u64) -> Result<(), AuditError> {
+        let path = self.mirror_path();
+        let db_path = self.db_path();
+        let io_err = |action| AuditError::io(action, &path);
+        self.mirror.set_len(keep).map_err(io_err("truncate"))?;
         self.mirror.seek(SeekFrom::End(0)).map_err(io_err("seek"))?;
         let mut out = std::io::BufWriter::new(&self.mirror);
+        let (mut len, mut count) = (keep, from);
         for item in self.records.range(from.to_be_bytes()..) {
             let (_, value) = item.map_err(AuditError::store("read", &db_path))?;
             out.write_all(&value).map_err(io_err("write"))?;
             out.write_all(b"\n").map_err(io_err("write"))?;
+            len += value.len() as u64 + 1;
+            count += 1;
         }
         out.flush().map_err(io_err("write"))?;
         drop(out);
-        self.mirror.sync_data().map_err(io_err("sync"))
+        self.mirror.sync_data().map_err(io_err("sync"))?;
+        let stamp = now_unix_ns()
+            .map(|mtime_ns| Stamp {
+                len,
+                count,
+                mtime_ns,
+            })
+            .filter(|s| s.apply(&self.mirror));
+        match stamp {
+            Some(s) => self.db.insert(MIRROR_KEY, s.encode()).map(drop),
+            None => self.db.remove(MIRROR_KEY).map(drop),
+        }
+        .map_err(AuditError::store("write", db_path))?;
+        self.stamp = stamp;
+        Ok(())
     }
 
     fn write_head(&self) -> Result<(), AuditError> {
@@ -608,6 +671,13 @@ impl Writer {
     /// when configured.
     fn commit(&mut self, batch: &[Record], count: u64, head: [u8; 32]) -> Result<(), AuditError> {
         let db_path = self.db_path();
+        // The mirror's stamp after this batch: inserted after the batch and
+        // flushed with it, not part of its atomic write. Unknown if anything
+        // but this writer changed the mirror since its last stamp.
+        let stamped = now_unix_ns();
+        let unchanged = self.stamp.filter(|s| {
+            s.count == self.next_seq && self.mirror.metadata().is_ok_and(|m| s.matches(&m))
+        });
         let mut lines = Vec::new();
         let mut tx = sled::Batch::default();
         for record in batch {
@@ -622,9 +692,19 @@ impl Writer {
             lines.extend_from_slice(&json);
             lines.push(b'\n');
         }
+        let stamp = unchanged.zip(stamped).map(|(s, mtime_ns)| Stamp {
+            len: s.len + lines.len() as u64,
+            count,
+            mtime_ns,
+        });
         self.records
             .apply_batch(tx)
             .and_then(|()| self.db.insert(HEAD_KEY, encode_head(count, &head)))
+            .and_then(|_| match stamp {
+                Some(s) => self.db.insert(MIRROR_KEY, s.encode()).map(drop),
+                None if self.stamp.is_some() => self.db.remove(MIRROR_KEY).map(drop),
+                None => Ok(()),
+            })
             .map_err(AuditError::store("write", &db_path))?;
         if self.durable {
             self.db
@@ -632,6 +712,12 @@ impl Writer {
                 .map_err(AuditError::store("flush", &db_path))?;
         }
         let mirror = self.mirror_path();
+        // Unknown until the stamp's time is set on the written mirror, which
+        // only its synced data may get: a crash or a failure before leaves
+        // a mirror that does not match the stored stamp, so the next opening
+        // repairs in full. Without `durable` there is no sync, and no such
+        // guarantee: a crash may lose the data and keep the time.
+        self.stamp = None;
         self.mirror
             .write_all(&lines)
             .map_err(AuditError::io("write", &mirror))?;
@@ -640,6 +726,7 @@ impl Writer {
                 .sync_data()
                 .map_err(AuditError::io("sync", &mirror))?;
         }
+        self.stamp = stamp.filter(|s| s.apply(&self.mirror));
         Ok(())
     }
 
@@ -878,6 +965,109 @@ pub fn mirror_count(dir: &Path) -> Result<u64, AuditError> {
     }
 }
 
+/// What a writer left in `log.jsonl` when it last wrote it: its length, the
+/// records it held (`0..count`), and the modification time the writer gave
+/// it. A commit inserts the stamp after its records and flushes both
+/// before it writes the mirror, and gives the mirror the stamp's time only
+/// once it is synced, so a crash in between leaves a stamp the mirror does
+/// not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    count: u64,
+    /// Nanoseconds since the Unix epoch.
+    mtime_ns: u64,
+}
+
+impl Stamp {
+    fn encode(&self) -> Vec<u8> {
+        [self.len, self.count, self.mtime_ns]
+            .iter()
+            .flat_map(|n| n.to_be_bytes())
+            .collect()
+    }
+
+    fn decode(value: &[u8]) -> Option<Stamp> {
+        let n = |i: usize| Some(u64::from_be_bytes(value.get(i..i + 8)?.try_into().ok()?));
+        (value.len() == 24).then_some(())?;
+        Some(Stamp {
+            len: n(0)?,
+            count: n(8)?,
+            mtime_ns: n(16)?,
+        })
+    }
+
+    /// Gives `file` the stamp's modification time; whether it could (a
+    /// failure is logged once per process).
+    fn apply(&self, file: &File) -> bool {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(self.mtime_ns);
+        let result = file.set_modified(at);
+        if let Err(e) = &result {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "cannot set {MIRROR}'s modification time ({e}): opening reads it whole"
+                )
+            });
+        }
+        result.is_ok()
+    }
+
+    /// Whether a file is still as stamped: any write but the stamping
+    /// writer's changes its modification time, even one that keeps its length.
+    fn matches(&self, meta: &std::fs::Metadata) -> bool {
+        meta.is_file()
+            && meta.len() == self.len
+            && unix_ns(meta.modified().ok()) == Some(self.mtime_ns)
+    }
+}
+
+fn unix_ns(time: Option<SystemTime>) -> Option<u64> {
+    let since = time?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_nanos()).ok()
+}
+
+fn now_unix_ns() -> Option<u64> {
+    unix_ns(Some(SystemTime::now()))
+}
+
+/// Checks, in time independent of the log's length, that `log.jsonl` in
+/// `dir` is a good prefix of the store's records, so
+/// that opening need not read it whole: a one-shot process (`fabric call`)
+/// opens the log once per call, and reading every record each time made a
+/// call cost time in proportion to the whole history.
+///
+/// It must be as the last writer left it (the length and modification time
+/// of its [`Stamp`]: an edit in place of an earlier line changes the time),
+/// and end with the last of the stamp's records, byte for byte. Returns the
+/// stamp, or `None` when it cannot tell (no stamp, a crash, an edit, records
+/// removed from or replaced at the end of the store, any read error): the
+/// caller then counts and repairs the mirror by reading it whole
+/// ([`mirror_count`], [`Writer::repair_mirror`]), which also reports a
+/// mirror that holds more records than the store.
+fn mirror_intact(db: &sled::Db, records: &sled::Tree, dir: &Path) -> Option<Stamp> {
+    let stamp = Stamp::decode(&db.get(MIRROR_KEY).ok()??)?;
+    let mut file = File::open(dir.join(MIRROR)).ok()?;
+    if !stamp.matches(&file.metadata().ok()?) {
+        return None;
+    }
+    let Some(last) = stamp.count.checked_sub(1) else {
+        return (stamp.len == 0).then_some(stamp);
+    };
+    // The end of the previous line (none before the first), the record, its newline.
+    let mut want = if last > 0 { vec![b'\n'] } else { Vec::new() };
+    want.extend_from_slice(&records.get(last.to_be_bytes()).ok()??);
+    want.push(b'\n');
+    let at = stamp.len.checked_sub(want.len() as u64)?;
+    if last == 0 && at != 0 {
+        return None;
+    }
+    let mut found = vec![0; want.len()];
+    file.seek(SeekFrom::Start(at)).ok()?;
+    file.read_exact(&mut found).ok()?;
+    (found == want).then_some(stamp)
+}
+
 /// Reads an export (JSON lines); a torn last line (no newline) is ignored.
 /// Items are numbered by position.
 pub fn read_jsonl(file: File) -> std::io::Result<Vec<Stored>> {
@@ -979,5 +1169,278 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Records of varied sizes; every 7th is a long one.
+    fn entry(i: u64) -> Entry {
+        let size = if i % 7 == 6 {
+            40_000
+        } else {
+            (i % 5 * 300) as usize
+        };
+        Entry {
+            time_unix_us: i,
+            invocation_id: format!("{i:032x}"),
+            tool: format!("t.{i}"),
+            outcome: "ok".into(),
+            arguments: Some("x".repeat(size)),
+            ..Entry::default()
+        }
+    }
+
+    fn open(dir: &Path, force: bool) -> Result<(Writer, Option<Divergence>), AuditError> {
+        Writer::open(&AuditOptions::new(dir), None, force)
+    }
+
+    /// Opens the log in `dir` and appends `n` records.
+    fn append(dir: &Path, n: u64) -> Writer {
+        let (mut w, _) = open(dir, false).unwrap();
+        let from = w.next_seq;
+        if n > 0 {
+            w.write((from..from + n).map(entry).collect()).unwrap();
+        }
+        w
+    }
+
+    /// The stored records, one a line: what the mirror must hold.
+    fn stored(w: &Writer) -> Vec<u8> {
+        let mut out = Vec::new();
+        for item in w.records.iter() {
+            out.extend_from_slice(&item.unwrap().1);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn mirror(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join(MIRROR)).unwrap()
+    }
+
+    /// What the next opening will find without reading the mirror whole.
+    fn intact(w: &Writer) -> Option<Stamp> {
+        mirror_intact(&w.db, &w.records, &w.dir)
+    }
+
+    /// Where the mirror's last line starts.
+    fn last_line_start(bytes: &[u8]) -> usize {
+        bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Changes the mirror's bytes without changing its length or its
+    /// modification time, so that only its content tells.
+    fn edit_keeping_time(dir: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+        let path = dir.join(MIRROR);
+        let time = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut bytes = mirror(dir);
+        edit(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_log_opened_many_times_keeps_its_mirror_equal_to_the_store() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        for round in 0..20 {
+            let mut w = append(&dir, round % 4);
+            assert_eq!(mirror(&dir), stored(&w), "round {round}");
+            // Only the first opening found no stamp.
+            assert_eq!(w.opened_fast, round > 0, "round {round}");
+            // The next opening takes the short path.
+            let tail = intact(&w).map(|t| (t.len, t.count));
+            assert_eq!(
+                tail,
+                Some((mirror(&dir).len() as u64, w.next_seq)),
+                "round {round}"
+            );
+            if round == 19 {
+                // The full repair finds nothing to change.
+                w.repair_mirror().unwrap();
+                assert_eq!(mirror(&dir), stored(&w));
+            }
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_rewritten_from_the_store() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        // The last record is one of the long ones.
+        drop(append(&dir, 7));
+        let bytes = mirror(&dir);
+        let start = last_line_start(&bytes);
+        let half = start + (bytes.len() - start) / 2;
+        std::fs::write(dir.join(MIRROR), &bytes[..half]).unwrap();
+        let w = append(&dir, 0);
+        assert_eq!(mirror(&dir), bytes);
+        assert_eq!(mirror(&dir), stored(&w));
+        assert!(intact(&w).is_some());
+        drop(w);
+        // A batch torn after its first bytes: cut.
+        let mut torn = bytes.clone();
+        torn.extend_from_slice(br#"{"seq":7,"time_unix"#);
+        std::fs::write(dir.join(MIRROR), &torn).unwrap();
+        let w = append(&dir, 0);
+        assert_eq!(mirror(&dir), bytes);
+        assert!(intact(&w).is_some());
+    }
+
+    #[test]
+    fn a_mirror_missing_its_last_records_gets_them_appended() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 9));
+        let bytes = mirror(&dir);
+        let cut = last_line_start(&bytes[..last_line_start(&bytes)]);
+        std::fs::write(dir.join(MIRROR), &bytes[..cut]).unwrap();
+        let w = append(&dir, 1);
+        assert_eq!(mirror(&dir), stored(&w));
+        assert_eq!(mirror(&dir)[..bytes.len()], bytes[..]);
+        assert!(intact(&w).is_some());
+        drop(w);
+        // Emptied: written again whole.
+        std::fs::write(dir.join(MIRROR), b"").unwrap();
+        let w = append(&dir, 0);
+        assert_eq!(mirror(&dir), stored(&w));
+    }
+
+    #[test]
+    fn a_mirror_whose_last_line_was_altered_is_repaired_in_full() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 5));
+        let genuine = mirror(&dir);
+        // Same length, same time: only the last line's content tells.
+        edit_keeping_time(&dir, |bytes| {
+            let at = last_line_start(bytes);
+            let tool = at + bytes[at..].windows(5).position(|w| w == b"t.4\",").unwrap();
+            bytes[tool] = b'T';
+        });
+        assert_ne!(mirror(&dir), genuine);
+        let w = append(&dir, 0);
+        assert!(!w.opened_fast);
+        assert_eq!(mirror(&dir), genuine);
+        assert_eq!(mirror(&dir), stored(&w));
+    }
+
+    #[test]
+    fn an_earlier_line_edited_in_place_is_repaired_in_full() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 5));
+        let genuine = mirror(&dir);
+        // Same length: only the modification time tells.
+        let forged = String::from_utf8(genuine.clone())
+            .unwrap()
+            .replacen("\"t.2\"", "\"T.2\"", 1);
+        std::fs::write(dir.join(MIRROR), forged).unwrap();
+        let w = append(&dir, 0);
+        assert!(!w.opened_fast);
+        assert_eq!(mirror(&dir), genuine);
+        assert_eq!(mirror(&dir), stored(&w));
+    }
+
+    #[test]
+    fn a_mirror_with_more_lines_than_the_store_is_a_divergence() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 3));
+        let genuine = mirror(&dir);
+        let mut more = genuine.clone();
+        more.extend_from_slice(&genuine[last_line_start(&genuine)..]);
+        std::fs::write(dir.join(MIRROR), &more).unwrap();
+        let lost = "log.jsonl holds 4 records but the store only 3: the store lost records";
+        match open(&dir, false) {
+            Err(AuditError::Diverged { divergence, .. }) => {
+                assert_eq!(divergence.remain, 3);
+                assert!(divergence.problem.starts_with(lost), "{divergence:?}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a store that lost records"),
+        }
+        assert_eq!(mirror(&dir), more, "a refused log is left as it is");
+        // Forced (as `fabric audit recover` does): reported, and the mirror
+        // is made the store's again.
+        let (w, divergence) = open(&dir, true).unwrap();
+        assert!(divergence.unwrap().problem.starts_with(lost));
+        assert_eq!(mirror(&dir), genuine);
+        assert_eq!(mirror(&dir), stored(&w));
+    }
+
+    #[test]
+    fn records_lost_from_the_store_under_an_untouched_mirror_are_a_divergence() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 5));
+        let genuine = mirror(&dir);
+        {
+            let db = open_db(&dir, LOCK_WAIT).unwrap();
+            let tree = db.open_tree(RECORDS).unwrap();
+            for seq in [3u64, 4] {
+                tree.remove(seq.to_be_bytes()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let Err(AuditError::Diverged { divergence, .. }) = open(&dir, false) else {
+            panic!("opened a store that lost records");
+        };
+        assert!(
+            divergence
+                .problem
+                .contains("log.jsonl holds 5 records but the store only 3"),
+            "{divergence:?}"
+        );
+        assert_eq!(mirror(&dir), genuine);
+    }
+
+    #[test]
+    fn an_earlier_line_edited_while_the_writer_is_open_is_repaired_on_reopening() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        let mut w = append(&dir, 5);
+        let forged = String::from_utf8(mirror(&dir))
+            .unwrap()
+            .replacen("\"t.2\"", "\"T.2\"", 1);
+        std::fs::write(dir.join(MIRROR), forged).unwrap();
+        // The writer appends after the edit; it must not vouch for the mirror.
+        w.write(vec![entry(5)]).unwrap();
+        drop(w);
+        let w = append(&dir, 0);
+        assert!(!w.opened_fast);
+        assert_eq!(mirror(&dir), stored(&w));
+    }
+
+    #[test]
+    fn stored_records_beyond_the_stamp_are_appended_on_the_fast_path() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        let w = append(&dir, 4);
+        let old = mirror(&dir);
+        let stamp = w.db.get(MIRROR_KEY).unwrap().unwrap();
+        drop(w);
+        drop(append(&dir, 3));
+        // As if the stamps of the last commit were lost with its mirror
+        // write: the store holds 7 records, the stamp and the mirror 4.
+        std::fs::write(dir.join(MIRROR), &old).unwrap();
+        let file = File::options().write(true).open(dir.join(MIRROR)).unwrap();
+        assert!(Stamp::decode(&stamp).unwrap().apply(&file));
+        {
+            let db = open_db(&dir, LOCK_WAIT).unwrap();
+            db.insert(MIRROR_KEY, stamp).unwrap();
+            db.flush().unwrap();
+        }
+        let w = append(&dir, 0);
+        assert!(w.opened_fast);
+        assert_eq!(w.next_seq, 7);
+        assert_eq!(mirror(&dir), stored(&w));
+        assert_eq!(mirror(&dir)[..old.len()], old[..]);
     }
 }
