@@ -1,6 +1,6 @@
 //! Compiles the default rules' two automata (the signals' and the rules')
 //! into NFAs now, once, and embeds them (`OUT_DIR/automata.bin`): a process
-//! then rebuilds them in about a millisecond instead of compiling them in
+//! then rebuilds them in a few milliseconds instead of compiling them in
 //! tens (see `src/automata.rs`, which this script shares).
 
 #[path = "src/automata.rs"]
@@ -32,8 +32,10 @@ struct Signal {
 fn main() {
     println!("cargo::rerun-if-changed=src/default-rules.toml");
     println!("cargo::rerun-if-changed=src/automata.rs");
-    let text = std::fs::read_to_string("src/default-rules.toml").expect("src/default-rules.toml");
-    let file: File = toml::from_str(&text).expect("the default rules parse");
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let path = format!("{dir}/src/default-rules.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let file: File = toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     // As `RuleSet` and `Signals` order them: the signals' patterns, then the
     // shapes'; every rule pattern but the `decoded` kind's, in file order.
     let mut signals: Vec<String> = file.signal.into_iter().flat_map(|s| s.patterns).collect();
@@ -51,8 +53,11 @@ fn main() {
         if patterns.is_empty() {
             continue;
         }
-        let nfa = automata::compile(&patterns, syntax).expect("the default rules compile");
-        automata::encode(&mut out, &patterns, syntax, &nfa).expect("the NFA has no captures");
+        let nfa = automata::compile(&patterns, syntax)
+            .unwrap_or_else(|e| panic!("{path}: the {syntax:?} patterns do not compile: {e}"));
+        automata::encode(&mut out, &patterns, syntax, &nfa).unwrap_or_else(|| {
+            panic!("{path}: the {syntax:?} NFA has a form `encode` does not hold")
+        });
     }
     let dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     std::fs::write(format!("{dir}/automata.bin"), out).expect("OUT_DIR is writable");

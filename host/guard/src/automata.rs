@@ -5,10 +5,12 @@
 //! tens of milliseconds of CPU, which a one-shot `fabric call` process paid
 //! on every call. The build script (`build.rs`, which includes this file)
 //! compiles them once, when the crate is built, and embeds the result; at
-//! run time [`decode`] rebuilds the same NFA state by state in about a
-//! millisecond. The embedded form names the exact pattern list it was
+//! run time [`decode`] rebuilds the same NFA state by state, in 5-7 ms of
+//! CPU each. The embedded form names the exact pattern list it was
 //! compiled from, so it is used only for that list: a rule file with other
-//! patterns (or a build whose list differs) is compiled as before.
+//! patterns (or a build whose list differs) is compiled as before. It holds
+//! only what [`thompson_config`] can produce: a forward NFA with the default
+//! look-around matcher and no capture states ([`encode`] refuses others).
 //!
 //! This file is shared with the build script, so it depends on nothing but
 //! `regex-automata` and `std`.
@@ -78,12 +80,22 @@ const MAGIC: &[u8; 8] = b"FGNFA\x00\x00\x01";
 /// this form does not hold (one with capture states).
 pub fn encode(out: &mut Vec<u8>, patterns: &[String], syntax: Syntax, nfa: &NFA) -> Option<()> {
     let u32_of = |n: usize| u32::try_from(n).ok();
+    let default_looks = regex_automata::util::look::LookMatcher::new();
+    if nfa.is_reverse()
+        || nfa.look_matcher().get_line_terminator() != default_looks.get_line_terminator()
+    {
+        return None; // not rebuilt by `read_nfa`
+    }
     out.push(syntax.tag());
     put(out, u32_of(patterns.len())?);
     for p in patterns {
         put(out, u32_of(p.len())?);
         out.extend_from_slice(p.as_bytes());
     }
+    // The NFA's length first, so that a reader looking for another pattern
+    // list skips it unread.
+    let at = out.len();
+    put(out, 0);
     out.push(u8::from(nfa.is_utf8()));
     put(out, nfa.start_anchored().as_u32());
     put(out, nfa.start_unanchored().as_u32());
@@ -130,6 +142,8 @@ pub fn encode(out: &mut Vec<u8>, patterns: &[String], syntax: Syntax, nfa: &NFA)
             State::Dense(_) | State::Capture { .. } => return None,
         }
     }
+    let len = u32_of(out.len() - at - 4)?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     Some(())
 }
 
@@ -152,9 +166,10 @@ pub fn decode(file: &[u8], patterns: &[String], syntax: Syntax) -> Option<NFA> {
             let text = r.take(len)?;
             same = same && patterns.get(i).is_some_and(|p| p.as_bytes() == text);
         }
-        let nfa = read_nfa(&mut r)?;
+        let len = r.len()?;
+        let body = r.take(len)?;
         if same {
-            return Some(nfa);
+            return read_nfa(&mut Reader(body));
         }
     }
     None
@@ -235,7 +250,7 @@ fn read_nfa(r: &mut Reader<'_>) -> Option<NFA> {
             5 => b.add_fail().ok()?,
             6 => {
                 let pid = r.len()?;
-                if !(open && pid + 1 == next_pattern) {
+                if !(open && next_pattern.checked_sub(1) == Some(pid)) {
                     (pid >= next_pattern && pid < pattern_len).then_some(())?;
                     finish_to(&mut b, pid, &mut open, &mut next_pattern)?;
                     let started = b.start_pattern().ok()?;
@@ -251,6 +266,7 @@ fn read_nfa(r: &mut Reader<'_>) -> Option<NFA> {
         (id.as_usize() == index).then_some(())?;
     }
     finish_to(&mut b, pattern_len, &mut open, &mut next_pattern)?;
+    r.0.is_empty().then_some(())?;
     (in_range(start_anchored) && in_range(start_unanchored)).then_some(())?;
     starts.iter().all(|s| in_range(*s)).then_some(())?;
     b.build(start_anchored, start_unanchored).ok()

@@ -37,6 +37,7 @@
 //! from the NFAs the build compiled ([`automata`]), and a rule's own regex
 //! or a kind's set is compiled only when needed.
 
+#[doc(hidden)] // shared with the build script, not an interface
 pub mod automata;
 pub mod decode;
 pub mod eval;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 pub use super::decode::Decoder;
 
-/// The rules shipped with Fabric (`host/src/guard/default-rules.toml`).
+/// The rules shipped with Fabric (`host/guard/src/default-rules.toml`).
 pub const DEFAULT_RULES: &str = include_str!("default-rules.toml");
 
 /// What a rule does when it hits.
@@ -224,7 +224,7 @@ impl RuleSet {
             .clone()
     }
 
-    /// Compiles now what checking any output needs (the one-pass automaton
+    /// Builds now what checking any output needs (the one-pass automaton
     /// of the rules and signals), so that the first check does not: call it
     /// from a background thread while a tool runs. Idempotent and cheap once
     /// done.

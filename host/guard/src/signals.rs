@@ -471,7 +471,7 @@ impl Signals {
         (&self.patterns, &self.rule_patterns)
     }
 
-    /// Compiles both automata now (see [`crate::RuleSet::prepare`]), each on
+    /// Builds both automata now (see [`crate::RuleSet::prepare`]), each on
     /// its own thread when neither is compiled yet.
     pub fn prepare(&self) {
         if self.dfa.get().is_some() || self.rules_dfa.get().is_some() {
