@@ -17,7 +17,7 @@
 
 use regex_automata::nfa::thompson::{self, Builder, State, Transition, NFA};
 use regex_automata::util::look::Look;
-use regex_automata::util::primitives::{PatternID, StateID};
+use regex_automata::util::primitives::StateID;
 
 /// The patterns that find the guard's text shapes (letter-spaced text,
 /// quoted lists), after the signals' in the signals' automaton.
@@ -190,23 +190,9 @@ fn read_nfa(r: &mut Reader<'_>) -> Option<NFA> {
     let in_range = |id: StateID| id.as_usize() < state_len;
     let mut b = Builder::new();
     b.set_utf8(utf8);
-    // The pattern being added: patterns are started in order when their
-    // match state comes (only match states need one), and finished with
-    // their recorded start.
+    // Patterns are added in order, each around its match state (the only
+    // state that needs one open); a pattern without one is added empty.
     let mut next_pattern = 0usize;
-    let mut open = false;
-    let finish_to = |b: &mut Builder, until: usize, open: &mut bool, next: &mut usize| {
-        if *open {
-            b.finish_pattern(starts[*next - 1]).ok()?;
-            *open = false;
-        }
-        while *next < until {
-            b.start_pattern().ok()?;
-            b.finish_pattern(starts[*next]).ok()?;
-            *next += 1;
-        }
-        Some(())
-    };
     for index in 0..state_len {
         let id = match r.byte()? {
             0 => {
@@ -250,26 +236,34 @@ fn read_nfa(r: &mut Reader<'_>) -> Option<NFA> {
             5 => b.add_fail().ok()?,
             6 => {
                 let pid = r.len()?;
-                if !(open && next_pattern.checked_sub(1) == Some(pid)) {
-                    (pid >= next_pattern && pid < pattern_len).then_some(())?;
-                    finish_to(&mut b, pid, &mut open, &mut next_pattern)?;
-                    let started = b.start_pattern().ok()?;
-                    (started == PatternID::new(pid).ok()?).then_some(())?;
-                    next_pattern += 1;
-                    open = true;
-                }
-                b.add_match().ok()?
+                (pid >= next_pattern && pid < pattern_len).then_some(())?;
+                add_empty_patterns(&mut b, &starts[next_pattern..pid])?;
+                let started = b.start_pattern().ok()?;
+                (started.as_usize() == pid).then_some(())?;
+                let id = b.add_match().ok()?;
+                b.finish_pattern(starts[pid]).ok()?;
+                next_pattern = pid + 1;
+                id
             }
             _ => return None,
         };
         // Every state keeps its id: the builder drops none of these.
         (id.as_usize() == index).then_some(())?;
     }
-    finish_to(&mut b, pattern_len, &mut open, &mut next_pattern)?;
+    add_empty_patterns(&mut b, &starts[next_pattern..])?;
     r.0.is_empty().then_some(())?;
     (in_range(start_anchored) && in_range(start_unanchored)).then_some(())?;
     starts.iter().all(|s| in_range(*s)).then_some(())?;
     b.build(start_anchored, start_unanchored).ok()
+}
+
+/// Adds patterns that have no match state, one per start.
+fn add_empty_patterns(b: &mut Builder, starts: &[StateID]) -> Option<()> {
+    for start in starts {
+        b.start_pattern().ok()?;
+        b.finish_pattern(*start).ok()?;
+    }
+    Some(())
 }
 
 fn put(out: &mut Vec<u8>, n: u32) {
