@@ -630,29 +630,50 @@ fn env_vars_not_granted_are_absent() {
 
 // ---- components ----
 
+/// 128 MiB of initial memory (more than a 64 MiB limit), a data segment at 100 MiB.
+const HUGE_DATA_SEGMENT: &str = r#"(component
+    (core module $m
+      (memory (export "memory") 2048)
+      (data (i32.const 104857600) "far away")
+      (func (export "f") (result i32) i32.const 7))
+    (core instance $i (instantiate $m))
+    (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
+
+/// Grows its table by 10 000 elements until a growth fails; returns its size.
+const GROWING_TABLE: &str = r#"(component
+    (core module $m
+      (table $t 1 funcref)
+      (func (export "f") (result i32)
+        (block $done
+          (loop $grow
+            (br_if $done (i32.eq (table.grow $t (ref.null func) (i32.const 10000)) (i32.const -1)))
+            (br $grow)))
+        (table.size $t)))
+    (core instance $i (instantiate $m))
+    (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
+
 /// A Fabric whose tools directory holds only `blob.wasm`, built from `wat`.
 fn blob(wat: &str, policy: &str) -> (common::TestFabric, tempfile::TempDir, tempfile::TempDir) {
+    blob_with(wat, policy, |_| {})
+}
+
+/// [`blob`], its options changed by `adjust`.
+fn blob_with(
+    wat: &str,
+    policy: &str,
+    adjust: impl FnOnce(&mut fabric_host::Options),
+) -> (common::TestFabric, tempfile::TempDir, tempfile::TempDir) {
     let tools = tempfile::tempdir().expect("temp dir");
     let bytes = wat::parse_str(wat).expect("component text");
     std::fs::write(tools.path().join("blob.wasm"), bytes).expect("write component");
     let policies = common::policies(&[("blob", policy)]);
-    let f = common::open(tools.path(), policies.path());
+    let f = common::open_with(tools.path(), policies.path(), adjust);
     (f, tools, policies)
 }
 
 #[test]
 fn a_component_with_a_huge_data_segment_is_refused() {
-    // 128 MiB of initial memory under a 64 MiB limit, a data segment at 100 MiB.
-    let (f, _t, _p) = blob(
-        r#"(component
-            (core module $m
-              (memory (export "memory") 2048)
-              (data (i32.const 104857600) "far away")
-              (func (export "f") (result i32) i32.const 7))
-            (core instance $i (instantiate $m))
-            (func (export "f") (result u32) (canon lift (core func $i "f"))))"#,
-        "[limits]\nmemory = \"64 MiB\"\n",
-    );
+    let (f, _t, _p) = blob(HUGE_DATA_SEGMENT, "[limits]\nmemory = \"64 MiB\"\n");
     let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.outcome, Outcome::MemoryExceeded, "{:?}", x.error);
     // Within its limit the same shape runs.
@@ -672,20 +693,7 @@ fn a_component_with_a_huge_data_segment_is_refused() {
 
 #[test]
 fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
-    let (f, _t, _p) = blob(
-        r#"(component
-            (core module $m
-              (table $t 1 funcref)
-              (func (export "f") (result i32)
-                (block $done
-                  (loop $grow
-                    (br_if $done (i32.eq (table.grow $t (ref.null func) (i32.const 10000)) (i32.const -1)))
-                    (br $grow)))
-                (table.size $t)))
-            (core instance $i (instantiate $m))
-            (func (export "f") (result u32) (canon lift (core func $i "f"))))"#,
-        "",
-    );
+    let (f, _t, _p) = blob(GROWING_TABLE, "");
     let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.outcome, Outcome::Ok, "{:?}", x.error);
     assert_eq!(
@@ -695,6 +703,35 @@ fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
     );
     let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.output, json!(90_001), "a fresh table in the next call");
+}
+
+/// A one-shot `fabric call` allocates its instances when the call starts
+/// instead of from a pool (`HostConfig::pooled`); the call's own limits on
+/// memory, initial memory and tables hold the same way.
+#[test]
+fn limits_hold_without_the_instance_pool() {
+    let unpooled = |o: &mut fabric_host::Options| o.host.pooled = false;
+    let policies = common::policies(&[("hostile", "[limits]\nmemory = \"32 MiB\"\n")]);
+    let f = common::open_with(&common::test_tools(), policies.path(), unpooled);
+    let x = common::call(&f, "hostile.hog", json!({}));
+    expect(
+        &x,
+        Outcome::MemoryExceeded,
+        "its limit is 33554432 bytes (limits.memory)",
+    );
+    let x = common::call(&f, "hostile.flood", json!({"n": 3}));
+    assert_eq!(x.output, json!("xxx"), "{:?}", x.error);
+
+    let (f, _t, _p) = blob_with(
+        HUGE_DATA_SEGMENT,
+        "[limits]\nmemory = \"64 MiB\"\n",
+        unpooled,
+    );
+    let x = common::call(&f, "blob.f", json!({}));
+    assert_eq!(x.outcome, Outcome::MemoryExceeded, "{:?}", x.error);
+    let (f, _t, _p) = blob_with(GROWING_TABLE, "", unpooled);
+    let x = common::call(&f, "blob.f", json!({}));
+    assert_eq!(x.output, json!(90_001), "{:?}", x.error);
 }
 
 /// Every refusal is in the audit record too.

@@ -50,7 +50,10 @@ pub const QUEUE_PER_SLOT: u32 = 1;
 /// The default bound on calls in flight: [`IN_FLIGHT_PER_CORE`] per core,
 /// at most `instances`.
 fn default_in_flight(instances: u32) -> u32 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // Read once per process: on Linux each read parses the cgroup files.
+    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let cores =
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     (cores * IN_FLIGHT_PER_CORE).clamp(1, instances)
 }
 
@@ -60,6 +63,10 @@ fn default_in_flight(instances: u32) -> u32 {
 pub struct HostConfig {
     /// Instance slots in the pooling allocator.
     pub instances: u32,
+    /// Whether instances come from a pool built at start-up (a server), or
+    /// are allocated when a call starts (a process that makes one call,
+    /// where building the pool would cost more than the call).
+    pub pooled: bool,
     /// Calls running at once (the admit stage's bound); at most `instances`.
     pub max_in_flight: u32,
     /// Calls waiting for a slot beyond those; more are `overloaded`.
@@ -77,6 +84,7 @@ impl Default for HostConfig {
         let max_in_flight = default_in_flight(DEFAULT_INSTANCES);
         HostConfig {
             instances: DEFAULT_INSTANCES,
+            pooled: true,
             max_in_flight,
             queue: max_in_flight * QUEUE_PER_SLOT,
             anomaly: AnomalyRule::default(),

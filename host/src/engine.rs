@@ -49,7 +49,8 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
 /// Builds the shared engine, its instance pool shaped by `host`: one slot
 /// per instance, each reserving address space (not memory) for the largest
-/// memory a policy may grant.
+/// memory a policy may grant. Without [`HostConfig::pooled`], instances are
+/// allocated per call instead.
 pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
     let slots = host.instances;
     let mut pool = PoolingAllocationConfig::default();
@@ -80,7 +81,12 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .allocation_strategy(if host.pooled {
+            InstanceAllocationStrategy::Pooling(pool)
+        } else {
+            // Each call's store limits its memories and tables either way.
+            InstanceAllocationStrategy::OnDemand
+        });
     Engine::new(&config)
 }
 
