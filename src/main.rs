@@ -203,7 +203,7 @@ fn quiet_on_closed_pipe() {
     }
 }
 
-/// Calls a one-shot `fabric call` admits (it makes one).
+/// Instance slots of the pool a one-shot `fabric call` makes.
 const ONE_CALL_INSTANCES: u32 = 4;
 
 fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitCode> {
@@ -260,12 +260,14 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             tool, args, json, ..
         } => {
             let arguments = read_arguments(args.as_deref())?;
-            // One call needs no instance pool: building one (and the five
-            // reads of the cgroup files sizing its shards) costs a one-shot
-            // process more than allocating the call's instances does.
+            // One call needs one component's share of the pool, and a
+            // Python tool's 14 core instances are that of two slots: a pool
+            // of 128 costs a one-shot process about 10 ms to map and unmap.
+            // (The pool is kept, not replaced by allocation on demand, so
+            // that a component is accepted or refused the same way here
+            // and in a server.)
             options.host.instances = options.host.instances.min(ONE_CALL_INSTANCES);
             options.host.max_in_flight = options.host.max_in_flight.min(ONE_CALL_INSTANCES);
-            options.host.pooled = false;
             let fabric = open(&options)?;
             // One call needs no worker threads: it runs on this one.
             let runtime = tokio::runtime::Builder::new_current_thread()

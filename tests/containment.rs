@@ -654,20 +654,11 @@ const GROWING_TABLE: &str = r#"(component
 
 /// A Fabric whose tools directory holds only `blob.wasm`, built from `wat`.
 fn blob(wat: &str, policy: &str) -> (common::TestFabric, tempfile::TempDir, tempfile::TempDir) {
-    blob_with(wat, policy, |_| {})
-}
-
-/// [`blob`], its options changed by `adjust`.
-fn blob_with(
-    wat: &str,
-    policy: &str,
-    adjust: impl FnOnce(&mut fabric_host::Options),
-) -> (common::TestFabric, tempfile::TempDir, tempfile::TempDir) {
     let tools = tempfile::tempdir().expect("temp dir");
     let bytes = wat::parse_str(wat).expect("component text");
     std::fs::write(tools.path().join("blob.wasm"), bytes).expect("write component");
     let policies = common::policies(&[("blob", policy)]);
-    let f = common::open_with(tools.path(), policies.path(), adjust);
+    let f = common::open(tools.path(), policies.path());
     (f, tools, policies)
 }
 
@@ -705,33 +696,39 @@ fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
     assert_eq!(x.output, json!(90_001), "a fresh table in the next call");
 }
 
-/// A one-shot `fabric call` allocates its instances when the call starts
-/// instead of from a pool (`HostConfig::pooled`); the call's own limits on
-/// memory, initial memory and tables hold the same way.
+/// The memory limit is on all of a call's linear memories together (two
+/// modules' memories of 20 MiB each exceed 32 MiB), and a call may not
+/// create more memories than a pool slot holds.
 #[test]
-fn limits_hold_without_the_instance_pool() {
-    let unpooled = |o: &mut fabric_host::Options| o.host.pooled = false;
-    let policies = common::policies(&[("hostile", "[limits]\nmemory = \"32 MiB\"\n")]);
-    let f = common::open_with(&common::test_tools(), policies.path(), unpooled);
-    let x = common::call(&f, "hostile.hog", json!({}));
+fn the_memory_limit_covers_all_of_a_calls_memories() {
+    let (f, _t, _p) = blob(&memories(2, 320), "[limits]\nmemory = \"32 MiB\"\n");
+    let x = common::call(&f, "blob.f", json!({}));
     expect(
         &x,
         Outcome::MemoryExceeded,
-        "its limit is 33554432 bytes (limits.memory)",
+        "the tool needed 41943040 bytes of memory; its limit is 33554432 bytes",
     );
-    let x = common::call(&f, "hostile.flood", json!({"n": 3}));
-    assert_eq!(x.output, json!("xxx"), "{:?}", x.error);
+    let (f, _t, _p) = blob(&memories(2, 160), "[limits]\nmemory = \"32 MiB\"\n");
+    let x = common::call(&f, "blob.f", json!({}));
+    assert_eq!(x.output, json!(7), "{:?}", x.error);
+    let (f, _t, _p) = blob(&memories(5, 1), "");
+    let x = common::call(&f, "blob.f", json!({}));
+    assert_ne!(x.outcome, Outcome::Ok);
+    assert!(message(&x).contains("memor"), "{x:?}");
+}
 
-    let (f, _t, _p) = blob_with(
-        HUGE_DATA_SEGMENT,
-        "[limits]\nmemory = \"64 MiB\"\n",
-        unpooled,
-    );
-    let x = common::call(&f, "blob.f", json!({}));
-    assert_eq!(x.outcome, Outcome::MemoryExceeded, "{:?}", x.error);
-    let (f, _t, _p) = blob_with(GROWING_TABLE, "", unpooled);
-    let x = common::call(&f, "blob.f", json!({}));
-    assert_eq!(x.output, json!(90_001), "{:?}", x.error);
+/// A component of `n` core modules, each with a memory of `pages` pages.
+fn memories(n: usize, pages: u32) -> String {
+    let modules: String = (0..n)
+        .map(|i| {
+            format!(
+                "(core module $m{i} (memory (export \"memory\") {pages}) \
+                 (func (export \"f\") (result i32) i32.const 7)) \
+                 (core instance $i{i} (instantiate $m{i}))"
+            )
+        })
+        .collect();
+    format!("(component {modules} (func (export \"f\") (result u32) (canon lift (core func $i0 \"f\"))))")
 }
 
 /// Every refusal is in the audit record too.

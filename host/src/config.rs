@@ -63,10 +63,6 @@ fn default_in_flight(instances: u32) -> u32 {
 pub struct HostConfig {
     /// Instance slots in the pooling allocator.
     pub instances: u32,
-    /// Whether instances come from a pool built at start-up (a server), or
-    /// are allocated when a call starts (a process that makes one call,
-    /// where building the pool would cost more than the call).
-    pub pooled: bool,
     /// Calls running at once (the admit stage's bound); at most `instances`.
     pub max_in_flight: u32,
     /// Calls waiting for a slot beyond those; more are `overloaded`.
@@ -84,7 +80,6 @@ impl Default for HostConfig {
         let max_in_flight = default_in_flight(DEFAULT_INSTANCES);
         HostConfig {
             instances: DEFAULT_INSTANCES,
-            pooled: true,
             max_in_flight,
             queue: max_in_flight * QUEUE_PER_SLOT,
             anomaly: AnomalyRule::default(),

@@ -30,10 +30,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// wasm-component-ld has its module plus small shim and fixup modules.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 
-/// Linear memories one component may have (its module and shims).
-const MEMORIES_PER_COMPONENT: u32 = 4;
-/// Tables one component may have.
-const TABLES_PER_COMPONENT: u32 = 8;
+/// Linear memories one component may have (its module and shims): the
+/// pool's slots and each call's limiter both use it.
+pub const MEMORIES_PER_COMPONENT: u32 = 4;
+/// Tables one component may have (the pool and each call's limiter).
+pub const TABLES_PER_COMPONENT: u32 = 8;
+/// Core instances one call may create (each call's limiter): a Python tool
+/// built by componentize-py has 14.
+pub const CORE_INSTANCES_PER_CALL: usize = 32;
 
 /// Table elements per table: enough for large Rust and Python guests. The
 /// pool's slots and each call's limiter both use it.
@@ -49,8 +53,7 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
 /// Builds the shared engine, its instance pool shaped by `host`: one slot
 /// per instance, each reserving address space (not memory) for the largest
-/// memory a policy may grant. Without [`HostConfig::pooled`], instances are
-/// allocated per call instead.
+/// memory a policy may grant.
 pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
     let slots = host.instances;
     let mut pool = PoolingAllocationConfig::default();
@@ -81,12 +84,7 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
-        .allocation_strategy(if host.pooled {
-            InstanceAllocationStrategy::Pooling(pool)
-        } else {
-            // Each call's store limits its memories and tables either way.
-            InstanceAllocationStrategy::OnDemand
-        });
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }
 

@@ -27,7 +27,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::{RecordDenial, MAX_TABLE_ELEMENTS};
+use crate::engine::{
+    RecordDenial, CORE_INSTANCES_PER_CALL, MAX_TABLE_ELEMENTS, MEMORIES_PER_COMPONENT,
+    TABLES_PER_COMPONENT,
+};
 use crate::net::Gate;
 use crate::policy::Policy;
 pub use crate::secrets::Secrets;
@@ -169,24 +172,46 @@ impl RecordDenial for State {
     }
 }
 
-/// Enforces the memory limit and remembers whether it had to.
+/// Enforces the memory limit on all of a call's linear memories together,
+/// and how many instances, memories and tables it may create (a pool
+/// slot's bounds, kept by the store too), and remembers whether it refused
+/// memory.
 struct Limiter {
+    /// The call's limit (`limits.memory`).
     memory: usize,
+    /// Bytes its linear memories hold now, counted as they are created and
+    /// grown (a call's store is dropped with its memories).
+    used: usize,
+    /// The total a refused growth asked for.
     refused: Option<usize>,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.refused = Some(desired);
+        let total = (self.used - current.min(self.used)).saturating_add(desired);
+        if total > self.memory {
+            self.refused = Some(total);
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        CORE_INSTANCES_PER_CALL
+    }
+
+    fn memories(&self) -> usize {
+        MEMORIES_PER_COMPONENT as usize
+    }
+
+    fn tables(&self) -> usize {
+        TABLES_PER_COMPONENT as usize
     }
 
     fn table_growing(
@@ -280,6 +305,7 @@ pub fn new_store(
         table,
         limiter: Limiter {
             memory: policy.limits.memory as usize,
+            used: 0,
             refused: None,
         },
         net: NetGate { gate },

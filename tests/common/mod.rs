@@ -110,20 +110,14 @@ pub fn options(tools: &Path, policies: &Path, data: Option<&Path>, key: Option<&
 
 /// Opens a Fabric over `tools` with `policies`.
 pub fn open(tools: &Path, policies: &Path) -> TestFabric {
-    open_with(tools, policies, |_| {})
-}
-
-/// Opens a Fabric over `tools` with `policies`, its options changed by `adjust`.
-pub fn open_with(tools: &Path, policies: &Path, adjust: impl FnOnce(&mut Options)) -> TestFabric {
     let data = data_dir();
     let keys = keys_dir();
-    let mut options = options(
+    let options = options(
         tools,
         policies,
         Some(data.path()),
         Some(&keys.path().join("key")),
     );
-    adjust(&mut options);
     TestFabric {
         fabric: Fabric::open(&options).expect("fabric opens"),
         data,
