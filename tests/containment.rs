@@ -697,8 +697,8 @@ fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
 }
 
 /// The memory limit is on all of a call's linear memories together (two
-/// modules' memories of 20 MiB each exceed 32 MiB), and a call may not
-/// create more memories than a pool slot holds.
+/// modules' memories of 20 MiB each exceed 32 MiB), and a component may not
+/// have more memories or core instances than a pool slot holds.
 #[test]
 fn the_memory_limit_covers_all_of_a_calls_memories() {
     let (f, _t, _p) = blob(&memories(2, 320), "[limits]\nmemory = \"32 MiB\"\n");
@@ -711,19 +711,64 @@ fn the_memory_limit_covers_all_of_a_calls_memories() {
     let (f, _t, _p) = blob(&memories(2, 160), "[limits]\nmemory = \"32 MiB\"\n");
     let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.output, json!(7), "{:?}", x.error);
+    // A memory's own declared maximum refuses growth past it without
+    // counting against the call: 600 refused growths of a 1-2 page memory,
+    // then another memory still grows by 1 MiB under the 32 MiB limit.
+    let (f, _t, _p) = blob(GROW_PAST_MAXIMUM, "[limits]\nmemory = \"32 MiB\"\n");
+    let x = common::call(&f, "blob.f", json!({}));
+    assert_eq!(x.output, json!(1), "{:?}", x.error);
+    // More memories than a pool slot holds: refused when it loads.
     let (f, _t, _p) = blob(&memories(5, 1), "");
     let x = common::call(&f, "blob.f", json!({}));
-    assert_ne!(x.outcome, Outcome::Ok);
-    assert!(message(&x).contains("memor"), "{x:?}");
+    expect(
+        &x,
+        Outcome::UnknownTool,
+        "contains 5 Wasm linear memories, which exceeds the configured maximum of 4",
+    );
+    // And more core instances than a component may have.
+    let (f, _t, _p) = blob(&modules(33, ""), "");
+    let x = common::call(&f, "blob.f", json!({}));
+    expect(
+        &x,
+        Outcome::UnknownTool,
+        "contains 33 core module instances, which exceeds the configured maximum of 32",
+    );
+    let (f, _t, _p) = blob(&modules(32, ""), "");
+    let x = common::call(&f, "blob.f", json!({}));
+    assert_eq!(x.output, json!(7), "{:?}", x.error);
 }
+
+/// Module `a` has a memory of 1 to 2 pages and tries to grow it 600 times;
+/// module `b` calls that, then grows its own memory by 16 pages (its old
+/// size, 1, or -1 when refused).
+const GROW_PAST_MAXIMUM: &str = r#"(component
+    (core module $a
+      (memory 1 2)
+      (func (export "spin") (local i32)
+        (loop $again
+          (drop (memory.grow (i32.const 1)))
+          (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+          (br_if $again (i32.lt_u (local.get 0) (i32.const 600))))))
+    (core instance $ia (instantiate $a))
+    (core module $b
+      (import "a" "spin" (func $spin))
+      (memory 1)
+      (func (export "f") (result i32) (call $spin) (memory.grow (i32.const 16))))
+    (core instance $ib (instantiate $b (with "a" (instance $ia))))
+    (func (export "f") (result u32) (canon lift (core func $ib "f"))))"#;
 
 /// A component of `n` core modules, each with a memory of `pages` pages.
 fn memories(n: usize, pages: u32) -> String {
+    modules(n, &format!("(memory (export \"memory\") {pages})"))
+}
+
+/// A component of `n` core modules, each holding `item` and a function `f`
+/// returning 7, which the component exports from the first.
+fn modules(n: usize, item: &str) -> String {
     let modules: String = (0..n)
         .map(|i| {
             format!(
-                "(core module $m{i} (memory (export \"memory\") {pages}) \
-                 (func (export \"f\") (result i32) i32.const 7)) \
+                "(core module $m{i} {item} (func (export \"f\") (result i32) i32.const 7)) \
                  (core instance $i{i} (instantiate $m{i}))"
             )
         })

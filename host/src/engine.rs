@@ -35,8 +35,9 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 pub const MEMORIES_PER_COMPONENT: u32 = 4;
 /// Tables one component may have (the pool and each call's limiter).
 pub const TABLES_PER_COMPONENT: u32 = 8;
-/// Core instances one call may create (each call's limiter): a Python tool
-/// built by componentize-py has 14.
+/// Core instances one component may have (the pool refuses more when it
+/// loads, each call's limiter when it runs): a Python tool built by
+/// componentize-py has 14.
 pub const CORE_INSTANCES_PER_CALL: usize = 32;
 
 /// Table elements per table: enough for large Rust and Python guests. The
@@ -64,6 +65,7 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
         .total_memories(slots * MEMORIES_PER_COMPONENT)
         .total_tables(slots * TABLES_PER_COMPONENT)
         .total_stacks(slots)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_CALL as u32)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(host.maxima.memory as usize)

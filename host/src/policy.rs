@@ -36,7 +36,8 @@ pub const MAX_POLICY_FILE: u64 = 1 << 20;
 pub struct Maxima {
     /// Fuel per call.
     pub fuel: u64,
-    /// Linear memory per instance, bytes; also the pooling allocator's slot size.
+    /// Linear memory per call (all its memories together), bytes; also the
+    /// pooling allocator's largest memory.
     pub memory: u64,
     /// Wall-clock time per call.
     pub timeout: Duration,
@@ -205,7 +206,7 @@ impl Default for BreakerPolicy {
 pub struct Limits {
     /// Fuel (deterministic CPU budget).
     pub fuel: u64,
-    /// Bytes of linear memory.
+    /// Bytes of linear memory, all of a call's memories together.
     pub memory: u64,
     /// Wall-clock time.
     pub timeout: Duration,

@@ -173,9 +173,9 @@ impl RecordDenial for State {
 }
 
 /// Enforces the memory limit on all of a call's linear memories together,
-/// and how many instances, memories and tables it may create (a pool
-/// slot's bounds, kept by the store too), and remembers whether it refused
-/// memory.
+/// and how many core instances, memories and tables it may create (the
+/// pool refuses a component over those when it loads; these are a
+/// backstop), and remembers whether it refused memory.
 struct Limiter {
     /// The call's limit (`limits.memory`).
     memory: usize,
@@ -191,8 +191,13 @@ impl ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Past the memory's own declared maximum the growth fails anyway
+        // (after this hook): not counted, and not the policy's refusal.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         let total = (self.used - current.min(self.used)).saturating_add(desired);
         if total > self.memory {
             self.refused = Some(total);

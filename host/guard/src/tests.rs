@@ -1273,7 +1273,7 @@ fn agent_task_injections_are_scored_and_their_near_misses_are_not() {
 /// guard written for English misses (spikee: Irish, Scottish Gaelic,
 /// Albanian, Zulu). The same parts are looked for in them: a banner of new
 /// instructions, "instead", "if you are asked to", the reader's answer,
-/// its prompt, password, key, ID or settings, the words above, commands.
+/// its system prompt or unique ID, the words above, commands.
 #[test]
 fn injections_in_low_resource_languages_are_scored_and_their_near_misses_are_not() {
     signal("*** TREORACHA NUA TÁBHACHTACHA ***", "task-switch");
