@@ -652,6 +652,12 @@ const GROWING_TABLE: &str = r#"(component
     (core instance $i (instantiate $m))
     (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
 
+/// One call of `blob.f` in a Fabric of [`blob`].
+fn call_blob(wat: &str, policy: &str) -> CallResult {
+    let (f, _t, _p) = blob(wat, policy);
+    common::call(&f, "blob.f", json!({}))
+}
+
 /// A Fabric whose tools directory holds only `blob.wasm`, built from `wat`.
 fn blob(wat: &str, policy: &str) -> (common::TestFabric, tempfile::TempDir, tempfile::TempDir) {
     let tools = tempfile::tempdir().expect("temp dir");
@@ -664,11 +670,10 @@ fn blob(wat: &str, policy: &str) -> (common::TestFabric, tempfile::TempDir, temp
 
 #[test]
 fn a_component_with_a_huge_data_segment_is_refused() {
-    let (f, _t, _p) = blob(HUGE_DATA_SEGMENT, "[limits]\nmemory = \"64 MiB\"\n");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(HUGE_DATA_SEGMENT, "[limits]\nmemory = \"64 MiB\"\n");
     assert_eq!(x.outcome, Outcome::MemoryExceeded, "{:?}", x.error);
     // Within its limit the same shape runs.
-    let (f, _t, _p) = blob(
+    let x = call_blob(
         r#"(component
             (core module $m
               (memory (export "memory") 16)
@@ -678,7 +683,6 @@ fn a_component_with_a_huge_data_segment_is_refused() {
             (func (export "f") (result u32) (canon lift (core func $i "f"))))"#,
         "[limits]\nmemory = \"64 MiB\"\n",
     );
-    let x = common::call(&f, "blob.f", json!({}));
     assert_eq!(x.output, json!(7), "{:?}", x.error);
 }
 
@@ -701,40 +705,34 @@ fn a_guest_growing_its_table_for_ever_is_stopped_at_the_limit() {
 /// have more memories or core instances than a pool slot holds.
 #[test]
 fn the_memory_limit_covers_all_of_a_calls_memories() {
-    let (f, _t, _p) = blob(&memories(2, 320), "[limits]\nmemory = \"32 MiB\"\n");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(&memories(2, 320), "[limits]\nmemory = \"32 MiB\"\n");
     expect(
         &x,
         Outcome::MemoryExceeded,
         "the tool needed 41943040 bytes of memory; its limit is 33554432 bytes",
     );
-    let (f, _t, _p) = blob(&memories(2, 160), "[limits]\nmemory = \"32 MiB\"\n");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(&memories(2, 160), "[limits]\nmemory = \"32 MiB\"\n");
     assert_eq!(x.output, json!(7), "{:?}", x.error);
     // A memory's own declared maximum refuses growth past it without
     // counting against the call: 600 refused growths of a 1-2 page memory,
     // then another memory still grows by 1 MiB under the 32 MiB limit.
-    let (f, _t, _p) = blob(GROW_PAST_MAXIMUM, "[limits]\nmemory = \"32 MiB\"\n");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(GROW_PAST_MAXIMUM, "[limits]\nmemory = \"32 MiB\"\n");
     assert_eq!(x.output, json!(1), "{:?}", x.error);
     // More memories than a pool slot holds: refused when it loads.
-    let (f, _t, _p) = blob(&memories(5, 1), "");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(&memories(5, 1), "");
     expect(
         &x,
         Outcome::UnknownTool,
         "contains 5 Wasm linear memories, which exceeds the configured maximum of 4",
     );
     // And more core instances than a component may have.
-    let (f, _t, _p) = blob(&modules(33, ""), "");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(&modules(33, ""), "");
     expect(
         &x,
         Outcome::UnknownTool,
         "contains 33 core module instances, which exceeds the configured maximum of 32",
     );
-    let (f, _t, _p) = blob(&modules(32, ""), "");
-    let x = common::call(&f, "blob.f", json!({}));
+    let x = call_blob(&modules(32, ""), "");
     assert_eq!(x.output, json!(7), "{:?}", x.error);
 }
 

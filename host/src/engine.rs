@@ -26,9 +26,10 @@ use crate::config::HostConfig;
 /// this is also the precision of the wall-clock limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Core instances a component may create: a Rust guest built by
-/// wasm-component-ld has its module plus small shim and fixup modules.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Core instances the pool holds per slot: a Rust guest built by
+/// wasm-component-ld has its module plus small shim and fixup modules (one
+/// component may use up to [`CORE_INSTANCES_PER_COMPONENT`] of the total).
+const CORE_INSTANCES_PER_SLOT: u32 = 8;
 
 /// Linear memories one component may have (its module and shims): the
 /// pool's slots and each call's limiter both use it.
@@ -38,7 +39,7 @@ pub const TABLES_PER_COMPONENT: u32 = 8;
 /// Core instances one component may have (the pool refuses more when it
 /// loads, each call's limiter when it runs): a Python tool built by
 /// componentize-py has 14.
-pub const CORE_INSTANCES_PER_CALL: usize = 32;
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 
 /// Table elements per table: enough for large Rust and Python guests. The
 /// pool's slots and each call's limiter both use it.
@@ -59,13 +60,13 @@ pub fn new_engine(host: &HostConfig) -> wasmtime::Result<Engine> {
     let slots = host.instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
-        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+        .total_core_instances(slots * CORE_INSTANCES_PER_SLOT)
         // Enough for every slot's component to use its maxima, so that a
         // call admitted is never refused by the pool instead.
         .total_memories(slots * MEMORIES_PER_COMPONENT)
         .total_tables(slots * TABLES_PER_COMPONENT)
         .total_stacks(slots)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_CALL as u32)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(host.maxima.memory as usize)

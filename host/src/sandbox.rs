@@ -28,7 +28,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::engine::{
-    RecordDenial, CORE_INSTANCES_PER_CALL, MAX_TABLE_ELEMENTS, MEMORIES_PER_COMPONENT,
+    RecordDenial, CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS, MEMORIES_PER_COMPONENT,
     TABLES_PER_COMPONENT,
 };
 use crate::net::Gate;
@@ -198,7 +198,7 @@ impl ResourceLimiter for Limiter {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        let total = (self.used - current.min(self.used)).saturating_add(desired);
+        let total = self.used.saturating_sub(current).saturating_add(desired);
         if total > self.memory {
             self.refused = Some(total);
             return Ok(false);
@@ -208,7 +208,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn instances(&self) -> usize {
-        CORE_INSTANCES_PER_CALL
+        CORE_INSTANCES_PER_COMPONENT as usize
     }
 
     fn memories(&self) -> usize {

@@ -195,42 +195,31 @@ fn read_nfa(r: &mut Reader<'_>) -> Option<NFA> {
     let mut next_pattern = 0usize;
     for index in 0..state_len {
         let id = match r.byte()? {
-            0 => {
-                let t = r.transition()?;
-                in_range(t.next).then_some(())?;
-                b.add_range(t).ok()?
-            }
+            0 => b.add_range(r.transition_below(state_len)?).ok()?,
             1 => {
                 let n = r.len()?;
                 let mut ts = Vec::with_capacity(n.min(256));
                 for _ in 0..n {
-                    let t = r.transition()?;
-                    in_range(t.next).then_some(())?;
-                    ts.push(t);
+                    ts.push(r.transition_below(state_len)?);
                 }
                 b.add_sparse(ts).ok()?
             }
             2 => {
                 let look = Look::from_repr(r.u32()?)?;
-                let next = r.state_id()?;
-                in_range(next).then_some(())?;
-                b.add_look(next, look).ok()?
+                b.add_look(r.state_below(state_len)?, look).ok()?
             }
             3 => {
                 let n = r.len()?;
                 let mut alternates = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
-                    let a = r.state_id()?;
-                    in_range(a).then_some(())?;
-                    alternates.push(a);
+                    alternates.push(r.state_below(state_len)?);
                 }
                 (alternates.len() > 2).then_some(())?;
                 b.add_union(alternates).ok()?
             }
             4 => {
-                let alt1 = r.state_id()?;
-                let alt2 = r.state_id()?;
-                (in_range(alt1) && in_range(alt2)).then_some(())?;
+                let alt1 = r.state_below(state_len)?;
+                let alt2 = r.state_below(state_len)?;
                 b.add_union(vec![alt1, alt2]).ok()?
             }
             5 => b.add_fail().ok()?,
@@ -305,10 +294,16 @@ impl<'a> Reader<'a> {
         StateID::new(self.len()?).ok()
     }
 
-    fn transition(&mut self) -> Option<Transition> {
+    /// A state id below `states`, the NFA's state count.
+    fn state_below(&mut self, states: usize) -> Option<StateID> {
+        self.state_id().filter(|id| id.as_usize() < states)
+    }
+
+    /// A byte range to a state below `states`.
+    fn transition_below(&mut self, states: usize) -> Option<Transition> {
         let start = self.byte()?;
         let end = self.byte()?;
-        let next = self.state_id()?;
+        let next = self.state_below(states)?;
         (start <= end).then_some(Transition { start, end, next })
     }
 }

@@ -329,10 +329,10 @@ fn build(patterns: &[String], syntax: Syntax, what: &str) -> Result<Option<Autom
     if patterns.is_empty() {
         return Ok(None);
     }
+    let error = |e: String| RulesError(format!("the {what} do not compile together: {e}"));
     let nfa = match crate::automata::decode(BUILT, patterns, syntax) {
         Some(nfa) => nfa,
-        None => crate::automata::compile(patterns, syntax)
-            .map_err(|e| RulesError(format!("the {what} do not compile together: {e}")))?,
+        None => crate::automata::compile(patterns, syntax).map_err(error)?,
     };
     let dfa = DFA::builder()
         .configure(
@@ -341,7 +341,7 @@ fn build(patterns: &[String], syntax: Syntax, what: &str) -> Result<Option<Autom
                 .cache_capacity(16 << 20),
         )
         .build_from_nfa(nfa)
-        .map_err(|e| RulesError(format!("the {what} do not compile together: {e}")))?;
+        .map_err(|e| error(e.to_string()))?;
     let dfa = std::sync::Arc::new(dfa);
     let for_pool = dfa.clone();
     Ok(Some(Automaton {
