@@ -1211,19 +1211,19 @@ pub fn json_size(value: &Value) -> u64 {
 /// A JSON string's length with its quotes and escapes: `\"` and `\\` and
 /// the short control escapes take two bytes, other control characters six.
 fn string_size(s: &str) -> u64 {
-    // Branch-free per byte, in blocks with a narrow counter, so the
-    // compiler vectorises it: +5 for a control character, -4 back for the
-    // five with a short escape, +1 for a quote or backslash.
+    // Branch-free per byte, in blocks of at most 255 bytes with one-byte
+    // counters, so the compiler vectorises it 16 bytes at a time: control
+    // characters take six bytes but the five with a short escape two, a
+    // quote or backslash two.
     let mut escapes = 0u64;
-    for block in s.as_bytes().chunks(1 << 12) {
-        let mut n = 0u32;
+    for block in s.as_bytes().chunks(255) {
+        let (mut control, mut short, mut quote) = (0u8, 0u8, 0u8);
         for &b in block {
-            let control = u32::from(b < 0x20);
-            let short = u32::from(matches!(b, 0x08 | 0x0C | b'\n' | b'\r' | b'\t'));
-            let quote = u32::from(b == b'"' || b == b'\\');
-            n += 5 * control - 4 * short + quote;
+            control += u8::from(b < 0x20);
+            short += u8::from(matches!(b, 0x08 | 0x0C | b'\n' | b'\r' | b'\t'));
+            quote += u8::from(b == b'"' || b == b'\\');
         }
-        escapes += u64::from(n);
+        escapes += 5 * u64::from(control) - 4 * u64::from(short) + u64::from(quote);
     }
     2 + s.len() as u64 + escapes
 }

