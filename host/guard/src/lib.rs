@@ -630,17 +630,30 @@ fn scan(
         let re = rule.patterns[pattern_index].regex();
         match (kind, rule.decode) {
             (Kind::Exfiltration, _) => {
-                // One pass: the DFA finds each match, the groups are
-                // resolved on its span only.
-                for caps in re.captures_iter(text) {
-                    let Some(m) = caps.get(0) else { continue };
+                // The DFAs find each match; its groups are resolved (a
+                // third pass, over the match only) when its URL may carry
+                // data at all: most links carry none.
+                let has_url = re.capture_names().any(|n| n == Some("url"));
+                // Every match has a `url` (no group is optional).
+                let always_url = has_url && re.static_captures_len() == Some(re.captures_len());
+                for m in re.find_iter(text) {
                     let whole = (m.start(), m.end());
                     if overlaps(&exfil_spans, whole) {
                         continue; // an image is also a link: one hit
                     }
+                    if always_url && !may_carry_data(m.as_str()) {
+                        continue;
+                    }
+                    let url = if has_url {
+                        re.captures_at(text, m.start())
+                            .and_then(|caps| caps.name("url"))
+                            .map(|u| u.as_str())
+                    } else {
+                        None
+                    };
                     let hit = !mentioned(text, m.start(), m.end(), kind)
-                        && match caps.name("url") {
-                            Some(url) => exfiltrates(url.as_str(), &*config.net, &mut mail_domains),
+                        && match url {
+                            Some(url) => exfiltrates(url, &*config.net, &mut mail_domains),
                             None => true,
                         };
                     if hit {
@@ -794,6 +807,29 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
             .into_iter()
             .flatten()
             .any(|domain| mail_domains.contains(domain))
+}
+
+/// Whether a link's URL may carry data ([`exfiltrates`] can hold): a
+/// necessary condition, checked on the whole match (which holds the URL at
+/// its end) from its first `://`, so that most links need no capture
+/// groups. Data needs a query or a `=` (`?`, `=`), a placeholder mark, or a
+/// run of 24 bytes that none of [`encoded_segment`]'s separators breaks
+/// (nor `/` or `#`, which a path segment cannot hold).
+fn may_carry_data(matched: &str) -> bool {
+    let Some(at) = matched.find("://") else {
+        return true;
+    };
+    let tail = &matched.as_bytes()[at + 3..];
+    if tail.iter().any(|b| {
+        matches!(
+            b,
+            b'?' | b'=' | b'{' | b'}' | b'[' | b']' | b'<' | b'>' | b'$'
+        )
+    }) {
+        return true;
+    }
+    tail.split(|b| matches!(b, b'/' | b'-' | b'_' | b'.' | b'~' | b'+' | b'%' | b'#'))
+        .any(|run| run.len() >= 24)
 }
 
 /// Whether a query value carries data rather than a setting: decoded, it
