@@ -324,7 +324,7 @@ fn the_validation_part_is_reported_beside_the_development_part() {
     assert_eq!(figures["benign"], 378);
     let detection = figures["detection_rate"].as_f64().unwrap();
     let false_positives = figures["false_positive_rate"].as_f64().unwrap();
-    assert!(detection >= 0.66, "detection {detection}: {figures}");
+    assert!(detection >= 0.68, "detection {detection}: {figures}");
     assert!(
         false_positives <= 0.03,
         "false positives {false_positives}: {figures}"
