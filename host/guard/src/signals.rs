@@ -267,11 +267,16 @@ impl Automaton {
                 }
             }
             if let Some((d, c, sid)) = &mut theirs {
+                let clears = c.clear_count();
                 match step(d, c, *sid, b) {
                     Some(next) => {
                         // A run of the same match state (a URL's bytes, each
                         // a match end of the link rules) names its patterns
-                        // once: `g` wants which patterns match, not where.
+                        // once: `g` wants which patterns match, not where. A
+                        // cache clear gives ids to new states: forget it then.
+                        if c.clear_count() != clears {
+                            last_theirs = LazyStateID::default();
+                        }
                         if next != last_theirs {
                             matched(d, c, next).for_each(&mut g);
                             if next.is_match() {

