@@ -332,6 +332,11 @@ fn matched<'a>(
     (0..n).map(move |i| dfa.match_pattern(cache, sid, i).as_usize())
 }
 
+/// Bytes of each automaton's cache of built states: varied text fills and
+/// clears it (see the README's throughput notes); the benchmark's outputs
+/// need about a tenth of it.
+const CACHE_CAPACITY: usize = 16 << 20;
+
 /// The default rules' automata as the build script compiled them
 /// ([`crate::automata`]).
 pub(crate) static BUILT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/automata.bin"));
@@ -340,7 +345,12 @@ pub(crate) static BUILT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/autom
 /// capture groups: only where matches end is wanted); `None` for none. The
 /// NFA is the one the build compiled when it was compiled from these
 /// patterns (the default rules'), else compiled now.
-fn build(patterns: &[String], syntax: Syntax, what: &str) -> Result<Option<Automaton>, RulesError> {
+fn build(
+    patterns: &[String],
+    syntax: Syntax,
+    what: &str,
+    cache_capacity: usize,
+) -> Result<Option<Automaton>, RulesError> {
     if patterns.is_empty() {
         return Ok(None);
     }
@@ -353,7 +363,7 @@ fn build(patterns: &[String], syntax: Syntax, what: &str) -> Result<Option<Autom
         .configure(
             DFA::config()
                 .match_kind(MatchKind::All)
-                .cache_capacity(16 << 20),
+                .cache_capacity(cache_capacity),
         )
         .build_from_nfa(nfa)
         .map_err(|e| error(e.to_string()))?;
@@ -470,14 +480,37 @@ impl Signals {
             rules_dfa: OnceLock::new(),
         };
         if eager {
-            let _ = compiled
-                .dfa
-                .set(build(&compiled.patterns, Syntax::Signals, "signals")?);
-            let _ = compiled
-                .rules_dfa
-                .set(build(&compiled.rule_patterns, Syntax::Rules, "rules")?);
+            let _ = compiled.dfa.set(build(
+                &compiled.patterns,
+                Syntax::Signals,
+                "signals",
+                CACHE_CAPACITY,
+            )?);
+            let _ = compiled.rules_dfa.set(build(
+                &compiled.rule_patterns,
+                Syntax::Rules,
+                "rules",
+                CACHE_CAPACITY,
+            )?);
         }
         Ok(compiled)
+    }
+
+    /// These signals with both automata built now with caches of `bytes`
+    /// (a test's small cache clears often).
+    #[cfg(test)]
+    pub(crate) fn with_cache_capacity(self, bytes: usize) -> Signals {
+        let small = |patterns: &[String], syntax, what| {
+            build(patterns, syntax, what, bytes).expect("the patterns compiled before")
+        };
+        let (dfa, rules_dfa) = (OnceLock::new(), OnceLock::new());
+        let _ = dfa.set(small(&self.patterns, Syntax::Signals, "signals"));
+        let _ = rules_dfa.set(small(&self.rule_patterns, Syntax::Rules, "rules"));
+        Signals {
+            dfa,
+            rules_dfa,
+            ..self
+        }
     }
 
     /// The patterns of the signals' automaton and of the rules' automaton.
@@ -513,7 +546,7 @@ impl Signals {
     fn automaton(&self) -> Option<&Automaton> {
         self.dfa
             .get_or_init(|| {
-                build(&self.patterns, Syntax::Signals, "signals")
+                build(&self.patterns, Syntax::Signals, "signals", CACHE_CAPACITY)
                     .expect("the rule file's signals compile (checked when it loaded)")
             })
             .as_ref()
@@ -523,7 +556,7 @@ impl Signals {
     fn rules_automaton(&self) -> Option<&Automaton> {
         self.rules_dfa
             .get_or_init(|| {
-                build(&self.rule_patterns, Syntax::Rules, "rules")
+                build(&self.rule_patterns, Syntax::Rules, "rules", CACHE_CAPACITY)
                     .expect("the rule file's patterns compile (checked when it loaded)")
             })
             .as_ref()

@@ -36,6 +36,20 @@ TAG = "indirect"
 # mirror gives the same records or fails).
 PURPLELLAMA_COMMIT = "4be64c3a24442b51c76175e6ec67722cc3f5fe38"
 GARAK_COMMIT = "cafbe992780df70015de7295ca026b70c4629ada"
+# `build_split.py` reads its repositories at HEAD; replaying its split
+# needs the commits it was run on.
+BIPIA_COMMIT = "1a2a91da6bb12838e05d1b2e54d98e2f37b835f3"
+
+
+def require_head(repo, commit):
+    head = subprocess.run(
+        ["git", "--git-dir", str(repo), "rev-parse", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if head != commit:
+        raise SystemExit(f"{repo}: HEAD is {head}; build_split.py's split was made at {commit}")
 
 
 def git_show(repo, commit, path):
@@ -201,6 +215,8 @@ def main():
         raise SystemExit(__doc__)
     bipia_repo, garak_repo, purplellama_repo = (build_split.git_dir(a) for a in sys.argv[1:4])
     inspect_evals = Path(sys.argv[4])
+    require_head(bipia_repo, BIPIA_COMMIT)
+    require_head(garak_repo, GARAK_COMMIT)
     rng = random.Random(SEED)
     parts = Parts(TAG)
     cyberseceval(purplellama_repo, parts, rng)
