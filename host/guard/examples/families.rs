@@ -1,20 +1,13 @@
 //! Aggregate detection per source family of a labelled set (the first field
 //! of `source`, e.g. `bipia-text`), without listing any case:
 //! `cargo run --release -p fabric-guard --example families -- FILE.jsonl`.
+#[path = "common/labelled.rs"]
+mod labelled;
+
 use std::collections::BTreeMap;
 
 fn main() {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: families FILE.jsonl");
-        std::process::exit(2);
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{path}: {e}");
-            std::process::exit(2);
-        }
-    };
+    let (_, text) = labelled::read_set("families FILE.jsonl");
     let config = fabric_guard::GuardConfig::with_limit(u64::MAX);
     let mut per: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
