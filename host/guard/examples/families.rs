@@ -20,9 +20,10 @@ fn main() {
             .and_then(|s| s.split(':').next())
             .unwrap_or("-")
             .to_string();
-        let (verdict, flags) =
-            fabric_guard::check(serde_json::Value::String(case.text), &config).split();
-        let detected = verdict.is_err() || flags.iter().any(|f| f.action != "flag");
+        let detected = fabric_guard::eval::detected(&fabric_guard::check(
+            serde_json::Value::String(case.text),
+            &config,
+        ));
         let e = per.entry((case.injected, family)).or_default();
         e.0 += u64::from(detected);
         e.1 += 1;

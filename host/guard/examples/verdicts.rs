@@ -23,9 +23,10 @@ fn main() {
             }
         };
         let output = case["text"].as_str().unwrap_or_default().to_string();
-        let (verdict, flags) =
-            fabric_guard::check(serde_json::Value::String(output), &config).split();
-        let detected = verdict.is_err() || flags.iter().any(|f| f.action != "flag");
+        let detected = fabric_guard::eval::detected(&fabric_guard::check(
+            serde_json::Value::String(output),
+            &config,
+        ));
         println!("{}", u8::from(detected));
     }
 }

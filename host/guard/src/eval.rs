@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{check, GuardConfig};
+use crate::{check, GuardConfig, Guarded};
 
 /// One labelled case.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +79,15 @@ pub struct Figures {
     pub misses: Vec<Miss>,
 }
 
+/// Whether the guard detected an injection in an output: it rejected it or
+/// redacted part of it (flags alone are informational).
+pub fn detected(guarded: &Guarded) -> bool {
+    match guarded {
+        Guarded::Rejected { .. } => true,
+        Guarded::Pass { flags, .. } => flags.iter().any(|f| f.action != "flag"),
+    }
+}
+
 /// Runs the guard over every case of a labelled set (JSON lines; blank
 /// lines are skipped).
 pub fn evaluate(jsonl: &str, config: &GuardConfig) -> Result<Figures, EvalError> {
@@ -91,8 +100,9 @@ pub fn evaluate(jsonl: &str, config: &GuardConfig) -> Result<Figures, EvalError>
             line: n + 1,
             message: e.to_string(),
         })?;
-        let (verdict, flags) = check(Value::String(case.text), config).split();
-        let detected = verdict.is_err() || flags.iter().any(|f| f.action != "flag");
+        let guarded = check(Value::String(case.text), config);
+        let detected = detected(&guarded);
+        let (_, flags) = guarded.split();
         let mut seen: Vec<&str> = flags.iter().map(|f| f.rule.as_str()).collect();
         seen.sort_unstable();
         seen.dedup();

@@ -795,8 +795,8 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
     let data_value = query
         .split('&')
         .any(|kv| data_value(kv.split_once('=').map_or(kv, |(_, v)| v)));
-    let marks = ['{', '}', '[', ']', '<', '>', '$'];
-    let placeholder = query.contains(marks) || path.contains(marks) || path.contains('=');
+    let placeholder =
+        query.contains(PLACEHOLDER_MARKS) || path.contains(PLACEHOLDER_MARKS) || path.contains('=');
     let carries_data = data_value || placeholder || path.split('/').any(encoded_segment);
     let parent = host
         .split_once('.')
@@ -819,18 +819,21 @@ fn may_carry_data(matched: &str) -> bool {
     let Some(at) = matched.find("://") else {
         return true;
     };
-    let tail = &matched.as_bytes()[at + 3..];
-    if tail.iter().any(|b| {
-        matches!(
-            b,
-            b'?' | b'=' | b'{' | b'}' | b'[' | b']' | b'<' | b'>' | b'$'
-        )
-    }) {
-        return true;
-    }
-    tail.split(|b| matches!(b, b'/' | b'-' | b'_' | b'.' | b'~' | b'+' | b'%' | b'#'))
-        .any(|run| run.len() >= 24)
+    let tail = &matched[at + 3..];
+    tail.contains(['?', '='])
+        || tail.contains(PLACEHOLDER_MARKS)
+        || tail
+            .split(|c| c == '/' || c == '#' || WORD_SEPARATORS.contains(&c))
+            .any(|run| run.len() >= ENCODED_RUN)
 }
+
+/// Marks of a template placeholder in a URL (`{secret}`, `[DATA]`, `<DATA`,
+/// `$TOKEN`): where they stand, the URL carries data.
+const PLACEHOLDER_MARKS: [char; 7] = ['{', '}', '[', ']', '<', '>', '$'];
+/// Separators that break a URL path segment into words.
+const WORD_SEPARATORS: [char; 6] = ['-', '_', '.', '~', '+', '%'];
+/// Bytes of the shortest unbroken run that makes a path segment data.
+const ENCODED_RUN: usize = 24;
 
 /// Whether a query value carries data rather than a setting: decoded, it
 /// holds a token (a run of letters and digits) of 16 characters or more, or
@@ -870,8 +873,8 @@ fn encoded_segment(seg: &str) -> bool {
     let hash = matches!(seg.len(), 40 | 64) && seg.bytes().all(|b| b.is_ascii_hexdigit());
     !hash
         && seg
-            .split(['-', '_', '.', '~', '+', '%'])
-            .any(|run| run.len() >= 24)
+            .split(WORD_SEPARATORS)
+            .any(|run| run.len() >= ENCODED_RUN)
 }
 
 /// The domains of the mail addresses in a text (`news@shop.example` gives
