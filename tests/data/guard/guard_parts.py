@@ -52,7 +52,11 @@ def run(tag, label, build, usage):
     `replace_records(tag, …)`; prints what each part received."""
     if len(sys.argv) != 2:
         raise SystemExit(usage)
-    records = build(pathlib.Path(sys.argv[1]))
+    replace_and_report(tag, label, build(pathlib.Path(sys.argv[1])))
+
+
+def replace_and_report(tag, label, records):
+    """`replace_records(tag, records)`, then prints what each part received."""
     for name, n in replace_records(tag, records).items():
         part = records["dev" if name == "dev.jsonl" else "validation"]
         inj = sum(r["injected"] for r in part)
