@@ -480,35 +480,35 @@ impl Signals {
             rules_dfa: OnceLock::new(),
         };
         if eager {
-            let _ = compiled.dfa.set(build(
-                &compiled.patterns,
-                Syntax::Signals,
-                "signals",
-                CACHE_CAPACITY,
-            )?);
-            let _ = compiled.rules_dfa.set(build(
-                &compiled.rule_patterns,
-                Syntax::Rules,
-                "rules",
-                CACHE_CAPACITY,
-            )?);
+            let (dfa, rules_dfa) = compiled.build_automata(CACHE_CAPACITY)?;
+            let _ = compiled.dfa.set(dfa);
+            let _ = compiled.rules_dfa.set(rules_dfa);
         }
         Ok(compiled)
+    }
+
+    /// The signals' automaton and the rules', built now with caches of
+    /// `cache_capacity` bytes each.
+    fn build_automata(
+        &self,
+        cache_capacity: usize,
+    ) -> Result<(Option<Automaton>, Option<Automaton>), RulesError> {
+        Ok((
+            build(&self.patterns, Syntax::Signals, "signals", cache_capacity)?,
+            build(&self.rule_patterns, Syntax::Rules, "rules", cache_capacity)?,
+        ))
     }
 
     /// These signals with both automata built now with caches of `bytes`
     /// (a test's small cache clears often).
     #[cfg(test)]
     pub(crate) fn with_cache_capacity(self, bytes: usize) -> Signals {
-        let small = |patterns: &[String], syntax, what| {
-            build(patterns, syntax, what, bytes).expect("the patterns compiled before")
-        };
-        let (dfa, rules_dfa) = (OnceLock::new(), OnceLock::new());
-        let _ = dfa.set(small(&self.patterns, Syntax::Signals, "signals"));
-        let _ = rules_dfa.set(small(&self.rule_patterns, Syntax::Rules, "rules"));
+        let (dfa, rules_dfa) = self
+            .build_automata(bytes)
+            .expect("the patterns compiled before");
         Signals {
-            dfa,
-            rules_dfa,
+            dfa: OnceLock::from(dfa),
+            rules_dfa: OnceLock::from(rules_dfa),
             ..self
         }
     }
