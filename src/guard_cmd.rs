@@ -17,14 +17,18 @@ fn held_out(file: &Path) -> bool {
 }
 
 /// Runs the eval on every file and prints the figures side by side (or one
-/// JSON object per file).
+/// JSON object per file); `model: false` measures the rules alone.
 pub fn eval(
     files: &[PathBuf],
     show_errors: bool,
     show_validation_errors: bool,
     json: bool,
+    model: bool,
 ) -> Result<ExitCode> {
-    let config = GuardConfig::with_limit(u64::MAX);
+    let mut config = GuardConfig::with_limit(u64::MAX);
+    if !model {
+        config.model = None;
+    }
     let mut parts: Vec<(&PathBuf, Figures)> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file)

@@ -78,7 +78,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum GuardCommand {
-    /// Measure the default rules on labelled outputs: JSON lines of {"text": …, "injected": bool}.
+    /// Measure the default guard (its rules and its learned detector) on labelled outputs: JSON
+    /// lines of {"text": …, "injected": bool}.
     /// Several files (a development part and a validation part) are reported side by side.
     Eval {
         /// The labelled sets (e.g. tests/data/guard/dev.jsonl tests/data/guard/validation.jsonl).
@@ -99,6 +100,10 @@ enum GuardCommand {
         /// false_positive_rate, rules.
         #[arg(long)]
         json: bool,
+        /// The rules alone, without the learned detector (as a policy's
+        /// `[guard] model = "none"`).
+        #[arg(long)]
+        no_model: bool,
     },
 }
 
@@ -231,7 +236,8 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             show_errors,
             show_validation_errors,
             json,
-        }) => guard_cmd::eval(&files, show_errors, show_validation_errors, json),
+            no_model,
+        }) => guard_cmd::eval(&files, show_errors, show_validation_errors, json, !no_model),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
         Command::Bench(args) => bench_cmd::bench(args, &options),
         Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),

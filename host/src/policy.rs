@@ -120,6 +120,9 @@ pub struct Policy {
     pub guard_score: crate::guard::Thresholds,
     /// How outputs are marked as data, `[guard] spotlight`.
     pub guard_spotlight: Option<crate::guard::Spotlight>,
+    /// The learned detector, `[guard] model` (the shipped one unless
+    /// `"none"`, or unless `rules = "none"` and `model` is unset).
+    pub guard_model: Option<std::sync::Arc<crate::guard::model::Model>>,
     /// Store arguments and output in audit records, cut to this many bytes
     /// (`None`: only their digests are recorded).
     pub audit_payloads: Option<u64>,
@@ -274,6 +277,7 @@ impl Default for Policy {
             guard_actions: std::collections::BTreeMap::new(),
             guard_score: crate::guard::Thresholds::default(),
             guard_spotlight: None,
+            guard_model: Some(crate::guard::model::Model::shipped()),
             audit_payloads: None,
             breaker: BreakerPolicy::default(),
             exports: Exports::default(),
@@ -384,6 +388,7 @@ struct FileGuard {
     #[serde(default)]
     score: Option<crate::guard::Thresholds>,
     spotlight: Option<String>,
+    model: Option<String>,
 }
 
 impl Policy {
@@ -621,9 +626,34 @@ impl Policy {
                 crate::guard::RuleSet::load(&path).map_err(|e| ("guard.rules".to_string(), e.0))?;
             policy.guard_rules = std::sync::Arc::new(set);
         }
+        // A trusted tool's `rules = "none"` turns the learned detector off
+        // too, unless `model` says otherwise.
+        let model =
+            file.guard
+                .model
+                .as_deref()
+                .unwrap_or(if file.guard.rules.as_deref() == Some("none") {
+                    "none"
+                } else {
+                    "default"
+                });
+        policy.guard_model = match model {
+            "default" => Some(crate::guard::model::Model::shipped()),
+            "none" => None,
+            other => {
+                return Err((
+                    "guard.model".to_string(),
+                    format!("{other:?} is not allowed: use \"default\" or \"none\""),
+                ))
+            }
+        };
         for (id, action) in &file.guard.actions {
             let key = format!("guard.actions.{id}");
-            if policy.guard_rules.get(id).is_none() {
+            let model = id == crate::guard::model::MODEL_ID;
+            if model && policy.guard_model.is_none() {
+                return Err((key, "the learned detector is off (guard.model)".into()));
+            }
+            if !model && policy.guard_rules.get(id).is_none() {
                 return Err((key, format!("no rule {id:?} in the guard's rules")));
             }
             let action = crate::guard::Action::parse(action).ok_or_else(|| {
@@ -872,7 +902,7 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions/score/spotlight, [audit] payloads/payload_limit, [breaker] failures/window/cooldown, [exports] expose/hide)"
+        " (allowed tables: [limits] fuel/memory/timeout/output, [[fs]] host/guest/access, [net] allow/allow_private/listen, [env] vars/pass, [guard] rules/actions/score/spotlight/model, [audit] payloads/payload_limit, [breaker] failures/window/cooldown, [exports] expose/hide)"
     } else {
         ""
     }
@@ -1262,6 +1292,32 @@ mod tests {
             "\"delimit\" or \"datamark\"",
         );
         rejects("[guard.score]\nrejct = 3", "guard", "rejct");
+    }
+
+    #[test]
+    fn guard_model_follows_rules_unless_named() {
+        let on = |text: &str| parse(text).unwrap().guard_model.is_some();
+        assert!(on(""));
+        assert!(!on("[guard]\nmodel = \"none\""));
+        // A trusted tool's `rules = "none"` turns the model off too...
+        assert!(!on("[guard]\nrules = \"none\""));
+        // ...unless the policy names it.
+        assert!(on("[guard]\nrules = \"none\"\nmodel = \"default\""));
+        rejects(
+            "[guard]\nmodel = \"big\"",
+            "guard.model",
+            "\"default\" or \"none\"",
+        );
+        let p = parse("[guard.actions]\n\"model.injection\" = \"flag\"").unwrap();
+        assert_eq!(
+            p.guard_actions.get("model.injection"),
+            Some(&crate::guard::Action::Flag)
+        );
+        rejects(
+            "[guard]\nmodel = \"none\"\n[guard.actions]\n\"model.injection\" = \"flag\"",
+            "guard.actions.model.injection",
+            "learned detector is off",
+        );
     }
 
     #[test]

@@ -648,6 +648,7 @@ impl Shared {
             output_limit: policy.limits.output,
             score: policy.guard_score,
             spotlight: policy.guard_spotlight,
+            model: policy.guard_model.clone(),
         };
         let loaded = Arc::new(Loaded {
             digest,

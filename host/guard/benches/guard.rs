@@ -1,6 +1,7 @@
-//! Guard throughput with the default rules, on realistic tool outputs of
-//! 1 KiB to 4 MiB (a web page, a JSON API response, a log, a README), on one
-//! core. Run: `cargo bench -p fabric-guard --bench guard` (no wasmtime
+//! Guard throughput with the default rules and learned detector, on
+//! realistic tool outputs of 1 KiB to 4 MiB (a web page, a JSON API
+//! response, a log, a README), on one core; beside it the rules alone
+//! (`[guard] model = "none"`), measured in the same run. Run: `cargo bench -p fabric-guard --bench guard` (no wasmtime
 //! needed).
 
 use std::time::Instant;
@@ -62,17 +63,26 @@ fn worst_case(unit: &str, size: usize) -> Value {
 
 fn main() {
     let config = GuardConfig::with_limit(u64::MAX);
+    let rules_alone = GuardConfig {
+        model: None,
+        ..config.clone()
+    };
     let _ = guard::check(output(1024), &config); // compile the rules
     println!("realistic outputs (they pass):");
-    println!("{:>10} {:>10} {:>12}", "size", "MiB/s", "µs/output");
+    println!(
+        "{:>10} {:>10} {:>12} {:>18}",
+        "size", "MiB/s", "µs/output", "rules alone MiB/s"
+    );
     for size in [1 << 10, 16 << 10, 256 << 10, 1 << 20, 4 << 20] {
         let value = output(size);
         assert!(matches!(
             guard::check(value.clone(), &config),
             Guarded::Pass { .. }
         ));
-        let (mib_s, us) = measure(&value, &config, ((64 << 20) / size).max(3));
-        println!("{:>9}K {mib_s:>10.0} {us:>12.1}", size >> 10);
+        let reps = ((64 << 20) / size).max(3);
+        let (mib_s, us) = measure(&value, &config, reps);
+        let (alone, _) = measure(&value, &rules_alone, reps);
+        println!("{:>9}K {mib_s:>10.0} {us:>12.1} {alone:>18.0}", size >> 10);
     }
     // Linear time when everything hits: the same work per byte at 64 KiB
     // and at 1 MiB means no hidden quadratic step.

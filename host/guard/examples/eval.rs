@@ -1,10 +1,14 @@
-//! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors]`.
+//! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors] [--no-model]`
+//! (`--no-model`: the rules alone, without the learned detector).
 //! (`fabric guard eval` is the user-facing command.)
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let show = args.iter().any(|a| a == "--errors");
-    let config = fabric_guard::GuardConfig::with_limit(u64::MAX);
+    let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
+    if args.iter().any(|a| a == "--no-model") {
+        config.model = None;
+    }
     for file in args.iter().filter(|a| !a.starts_with("--")) {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,

@@ -1,14 +1,24 @@
 //! Aggregate detection per source family of a labelled set (the first field
 //! of `source`, e.g. `bipia-text`), without listing any case:
-//! `cargo run --release -p fabric-guard --example families -- FILE.jsonl`.
-#[path = "common/labelled.rs"]
-mod labelled;
+//! `cargo run --release -p fabric-guard --example families -- FILE.jsonl [--no-model]`
+//! (`--no-model`: the rules alone, without the learned detector).
 
 use std::collections::BTreeMap;
 
 fn main() {
-    let (_, text) = labelled::read_set("families FILE.jsonl");
-    let config = fabric_guard::GuardConfig::with_limit(u64::MAX);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(path) = args.iter().find(|a| !a.starts_with("--")) else {
+        eprintln!("usage: families FILE.jsonl [--no-model]");
+        std::process::exit(2);
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        eprintln!("{path}: {e}");
+        std::process::exit(2);
+    });
+    let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
+    if args.iter().any(|a| a == "--no-model") {
+        config.model = None;
+    }
     let mut per: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(case) = serde_json::from_str::<fabric_guard::eval::Case>(line) else {

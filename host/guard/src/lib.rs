@@ -17,6 +17,11 @@
 //! and score each window of a string; thresholds per action turn the score
 //! into a rejection, a redaction or a flag (flag id [`SCORE_ID`]). Views of
 //! the text undo letter spacing and fragments split across list items.
+//! Beside both, a learned detector ([`model`]: logistic regression over
+//! hashed word and character n-grams, trained on the development part of
+//! the labelled data) scores each window of a string and rejects (flag id
+//! [`model::MODEL_ID`]) what it is confident is an injection written as
+//! ordinary text, which no phrase or signal names.
 //! [`spotlight`](mod@spotlight) marks an output that passes as data for the
 //! agent.
 //! [`eval`] measures the whole on labelled sets.
@@ -41,6 +46,7 @@
 pub mod automata;
 pub mod decode;
 pub mod eval;
+pub mod model;
 pub mod rules;
 pub mod signals;
 pub mod spotlight;
@@ -114,6 +120,9 @@ pub struct GuardConfig {
     /// How an output that passes is marked as data for the agent
     /// (`[guard] spotlight`), if at all.
     pub spotlight: Option<Spotlight>,
+    /// The learned detector run beside the rules on every string
+    /// (`[guard] model`; the shipped one by default), if any.
+    pub model: Option<Arc<model::Model>>,
 }
 
 impl GuardConfig {
@@ -126,6 +135,7 @@ impl GuardConfig {
             output_limit,
             score: Thresholds::default(),
             spotlight: None,
+            model: Some(model::Model::shipped()),
         }
     }
 }
@@ -332,6 +342,7 @@ fn check_string(
     for (what, view) in views::text_views(&normalised, shapes) {
         extras.extend(check_view(&view, what, config));
     }
+    extras.extend(learned(&normalised, config));
     if hits.is_empty() && extras.is_empty() {
         return None;
     }
@@ -494,6 +505,25 @@ fn scored_extras(
         ),
     };
     vec![extra]
+}
+
+/// The learned detector's finding on a (normalised) string, when its best
+/// window reaches the model's threshold. Its action is `reject` unless the
+/// policy overrides it (`[guard.actions] "model.injection"`).
+fn learned(text: &str, config: &GuardConfig) -> Option<Extra> {
+    let window = config.model.as_ref()?.detect(text)?;
+    let p = window.probability();
+    Some(Extra {
+        id: model::MODEL_ID.into(),
+        description: format!("the learned detector scored it an injection (p = {p:.3})"),
+        action: config
+            .actions
+            .get(model::MODEL_ID)
+            .copied()
+            .unwrap_or(Action::Reject),
+        span: Some(window.span),
+        excerpt: format!("p {p:.3}: {}", excerpt(&text[window.span.0..window.span.1])),
+    })
 }
 
 /// The rules and the score applied to a view of an output (its letter-spaced

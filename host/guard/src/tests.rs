@@ -421,6 +421,8 @@ fn actions_reject_redact_flag_and_overrides() {
         .insert("instruction.override".into(), Action::Redact);
     cfg.actions
         .insert("token.chat-template".into(), Action::Flag);
+    cfg.actions
+        .insert(crate::model::MODEL_ID.into(), Action::Flag);
     match check(json!({"page": text}), &cfg) {
         Guarded::Pass { output, flags } => {
             assert_eq!(
@@ -432,7 +434,8 @@ fn actions_reject_redact_flag_and_overrides() {
                 .map(|f| (f.rule.as_str(), f.action.as_str()))
                 .collect();
             assert!(
-                actions.contains(&("token.chat-template", "flag")),
+                actions.contains(&("token.chat-template", "flag"))
+                    && actions.contains(&("model.injection", "flag")),
                 "{actions:?}"
             );
         }

@@ -24,7 +24,7 @@ import random
 import re
 import sys
 
-from guard_parts import replace_records
+from guard_parts import Alternating, replace_records
 
 SEED = 20261127
 PER_PART = 60
@@ -78,8 +78,7 @@ def main():
     lock = (here / ".." / ".." / ".." / "Cargo.lock").resolve().read_text()
     crates = locked_crates(lock)
     random.Random(SEED).shuffle(crates)
-    records = {"dev": [], "validation": []}
-    turn = 0
+    parts = Alternating("crate-docs", PER_PART)
     for name, version in crates:
         crate_dir = src / f"{name}-{version}"
         lic = licence(crate_dir)
@@ -92,18 +91,8 @@ def main():
         text = opening(readme)
         if text is None:
             continue
-        part = "dev" if turn % 2 == 0 else "validation"
-        turn += 1
-        if len(records[part]) < PER_PART:
-            records[part].append(
-                {
-                    "text": text,
-                    "injected": False,
-                    "source": f"benign-crate-docs:{name}:{version}",
-                    "added": "crate-docs",
-                }
-            )
-    for name, n in replace_records("crate-docs", records).items():
+        parts.add(text, f"benign-crate-docs:{name}:{version}")
+    for name, n in replace_records("crate-docs", parts.records).items():
         print(f"{name}: {n} crate README records")
 
 if __name__ == "__main__":

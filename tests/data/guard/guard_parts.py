@@ -46,6 +46,22 @@ def replace_records(tag, records):
     return written
 
 
+class Alternating:
+    """Benign records dealt to the parts in turn, development first, at most
+    `per_part` each (a record past a full part is dropped, and its turn
+    still counts); `records` is what `replace_records` takes."""
+
+    def __init__(self, tag, per_part):
+        self.tag, self.per_part, self.turn = tag, per_part, 0
+        self.records = {"dev": [], "validation": []}
+
+    def add(self, text, source):
+        part = "dev" if self.turn % 2 == 0 else "validation"
+        self.turn += 1
+        if len(self.records[part]) < self.per_part:
+            self.records[part].append({"text": text, "injected": False, "source": source, "added": self.tag})
+
+
 def run(tag, label, build, usage):
     """The command line of a script whose one argument is the source's
     directory: `build(that path)` gives the records, written as
