@@ -651,7 +651,16 @@ impl Policy {
             let key = format!("guard.actions.{id}");
             let model = id == crate::guard::model::MODEL_ID;
             if model && policy.guard_model.is_none() {
-                return Err((key, "the learned detector is off (guard.model)".into()));
+                return Err((
+                    key,
+                    "the learned detector is off (guard.model = \"none\", or guard.rules = \"none\" without guard.model = \"default\")".into(),
+                ));
+            }
+            if model && action == "redact" {
+                return Err((
+                    key,
+                    "the learned detector cannot redact (it knows only its best window): use \"reject\" or \"flag\"".into(),
+                ));
             }
             if !model && policy.guard_rules.get(id).is_none() {
                 return Err((key, format!("no rule {id:?} in the guard's rules")));
@@ -1317,6 +1326,11 @@ mod tests {
             "[guard]\nmodel = \"none\"\n[guard.actions]\n\"model.injection\" = \"flag\"",
             "guard.actions.model.injection",
             "learned detector is off",
+        );
+        rejects(
+            "[guard.actions]\n\"model.injection\" = \"redact\"",
+            "guard.actions.model.injection",
+            "cannot redact",
         );
     }
 

@@ -18,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let records = model::records(&text, &rules).map_err(|e| format!("{set}:{e}"))?;
     let (model, cv) = model::fit(&records);
-    std::fs::write(out, model.to_bytes()).map_err(|e| format!("{out}: {e}"))?;
+    // Refuse to write what the guard could not read back (a threshold
+    // that is not finite, when the set has no benign record).
+    let bytes = model.to_bytes();
+    model::Model::from_bytes(&bytes).map_err(|e| format!("{set}: the trained model: {e}"))?;
+    std::fs::write(out, bytes).map_err(|e| format!("{out}: {e}"))?;
     println!(
         "{} records; threshold {:.3} (p {:.3}); cross-validated: rules or model {:.1} % at {:.1} %, model alone {:.1} % at {:.1} %",
         records.len(),

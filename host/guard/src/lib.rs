@@ -509,18 +509,20 @@ fn scored_extras(
 
 /// The learned detector's finding on a (normalised) string, when its best
 /// window reaches the model's threshold. Its action is `reject` unless the
-/// policy overrides it (`[guard.actions] "model.injection"`).
+/// policy makes it `flag` (`[guard.actions] "model.injection"`); it never
+/// redacts, as only its best window is known and others may reach the
+/// threshold too.
 fn learned(text: &str, config: &GuardConfig) -> Option<Extra> {
     let window = config.model.as_ref()?.detect(text)?;
     let p = window.probability();
+    let action = match config.actions.get(model::MODEL_ID) {
+        Some(Action::Flag) => Action::Flag,
+        _ => Action::Reject,
+    };
     Some(Extra {
         id: model::MODEL_ID.into(),
-        description: format!("the learned detector scored it an injection (p = {p:.3})"),
-        action: config
-            .actions
-            .get(model::MODEL_ID)
-            .copied()
-            .unwrap_or(Action::Reject),
+        description: "the learned detector scored a window of it as an injection".into(),
+        action,
         span: Some(window.span),
         excerpt: format!("p {p:.3}: {}", excerpt(&text[window.span.0..window.span.1])),
     })

@@ -15,9 +15,11 @@
 //! Text is lower-cased (ASCII) and cut into *words*: runs of ASCII letters
 //! and digits and of non-ASCII bytes. Each word gives itself, the pair it
 //! forms with the word before it, and the character 4-grams of the word
-//! between two spaces (3-, 4- and 5-grams together detected no more in
-//! cross-validation on the development part, 55.1 against 54.9 %, cost a
-//! third more and flagged 4 of 400 long benign texts that 4-grams do not).
+//! between two spaces (3-, 4- and 5-grams together detected about as much
+//! in cross-validation on the development part, 55.1 against 54.9 %, cost
+//! a third more and flagged 4 of 400 long benign texts that 4-grams do
+//! not). A word longer than [`MAX_GRAM_WORD`] bytes gives no grams, and a
+//! string of fewer than [`MIN_WORDS`] words is not scored.
 //! Each feature is hashed into one of [`BUCKETS`] buckets; a text is the set
 //! of buckets it holds, scaled to unit length (every bucket weighs
 //! `1/sqrt(n)`), and its score is the bias plus the weights of its buckets
@@ -59,6 +61,19 @@ pub const BUCKETS: usize = 1 << BITS;
 /// Words in a chunk; a window is two chunks (512 words, longer than every
 /// training record).
 pub const CHUNK_WORDS: usize = 256;
+/// Fewest words a string must hold for the model to score it: a string of
+/// a few words (a JSON value, a column name, "system") is no text the model
+/// was trained on, and one heavy bucket would carry it.
+pub const MIN_WORDS: usize = 8;
+/// The normaliser's floor, in buckets (about what 8 words give): a text of
+/// `n` buckets is scaled by `1/sqrt(max(n, MIN_BUCKETS))`, in training and
+/// in use, so that a few buckets never weigh as much as a sentence's.
+pub const MIN_BUCKETS: usize = 64;
+/// Longest word, in bytes, that gives its character 4-grams: longer ones
+/// (hashes, hex and base64 blobs, keys) give only the word and its pair,
+/// since their grams are noise spread over every bucket, and the buckets'
+/// mean weight is not zero.
+pub const MAX_GRAM_WORD: usize = 24;
 /// Share of the development part's benign records that the rules or the
 /// model may flag, cross-validated: where the model's threshold is set.
 pub const FALSE_POSITIVE_BUDGET: f64 = 0.015;
@@ -189,8 +204,10 @@ impl Model {
         SCRATCH.with(|set| {
             let set = &mut set.borrow_mut();
             let chunks = self.chunks(text, set);
-            let score =
-                |sum: i32, n: usize| self.bias + self.scale * sum as f32 / (n.max(1) as f32).sqrt();
+            let score = |sum: i32, n: usize| self.bias + self.scale * sum as f32 / norm(n) as f32;
+            if chunks.iter().map(|c| c.words).sum::<usize>() < MIN_WORDS {
+                return None;
+            }
             if chunks.len() <= 1 {
                 return chunks.first().map(|c| Window {
                     span: c.span,
@@ -232,22 +249,32 @@ impl Model {
         let mut features = Features::new(text);
         let (mut words, mut sum) = (0, 0i32);
         set.clear();
-        while let Some((start, end)) = features.next_word() {
-            if words % CHUNK_WORDS == 0 {
+        loop {
+            // A new chunk forgets the words seen before its first word is
+            // read, so that word gives all its features.
+            let starts = words % CHUNK_WORDS == 0;
+            if starts {
+                features.forget_words();
+            }
+            let Some((start, end)) = features.next_word() else {
+                break;
+            };
+            if starts {
                 if let Some(last) = out.last_mut() {
                     last.buckets = set.take();
                     last.sum = std::mem::take(&mut sum);
                 }
-                features.forget_words();
                 out.push(Chunk {
                     span: (start, end),
                     buckets: Vec::new(),
                     sum: 0,
+                    words: 0,
                 });
             }
             words += 1;
             if let Some(last) = out.last_mut() {
                 last.span.1 = end;
+                last.words += 1;
             }
             for &b in &features.buckets {
                 let new = set.insert(b) as i32;
@@ -273,10 +300,11 @@ struct Chunk {
     span: (usize, usize),
     buckets: Vec<u32>,
     sum: i32,
+    words: usize,
 }
 
 thread_local! {
-    /// The bucket set a thread's checks share (8 KiB, cleared by what was
+    /// The bucket set a thread's checks share (264 KiB, cleared by what was
     /// put in it rather than allocated and zeroed per string).
     static SCRATCH: std::cell::RefCell<BucketSet> = std::cell::RefCell::new(BucketSet::default());
 }
@@ -287,8 +315,9 @@ thread_local! {
 /// feature cost more than the rest of the pass.
 struct BucketSet {
     bits: Box<[u64; BUCKETS / 64]>,
-    /// Room for every bucket; the first `len` are the members.
-    members: Box<[u32; BUCKETS]>,
+    /// Room for every bucket and one more (where a write that is not kept
+    /// lands when all are in); the first `len` are the members.
+    members: Box<[u32; BUCKETS + 1]>,
     len: usize,
 }
 
@@ -296,7 +325,9 @@ impl Default for BucketSet {
     fn default() -> Self {
         BucketSet {
             bits: Box::new([0; BUCKETS / 64]),
-            members: vec![0; BUCKETS].try_into().expect("BUCKETS members"),
+            members: vec![0; BUCKETS + 1]
+                .try_into()
+                .expect("BUCKETS + 1 members"),
             len: 0,
         }
     }
@@ -316,9 +347,9 @@ impl BucketSet {
         let (word, bit) = (index(b) / 64, 1u64 << (b % 64));
         let new = u32::from(self.bits[word] & bit == 0);
         self.bits[word] |= bit;
-        // Written either way; kept only when new. `len` < BUCKETS while a
-        // bucket is missing, and when all are in, nothing is new.
-        self.members[self.len & (BUCKETS - 1)] = b;
+        // Written either way, kept only when new: at `len`, the slot after
+        // the members (the spare slot when all are in).
+        self.members[self.len.min(BUCKETS)] = b;
         self.len += new as usize;
         new
     }
@@ -410,12 +441,13 @@ struct Features<'a> {
     padded: Vec<u8>,
     /// The buckets of the last word's features (with repeats).
     buckets: Vec<u32>,
-    /// Words seen since the last [`Features::forget_words`], by hash
-    /// (`generation << 32 | hash`, direct-mapped): a word seen again gives
-    /// only its pair, since its other features are in the set already.
-    /// A word the cache lost is merely hashed again.
-    seen: [u64; SEEN_WORDS],
-    generation: u64,
+    /// Words seen since the last [`Features::forget_words`], direct-mapped
+    /// by hash: `(generation, start, end)` of the word last seen in a slot.
+    /// A word equal to it (ASCII case folded, compared byte for byte, not
+    /// by hash) gives only its pair, since its other features are in the
+    /// set already; a word the cache lost is merely hashed again.
+    seen: [(u32, u32, u32); SEEN_WORDS],
+    generation: u32,
 }
 
 /// Slots of the cache of words seen (a chunk holds 256 words, about half
@@ -431,7 +463,7 @@ impl<'a> Features<'a> {
             previous: None,
             padded: Vec::with_capacity(32),
             buckets: Vec::with_capacity(64),
-            seen: [0; SEEN_WORDS],
+            seen: [(0, 0, 0); SEEN_WORDS],
             generation: 1,
         }
     }
@@ -439,7 +471,12 @@ impl<'a> Features<'a> {
     /// Forgets the words seen: their features must be given again (the
     /// caller starts a new set of buckets).
     fn forget_words(&mut self) {
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Wrapped: no slot may still look current.
+            self.seen = [(0, 0, 0); SEEN_WORDS];
+            self.generation = 1;
+        }
     }
 
     /// The next word's byte span; its features are then in `buckets`.
@@ -461,13 +498,22 @@ impl<'a> Features<'a> {
             out.push(bucket((p.rotate_left(5) ^ h).wrapping_add(PAIR_SEED)));
         }
         self.previous = Some(h);
+        // Spans are kept as u32: a text past 4 GiB only misses the cache.
         let slot = &mut self.seen[h as usize % SEEN_WORDS];
-        let key = self.generation << 32 | u64::from(h);
-        if *slot == key {
+        let (generation, from, to) = (slot.0, slot.1 as usize, slot.2 as usize);
+        if generation == self.generation
+            && to - from == end - start
+            && bytes[from..to].eq_ignore_ascii_case(&bytes[start..end])
+        {
             return Some((start, end));
         }
-        *slot = key;
+        if let (Ok(from), Ok(to)) = (u32::try_from(start), u32::try_from(end)) {
+            *slot = (self.generation, from, to);
+        }
         out.push(bucket(h));
+        if end - start > MAX_GRAM_WORD {
+            return Some((start, end));
+        }
         let padded = &mut self.padded;
         padded.clear();
         padded.push(b' ');
@@ -595,6 +641,12 @@ pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
     (model, figures)
 }
 
+/// The divisor of a window's or record's sum of weights: the square root of
+/// its number of buckets, at least [`MIN_BUCKETS`].
+fn norm(n: usize) -> f64 {
+    (n.max(MIN_BUCKETS) as f64).sqrt()
+}
+
 /// The smallest f32 above `x`.
 fn next_up(x: f32) -> f32 {
     if x.is_nan() || x == f32::INFINITY {
@@ -618,7 +670,7 @@ impl Model {
             .iter()
             .map(|&b| i32::from(self.weights[b as usize]))
             .sum();
-        self.bias + self.scale * sum as f32 / (buckets.len().max(1) as f32).sqrt()
+        self.bias + self.scale * sum as f32 / norm(buckets.len()) as f32
     }
 }
 
@@ -632,7 +684,7 @@ fn train_weights(records: &[&Record]) -> Model {
         let of = if r.injected { injected } else { n - injected };
         n / (2.0 * of.max(1.0))
     };
-    let scale_of = |r: &Record| 1.0 / (r.buckets.len().max(1) as f64).sqrt();
+    let scale_of = |r: &Record| 1.0 / norm(r.buckets.len());
     let mut w = vec![0f64; BUCKETS + 1]; // the last is the bias
     let (mut m, mut v) = (vec![0f64; w.len()], vec![0f64; w.len()]);
     let (rate, beta1, beta2, eps) = (0.05, 0.9, 0.999, 1e-8);
@@ -861,9 +913,87 @@ mod tests {
         let huge = "a".repeat(1 << 20);
         let chunks = model.chunks(&huge, &mut BucketSet::default());
         assert_eq!(chunks.len(), 1);
-        assert!(chunks[0].buckets.len() <= 10, "{}", chunks[0].buckets.len());
-        assert!(Model::shipped().best_window(&huge).is_some());
+        // A word that long gives no grams, and one word is not scored.
+        assert_eq!(chunks[0].buckets.len(), 1);
+        assert!(Model::shipped().best_window(&huge).is_none());
         assert!(Model::shipped().best_window("  \n\t ").is_none());
+    }
+
+    #[test]
+    fn short_values_long_tokens_and_hash_lists_are_not_injections() {
+        // Found by review: one heavy bucket carried a word, and long
+        // tokens' grams (noise over every bucket) added up.
+        use crate::{check, GuardConfig, Guarded};
+        let config = GuardConfig::with_limit(u64::MAX);
+        let model = Model::shipped();
+        for word in [
+            "your",
+            "answer",
+            "response",
+            "this",
+            "system",
+            "your answer is",
+        ] {
+            assert!(model.best_window(word).is_none(), "{word}");
+        }
+        let json = serde_json::json!({
+            "messages": [{"role": "system", "content": "You are terse."}],
+            "type": "response", "columns": ["id", "this", "that"],
+            "heading": "Code block", "sections": ["Your account", "Your answer"],
+        });
+        assert!(matches!(check(json, &config),
+            Guarded::Pass { ref flags, .. } if flags.iter().all(|f| f.rule != MODEL_ID)));
+        // A 64 KiB hex blob, 2,000 SHA-512 digests and a 1 MiB token.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut hex = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b"0123456789abcdef"[(state % 16) as usize])
+                })
+                .collect()
+        };
+        let digests: Vec<String> = (0..2000)
+            .map(|i| format!("{}  file{i}.tar", hex(128)))
+            .collect();
+        for text in [hex(64 << 10), digests.join("\n"), "a".repeat(1 << 20)] {
+            assert!(model.detect(&text).is_none(), "{}", &text[..40]);
+        }
+    }
+
+    #[test]
+    fn a_chunk_s_first_word_and_look_alike_hashes_keep_their_features() {
+        // The first word of a later chunk was once checked against the
+        // previous chunk's words, and the word cache compared hashes only.
+        let text = format!("{} zebra zebra {}", prose(255), prose(100));
+        let model = Model::shipped();
+        let chunks = model.chunks(&text, &mut BucketSet::default());
+        let zebra = record_buckets("zebra");
+        assert!(zebra.iter().all(|b| chunks[1].buckets.contains(b)));
+        // Two words with one 32-bit FNV-1a hash.
+        assert_eq!(step_all(b"glbvs"), step_all(b"yacxa"));
+        let both = record_buckets("glbvs yacxa");
+        let parts = [record_buckets("glbvs"), record_buckets("yacxa")];
+        assert!(parts.iter().flatten().all(|b| both.contains(b)), "{both:?}");
+    }
+
+    fn step_all(word: &[u8]) -> u32 {
+        word.iter().fold(WORD_SEED, |h, &b| step(h, b))
+    }
+
+    #[test]
+    fn a_full_bucket_set_keeps_its_members() {
+        let mut set = BucketSet::default();
+        for b in 0..BUCKETS as u32 {
+            assert_eq!(set.insert(b), 1);
+        }
+        assert_eq!(set.insert(12345), 0);
+        let mut members = set.take();
+        members.sort_unstable();
+        assert_eq!(members, (0..BUCKETS as u32).collect::<Vec<_>>());
+        assert!(!set.contains(12345) && set.insert(7) == 1);
     }
 
     #[test]
@@ -887,6 +1017,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // It never redacts (only its best window is known): a redact
+        // override still rejects.
+        let mut redact = on.clone();
+        redact.actions.insert(MODEL_ID.into(), Action::Redact);
+        assert!(matches!(
+            check(output.clone(), &redact),
+            Guarded::Rejected { .. }
+        ));
         let mut flagged = on.clone();
         flagged.actions.insert(MODEL_ID.into(), Action::Flag);
         assert!(matches!(check(output.clone(), &flagged),
