@@ -17,17 +17,20 @@ fn held_out(file: &Path) -> bool {
 }
 
 /// Runs the eval on every file and prints the figures side by side (or one
-/// JSON object per file); `model: false` measures the rules alone.
+/// JSON object per file); `model_rejects` lets the learned detector reject.
 pub fn eval(
     files: &[PathBuf],
     show_errors: bool,
     show_validation_errors: bool,
     json: bool,
-    model: bool,
+    model_rejects: bool,
 ) -> Result<ExitCode> {
     let mut config = GuardConfig::with_limit(u64::MAX);
-    if !model {
-        config.model = None;
+    if model_rejects {
+        config.actions.insert(
+            fabric_host::guard::model::MODEL_ID.into(),
+            fabric_host::guard::Action::Reject,
+        );
     }
     let mut parts: Vec<(&PathBuf, Figures)> = Vec::new();
     for file in files {

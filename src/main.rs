@@ -100,10 +100,11 @@ enum GuardCommand {
         /// false_positive_rate, rules.
         #[arg(long)]
         json: bool,
-        /// The rules alone, without the learned detector (as a policy's
-        /// `[guard] model = "none"`).
+        /// Let the learned detector reject, as a policy's `[guard.actions]
+        /// "model.injection" = "reject"` does (by default it only flags,
+        /// and flags do not count as detections).
         #[arg(long)]
-        no_model: bool,
+        model_rejects: bool,
     },
 }
 
@@ -236,8 +237,14 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
             show_errors,
             show_validation_errors,
             json,
-            no_model,
-        }) => guard_cmd::eval(&files, show_errors, show_validation_errors, json, !no_model),
+            model_rejects,
+        }) => guard_cmd::eval(
+            &files,
+            show_errors,
+            show_validation_errors,
+            json,
+            model_rejects,
+        ),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
         Command::Bench(args) => bench_cmd::bench(args, &options),
         Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),

@@ -1,13 +1,16 @@
-//! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors] [--no-model]`
-//! (`--no-model`: the rules alone, without the learned detector).
+//! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors] [--model-rejects]`
+//! (`--model-rejects`: the learned detector rejects, as a policy may make it).
 //! (`fabric guard eval` is the user-facing command.)
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let show = args.iter().any(|a| a == "--errors");
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
-    if args.iter().any(|a| a == "--no-model") {
-        config.model = None;
+    if args.iter().any(|a| a == "--model-rejects") {
+        config.actions.insert(
+            fabric_guard::model::MODEL_ID.into(),
+            fabric_guard::Action::Reject,
+        );
     }
     for file in args.iter().filter(|a| !a.starts_with("--")) {
         let text = match std::fs::read_to_string(file) {

@@ -1,14 +1,14 @@
 //! Aggregate detection per source family of a labelled set (the first field
 //! of `source`, e.g. `bipia-text`), without listing any case:
-//! `cargo run --release -p fabric-guard --example families -- FILE.jsonl [--no-model]`
-//! (`--no-model`: the rules alone, without the learned detector).
+//! `cargo run --release -p fabric-guard --example families -- FILE.jsonl [--model-rejects]`
+//! (`--model-rejects`: the learned detector rejects, as a policy may make it).
 
 use std::collections::BTreeMap;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: families FILE.jsonl [--no-model]");
+        eprintln!("usage: families FILE.jsonl [--model-rejects]");
         std::process::exit(2);
     };
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
@@ -16,8 +16,11 @@ fn main() {
         std::process::exit(2);
     });
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
-    if args.iter().any(|a| a == "--no-model") {
-        config.model = None;
+    if args.iter().any(|a| a == "--model-rejects") {
+        config.actions.insert(
+            fabric_guard::model::MODEL_ID.into(),
+            fabric_guard::Action::Reject,
+        );
     }
     let mut per: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {

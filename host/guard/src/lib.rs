@@ -19,9 +19,10 @@
 //! the text undo letter spacing and fragments split across list items.
 //! Beside both, a learned detector ([`model`]: logistic regression over
 //! hashed word and character n-grams, trained on the development part of
-//! the labelled data) scores each window of a string and rejects (flag id
-//! [`model::MODEL_ID`]) what it is confident is an injection written as
-//! ordinary text, which no phrase or signal names.
+//! the labelled data) scores each window of a string and flags (id
+//! [`model::MODEL_ID`]; a policy may make it reject) what it is confident
+//! is an injection written as ordinary text, which no phrase or signal
+//! names.
 //! [`spotlight`](mod@spotlight) marks an output that passes as data for the
 //! agent.
 //! [`eval`] measures the whole on labelled sets.
@@ -508,16 +509,16 @@ fn scored_extras(
 }
 
 /// The learned detector's finding on a (normalised) string, when its best
-/// window reaches the model's threshold. Its action is `reject` unless the
-/// policy makes it `flag` (`[guard.actions] "model.injection"`); it never
-/// redacts, as only its best window is known and others may reach the
-/// threshold too.
+/// window reaches the model's threshold. Its action is `flag` unless the
+/// policy makes it `reject` (`[guard.actions] "model.injection"`): it also
+/// scores some ordinary notices high (see the README). It never redacts, as
+/// only its best window is known; a redact override rejects.
 fn learned(text: &str, config: &GuardConfig) -> Option<Extra> {
     let window = config.model.as_ref()?.detect(text)?;
     let p = window.probability();
     let action = match config.actions.get(model::MODEL_ID) {
-        Some(Action::Flag) => Action::Flag,
-        _ => Action::Reject,
+        Some(Action::Reject | Action::Redact) => Action::Reject,
+        _ => Action::Flag,
     };
     Some(Extra {
         id: model::MODEL_ID.into(),

@@ -997,7 +997,7 @@ mod tests {
     }
 
     #[test]
-    fn the_model_acts_through_the_guard_and_a_policy_can_turn_it_off_or_down() {
+    fn the_model_flags_through_the_guard_and_a_policy_can_make_it_reject_or_turn_it_off() {
         use crate::{check, Action, GuardConfig, Guarded};
         let output = serde_json::json!({ "reviews": [HANDED_OVER] });
         let on = GuardConfig::with_limit(1 << 20);
@@ -1008,26 +1008,29 @@ mod tests {
         // The rules alone let it through.
         assert!(matches!(check(output.clone(), &off),
             Guarded::Pass { ref flags, .. } if flags.is_empty()));
+        // By default the detector flags it, and the output passes.
         match check(output.clone(), &on) {
-            Guarded::Rejected { message, flags } => {
-                assert!(message.contains(MODEL_ID), "{message}");
+            Guarded::Pass { flags, .. } => {
                 let flag = flags.iter().find(|f| f.rule == MODEL_ID).unwrap();
-                assert_eq!(flag.pointer, "/reviews/0");
+                assert_eq!(
+                    (flag.action.as_str(), flag.pointer.as_str()),
+                    ("flag", "/reviews/0")
+                );
                 assert!(flag.excerpt.starts_with("p 0."), "{flag:?}");
             }
             other => panic!("{other:?}"),
         }
-        // It never redacts (only its best window is known): a redact
-        // override still rejects.
-        let mut redact = on.clone();
-        redact.actions.insert(MODEL_ID.into(), Action::Redact);
-        assert!(matches!(
-            check(output.clone(), &redact),
-            Guarded::Rejected { .. }
-        ));
-        let mut flagged = on.clone();
-        flagged.actions.insert(MODEL_ID.into(), Action::Flag);
-        assert!(matches!(check(output.clone(), &flagged),
-            Guarded::Pass { ref flags, .. } if flags.iter().any(|f| f.rule == MODEL_ID && f.action == "flag")));
+        // A policy may make it reject; a redact override rejects too (only
+        // its best window is known).
+        for action in [Action::Reject, Action::Redact] {
+            let mut strict = on.clone();
+            strict.actions.insert(MODEL_ID.into(), action);
+            match check(output.clone(), &strict) {
+                Guarded::Rejected { message, .. } => {
+                    assert!(message.contains(MODEL_ID), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
