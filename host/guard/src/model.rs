@@ -204,7 +204,7 @@ impl Model {
         SCRATCH.with(|set| {
             let set = &mut set.borrow_mut();
             let chunks = self.chunks(text, set);
-            let score = |sum: i32, n: usize| self.bias + self.scale * sum as f32 / norm(n) as f32;
+            let score = |sum: i32, n: usize| self.score(sum, n);
             if chunks.iter().map(|c| c.words).sum::<usize>() < MIN_WORDS {
                 return None;
             }
@@ -668,9 +668,15 @@ impl Model {
     fn record_score(&self, buckets: &[u32]) -> f32 {
         let sum: i32 = buckets
             .iter()
-            .map(|&b| i32::from(self.weights[b as usize]))
+            .map(|&b| i32::from(self.weights[index(b)]))
             .sum();
-        self.bias + self.scale * sum as f32 / norm(buckets.len()) as f32
+        self.score(sum, buckets.len())
+    }
+
+    /// The score of `n` buckets whose one-byte weights sum to `sum`: one
+    /// formula for windows and for whole records.
+    fn score(&self, sum: i32, n: usize) -> f32 {
+        self.bias + self.scale * sum as f32 / norm(n) as f32
     }
 }
 
