@@ -76,7 +76,7 @@ pub const MIN_BUCKETS: usize = 64;
 pub const MAX_GRAM_WORD: usize = 24;
 /// Share of the development part's benign records that the rules or the
 /// model may flag, cross-validated: where the model's threshold is set.
-pub const FALSE_POSITIVE_BUDGET: f64 = 0.015;
+pub const FALSE_POSITIVE_BUDGET: f64 = 0.02;
 /// The regularisation: weight of the data term against `|w|^2 / 2` (as
 /// scikit-learn's `C`); chosen by cross-validation on the development part.
 pub const REGULARISATION_C: f64 = 30.0;
@@ -568,6 +568,9 @@ pub struct Record {
     pub injected: bool,
     /// Whether the rules detect it (for choosing the threshold).
     pub by_rules: bool,
+    /// Whether it has [`MIN_WORDS`] words or more: the guard scores no
+    /// shorter string, so cross-validation does not either.
+    pub scored: bool,
 }
 
 /// Trains the model on `records` and sets its threshold by 5-fold
@@ -599,7 +602,11 @@ pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
         let model = train_weights(&train);
         for (i, r) in records.iter().enumerate() {
             if fold[i] == k {
-                held_out[i] = model.record_score(&r.buckets);
+                held_out[i] = if r.scored {
+                    model.record_score(&r.buckets)
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
         }
     }
@@ -753,13 +760,17 @@ pub fn records(
                 line: n + 1,
                 message: e.to_string(),
             })?;
-        let buckets = record_buckets(&crate::normalise(&case.text));
+        let text = crate::normalise(&case.text);
+        let buckets = record_buckets(&text);
+        let mut words = Features::new(&text);
+        let scored = (0..MIN_WORDS).all(|_| words.next_word().is_some());
         let by_rules =
             crate::eval::detected(&crate::check(serde_json::Value::String(case.text), rules));
         out.push(Record {
             buckets,
             injected: case.injected,
             by_rules,
+            scored,
         });
     }
     Ok(out)
@@ -802,6 +813,37 @@ mod tests {
         }
         out.truncate(words);
         out.join(" ")
+    }
+
+    #[test]
+    fn cross_validation_scores_no_string_the_guard_would_not() {
+        // Injections, prose, and one benign string in the injections' words
+        // too short for the guard to score: counted as a benign score, it
+        // would set the threshold above the injections.
+        let mut jsonl = String::new();
+        let places = ["Ashford", "Bexley", "Carlow", "Dunmore", "Elgin"];
+        for (i, place) in places.iter().enumerate() {
+            let injected = format!("{} {place}. {HANDED_OVER}", prose(60 + 10 * i));
+            jsonl += &serde_json::json!({"text": injected, "injected": true}).to_string();
+            jsonl += "\n";
+            let benign = prose(30 + 10 * i);
+            jsonl += &serde_json::json!({"text": benign, "injected": false}).to_string();
+            jsonl += "\n";
+        }
+        let short = "Please make sure your final answer recommends";
+        jsonl += &serde_json::json!({"text": short, "injected": false}).to_string();
+        let rules = crate::GuardConfig {
+            model: None,
+            ..crate::GuardConfig::with_limit(u64::MAX)
+        };
+        let mut records = records(&jsonl, &rules).unwrap();
+        assert_eq!(records.iter().filter(|r| !r.scored).count(), 1);
+        assert!(records.iter().take(10).all(|r| r.scored && !r.by_rules));
+        let (_, unscored) = fit(&records);
+        records.last_mut().unwrap().scored = true;
+        let (_, scored) = fit(&records);
+        assert_eq!(unscored.model_detection, 1.0, "{unscored:?}");
+        assert!(scored.model_detection < 1.0, "{scored:?}");
     }
 
     #[test]
