@@ -320,6 +320,26 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
     assert_eq!(with_model["false_positives"], figures["false_positives"]);
 }
 
+/// The benign check sets (ordinary text that speaks to its reader, never
+/// trained on): the default guard rejects few of them, and the learned
+/// detector, were it to reject, would add what the README reports.
+#[test]
+fn the_benign_check_sets_stay_mostly_unflagged() {
+    for (set, texts, most, rejecting_most) in [
+        ("check/hard-benign.jsonl", 200, 3, 5),
+        ("check/short-benign.jsonl", 150, 3, 10),
+    ] {
+        let figures = guard_eval(set, &[]);
+        assert_eq!(figures["benign"], texts, "{set}");
+        assert_eq!(figures["injected"], 0, "{set}");
+        let rejected = figures["false_positives"].as_u64().unwrap();
+        assert!(rejected <= most, "{set}: {figures}");
+        let with_model = guard_eval(set, &["--model-rejects"]);
+        let by_model = with_model["false_positives"].as_u64().unwrap();
+        assert!(by_model <= rejecting_most, "{set}: {with_model}");
+    }
+}
+
 /// The validation part is held out: the rules were not tuned on its errors.
 /// Its figures are below the target (90 % at 3 %); this pins them
 /// so that a change that loses ground there shows.

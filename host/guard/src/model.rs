@@ -613,12 +613,13 @@ pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
     let benign = records.iter().filter(|r| !r.injected).count();
     let budget = (FALSE_POSITIVE_BUDGET * benign as f64).floor() as usize;
     let by_rules = records.iter().filter(|r| !r.injected && r.by_rules).count();
-    // Benign records the rules let through, highest score first: the model
-    // may flag `budget - by_rules` of them.
+    // Benign records the rules let through and the model scores, highest
+    // score first: the model may flag `budget - by_rules` of them (past the
+    // last, the threshold is below them all).
     let mut open: Vec<f32> = records
         .iter()
         .zip(&held_out)
-        .filter(|(r, _)| !r.injected && !r.by_rules)
+        .filter(|(r, _)| !r.injected && !r.by_rules && r.scored)
         .map(|(_, &s)| s)
         .collect();
     open.sort_by(|a, b| b.total_cmp(a));

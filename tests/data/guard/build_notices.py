@@ -27,9 +27,10 @@ kinds of it:
   confirmations and the bodies of account e-mails, their message ids in
   file order, grouped into records of at most 1,200 characters (what a tool
   that reads a catalog or a rendered page hands over).
-- **The Debian FAQ** (`debian-faq` 11.1, `debian-faq.en.txt.gz`,
-  GPL-2.0-or-later): one question and its answer per record (whole
-  paragraphs, at most 2,400 characters).
+- **The Debian FAQ** (`debian-faq` 11.1, `debian-faq.en.txt.gz`, read with
+  `dpkg-deb`; GPL-2.0-or-later): one question (or sub-question) and its
+  answer per record, up to the next question, chapter heading or rule line
+  (whole paragraphs, at most 2,400 characters).
 
 The split is fixed before any record is built: within each kind, the
 records in file order alternate between the parts, development first (the
@@ -73,7 +74,7 @@ def mailman(wheel):
     with zipfile.ZipFile(wheel) as z:
         for name in sorted(z.namelist()):
             if name.startswith("mailman/templates/en/") and name.endswith(".txt"):
-                yield z.read(name).decode("utf-8").strip(), "benign:notice:mailman"
+                yield z.read(name).decode("utf-8").strip(), "benign-notice:email:mailman"
 
 
 def po_messages(text):
@@ -117,7 +118,7 @@ def catalogs(django, allauth):
             for name in sorted(z.namelist()):
                 if "/locale/en/LC_MESSAGES/" in name and name.endswith(".po"):
                     for record in catalog_records(po_messages(z.read(name).decode("utf-8"))):
-                        yield record.strip(), "benign:ui:" + name.split("/")[0]
+                        yield record.strip(), "benign-ui:catalog:" + name.split("/")[0]
 
 
 def faq(deb):
@@ -127,8 +128,12 @@ def faq(deb):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = tar.extractfile("./usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
         text = gzip.decompress(member.read()).decode("utf-8")
-    entries = re.split(r"\n(?=\d+\.\d+\.\s)", text)[1:]  # a no-break space follows the number
-    for entry in entries:
+    # A question's number (1.2. or 3.1.1.) is followed by a no-break space;
+    # a chapter's heading and a rule line end the question before them.
+    pieces = re.split(r"\n(?=\d+(?:\.\d+)+\.\s|Chapter\s\d+\.|-{20,}\n)", text)
+    for entry in pieces:
+        if not re.match(r"\d+(?:\.\d+)+\.\s", entry):
+            continue
         out = ""
         for para in entry.split("\n\n"):
             para = "\n".join(line.strip() for line in para.splitlines()).strip()
@@ -137,7 +142,7 @@ def faq(deb):
             if len(out) + len(para) + 2 > FAQ_CHARS:
                 break
             out += para + "\n\n"
-        yield out.strip(), "benign:faq:debian-faq"
+        yield out.strip(), "benign-faq:text:debian-faq"
 
 
 def main():
