@@ -27,10 +27,7 @@ pub fn eval(
 ) -> Result<ExitCode> {
     let mut config = GuardConfig::with_limit(u64::MAX);
     if model_rejects {
-        config.actions.insert(
-            fabric_host::guard::model::MODEL_ID.into(),
-            fabric_host::guard::Action::Reject,
-        );
+        config.model_rejects();
     }
     let mut parts: Vec<(&PathBuf, Figures)> = Vec::new();
     for file in files {

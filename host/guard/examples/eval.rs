@@ -7,10 +7,7 @@ fn main() {
     let show = args.iter().any(|a| a == "--errors");
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
     if args.iter().any(|a| a == "--model-rejects") {
-        config.actions.insert(
-            fabric_guard::model::MODEL_ID.into(),
-            fabric_guard::Action::Reject,
-        );
+        config.model_rejects();
     }
     for file in args.iter().filter(|a| !a.starts_with("--")) {
         let text = match std::fs::read_to_string(file) {

@@ -17,10 +17,7 @@ fn main() {
     });
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
     if args.iter().any(|a| a == "--model-rejects") {
-        config.actions.insert(
-            fabric_guard::model::MODEL_ID.into(),
-            fabric_guard::Action::Reject,
-        );
+        config.model_rejects();
     }
     let mut per: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -139,6 +139,12 @@ impl GuardConfig {
             model: Some(model::Model::shipped()),
         }
     }
+
+    /// Lets the learned detector reject, as a policy's `[guard.actions]
+    /// "model.injection" = "reject"` does (by default it only flags).
+    pub fn model_rejects(&mut self) {
+        self.actions.insert(model::MODEL_ID.into(), Action::Reject);
+    }
 }
 
 /// The hosts a tool may send data to (its policy's network allowlist):
