@@ -53,11 +53,14 @@ fn main() {
         if patterns.is_empty() {
             continue;
         }
-        let nfa = automata::compile(&patterns, syntax)
-            .unwrap_or_else(|e| panic!("{path}: the {syntax:?} patterns do not compile: {e}"));
-        automata::encode(&mut out, &patterns, syntax, &nfa).unwrap_or_else(|| {
-            panic!("{path}: the {syntax:?} NFA has a form `encode` does not hold")
-        });
+        for members in automata::groups(patterns.len()) {
+            let own: Vec<String> = members.iter().map(|&i| patterns[i].clone()).collect();
+            let nfa = automata::compile(&own, syntax)
+                .unwrap_or_else(|e| panic!("{path}: the {syntax:?} patterns do not compile: {e}"));
+            automata::encode(&mut out, &own, syntax, &nfa).unwrap_or_else(|| {
+                panic!("{path}: the {syntax:?} NFA has a form `encode` does not hold")
+            });
+        }
     }
     let dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     std::fs::write(format!("{dir}/automata.bin"), out).expect("OUT_DIR is writable");

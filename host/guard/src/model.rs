@@ -211,7 +211,7 @@ impl Model {
             if chunks.len() <= 1 {
                 return chunks.first().map(|c| Window {
                     span: c.span,
-                    score: score(c.sum, c.buckets.len()),
+                    score: score(c.sum, c.distinct),
                 });
             }
             // Two chunks: the second's buckets that the first lacks.
@@ -222,7 +222,7 @@ impl Model {
                 for &b in &first.buckets {
                     set.insert(b);
                 }
-                let (mut sum, mut n) = (first.sum, first.buckets.len());
+                let (mut sum, mut n) = (first.sum, first.distinct);
                 for &b in &second.buckets {
                     if !set.contains(b) {
                         sum += i32::from(self.weights[index(b)]);
@@ -261,12 +261,14 @@ impl Model {
             };
             if starts {
                 if let Some(last) = out.last_mut() {
+                    last.distinct = set.len;
                     last.buckets = set.take();
                     last.sum = std::mem::take(&mut sum);
                 }
                 out.push(Chunk {
                     span: (start, end),
                     buckets: Vec::new(),
+                    distinct: 0,
                     sum: 0,
                     words: 0,
                 });
@@ -276,13 +278,22 @@ impl Model {
                 last.span.1 = end;
                 last.words += 1;
             }
-            for &b in &features.buckets {
-                let new = set.insert(b) as i32;
-                sum += new * i32::from(self.weights[index(b)]);
+            for &b in features.buckets() {
+                // The weight is read whether the bucket is new or not (a
+                // branch on it mispredicts as often as not).
+                let weight = i32::from(self.weights[index(b)]);
+                sum += weight & -(set.insert(b) as i32);
             }
         }
+        // A text of one chunk is one window: its members are not needed.
+        let one = out.len() == 1;
         if let Some(last) = out.last_mut() {
-            last.buckets = set.take();
+            last.distinct = set.len;
+            if one {
+                set.clear();
+            } else {
+                last.buckets = set.take();
+            }
             last.sum = sum;
         }
         out
@@ -295,10 +306,12 @@ impl Model {
 }
 
 /// A run of at most [`CHUNK_WORDS`] words: its byte span, the distinct
-/// buckets of its features and the sum of their weights.
+/// buckets of its features (kept only when the text has more chunks), how
+/// many there are and the sum of their weights.
 struct Chunk {
     span: (usize, usize),
     buckets: Vec<u32>,
+    distinct: usize,
     sum: i32,
     words: usize,
 }
@@ -437,10 +450,13 @@ struct Features<'a> {
     bytes: &'a [u8],
     at: usize,
     previous: Option<u32>,
-    /// " word ", lower-cased.
-    padded: Vec<u8>,
-    /// The buckets of the last word's features (with repeats).
-    buckets: Vec<u32>,
+    /// " word ", lower-cased, for a word short enough to give grams (the
+    /// first byte is always the space).
+    padded: [u8; MAX_GRAM_WORD + 2],
+    /// The buckets of the last word's features (with repeats): the first
+    /// `len`.
+    buckets: [u32; MAX_FEATURES],
+    len: usize,
     /// Words seen since the last [`Features::forget_words`], direct-mapped
     /// by hash: `(generation, start, end)` of the word last seen in a slot.
     /// A word equal to it (ASCII case folded, compared byte for byte, not
@@ -455,17 +471,34 @@ struct Features<'a> {
 /// again).
 const SEEN_WORDS: usize = 256;
 
+/// Most features a word gives: its pair, itself and the grams of a word of
+/// [`MAX_GRAM_WORD`] bytes (one fewer than its bytes).
+const MAX_FEATURES: usize = MAX_GRAM_WORD + 1;
+
 impl<'a> Features<'a> {
     fn new(text: &'a str) -> Features<'a> {
+        let mut padded = [0; MAX_GRAM_WORD + 2];
+        padded[0] = b' ';
         Features {
             bytes: text.as_bytes(),
             at: 0,
             previous: None,
-            padded: Vec::with_capacity(32),
-            buckets: Vec::with_capacity(64),
+            padded,
+            buckets: [0; MAX_FEATURES],
+            len: 0,
             seen: [(0, 0, 0); SEEN_WORDS],
             generation: 1,
         }
+    }
+
+    /// The buckets of the last word's features.
+    fn buckets(&self) -> &[u32] {
+        &self.buckets[..self.len]
+    }
+
+    fn push(&mut self, b: u32) {
+        self.buckets[self.len] = b;
+        self.len += 1;
     }
 
     /// Forgets the words seen: their features must be given again (the
@@ -479,23 +512,26 @@ impl<'a> Features<'a> {
         }
     }
 
-    /// The next word's byte span; its features are then in `buckets`.
+    /// The next word's byte span; its features are then in
+    /// [`Features::buckets`].
+    #[inline]
     fn next_word(&mut self) -> Option<(usize, usize)> {
         let bytes = self.bytes;
         let start = self.at + bytes[self.at..].iter().position(|&b| is_word_byte(b))?;
-        let end = start
-            + bytes[start..]
-                .iter()
-                .position(|&b| !is_word_byte(b))
-                .unwrap_or(bytes.len() - start);
+        // One pass over the word finds its end, hashes it and lower-cases
+        // it into `padded` (a longer word than gives grams writes its tail
+        // over the last byte, which is then never read).
+        let (mut end, mut h) = (start, WORD_SEED);
+        while let Some(&b) = bytes.get(end).filter(|&&b| is_word_byte(b)) {
+            let b = b.to_ascii_lowercase();
+            h = step(h, b);
+            self.padded[1 + (end - start).min(MAX_GRAM_WORD)] = b;
+            end += 1;
+        }
         self.at = end;
-        let out = &mut self.buckets;
-        out.clear();
-        let h = bytes[start..end]
-            .iter()
-            .fold(WORD_SEED, |h, &b| step(h, b.to_ascii_lowercase()));
+        self.len = 0;
         if let Some(p) = self.previous {
-            out.push(bucket((p.rotate_left(5) ^ h).wrapping_add(PAIR_SEED)));
+            self.push(bucket((p.rotate_left(5) ^ h).wrapping_add(PAIR_SEED)));
         }
         self.previous = Some(h);
         // Spans are kept as u32: a text past 4 GiB only misses the cache.
@@ -510,23 +546,21 @@ impl<'a> Features<'a> {
         if let (Ok(from), Ok(to)) = (u32::try_from(start), u32::try_from(end)) {
             *slot = (self.generation, from, to);
         }
-        out.push(bucket(h));
-        if end - start > MAX_GRAM_WORD {
+        self.push(bucket(h));
+        let len = end - start;
+        if len > MAX_GRAM_WORD {
             return Some((start, end));
         }
-        let padded = &mut self.padded;
-        padded.clear();
-        padded.push(b' ');
-        padded.extend(bytes[start..end].iter().map(u8::to_ascii_lowercase));
-        padded.push(b' ');
+        self.padded[len + 1] = b' ';
         // Tabulation hashing: a gram's hash is the XOR of a random word per
         // (position, byte): four table reads, no multiplication.
-        for w in padded.windows(4) {
+        for at in 0..len - 1 {
+            let w = &self.padded[at..at + 4];
             let g = GRAMS[0][usize::from(w[0])]
                 ^ GRAMS[1][usize::from(w[1])]
                 ^ GRAMS[2][usize::from(w[2])]
                 ^ GRAMS[3][usize::from(w[3])];
-            out.push(g >> (32 - BITS));
+            self.push(g >> (32 - BITS));
         }
         Some((start, end))
     }
@@ -537,7 +571,7 @@ pub fn record_buckets(text: &str) -> Vec<u32> {
     let mut set = BucketSet::default();
     let mut features = Features::new(text);
     while features.next_word().is_some() {
-        for &b in &features.buckets {
+        for &b in features.buckets() {
             set.insert(b);
         }
     }
@@ -963,7 +997,7 @@ mod tests {
         let chunks = model.chunks(&huge, &mut BucketSet::default());
         assert_eq!(chunks.len(), 1);
         // A word that long gives no grams, and one word is not scored.
-        assert_eq!(chunks[0].buckets.len(), 1);
+        assert_eq!(chunks[0].distinct, 1);
         assert!(Model::shipped().best_window(&huge).is_none());
         assert!(Model::shipped().best_window("  \n\t ").is_none());
     }

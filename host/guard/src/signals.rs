@@ -144,13 +144,46 @@ pub struct Signals {
     rules_dfa: OnceLock<Option<Automaton>>,
 }
 
-/// A lazy DFA and its caches.
+/// A pool of a lazy DFA's caches, one per concurrent search.
+type CachePool = Pool<
+    Cache,
+    Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
+>;
+
+/// One multi-pattern automaton: its patterns in groups, each group a lazy
+/// DFA of its own (see [`crate::automata::groups`]), all stepped together
+/// over a text.
 struct Automaton {
+    groups: Vec<Group>,
+    /// Patterns in all groups.
+    patterns: usize,
+}
+
+/// A group's lazy DFA, its caches and which of the automaton's patterns
+/// its own pattern ids are.
+struct Group {
     dfa: std::sync::Arc<DFA>,
-    caches: Pool<
+    caches: CachePool,
+    patterns: Vec<usize>,
+}
+
+/// A group's search through one text: its cache, its state and, for
+/// `g`'s group, the last match state whose patterns went to `g`.
+struct Walk<'a> {
+    group: &'a Group,
+    cache: regex_automata::util::pool::PoolGuard<
+        'a,
         Cache,
         Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
     >,
+    sid: LazyStateID,
+    /// The state after the byte the tight loop last looked at.
+    next: LazyStateID,
+    /// Its matches go to `f` (the automaton's own) or to `g` (the other's).
+    ours: bool,
+    last: LazyStateID,
+    /// Dead, quit or given up: it steps no more.
+    ended: bool,
 }
 
 impl Automaton {
@@ -159,10 +192,14 @@ impl Automaton {
     /// first match end (the DFA's fast loop) says so before the overlapping
     /// search that finds them all.
     fn which_match(&self, text: &str, out: &mut Vec<usize>) {
-        let first = self
-            .dfa
-            .try_search_fwd(&mut self.caches.get(), &Input::new(text).earliest(true));
-        if matches!(first, Ok(Some(_))) {
+        let input = Input::new(text).earliest(true);
+        let any = self.groups.iter().any(|g| {
+            matches!(
+                g.dfa.try_search_fwd(&mut g.caches.get(), &input),
+                Ok(Some(_))
+            )
+        });
+        if any {
             self.all_matching(text, out);
         }
     }
@@ -170,7 +207,7 @@ impl Automaton {
     /// Appends to `out` which patterns match in `text`, each once, in
     /// pattern order (one overlapping pass).
     fn all_matching(&self, text: &str, out: &mut Vec<usize>) {
-        let mut seen = vec![false; self.dfa.pattern_len()];
+        let mut seen = vec![false; self.patterns];
         self.each_match(text, |p, _| seen[p] = true);
         out.extend((0..seen.len()).filter(|&p| seen[p]));
     }
@@ -186,11 +223,11 @@ impl Automaton {
     }
 
     /// [`Automaton::each_match`], and `g(pattern)` for every match end of
-    /// `other` in the same loop: each byte steps both automata, so the two
-    /// lookups of a byte (each a likely cache miss: the automata are large)
-    /// overlap instead of following one another. Returns false when `other`
-    /// gave up (it does not, with these settings), so that its matches may
-    /// be incomplete.
+    /// `other` in the same loop: each byte steps every group of both
+    /// automata, so the lookups of a byte (each a likely cache miss: the
+    /// automata are large) overlap instead of following one another.
+    /// Returns false when `other` gave up (it does not, with these
+    /// settings), so that its matches may be incomplete.
     fn each_match_and(
         &self,
         other: Option<&Automaton>,
@@ -198,112 +235,102 @@ impl Automaton {
         mut f: impl FnMut(usize, usize),
         mut g: impl FnMut(usize),
     ) -> bool {
-        let dfa = &*self.dfa;
-        let mut cache = self.caches.get();
-        let cache = &mut *cache;
         let bytes = text.as_bytes();
         let input = Input::new(text);
-        let mut other_cache = other.map(|o| o.caches.get());
-        // (automaton, cache, state) of each; `None` once it ended.
-        let mut mine = dfa
-            .start_state_forward(cache, &input)
-            .ok()
-            .map(|sid| (dfa, &mut *cache, sid));
-        let mut theirs = match (other, other_cache.as_deref_mut()) {
-            (Some(o), Some(c)) => match o.dfa.start_state_forward(c, &input) {
-                Ok(sid) => Some((&*o.dfa, c, sid)),
+        let mut walks: Vec<Walk<'_>> = Vec::new();
+        let theirs = other
+            .iter()
+            .flat_map(|o| o.groups.iter().map(|g| (g, false)));
+        for (group, ours) in self.groups.iter().map(|g| (g, true)).chain(theirs) {
+            let mut cache = group.caches.get();
+            match group.dfa.start_state_forward(&mut cache, &input) {
+                Ok(sid) => walks.push(Walk {
+                    group,
+                    cache,
+                    sid,
+                    next: sid,
+                    ours,
+                    last: LazyStateID::default(),
+                    ended: false,
+                }),
+                Err(_) if ours => {}
                 Err(_) => return false,
-            },
-            _ => None,
-        };
+            }
+        }
         let mut complete = true;
-        // The last match state of `other` whose patterns went to `g`.
-        let mut last_theirs = LazyStateID::default();
         let mut at = 0;
         while at < bytes.len() {
             // The tight loop: no state is new, a match or an end.
-            match (&mut mine, &mut theirs) {
-                (Some((d, c, sid)), Some((od, oc, oid))) => {
-                    while at < bytes.len() && !sid.is_tagged() && !oid.is_tagged() {
-                        let b = bytes[at];
-                        let next = d.next_state_untagged(c, *sid, b);
-                        let onext = od.next_state_untagged(oc, *oid, b);
-                        if next.is_tagged() || onext.is_tagged() {
-                            break;
-                        }
-                        (*sid, *oid) = (next, onext);
-                        at += 1;
+            if walks.iter().all(|w| !w.sid.is_tagged()) {
+                while at < bytes.len() {
+                    let b = bytes[at];
+                    let mut tagged = false;
+                    for w in walks.iter_mut() {
+                        w.next = w.group.dfa.next_state_untagged(&w.cache, w.sid, b);
+                        tagged |= w.next.is_tagged();
                     }
-                }
-                (Some((d, c, sid)), None) | (None, Some((d, c, sid))) => {
-                    while at < bytes.len() && !sid.is_tagged() {
-                        let next = d.next_state_untagged(c, *sid, bytes[at]);
-                        if next.is_tagged() {
-                            break;
-                        }
-                        *sid = next;
-                        at += 1;
+                    if tagged {
+                        break;
                     }
+                    for w in walks.iter_mut() {
+                        w.sid = w.next;
+                    }
+                    at += 1;
                 }
-                (None, None) => return complete,
-            }
-            if at == bytes.len() {
-                break;
+                if at == bytes.len() {
+                    break;
+                }
             }
             // One byte the slow way: a state not built yet, or a match
             // (reported one byte late: a transition into a match state on
             // the byte at `at` is a match ending at `at`), or (never here)
             // dead, quit or given up.
             let b = bytes[at];
-            if let Some((d, c, sid)) = &mut mine {
-                match step(d, c, *sid, b) {
-                    Some(next) => {
-                        for p in matched(d, c, next) {
-                            f(p, at);
-                        }
-                        *sid = next;
+            for w in walks.iter_mut() {
+                let (dfa, patterns) = (&*w.group.dfa, &w.group.patterns);
+                let clears = w.cache.clear_count();
+                let Some(next) = step(dfa, &mut w.cache, w.sid, b) else {
+                    w.ended = true;
+                    complete &= w.ours;
+                    continue;
+                };
+                if w.ours {
+                    for p in matched(dfa, &w.cache, next) {
+                        f(patterns[p], at);
                     }
-                    None => mine = None,
+                } else {
+                    // A run of the same match state (a URL's bytes, each
+                    // a match end of the link rules) names its patterns
+                    // once: `g` wants which patterns match, not where. A
+                    // cache clear gives ids to new states: forget it then.
+                    if w.cache.clear_count() != clears {
+                        w.last = LazyStateID::default();
+                    }
+                    if next != w.last {
+                        matched(dfa, &w.cache, next).for_each(|p| g(patterns[p]));
+                        if next.is_match() {
+                            w.last = next;
+                        }
+                    }
                 }
+                w.sid = next;
             }
-            if let Some((d, c, sid)) = &mut theirs {
-                let clears = c.clear_count();
-                match step(d, c, *sid, b) {
-                    Some(next) => {
-                        // A run of the same match state (a URL's bytes, each
-                        // a match end of the link rules) names its patterns
-                        // once: `g` wants which patterns match, not where. A
-                        // cache clear gives ids to new states: forget it then.
-                        if c.clear_count() != clears {
-                            last_theirs = LazyStateID::default();
-                        }
-                        if next != last_theirs {
-                            matched(d, c, next).for_each(&mut g);
-                            if next.is_match() {
-                                last_theirs = next;
-                            }
-                        }
-                        *sid = next;
-                    }
-                    None => {
-                        theirs = None;
-                        complete = false;
-                    }
-                }
+            walks.retain(|w| !w.ended);
+            if walks.is_empty() {
+                return complete;
             }
             at += 1;
         }
-        if let Some((d, c, sid)) = mine {
-            if let Ok(end) = d.next_eoi_state(c, sid) {
-                for p in matched(d, c, end) {
-                    f(p, bytes.len());
+        for w in walks.iter_mut() {
+            let (dfa, patterns) = (&*w.group.dfa, &w.group.patterns);
+            match dfa.next_eoi_state(&mut w.cache, w.sid) {
+                Ok(end) if w.ours => {
+                    for p in matched(dfa, &w.cache, end) {
+                        f(patterns[p], bytes.len());
+                    }
                 }
-            }
-        }
-        if let Some((d, c, sid)) = theirs {
-            match d.next_eoi_state(c, sid) {
-                Ok(end) => matched(d, c, end).for_each(&mut g),
-                Err(_) => complete = false,
+                Ok(end) => matched(dfa, &w.cache, end).for_each(|p| g(patterns[p])),
+                Err(_) => complete &= w.ours,
             }
         }
         complete
@@ -341,10 +368,10 @@ const CACHE_CAPACITY: usize = 16 << 20;
 /// ([`crate::automata`]).
 pub(crate) static BUILT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/automata.bin"));
 
-/// One lazy DFA over `patterns` (every match end of every pattern, no
-/// capture groups: only where matches end is wanted); `None` for none. The
-/// NFA is the one the build compiled when it was compiled from these
-/// patterns (the default rules'), else compiled now.
+/// The automaton over `patterns`: one lazy DFA per group (every match end
+/// of every pattern, no capture groups: only where matches end is
+/// wanted); `None` for no patterns. A group's NFA is the one the build
+/// compiled when the group is the default rules', else compiled now.
 fn build(
     patterns: &[String],
     syntax: Syntax,
@@ -355,23 +382,32 @@ fn build(
         return Ok(None);
     }
     let error = |e: String| RulesError(format!("the {what} do not compile together: {e}"));
-    let nfa = match crate::automata::decode(BUILT, patterns, syntax) {
-        Some(nfa) => nfa,
-        None => crate::automata::compile(patterns, syntax).map_err(error)?,
-    };
-    let dfa = DFA::builder()
-        .configure(
-            DFA::config()
-                .match_kind(MatchKind::All)
-                .cache_capacity(cache_capacity),
-        )
-        .build_from_nfa(nfa)
-        .map_err(|e| error(e.to_string()))?;
-    let dfa = std::sync::Arc::new(dfa);
-    let for_pool = dfa.clone();
+    let mut groups = Vec::new();
+    for members in crate::automata::groups(patterns.len()) {
+        let own: Vec<String> = members.iter().map(|&i| patterns[i].clone()).collect();
+        let nfa = match crate::automata::decode(BUILT, &own, syntax) {
+            Some(nfa) => nfa,
+            None => crate::automata::compile(&own, syntax).map_err(error)?,
+        };
+        let dfa = DFA::builder()
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::All)
+                    .cache_capacity(cache_capacity),
+            )
+            .build_from_nfa(nfa)
+            .map_err(|e| error(e.to_string()))?;
+        let dfa = std::sync::Arc::new(dfa);
+        let for_pool = dfa.clone();
+        groups.push(Group {
+            dfa,
+            caches: Pool::new(Box::new(move || for_pool.create_cache())),
+            patterns: members,
+        });
+    }
     Ok(Some(Automaton {
-        dfa,
-        caches: Pool::new(Box::new(move || for_pool.create_cache())),
+        groups,
+        patterns: patterns.len(),
     }))
 }
 
