@@ -1,12 +1,12 @@
 //! The guard's two one-pass automata as Thompson NFAs: how their patterns
-//! are compiled, and a compact binary form of a compiled NFA.
+//! are grouped and compiled, and a compact binary form of a compiled NFA.
 //!
-//! Compiling the default rules' automata (about 50 000 NFA states) takes
-//! tens of milliseconds of CPU, which a one-shot `fabric call` process paid
-//! on every call. The build script (`build.rs`, which includes this file)
-//! compiles them once, when the crate is built, and embeds the result; at
-//! run time [`decode`] rebuilds the same NFA state by state, in 5-7 ms of
-//! CPU each. The embedded form names the exact pattern list it was
+//! Compiling the default rules' automata (about 50 000 NFA states in all,
+//! in eight groups) takes tens of milliseconds of CPU, which a one-shot
+//! `fabric call` process paid on every call. The build script (`build.rs`,
+//! which includes this file) compiles each group once, when the crate is
+//! built, and embeds the result; at run time [`decode`] rebuilds the same
+//! NFAs state by state, in a few milliseconds of CPU. The embedded form names the exact pattern list it was
 //! compiled from, so it is used only for that list: a rule file with other
 //! patterns (or a build whose list differs) is compiled as before. It holds
 //! only what [`thompson_config`] can produce: a forward NFA with the default

@@ -331,8 +331,9 @@ fn check_string(
 ) -> Option<String> {
     let normalised = normalise(s);
     let (hits, (mut extras, shapes)) = if unchanged(s, &normalised) {
-        // One pass finds the signals and which rules match (most text
-        // matches none, and then nothing else runs).
+        // One pass finds the signals and which rules may match (most text
+        // matches none, and then nothing else runs; each rule that may
+        // match is tried by its own regex in `scan`).
         let signals = &config.rules.signals;
         let thresholds = signals.thresholds.overridden_by(&config.score);
         let mut matched = Vec::new();
@@ -619,9 +620,10 @@ fn redact(text: &str, mut spans: Vec<((usize, usize), &str)>) -> String {
 /// All rule hits in one string. `decode` is true for the output's own text
 /// (encoded blobs are decoded and their text scanned once more) and false
 /// for decoded text (which `decoded` rules also see, and which is not decoded
-/// again). `matched` lists the (rule, pattern) pairs that match when the
+/// again). `matched` lists the (rule, pattern) pairs that may match when the
 /// caller found them already (the one pass over text that normalisation
-/// left unchanged, [`RuleSet::all`]); else each kind's set finds them.
+/// left unchanged, [`RuleSet::all`]: a superset, as each pair's regex is
+/// run here); else each kind's set finds those that match.
 fn scan(
     raw: &str,
     normalised: &str,

@@ -134,21 +134,24 @@ pub struct Signals {
     /// The rule patterns the guard runs beside the signals
     /// ([`crate::RuleSet::all`]), for the rules' automaton.
     rule_patterns: Vec<String>,
-    /// The signal and shape patterns in one lazy DFA that reports every
-    /// match end of every pattern (overlapping: one match never hides
-    /// another), with a pool of caches for concurrent calls; compiled on
-    /// first use (`None` when there is nothing to look for).
+    /// The signal and shape patterns in an automaton (lazy DFAs over groups
+    /// of them) that reports every match end of every pattern (overlapping:
+    /// one match never hides another), with a pool of caches per DFA for
+    /// concurrent calls; compiled on first use (`None` when there is nothing
+    /// to look for).
     dfa: OnceLock<Option<Automaton>>,
-    /// The rule patterns, likewise, in a DFA of their own (one automaton
-    /// for both would have the product of their states to build).
+    /// The rule patterns, likewise, in an automaton of their own, relaxed
+    /// ([`crate::automata::relax`]): it names the rule patterns that may
+    /// match.
     rules_dfa: OnceLock<Option<Automaton>>,
 }
 
+/// Makes a lazy DFA's cache.
+type CacheMaker =
+    Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>;
+
 /// A pool of a lazy DFA's caches, one per concurrent search.
-type CachePool = Pool<
-    Cache,
-    Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
->;
+type CachePool = Pool<Cache, CacheMaker>;
 
 /// One multi-pattern automaton: its patterns in groups, each group a lazy
 /// DFA of its own (see [`crate::automata::groups`]), all stepped together
@@ -171,11 +174,7 @@ struct Group {
 /// `g`'s group, the last match state whose patterns went to `g`.
 struct Walk<'a> {
     group: &'a Group,
-    cache: regex_automata::util::pool::PoolGuard<
-        'a,
-        Cache,
-        Box<dyn Fn() -> Cache + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe>,
-    >,
+    cache: regex_automata::util::pool::PoolGuard<'a, Cache, CacheMaker>,
     sid: LazyStateID,
     /// The state after the byte the tight loop last looked at.
     next: LazyStateID,
@@ -215,9 +214,9 @@ impl Automaton {
     /// Calls `f(pattern, end)` for every match end of every pattern, in
     /// one pass, in order of their ends (the overlapping search of
     /// `regex-automata`, with a tight loop over the transitions that lead to
-    /// no match, which is nearly every byte). A search the DFA gives up on
-    /// (it does not, with these settings: no Unicode word boundaries, no
-    /// cache-clear limit) ends the matches.
+    /// no match, which is nearly every byte). A group's DFA that gives up
+    /// (none does, with these settings: no Unicode word boundaries, no
+    /// cache-clear limit) ends that group's matches.
     fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
         self.each_match_and(None, text, f, |_| {});
     }
@@ -359,9 +358,13 @@ fn matched<'a>(
     (0..n).map(move |i| dfa.match_pattern(cache, sid, i).as_usize())
 }
 
-/// Bytes of each automaton's cache of built states: varied text fills and
-/// clears it (see the README's throughput notes); the benchmark's outputs
-/// need about a tenth of it.
+/// Most bytes of one group's cache of built states (per search running at
+/// once; the default rules have eight groups, so at most 128 MiB, allocated
+/// as states are built). The benchmark's repeated outputs need about 1.7 MB
+/// in all; a stream of 3,500 of this machine's files grew them to about
+/// 34 MB with no clear. Half this cap ran that stream at half the speed, a
+/// quarter at a third: smaller caches clear, and clearing is what made the
+/// one-DFA automata slow (see [`crate::automata::groups`]).
 const CACHE_CAPACITY: usize = 16 << 20;
 
 /// The default rules' automata as the build script compiled them
@@ -613,9 +616,8 @@ impl Signals {
         out
     }
 
-    /// Calls `f(signal, end)` for every match end, in one pass of the DFA.
-    /// A search the DFA gives up on (it does not, with these settings: no
-    /// Unicode word boundaries, no cache-clear limit) ends the matches.
+    /// Calls `f(signal, end)` for every match end, in one pass of the
+    /// automaton (see [`Automaton::each_match`]).
     fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
         self.each_match_and_rules(text, None, f);
     }
@@ -688,8 +690,10 @@ impl Signals {
     }
 
     /// [`Signals::score_and_shapes`], and in the same pass which of the
-    /// rule patterns the automaton holds match in `text` (each index once,
-    /// into [`crate::RuleSet::all`]), appended to `rules` when given.
+    /// rule patterns the automaton holds may match in `text` (each index
+    /// once, into [`crate::RuleSet::all`]; every one that matches, and some
+    /// that do not: see [`crate::automata::relax`]), appended to `rules` when
+    /// given.
     pub fn scan(
         &self,
         text: &str,

@@ -1887,9 +1887,13 @@ fn built_automata_serve_only_their_own_pattern_list() {
 #[test]
 fn a_cut_automata_file_is_refused_and_a_damaged_one_never_panics() {
     use crate::automata::{decode, Syntax};
-    let rules = RuleSet::default_rules();
-    let (_, rule_patterns) = rules.signals.automaton_patterns();
     let built = crate::signals::BUILT;
+    // The file's last automaton: the rules' last group.
+    let (rule_patterns, _) = default_groups()
+        .pop()
+        .expect("the default rules have groups");
+    let rule_patterns = &rule_patterns;
+    assert!(decode(built, rule_patterns, Syntax::Rules).is_some());
     // Cut anywhere: never a panic, and never an automaton.
     for cut in (0..built.len()).step_by(built.len() / 97 + 1) {
         assert!(decode(&built[..cut], rule_patterns, Syntax::Rules).is_none());
@@ -1911,5 +1915,38 @@ fn a_cut_automata_file_is_refused_and_a_damaged_one_never_panics() {
                 let _ = dfa.try_search_fwd(&mut cache, &input);
             }
         }
+    }
+}
+
+#[test]
+fn relaxing_drops_only_wide_upper_bounds_and_matches_a_superset() {
+    use crate::automata::{relax, Syntax};
+    let relaxed = |p: &str| {
+        let hir = regex_automata::util::syntax::parse_with(p, &Syntax::Rules.config())
+            .expect("a pattern");
+        regex::Regex::new(&relax(&hir).to_string()).expect("the relaxed pattern compiles")
+    };
+    let long_gap = format!("a{}b", "x".repeat(50));
+    // Wide gaps lose their upper bound, lazy, nested in a group or not.
+    for p in ["a[^.]{0,40}b", "a[^.]{0,40}?b", "(?i)(a(?:x{2,40})b)"] {
+        assert!(!regex::Regex::new(p).expect("compiles").is_match(&long_gap));
+        assert!(relaxed(p).is_match(&long_gap), "{p}");
+    }
+    // Lower bounds and narrow ranges stay: still no match where there was none.
+    for (p, text) in [
+        ("ax{40,}b", "axxb"),
+        ("ax{2,5}b", "axxxxxxb"),
+        ("ax{3}b", "axxb"),
+    ] {
+        assert!(!relaxed(p).is_match(text), "{p}");
+    }
+    // A superset: whatever the pattern matches, the relaxed one does.
+    for (p, text) in [
+        ("a[^.]{0,40}b", "a b"),
+        ("^x{2,40}$", "xxxx"),
+        ("(?m)^q:\\s[^\\n]{0,80}ai", "q: is ai"),
+    ] {
+        assert!(regex::Regex::new(p).expect("compiles").is_match(text));
+        assert!(relaxed(p).is_match(text), "{p}");
     }
 }
