@@ -53,8 +53,7 @@ fn main() {
         if patterns.is_empty() {
             continue;
         }
-        for members in automata::groups(patterns.len()) {
-            let own: Vec<String> = members.iter().map(|&i| patterns[i].clone()).collect();
+        for (_, own) in automata::groups(&patterns) {
             let nfa = automata::compile(&own, syntax)
                 .unwrap_or_else(|e| panic!("{path}: the {syntax:?} patterns do not compile: {e}"));
             automata::encode(&mut out, &own, syntax, &nfa).unwrap_or_else(|| {

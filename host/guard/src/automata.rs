@@ -31,9 +31,9 @@ pub const SHAPE_PATTERNS: [&str; 2] = [
 /// split into [`groups`].
 pub const GROUP_PATTERNS: usize = 32;
 
-/// The groups that `n` patterns are split into, as pattern indices: as few
-/// groups as hold [`GROUP_PATTERNS`] each, the patterns dealt among them in
-/// turn.
+/// The groups that `patterns` are split into, each as its members' indices
+/// and its own pattern list: as few groups as hold [`GROUP_PATTERNS`] each,
+/// the patterns dealt among them in turn.
 ///
 /// One DFA over all of the guard's patterns builds a state for every
 /// combination of partial matches that a text brings together, and on
@@ -47,9 +47,16 @@ pub const GROUP_PATTERNS: usize = 32;
 /// byte instead of two takes 1.6-2 times as long. Twenty patterns (seven
 /// and six groups) gained a little more on varied text and lost 2.5 times
 /// on repeated text.
-pub fn groups(n: usize) -> Vec<Vec<usize>> {
+pub fn groups(patterns: &[String]) -> Vec<(Vec<usize>, Vec<String>)> {
+    let n = patterns.len();
     let k = n.div_ceil(GROUP_PATTERNS).max(1);
-    (0..k).map(|g| (g..n).step_by(k).collect()).collect()
+    (0..k)
+        .map(|g| {
+            let members: Vec<usize> = (g..n).step_by(k).collect();
+            let own = members.iter().map(|&i| patterns[i].clone()).collect();
+            (members, own)
+        })
+        .collect()
 }
 
 /// How an automaton's patterns are read.

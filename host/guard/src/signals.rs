@@ -158,8 +158,6 @@ type CachePool = Pool<Cache, CacheMaker>;
 /// over a text.
 struct Automaton {
     groups: Vec<Group>,
-    /// Patterns in all groups.
-    patterns: usize,
 }
 
 /// A group's lazy DFA, its caches and which of the automaton's patterns
@@ -206,7 +204,8 @@ impl Automaton {
     /// Appends to `out` which patterns match in `text`, each once, in
     /// pattern order (one overlapping pass).
     fn all_matching(&self, text: &str, out: &mut Vec<usize>) {
-        let mut seen = vec![false; self.patterns];
+        let patterns = self.groups.iter().map(|g| g.patterns.len()).sum();
+        let mut seen = vec![false; patterns];
         self.each_match(text, |p, _| seen[p] = true);
         out.extend((0..seen.len()).filter(|&p| seen[p]));
     }
@@ -386,8 +385,7 @@ fn build(
     }
     let error = |e: String| RulesError(format!("the {what} do not compile together: {e}"));
     let mut groups = Vec::new();
-    for members in crate::automata::groups(patterns.len()) {
-        let own: Vec<String> = members.iter().map(|&i| patterns[i].clone()).collect();
+    for (members, own) in crate::automata::groups(patterns) {
         let nfa = match crate::automata::decode(BUILT, &own, syntax) {
             Some(nfa) => nfa,
             None => crate::automata::compile(&own, syntax).map_err(error)?,
@@ -408,10 +406,7 @@ fn build(
             patterns: members,
         });
     }
-    Ok(Some(Automaton {
-        groups,
-        patterns: patterns.len(),
-    }))
+    Ok(Some(Automaton { groups }))
 }
 
 impl std::fmt::Debug for Automaton {

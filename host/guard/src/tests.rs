@@ -1785,10 +1785,9 @@ fn default_groups() -> Vec<(Vec<String>, crate::automata::Syntax)> {
     [(signals, Syntax::Signals), (rule_patterns, Syntax::Rules)]
         .into_iter()
         .flat_map(|(patterns, syntax)| {
-            groups(patterns.len()).into_iter().map(move |members| {
-                let own: Vec<String> = members.iter().map(|&i| patterns[i].clone()).collect();
-                (own, syntax)
-            })
+            groups(patterns)
+                .into_iter()
+                .map(move |(_, own)| (own, syntax))
         })
         .collect()
 }
