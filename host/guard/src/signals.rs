@@ -168,14 +168,18 @@ struct Group {
     patterns: Vec<usize>,
 }
 
-/// A group's search through one text: its cache, its state and, for
-/// `g`'s group, the last match state whose patterns went to `g`.
+/// A group's search through one text: its DFA, cache and state and, for
+/// `g`'s group, the last match state whose patterns went to `g`. It holds
+/// the DFA and the cache itself, not through the group and the pool's
+/// guard: the tight loop reads them for every byte, and each indirection
+/// there (the guard's is a branch) costs as much as the step.
 struct Walk<'a> {
-    group: &'a Group,
-    cache: regex_automata::util::pool::PoolGuard<'a, Cache, CacheMaker>,
+    dfa: &'a DFA,
+    patterns: &'a [usize],
+    cache: &'a mut Cache,
     sid: LazyStateID,
-    /// The state after the byte the tight loop last looked at.
-    next: LazyStateID,
+    /// The state before the byte the tight loop last looked at.
+    before: LazyStateID,
     /// Its matches go to `f` (the automaton's own) or to `g` (the other's).
     ours: bool,
     last: LazyStateID,
@@ -235,18 +239,26 @@ impl Automaton {
     ) -> bool {
         let bytes = text.as_bytes();
         let input = Input::new(text);
-        let mut walks: Vec<Walk<'_>> = Vec::new();
         let theirs = other
             .iter()
             .flat_map(|o| o.groups.iter().map(|g| (g, false)));
-        for (group, ours) in self.groups.iter().map(|g| (g, true)).chain(theirs) {
-            let mut cache = group.caches.get();
-            match group.dfa.start_state_forward(&mut cache, &input) {
+        let groups: Vec<(&Group, bool)> = self
+            .groups
+            .iter()
+            .map(|g| (g, true))
+            .chain(theirs)
+            .collect();
+        let mut guards: Vec<_> = groups.iter().map(|(g, _)| g.caches.get()).collect();
+        let mut walks: Vec<Walk<'_>> = Vec::with_capacity(groups.len());
+        for (&(group, ours), guard) in groups.iter().zip(guards.iter_mut()) {
+            let cache: &mut Cache = guard;
+            match group.dfa.start_state_forward(cache, &input) {
                 Ok(sid) => walks.push(Walk {
-                    group,
+                    dfa: &group.dfa,
+                    patterns: &group.patterns,
                     cache,
                     sid,
-                    next: sid,
+                    before: sid,
                     ours,
                     last: LazyStateID::default(),
                     ended: false,
@@ -264,14 +276,16 @@ impl Automaton {
                     let b = bytes[at];
                     let mut tagged = false;
                     for w in walks.iter_mut() {
-                        w.next = w.group.dfa.next_state_untagged(&w.cache, w.sid, b);
-                        tagged |= w.next.is_tagged();
+                        let next = w.dfa.next_state_untagged(w.cache, w.sid, b);
+                        w.before = w.sid;
+                        w.sid = next;
+                        tagged |= next.is_tagged();
                     }
                     if tagged {
+                        for w in walks.iter_mut() {
+                            w.sid = w.before;
+                        }
                         break;
-                    }
-                    for w in walks.iter_mut() {
-                        w.sid = w.next;
                     }
                     at += 1;
                 }
@@ -285,15 +299,15 @@ impl Automaton {
             // dead, quit or given up.
             let b = bytes[at];
             for w in walks.iter_mut() {
-                let (dfa, patterns) = (&*w.group.dfa, &w.group.patterns);
+                let (dfa, patterns) = (w.dfa, w.patterns);
                 let clears = w.cache.clear_count();
-                let Some(next) = step(dfa, &mut w.cache, w.sid, b) else {
+                let Some(next) = step(dfa, w.cache, w.sid, b) else {
                     w.ended = true;
                     complete &= w.ours;
                     continue;
                 };
                 if w.ours {
-                    for p in matched(dfa, &w.cache, next) {
+                    for p in matched(dfa, w.cache, next) {
                         f(patterns[p], at);
                     }
                 } else {
@@ -305,7 +319,7 @@ impl Automaton {
                         w.last = LazyStateID::default();
                     }
                     if next != w.last {
-                        matched(dfa, &w.cache, next).for_each(|p| g(patterns[p]));
+                        matched(dfa, w.cache, next).for_each(|p| g(patterns[p]));
                         if next.is_match() {
                             w.last = next;
                         }
@@ -320,14 +334,14 @@ impl Automaton {
             at += 1;
         }
         for w in walks.iter_mut() {
-            let (dfa, patterns) = (&*w.group.dfa, &w.group.patterns);
-            match dfa.next_eoi_state(&mut w.cache, w.sid) {
+            let (dfa, patterns) = (w.dfa, w.patterns);
+            match dfa.next_eoi_state(w.cache, w.sid) {
                 Ok(end) if w.ours => {
-                    for p in matched(dfa, &w.cache, end) {
+                    for p in matched(dfa, w.cache, end) {
                         f(patterns[p], bytes.len());
                     }
                 }
-                Ok(end) => matched(dfa, &w.cache, end).for_each(|p| g(patterns[p])),
+                Ok(end) => matched(dfa, w.cache, end).for_each(|p| g(patterns[p])),
                 Err(_) => complete &= w.ours,
             }
         }
