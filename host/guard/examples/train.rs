@@ -1,5 +1,6 @@
 //! Trains the guard's learned detector on a labelled set (the development
-//! part) and writes its model file; prints the cross-validated figures.
+//! part) and writes its model file; prints the cross-validated figures,
+//! and those with each source family held out whole ([`model::by_family`]).
 //!
 //!     cargo run --release -p fabric-guard --example train -- \
 //!         tests/data/guard/dev.jsonl host/guard/src/model.bin
@@ -32,6 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * cv.false_positives,
         100.0 * cv.model_detection,
         100.0 * cv.model_false_positives,
+    );
+    let family = model::by_family(&records);
+    println!(
+        "held out by source family: rules or model {:.1} % at {:.1} %, model alone {:.1} % at {:.1} %",
+        100.0 * family.detection,
+        100.0 * family.false_positives,
+        100.0 * family.model_detection,
+        100.0 * family.model_false_positives,
     );
     Ok(())
 }

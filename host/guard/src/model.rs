@@ -41,8 +41,12 @@
 //! L2-regularised, class-balanced logistic loss, then weights quantised to
 //! one byte. The `train` example writes `model.bin` from the development
 //! part and prints its cross-validated figures; a test checks that the
-//! shipped file is what it writes.
+//! shipped file is what it writes. Held out a whole source family at a time
+//! ([`by_family`]), the model alone finds about a tenth of the injections
+//! it finds when every family is seen: it learns the families of its
+//! training data, not injections in general.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 /// The flag id of the learned detector's finding.
@@ -605,7 +609,13 @@ pub struct Record {
     /// Whether it has [`MIN_WORDS`] words or more: the guard scores no
     /// shorter string, so cross-validation does not either.
     pub scored: bool,
+    /// Its source's family: the first field of the case's `source`
+    /// (`bipia-text`, `spikee-xss`, `benign-docs`), empty without one.
+    pub family: String,
 }
+
+/// Folds of the cross-validations.
+const FOLDS: usize = 5;
 
 /// Trains the model on `records` and sets its threshold by 5-fold
 /// cross-validation (folds by position within each label): the lowest at
@@ -613,7 +623,6 @@ pub struct Record {
 /// the benign records. Returns the model trained on all records, with that
 /// threshold, and the cross-validated figures.
 pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
-    const FOLDS: usize = 5;
     let mut fold = vec![0; records.len()];
     let (mut seen_injected, mut seen_benign) = (0, 0);
     for (i, r) in records.iter().enumerate() {
@@ -625,11 +634,50 @@ pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
         fold[i] = *count % FOLDS;
         *count += 1;
     }
+    let (threshold, figures) = cross_validate(records, &fold);
+    let all: Vec<&Record> = records.iter().collect();
+    let mut model = train_weights(&all);
+    model.threshold = threshold;
+    (model, figures)
+}
+
+/// [`fit`]'s figures with every record of a source family in one fold (the
+/// families dealt largest first, each to the fold with fewest records), as
+/// the validation part holds attack techniques and templates that the
+/// development part does not: how well the model finds injections of a
+/// kind it was not trained on. The threshold is chosen the same way, on
+/// these folds.
+pub fn by_family(records: &[Record]) -> CrossValidated {
+    let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in records {
+        *sizes.entry(&r.family).or_default() += 1;
+    }
+    let mut families: Vec<(&str, usize)> = sizes.into_iter().collect();
+    families.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut load = [0usize; FOLDS];
+    let mut fold_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for (family, n) in families {
+        let k = (0..FOLDS).min_by_key(|&k| load[k]).unwrap_or(0);
+        load[k] += n;
+        fold_of.insert(family, k);
+    }
+    let fold: Vec<usize> = records
+        .iter()
+        .map(|r| fold_of.get(r.family.as_str()).copied().unwrap_or(0))
+        .collect();
+    cross_validate(records, &fold).1
+}
+
+/// Scores each record by the model trained on the other folds, and picks
+/// the threshold: the lowest at which the rules or the model flag at most
+/// [`FALSE_POSITIVE_BUDGET`] of the benign records; returns it with the
+/// figures at it.
+fn cross_validate(records: &[Record], fold: &[usize]) -> (f32, CrossValidated) {
     let mut held_out = vec![0f32; records.len()];
     for k in 0..FOLDS {
         let train: Vec<&Record> = records
             .iter()
-            .zip(&fold)
+            .zip(fold)
             .filter(|(_, &f)| f != k)
             .map(|(r, _)| r)
             .collect();
@@ -677,10 +725,7 @@ pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
         model_detection: rate(true, &alone),
         model_false_positives: rate(false, &alone),
     };
-    let all: Vec<&Record> = records.iter().collect();
-    let mut model = train_weights(&all);
-    model.threshold = threshold;
-    (model, figures)
+    (threshold, figures)
 }
 
 /// The divisor of a window's or record's sum of weights: the square root of
@@ -806,6 +851,12 @@ pub fn records(
             injected: case.injected,
             by_rules,
             scored,
+            family: case
+                .source
+                .as_deref()
+                .and_then(|s| s.split(':').next())
+                .unwrap_or_default()
+                .to_string(),
         });
     }
     Ok(out)
@@ -879,6 +930,55 @@ mod tests {
         let (_, scored) = fit(&records);
         assert_eq!(unscored.model_detection, 1.0, "{unscored:?}");
         assert!(scored.model_detection < 1.0, "{scored:?}");
+    }
+
+    #[test]
+    fn holding_out_whole_families_finds_what_only_a_seen_family_gives_away() {
+        // Five injected and five benign families of the same prose, each
+        // told apart only by words of its own.
+        let benign_words = [
+            "ledger invoice stapler",
+            "spreadsheet pivot column",
+            "kettle teaspoon saucer",
+            "gazebo trellis hedge",
+            "sprocket gearbox axle",
+        ];
+        let words = [
+            "quokka marmalade trombone",
+            "zeppelin origami cactus",
+            "walrus tangerine bagpipe",
+            "axolotl saffron harpsichord",
+            "narwhal pistachio accordion",
+        ];
+        let mut jsonl = String::new();
+        for (f, own) in words.iter().enumerate() {
+            for i in 0..6 {
+                let text = format!("{} {own} {own}.", prose(20 + 3 * i + f));
+                let source = format!("inj{f}:text:test");
+                jsonl += &serde_json::json!({"text": text, "injected": true, "source": source})
+                    .to_string();
+                jsonl += "\n";
+            }
+            let own = benign_words[f];
+            for i in 0..12 {
+                let text = format!("{} {own} {own}.", prose(20 + 3 * (i / 2) + f));
+                let source = format!("benign{f}:text:test");
+                jsonl += &serde_json::json!({"text": text, "injected": false, "source": source})
+                    .to_string();
+                jsonl += "\n";
+            }
+        }
+        let rules = crate::GuardConfig {
+            model: None,
+            ..crate::GuardConfig::with_limit(u64::MAX)
+        };
+        let records = records(&jsonl, &rules).unwrap();
+        assert_eq!(records[0].family, "inj0");
+        assert!(records.iter().all(|r| !r.by_rules && r.scored));
+        let (_, seen) = fit(&records);
+        let unseen = by_family(&records);
+        assert!(seen.model_detection >= 0.8, "{seen:?}");
+        assert!(unseen.model_detection <= 0.2, "{unseen:?}");
     }
 
     #[test]
