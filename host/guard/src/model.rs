@@ -42,9 +42,9 @@
 //! one byte. The `train` example writes `model.bin` from the development
 //! part and prints its cross-validated figures; a test checks that the
 //! shipped file is what it writes. Held out a whole source family at a time
-//! ([`by_family`]), the model alone finds about a tenth of the injections
-//! it finds when every family is seen: it learns the families of its
-//! training data, not injections in general.
+//! ([`by_family`]), the model alone finds 8 % of the development part's
+//! injections where it finds 63 % when every family is seen: it learns the
+//! families of its training data, not injections in general.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -641,31 +641,40 @@ pub fn fit(records: &[Record]) -> (Model, CrossValidated) {
     (model, figures)
 }
 
-/// [`fit`]'s figures with every record of a source family in one fold (the
-/// families dealt largest first, each to the fold with fewest records), as
-/// the validation part holds attack techniques and templates that the
-/// development part does not: how well the model finds injections of a
-/// kind it was not trained on. The threshold is chosen the same way, on
-/// these folds.
+/// [`fit`]'s figures with every record of a source family in one fold
+/// ([`family_folds`]), as the validation part holds attack techniques and
+/// templates that the development part does not: how well the model finds
+/// injections of a kind it was not trained on. The threshold is chosen the
+/// same way, on these folds.
 pub fn by_family(records: &[Record]) -> CrossValidated {
-    let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    cross_validate(records, &family_folds(records)).1
+}
+
+/// Each record's fold when whole families are held out: the injected
+/// families, largest first, each to the fold with the fewest injected
+/// records so far, and the benign families likewise (a family with both
+/// labels counts once per label), so that every fold holds its share of
+/// each label.
+fn family_folds(records: &[Record]) -> Vec<usize> {
+    let mut sizes: BTreeMap<(bool, &str), usize> = BTreeMap::new();
     for r in records {
-        *sizes.entry(&r.family).or_default() += 1;
+        *sizes.entry((r.injected, &r.family)).or_default() += 1;
     }
-    let mut families: Vec<(&str, usize)> = sizes.into_iter().collect();
-    families.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let mut load = [0usize; FOLDS];
+    let mut families: Vec<((bool, &str), usize)> = sizes.into_iter().collect();
+    families.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut load = [[0usize; FOLDS]; 2];
     let mut fold_of: BTreeMap<&str, usize> = BTreeMap::new();
-    for (family, n) in families {
-        let k = (0..FOLDS).min_by_key(|&k| load[k]).unwrap_or(0);
+    for ((injected, family), n) in families {
+        let load = &mut load[usize::from(injected)];
+        let k = *fold_of
+            .entry(family)
+            .or_insert_with(|| (0..FOLDS).min_by_key(|&k| load[k]).unwrap_or(0));
         load[k] += n;
-        fold_of.insert(family, k);
     }
-    let fold: Vec<usize> = records
+    records
         .iter()
         .map(|r| fold_of.get(r.family.as_str()).copied().unwrap_or(0))
-        .collect();
-    cross_validate(records, &fold).1
+        .collect()
 }
 
 /// Scores each record by the model trained on the other folds, and picks
@@ -979,6 +988,46 @@ mod tests {
         let unseen = by_family(&records);
         assert!(seen.model_detection >= 0.8, "{seen:?}");
         assert!(unseen.model_detection <= 0.2, "{unseen:?}");
+    }
+
+    #[test]
+    fn family_folds_keep_each_family_whole_and_share_out_each_label() {
+        let record = |injected: bool, family: &str| Record {
+            buckets: Vec::new(),
+            injected,
+            by_rules: false,
+            scored: true,
+            family: family.to_string(),
+        };
+        let mut records = Vec::new();
+        // Injected families of 9, 8, ..., 3 records; benign ones of 20, 18,
+        // ..., 6; one family with both labels.
+        for (i, n) in (3..10).rev().enumerate() {
+            records.extend((0..n).map(|_| record(true, &format!("inj{i}"))));
+            records.extend((0..2 * n).map(|_| record(false, &format!("ben{i}"))));
+        }
+        records.extend((0..4).map(|_| record(true, "mixed")));
+        records.extend((0..4).map(|_| record(false, "mixed")));
+        let folds = family_folds(&records);
+        let mut fold_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for (r, &k) in records.iter().zip(&folds) {
+            assert!(k < FOLDS);
+            assert_eq!(
+                *fold_of.entry(&r.family).or_insert(k),
+                k,
+                "{} split",
+                r.family
+            );
+        }
+        for injected in [true, false] {
+            let mut load = [0usize; FOLDS];
+            for (r, &k) in records.iter().zip(&folds) {
+                load[k] += usize::from(r.injected == injected);
+            }
+            let (least, most) = (load.iter().min(), load.iter().max());
+            assert!(most.zip(least).is_some_and(|(m, l)| m - l <= 9), "{load:?}");
+            assert!(load.iter().all(|&n| n > 0), "{load:?}");
+        }
     }
 
     #[test]
