@@ -299,32 +299,12 @@ impl Automaton {
             // dead, quit or given up.
             let b = bytes[at];
             for w in walks.iter_mut() {
-                let (dfa, patterns) = (w.dfa, w.patterns);
-                let clears = w.cache.clear_count();
-                let Some(next) = step(dfa, w.cache, w.sid, b) else {
+                let Some(next) = w.advance(Some(b)) else {
                     w.ended = true;
                     complete &= w.ours;
                     continue;
                 };
-                if w.ours {
-                    for p in matched(dfa, w.cache, next) {
-                        f(patterns[p], at);
-                    }
-                } else {
-                    // A run of the same match state (a URL's bytes, each
-                    // a match end of the link rules) names its patterns
-                    // once: `g` wants which patterns match, not where. A
-                    // cache clear gives ids to new states: forget it then.
-                    if w.cache.clear_count() != clears {
-                        w.last = LazyStateID::default();
-                    }
-                    if next != w.last {
-                        matched(dfa, w.cache, next).for_each(|p| g(patterns[p]));
-                        if next.is_match() {
-                            w.last = next;
-                        }
-                    }
-                }
+                w.report(next, at, &mut f, &mut g);
                 w.sid = next;
             }
             walks.retain(|w| !w.ended);
@@ -334,27 +314,59 @@ impl Automaton {
             at += 1;
         }
         for w in walks.iter_mut() {
-            let (dfa, patterns) = (w.dfa, w.patterns);
-            match dfa.next_eoi_state(w.cache, w.sid) {
-                Ok(end) if w.ours => {
-                    for p in matched(dfa, w.cache, end) {
-                        f(patterns[p], bytes.len());
-                    }
-                }
-                Ok(end) => matched(dfa, w.cache, end).for_each(|p| g(patterns[p])),
-                Err(_) => complete &= w.ours,
+            match w.advance(None) {
+                Some(end) => w.report(end, bytes.len(), &mut f, &mut g),
+                None => complete &= w.ours,
             }
         }
         complete
     }
 }
 
-/// The state after byte `b`; `None` when the search ends there (dead, quit
-/// or given up: never with these settings).
-fn step(dfa: &DFA, cache: &mut Cache, sid: LazyStateID, b: u8) -> Option<LazyStateID> {
-    dfa.next_state(cache, sid, b)
-        .ok()
-        .filter(|next| !(next.is_dead() || next.is_quit()))
+impl Walk<'_> {
+    /// The state after byte `b`, or after the end of the text (`None`),
+    /// building it if need be; `None` when the search ends there (given up,
+    /// or after a byte dead or quit: never with these settings). A cache
+    /// clear gives ids to new states, so the last match state is forgotten.
+    fn advance(&mut self, b: Option<u8>) -> Option<LazyStateID> {
+        let clears = self.cache.clear_count();
+        let next = match b {
+            Some(b) => self
+                .dfa
+                .next_state(self.cache, self.sid, b)
+                .ok()
+                .filter(|next| !(next.is_dead() || next.is_quit())),
+            None => self.dfa.next_eoi_state(self.cache, self.sid).ok(),
+        };
+        if self.cache.clear_count() != clears {
+            self.last = LazyStateID::default();
+        }
+        next
+    }
+
+    /// Sends the patterns that match in `state` (entered at the byte at
+    /// `end`, or at the end of the text) to `f` with `end` (the automaton's
+    /// own), or to `g` (the other's). A run of the same match state (a
+    /// URL's bytes, each a match end of the link rules) names its patterns
+    /// to `g` once: `g` wants which patterns match, not where.
+    fn report(
+        &mut self,
+        state: LazyStateID,
+        end: usize,
+        f: &mut impl FnMut(usize, usize),
+        g: &mut impl FnMut(usize),
+    ) {
+        if self.ours {
+            for p in matched(self.dfa, self.cache, state) {
+                f(self.patterns[p], end);
+            }
+        } else if state != self.last {
+            matched(self.dfa, self.cache, state).for_each(|p| g(self.patterns[p]));
+            if state.is_match() {
+                self.last = state;
+            }
+        }
+    }
 }
 
 /// The patterns that match in state `sid` (none unless it is a match state).
