@@ -457,11 +457,12 @@ pub struct Fabric {
     metrics: Arc<Metrics>,
     /// Outputs guarded on the blocking pool at once: one per core (see
     /// [`guard_lanes`]).
-    guard_lanes: Semaphore,
+    guard_lanes: Arc<Semaphore>,
     _ticker: EpochTicker,
 }
 
-/// How many large outputs are guarded at once: one per core. A check is
+/// How many large outputs are guarded at once: one per core (the wait for a
+/// lane counts in the call's guard stage). A check is
 /// CPU-bound, so more at once would not end sooner, and each check running
 /// holds its own caches of the guard's automata (up to 16 MiB a group,
 /// eight groups for the default rules; about 45 MB each after checking the
@@ -471,8 +472,9 @@ pub struct Fabric {
 /// on 2 cores, 32 concurrent calls reading different 200 KB text files,
 /// twice, peaked at 1,060 MB of memory, and at 580 MB with it (in 7.1-7.2 s
 /// against 9.6-10.9). Smaller outputs are checked on the reactor's worker
-/// threads, one per core as well, so at most two checks per core hold
-/// caches.
+/// threads, one per core as well, so at most two checks per core run at
+/// once. (Caches are kept for reuse, sharded by thread, so the blocking
+/// pool's changing threads may keep more sets than run at once.)
 fn guard_lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -537,7 +539,7 @@ impl Fabric {
             halt: Arc::default(),
             telemetry: options.telemetry.clone(),
             metrics,
-            guard_lanes: Semaphore::new(guard_lanes()),
+            guard_lanes: Arc::new(Semaphore::new(guard_lanes())),
             _ticker: ticker,
         })
     }
@@ -1077,7 +1079,7 @@ async fn guard_stage(
     guard: &GuardConfig,
     end: RunEnd,
     secrets: &Secrets,
-    lanes: &Semaphore,
+    lanes: &Arc<Semaphore>,
 ) -> Ending {
     match end {
         RunEnd::Failed(f) if f.kind == FailureKind::Host => Ending::host_fault(f.message),
@@ -1112,9 +1114,12 @@ async fn guard_stage(
             }
             let (returns, guard) = (callable.returns.clone(), guard.clone());
             let secrets = secrets.clone();
-            // Never closed, so acquiring fails only if it were.
-            let _lane = lanes.acquire().await;
+            // The check holds its lane to its end, even if this call's
+            // future is dropped meanwhile. (The semaphore is never closed,
+            // so acquiring cannot fail.)
+            let lane = Arc::clone(lanes).acquire_owned().await;
             tokio::task::spawn_blocking(move || {
+                let _lane = lane;
                 check_returned(&returns, &guard, value.as_ref(), &secrets)
             })
             .await

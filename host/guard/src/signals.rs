@@ -346,9 +346,10 @@ impl Walk<'_> {
 
     /// Sends the patterns that match in `state` (entered at the byte at
     /// `end`, or at the end of the text) to `f` with `end` (the automaton's
-    /// own), or to `g` (the other's). A run of the same match state (a
-    /// URL's bytes, each a match end of the link rules) names its patterns
-    /// to `g` once: `g` wants which patterns match, not where.
+    /// own), or to `g` (the other's). A match state is named to `g` once
+    /// until another match state (or a cache clear) comes, so a run of the
+    /// same match state (a URL's bytes, each a match end of the link rules)
+    /// costs one report: `g` wants which patterns match, not where.
     fn report(
         &mut self,
         state: LazyStateID,
