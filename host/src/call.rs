@@ -943,9 +943,15 @@ impl Fabric {
             }),
             None => Cow::Borrowed(&callable.component.guard),
         };
-        let mut ending = guard_stage(callable, &guard, run.end, &run.secrets, &self.guard_lanes)
-            .instrument(tracing::info_span!("guard"))
-            .await;
+        let mut ending = guard_stage(
+            &callable.returns,
+            &guard,
+            run.end,
+            &run.secrets,
+            &self.guard_lanes,
+        )
+        .instrument(tracing::info_span!("guard"))
+        .await;
         let hit_cap = match &capped {
             Some(p) => note_cap(&mut ending, &policy.limits, &p.limits),
             None => false,
@@ -1075,7 +1081,7 @@ fn note_cap(
 /// tool said is redacted of its `[env] pass` values before anything else is
 /// done with it (cut, guarded, excerpted).
 async fn guard_stage(
-    callable: &Callable,
+    returns: &Returns,
     guard: &GuardConfig,
     end: RunEnd,
     secrets: &Secrets,
@@ -1110,9 +1116,9 @@ async fn guard_stage(
                 return Ending::failed(Outcome::OutputRejected, message, Value::Null);
             }
             if least < OFF_REACTOR {
-                return check_returned(&callable.returns, guard, value.as_ref(), secrets);
+                return check_returned(returns, guard, value.as_ref(), secrets);
             }
-            let (returns, guard) = (callable.returns.clone(), guard.clone());
+            let (returns, guard) = (returns.clone(), guard.clone());
             let secrets = secrets.clone();
             // The check holds its lane to its end, even if this call's
             // future is dropped meanwhile. (The semaphore is never closed,
@@ -1391,5 +1397,36 @@ mod tests {
         assert_eq!(cap("aéb", 2), "a…(3 bytes cut)");
         let huge = "k".repeat(10 << 20);
         assert!(cap(&huge, MAX_NAME).len() < MAX_NAME + 32);
+    }
+
+    #[tokio::test]
+    async fn large_outputs_wait_for_a_guard_lane_and_small_ones_do_not() {
+        use std::time::Duration;
+        let (guard, secrets) = (GuardConfig::with_limit(u64::MAX), Secrets::read(&[]));
+        let returns = Returns::Value(crate::schema::Ty::String);
+        let output =
+            |bytes: usize| RunEnd::Returned(vec![Val::String("a word ".repeat(bytes / 7))]);
+        let lanes = Arc::new(Semaphore::new(0));
+        // Under OFF_REACTOR bytes: checked here, no lane needed.
+        let small = guard_stage(&returns, &guard, output(1000), &secrets, &lanes);
+        let small = tokio::time::timeout(Duration::from_secs(60), small).await;
+        assert!(small.is_ok_and(|e| e.outcome == Outcome::Ok));
+        // Twice OFF_REACTOR (checked in milliseconds once it may start):
+        // not while every lane is taken, then as soon as one is free, which
+        // it gives back.
+        let large = guard_stage(
+            &returns,
+            &guard,
+            output(2 * OFF_REACTOR as usize),
+            &secrets,
+            &lanes,
+        );
+        tokio::pin!(large);
+        let waiting = tokio::time::timeout(Duration::from_secs(2), &mut large).await;
+        assert!(waiting.is_err(), "checked without a lane");
+        lanes.add_permits(1);
+        let done = tokio::time::timeout(Duration::from_secs(60), large).await;
+        assert!(done.is_ok_and(|e| e.outcome == Outcome::Ok));
+        assert_eq!(lanes.available_permits(), 1);
     }
 }
