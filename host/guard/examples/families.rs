@@ -24,12 +24,7 @@ fn main() {
         let Ok(case) = serde_json::from_str::<fabric_guard::eval::Case>(line) else {
             continue;
         };
-        let family = case
-            .source
-            .as_deref()
-            .and_then(|s| s.split(':').next())
-            .unwrap_or("-")
-            .to_string();
+        let family = case.category().unwrap_or("-").to_string();
         let detected = fabric_guard::eval::detected(&fabric_guard::check(
             serde_json::Value::String(case.text),
             &config,

@@ -24,6 +24,14 @@ pub struct Case {
     pub source: Option<String>,
 }
 
+impl Case {
+    /// Its category: the first field of its source (`bipia-text`,
+    /// `benign-docs`), if it has one.
+    pub fn category(&self) -> Option<&str> {
+        self.source.as_deref().and_then(|s| s.split(':').next())
+    }
+}
+
 /// A line of a labelled set that is not a case (shown as `LINE: expected …`,
 /// to follow a file name and a colon).
 #[derive(Debug, Clone, thiserror::Error)]

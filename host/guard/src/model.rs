@@ -853,6 +853,7 @@ pub fn records(
         let buckets = record_buckets(&text);
         let mut words = Features::new(&text);
         let scored = (0..MIN_WORDS).all(|_| words.next_word().is_some());
+        let family = case.category().unwrap_or_default().to_string();
         let by_rules =
             crate::eval::detected(&crate::check(serde_json::Value::String(case.text), rules));
         out.push(Record {
@@ -860,12 +861,7 @@ pub fn records(
             injected: case.injected,
             by_rules,
             scored,
-            family: case
-                .source
-                .as_deref()
-                .and_then(|s| s.split(':').next())
-                .unwrap_or_default()
-                .to_string(),
+            family,
         });
     }
     Ok(out)

@@ -242,15 +242,16 @@ impl Automaton {
         let theirs = other
             .iter()
             .flat_map(|o| o.groups.iter().map(|g| (g, false)));
-        let groups: Vec<(&Group, bool)> = self
+        let mut taken: Vec<_> = self
             .groups
             .iter()
             .map(|g| (g, true))
             .chain(theirs)
+            .map(|(g, ours)| (g, ours, g.caches.get()))
             .collect();
-        let mut guards: Vec<_> = groups.iter().map(|(g, _)| g.caches.get()).collect();
-        let mut walks: Vec<Walk<'_>> = Vec::with_capacity(groups.len());
-        for (&(group, ours), guard) in groups.iter().zip(guards.iter_mut()) {
+        let mut walks: Vec<Walk<'_>> = Vec::with_capacity(taken.len());
+        for (group, ours, guard) in taken.iter_mut() {
+            let (group, ours) = (*group, *ours);
             let cache: &mut Cache = guard;
             match group.dfa.start_state_forward(cache, &input) {
                 Ok(sid) => walks.push(Walk {
