@@ -96,16 +96,13 @@ pub fn thompson_config() -> thompson::Config {
 }
 
 /// Compiles `patterns` into one NFA, as the guard's automata are compiled;
-/// the error as text. Rule patterns are [`relax`]ed first.
+/// the error as text. Patterns are [`relax`]ed first.
 pub fn compile(patterns: &[String], syntax: Syntax) -> Result<NFA, String> {
     let mut hirs = Vec::with_capacity(patterns.len());
     for p in patterns {
         let hir = regex_automata::util::syntax::parse_with(p, &syntax.config())
             .map_err(|e| e.to_string())?;
-        hirs.push(match syntax {
-            Syntax::Rules => relax(&hir),
-            Syntax::Signals => hir,
-        });
+        hirs.push(relax(&hir));
     }
     thompson::Compiler::new()
         .configure(thompson_config())
@@ -113,8 +110,8 @@ pub fn compile(patterns: &[String], syntax: Syntax) -> Result<NFA, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Widest bounded repetition the rules' automaton keeps as written
-/// (`max - min`); a wider one loses its upper bound.
+/// Widest bounded repetition the automata keep as written (`max - min`); a
+/// wider one loses its upper bound.
 pub const RELAX_ABOVE: u32 = 8;
 
 /// `hir` with the upper bound of every wide repetition removed
@@ -128,6 +125,10 @@ pub const RELAX_ABOVE: u32 = 8;
 /// every other pattern, and those states are what the automaton spends its
 /// time fetching from memory (a handful of such gaps held about a third of
 /// its states on varied text).
+///
+/// The signals' automaton reports where matches end, so each end it reports
+/// for a pattern that relaxing changed is confirmed with the pattern as
+/// written (`Exact` in `signals.rs`).
 pub fn relax(hir: &Hir) -> Hir {
     match hir.kind() {
         HirKind::Repetition(rep) => {

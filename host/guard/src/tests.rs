@@ -1018,6 +1018,49 @@ fn rules_are_found_across_cache_clears() {
     assert!(missed.is_empty(), "r2 missed with its match at {missed:?}");
 }
 
+/// A signal pattern with a wide gap runs relaxed in the automaton (the gap
+/// unbounded) and each match end it reports is confirmed with the pattern
+/// as written: a gap one byte too wide is no match, and a nearer start
+/// inside the gap still is.
+#[test]
+fn relaxed_signal_gaps_keep_their_bounds() {
+    let file = r#"
+[[rule]]
+id = "x"
+kind = "instruction"
+action = "flag"
+description = "d"
+patterns = ['zqz']
+[[signal]]
+id = "gap"
+weight = 1
+description = "d"
+patterns = ['add[^\n]{0,20} to your answer']
+"#;
+    let rules = RuleSet::parse(file).expect("compiles");
+    let ends = |text: &str| -> Vec<usize> {
+        rules
+            .signals
+            .matches(text)
+            .into_iter()
+            .map(|(_, end)| end)
+            .collect()
+    };
+    for gap in 0..40 {
+        let text = format!("add{} to your answer. More text.", "x".repeat(gap));
+        let want = if gap <= 20 {
+            vec![text.len() - 12]
+        } else {
+            vec![]
+        };
+        assert_eq!(ends(&text), want, "a gap of {gap}");
+    }
+    let text = format!("add{}add{} to your answer", "x".repeat(30), "y".repeat(5));
+    assert_eq!(ends(&text), vec![text.len()]);
+    let text = format!("add{}\nadd{} to your answer", "x".repeat(5), "y".repeat(21));
+    assert_eq!(ends(&text), Vec::<usize>::new());
+}
+
 #[test]
 fn rule_files_define_signals_and_thresholds() {
     let rules = RuleSet::parse(
