@@ -53,7 +53,15 @@ fn main() {
         if patterns.is_empty() {
             continue;
         }
-        for (_, own) in automata::groups(&patterns) {
+        // As `signals::build` splits them: patterns a run names, and the
+        // rest in the automaton's groups.
+        let runs = automata::runs(&patterns, syntax)
+            .unwrap_or_else(|e| panic!("{path}: the {syntax:?} patterns do not parse: {e}"));
+        if !runs.is_empty() {
+            automata::encode_runs(&mut out, &patterns, &runs)
+                .unwrap_or_else(|| panic!("{path}: too many {syntax:?} patterns"));
+        }
+        for (_, own) in automata::groups_without(&patterns, &runs) {
             let nfa = automata::compile(&own, syntax)
                 .unwrap_or_else(|e| panic!("{path}: the {syntax:?} patterns do not compile: {e}"));
             automata::encode(&mut out, &own, syntax, &nfa).unwrap_or_else(|| {

@@ -59,6 +59,24 @@ pub fn groups(patterns: &[String]) -> Vec<(Vec<usize>, Vec<String>)> {
         .collect()
 }
 
+/// The groups of an automaton over `patterns` once the patterns that
+/// `runs` name are taken out (see [`Run`]): [`groups`] of the rest, each
+/// with its members as indices into `patterns`.
+pub fn groups_without(
+    patterns: &[String],
+    runs: &[(usize, Run)],
+) -> Vec<(Vec<usize>, Vec<String>)> {
+    let kept: Vec<usize> = (0..patterns.len())
+        .filter(|i| !runs.iter().any(|(r, _)| r == i))
+        .collect();
+    let rest: Vec<String> = kept.iter().map(|&i| patterns[i].clone()).collect();
+    groups(&rest)
+        .into_iter()
+        .filter(|(members, _)| !members.is_empty())
+        .map(|(members, own)| (members.iter().map(|&m| kept[m]).collect(), own))
+        .collect()
+}
+
 /// How an automaton's patterns are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syntax {
@@ -151,6 +169,209 @@ pub fn relax(hir: &Hir) -> Hir {
     }
 }
 
+/// Shortest run (see [`Run`]) for which a rule pattern is checked by a run
+/// counter instead of in the rules' automaton.
+pub const RUN_MIN: usize = 20;
+
+/// A run that every match of a pattern holds: at least `min` bytes in a
+/// row, each in `set`.
+///
+/// The rules' patterns for encoded blobs (`[A-Za-z0-9+/]{40,}` and the
+/// like) are counters: in a lazy DFA, a state for each byte of a run, times
+/// every other pattern's states. They held 2.2 of one group's 3.7 MB of
+/// states, and 3.3 of another's 4.4 MB, on the development part's benign
+/// records. A text without such a run cannot match them, and one with it
+/// nearly always does (the rest of these patterns is optional or a word
+/// boundary), so the rules' automaton names them by looking for the run
+/// instead, which costs a probe every `min` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The bytes a run is made of.
+    pub set: [bool; 256],
+    /// Its least length.
+    pub min: usize,
+}
+
+impl Run {
+    /// Whether `bytes` holds the run. A run of `min` bytes covers one of
+    /// every `min`th byte, so only those are probed, and a probe in the
+    /// set is widened back and forth to see how long its run is: each byte
+    /// is looked at at most twice.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        let n = self.min.max(1);
+        let mut probe = n - 1;
+        while probe < bytes.len() {
+            if !self.set[bytes[probe] as usize] {
+                probe += n;
+                continue;
+            }
+            let start = bytes[..probe]
+                .iter()
+                .rposition(|b| !self.set[*b as usize])
+                .map_or(0, |i| i + 1);
+            let end = bytes[probe..]
+                .iter()
+                .take(n)
+                .position(|b| !self.set[*b as usize])
+                .map_or((probe + n).min(bytes.len()), |i| probe + i);
+            if end - start >= n {
+                return true;
+            }
+            // The byte at `end` is not in the set (or the text ends): a
+            // run starts after it.
+            probe = end + n;
+        }
+        false
+    }
+}
+
+/// The run every match of `hir` holds, when it is at least [`RUN_MIN`]
+/// bytes long and holds no space or line break; `None` for any other
+/// pattern. Read over bytes: a class with characters above ASCII counts
+/// every byte above ASCII as in it (a character is at least one byte).
+pub fn required_run(hir: &Hir) -> Option<Run> {
+    let (set, min) = class_run(hir)?;
+    if min >= RUN_MIN && !set[b' ' as usize] && !set[b'\n' as usize] {
+        return Some(Run { set, min });
+    }
+    match hir.kind() {
+        HirKind::Concat(subs) => subs
+            .iter()
+            .filter_map(required_run)
+            .max_by_key(|run| run.min),
+        HirKind::Capture(cap) => required_run(&cap.sub),
+        HirKind::Repetition(rep) if rep.min >= 1 => required_run(&rep.sub),
+        _ => None,
+    }
+}
+
+/// The bytes every match of `hir` is made of, and its least length;
+/// `None` when a part of it is not a class, a literal or a look-around.
+fn class_run(hir: &Hir) -> Option<([bool; 256], usize)> {
+    use regex_syntax::hir::Class;
+    let mut set = [false; 256];
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some((set, 0)),
+        HirKind::Literal(lit) => {
+            for b in lit.0.iter() {
+                set[*b as usize] = true;
+            }
+            Some((set, lit.0.len()))
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            for r in class.ranges() {
+                for b in r.start()..=r.end() {
+                    set[b as usize] = true;
+                }
+            }
+            Some((set, 1))
+        }
+        HirKind::Class(Class::Unicode(class)) => {
+            for r in class.ranges() {
+                let (a, b) = (r.start() as u32, r.end() as u32);
+                for c in a..=b.min(0x7f) {
+                    set[c as usize] = true;
+                }
+                if b > 0x7f {
+                    set[0x80..].fill(true);
+                }
+            }
+            Some((set, 1))
+        }
+        HirKind::Capture(cap) => class_run(&cap.sub),
+        HirKind::Repetition(rep) => {
+            let (set, min) = class_run(&rep.sub)?;
+            Some((set, min.saturating_mul(rep.min as usize)))
+        }
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => {
+            let concat = matches!(hir.kind(), HirKind::Concat(_));
+            let mut min = if concat { 0 } else { usize::MAX };
+            for sub in subs {
+                let (s, m) = class_run(sub)?;
+                for (a, b) in set.iter_mut().zip(s) {
+                    *a |= b;
+                }
+                min = if concat {
+                    min.saturating_add(m)
+                } else {
+                    min.min(m)
+                };
+            }
+            Some((set, min))
+        }
+    }
+}
+
+/// The patterns of the rules' automaton that a [`Run`] names instead, by
+/// index into `patterns`; none for the signals' automaton, which reports
+/// where matches end. The error as text.
+pub fn runs(patterns: &[String], syntax: Syntax) -> Result<Vec<(usize, Run)>, String> {
+    if syntax != Syntax::Rules {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
+        let hir = regex_automata::util::syntax::parse_with(p, &syntax.config())
+            .map_err(|e| e.to_string())?;
+        if let Some(run) = required_run(&hir) {
+            out.push((i, run));
+        }
+    }
+    Ok(out)
+}
+
+/// The tag of a runs entry in an encoded automata file.
+const RUNS_TAG: u8 = 3;
+
+/// Appends `runs` (from [`runs`] over `patterns`) to an encoded automata
+/// file.
+pub fn encode_runs(out: &mut Vec<u8>, patterns: &[String], runs: &[(usize, Run)]) -> Option<()> {
+    let u32_of = |n: usize| u32::try_from(n).ok();
+    out.push(RUNS_TAG);
+    put(out, u32_of(patterns.len())?);
+    for p in patterns {
+        put(out, u32_of(p.len())?);
+        out.extend_from_slice(p.as_bytes());
+    }
+    put(out, u32_of(4 + runs.len() * (8 + 32))?);
+    put(out, u32_of(runs.len())?);
+    for (i, run) in runs {
+        put(out, u32_of(*i)?);
+        put(out, u32_of(run.min)?);
+        for chunk in run.set.chunks(8) {
+            out.push(
+                chunk
+                    .iter()
+                    .rev()
+                    .fold(0u8, |acc, &b| (acc << 1) | u8::from(b)),
+            );
+        }
+    }
+    Some(())
+}
+
+/// The runs that `file` holds for exactly `patterns`; `None` when it holds
+/// none (or is malformed).
+pub fn decode_runs(file: &[u8], patterns: &[String]) -> Option<Vec<(usize, Run)>> {
+    let body = entry(file, RUNS_TAG, patterns)?;
+    let mut r = Reader(body);
+    let count = r.len()?;
+    let mut runs = Vec::with_capacity(count.min(patterns.len()));
+    for _ in 0..count {
+        let i = r.len()?;
+        let min = r.len()?;
+        (i < patterns.len()).then_some(())?;
+        let mut set = [false; 256];
+        for (k, byte) in r.take(32)?.iter().enumerate() {
+            for bit in 0..8 {
+                set[k * 8 + bit] = byte >> bit & 1 == 1;
+            }
+        }
+        runs.push((i, Run { set, min }));
+    }
+    r.0.is_empty().then_some(runs)
+}
+
 /// The start of an encoded automata file.
 const MAGIC: &[u8; 8] = b"FGNFA\x00\x00\x01";
 
@@ -235,11 +456,16 @@ pub fn begin() -> Vec<u8> {
 /// `patterns` with `syntax`, rebuilt; `None` when the file holds none (or
 /// is malformed).
 pub fn decode(file: &[u8], patterns: &[String], syntax: Syntax) -> Option<NFA> {
+    read_nfa(&mut Reader(entry(file, syntax.tag(), patterns)?))
+}
+
+/// The body of the entry of `file` with `tag` for exactly `patterns`.
+fn entry<'a>(file: &'a [u8], tag: u8, patterns: &[String]) -> Option<&'a [u8]> {
     let mut r = Reader(file.strip_prefix(MAGIC.as_slice())?);
     while !r.0.is_empty() {
-        let tag = r.byte()?;
+        let this = r.byte()?;
         let count = r.len()?;
-        let mut same = tag == syntax.tag() && count == patterns.len();
+        let mut same = this == tag && count == patterns.len();
         for i in 0..count {
             let len = r.len()?;
             let text = r.take(len)?;
@@ -248,7 +474,7 @@ pub fn decode(file: &[u8], patterns: &[String], syntax: Syntax) -> Option<NFA> {
         let len = r.len()?;
         let body = r.take(len)?;
         if same {
-            return read_nfa(&mut Reader(body));
+            return Some(body);
         }
     }
     None

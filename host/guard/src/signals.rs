@@ -219,6 +219,10 @@ type CachePool = Pool<Cache, CacheMaker>;
 /// over a text.
 struct Automaton {
     groups: Vec<Group>,
+    /// Patterns named by a run rather than by a group (only in the rules'
+    /// automaton, which says which patterns may match: see
+    /// [`crate::automata::Run`]), with their index.
+    runs: Vec<(usize, crate::automata::Run)>,
 }
 
 /// A group's lazy DFA, its caches and which of the automaton's patterns
@@ -255,12 +259,16 @@ impl Automaton {
     /// search that finds them all.
     fn which_match(&self, text: &str, out: &mut Vec<usize>) {
         let input = Input::new(text).earliest(true);
-        let any = self.groups.iter().any(|g| {
-            matches!(
-                g.dfa.try_search_fwd(&mut g.caches.get(), &input),
-                Ok(Some(_))
-            )
-        });
+        let any = self
+            .runs
+            .iter()
+            .any(|(_, run)| run.found_in(text.as_bytes()))
+            || self.groups.iter().any(|g| {
+                matches!(
+                    g.dfa.try_search_fwd(&mut g.caches.get(), &input),
+                    Ok(Some(_))
+                )
+            });
         if any {
             self.all_matching(text, out);
         }
@@ -269,10 +277,21 @@ impl Automaton {
     /// Appends to `out` which patterns match in `text`, each once, in
     /// pattern order (one overlapping pass).
     fn all_matching(&self, text: &str, out: &mut Vec<usize>) {
-        let patterns = self.groups.iter().map(|g| g.patterns.len()).sum();
+        let patterns =
+            self.groups.iter().map(|g| g.patterns.len()).sum::<usize>() + self.runs.len();
         let mut seen = vec![false; patterns];
         self.each_match(text, |p, _| seen[p] = true);
+        self.each_run(text, |p| seen[p] = true);
         out.extend((0..seen.len()).filter(|&p| seen[p]));
+    }
+
+    /// Calls `f(pattern)` for each pattern a run names that `text` holds.
+    fn each_run(&self, text: &str, mut f: impl FnMut(usize)) {
+        for (p, run) in &self.runs {
+            if run.found_in(text.as_bytes()) {
+                f(*p);
+            }
+        }
     }
 
     /// Calls `f(pattern, end)` for every match end of every pattern, in
@@ -298,6 +317,9 @@ impl Automaton {
         mut f: impl FnMut(usize, usize),
         mut g: impl FnMut(usize),
     ) -> bool {
+        if let Some(other) = other {
+            other.each_run(text, &mut g);
+        }
         let bytes = text.as_bytes();
         let input = Input::new(text);
         let theirs = other
@@ -473,8 +495,17 @@ fn build(
         return Ok(None);
     }
     let error = |e: String| RulesError(format!("the {what} do not compile together: {e}"));
+    // Only the rules' automaton names patterns by runs: the signals' reports
+    // where matches end.
+    let runs = match syntax {
+        Syntax::Signals => Vec::new(),
+        Syntax::Rules => match crate::automata::decode_runs(BUILT, patterns) {
+            Some(runs) => runs,
+            None => crate::automata::runs(patterns, syntax).map_err(error)?,
+        },
+    };
     let mut groups = Vec::new();
-    for (members, own) in crate::automata::groups(patterns) {
+    for (members, own) in crate::automata::groups_without(patterns, &runs) {
         let nfa = match crate::automata::decode(BUILT, &own, syntax) {
             Some(nfa) => nfa,
             None => crate::automata::compile(&own, syntax).map_err(error)?,
@@ -495,7 +526,7 @@ fn build(
             patterns: members,
         });
     }
-    Ok(Some(Automaton { groups }))
+    Ok(Some(Automaton { groups, runs }))
 }
 
 impl std::fmt::Debug for Exact {

@@ -1822,13 +1822,14 @@ fn a_question_alone_is_not_a_request_standing_out_of_data() {
 /// The pattern lists of the default rules' automata's groups, with their
 /// syntax.
 fn default_groups() -> Vec<(Vec<String>, crate::automata::Syntax)> {
-    use crate::automata::{groups, Syntax};
+    use crate::automata::{groups_without, runs, Syntax};
     let rules = RuleSet::default_rules();
     let (signals, rule_patterns) = rules.signals.automaton_patterns();
     [(signals, Syntax::Signals), (rule_patterns, Syntax::Rules)]
         .into_iter()
         .flat_map(|(patterns, syntax)| {
-            groups(patterns)
+            let runs = runs(patterns, syntax).expect("the default rules parse");
+            groups_without(patterns, &runs)
                 .into_iter()
                 .map(move |(_, own)| (own, syntax))
         })
@@ -1883,6 +1884,101 @@ fn the_default_automata_come_from_the_build_and_equal_a_fresh_compile() {
             format!("{:?}", compiled.byte_classes())
         );
     }
+}
+
+/// Which patterns a run names: a long run of non-space bytes that every
+/// match holds, read over bytes.
+#[test]
+fn runs_name_patterns_by_the_run_every_match_holds() {
+    use crate::automata::{required_run, Syntax};
+    let run = |p: &str| {
+        let hir =
+            regex_automata::util::syntax::parse_with(p, &Syntax::Rules.config()).expect("parses");
+        required_run(&hir).map(|r| r.min)
+    };
+    assert_eq!(
+        run(r"[A-Za-z0-9+/]{40,}={0,2}(?:\r?\n[A-Za-z0-9+/]{8,})*"),
+        Some(40)
+    );
+    assert_eq!(run(r"(?-u:\b)(?:[0-9a-fA-F]{2}){24,}(?-u:\b)"), Some(48));
+    assert_eq!(run(r"x[a-z]{25}y"), Some(27));
+    assert_eq!(run(r"(?:\\{1,2}u[0-9a-fA-F]{4}){8,}"), Some(48));
+    // Branches share one run, of their bytes together.
+    assert_eq!(run(r"[a-z]{30}|[0-9]{35}"), Some(30));
+    // Too short, a space or line break in the run, or no run at all.
+    assert_eq!(run(r"[a-z]{19}"), None);
+    assert_eq!(run(r"<~[!-u\s]{20,}~>"), None);
+    assert_eq!(run(r"(?i)ignore\s+previous\s+instructions"), None);
+    // A class above ASCII counts every byte above ASCII as in the run.
+    let hir = regex_automata::util::syntax::parse_with(r"\w{30}", &Syntax::Rules.config())
+        .expect("parses");
+    let unicode = required_run(&hir).expect("a run");
+    assert!(unicode.found_in("é".repeat(15).as_bytes()));
+    assert!(!unicode.found_in("é".repeat(14).as_bytes()));
+}
+
+/// A run is found exactly where a run of its bytes that long stands, for
+/// every length and place, by probing every `min`th byte.
+#[test]
+fn runs_are_found_wherever_they_stand() {
+    use crate::automata::Run;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut set = [false; 256];
+    set[b'a' as usize] = true;
+    set[b'b' as usize] = true;
+    for _ in 0..3000 {
+        let min = rng.random_range(1..12);
+        let len = rng.random_range(0..60);
+        let text: Vec<u8> = (0..len)
+            .map(|_| if rng.random_bool(0.8) { b'a' } else { b' ' })
+            .collect();
+        let longest = text
+            .split(|b| *b == b' ')
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
+        let run = Run { set, min };
+        assert_eq!(
+            run.found_in(&text),
+            longest >= min,
+            "{min} in {:?}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+}
+
+/// The default rules' run patterns are the build's, and a rule a run names
+/// is found as before: a 40-byte base64 blob is flagged, 39 bytes are not.
+#[test]
+fn the_default_rules_name_their_blob_patterns_by_runs() {
+    use crate::automata::{decode_runs, runs, Syntax};
+    let rules = RuleSet::default_rules();
+    let (_, rule_patterns) = rules.signals.automaton_patterns();
+    let computed = runs(rule_patterns, Syntax::Rules).expect("the default rules parse");
+    assert!(computed.len() >= 4, "{computed:?}");
+    assert_eq!(
+        decode_runs(crate::signals::BUILT, rule_patterns),
+        Some(computed)
+    );
+    let blob = |n: usize| format!("token: {} end", &"QUJD".repeat(n / 4 + 1)[..n]);
+    let mut found = Vec::new();
+    rules
+        .signals
+        .scan(&blob(40), &rules.signals.thresholds, Some(&mut found));
+    let named: Vec<&str> = found
+        .iter()
+        .map(|&k| rule_patterns[k].as_str())
+        .filter(|p| p.starts_with("[A-Za-z0-9+/]{40,}"))
+        .collect();
+    assert_eq!(named.len(), 1, "{found:?}");
+    let mut found = Vec::new();
+    rules
+        .signals
+        .scan(&blob(39), &rules.signals.thresholds, Some(&mut found));
+    assert!(found
+        .iter()
+        .all(|&k| !rule_patterns[k].starts_with("[A-Za-z0-9+/]{40,}")));
 }
 
 #[test]
