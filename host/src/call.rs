@@ -465,8 +465,8 @@ pub struct Fabric {
 /// lane counts in the call's guard stage). A check is
 /// CPU-bound, so more at once would not end sooner, and each check running
 /// holds its own caches of the guard's automata (up to 16 MiB a group,
-/// eight groups for the default rules; about 45 MB each after checking the
-/// development part's 840 benign records, so 16 threads at once held 740
+/// eight groups for the default rules; about 30 MB each after checking the
+/// development part's 840 benign records, so 16 threads at once held 490
 /// MB). Admission lets `max_in_flight` calls run (32 per core by default),
 /// and without this bound their outputs' checks would too: `fabric serve`
 /// on 2 cores, 32 concurrent calls reading different 200 KB text files,
