@@ -11,6 +11,8 @@
 //! patterns (or a build whose list differs) is compiled as before. It holds
 //! only what [`thompson_config`] can produce: a forward NFA with the default
 //! look-around matcher and no capture states ([`encode`] refuses others).
+//! Beside the groups, it holds which of the rules' patterns a [`Run`] names
+//! instead, for the same exact list ([`encode_runs`], [`decode_runs`]).
 //!
 //! This file is shared with the build script, so it depends on nothing but
 //! `regex-automata`, `regex-syntax` and `std`.

@@ -136,7 +136,8 @@ pub struct Signals {
     rule_patterns: Vec<String>,
     /// The signal and shape patterns in an automaton (lazy DFAs over groups
     /// of them) that reports every match end of every pattern (overlapping:
-    /// one match never hides another), with a pool of caches per DFA for
+    /// one match never hides another; a pattern it holds relaxed reports
+    /// more, which [`Exact`] confirms), with a pool of caches per DFA for
     /// concurrent calls; compiled on first use (`None` when there is nothing
     /// to look for).
     dfa: OnceLock<Option<Automaton>>,
@@ -151,59 +152,185 @@ pub struct Signals {
 }
 
 /// A signal pattern the automaton holds relaxed ([`crate::automata::relax`]:
-/// `[^\n]{0,120}` as `[^\n]*`), as written, in a lazy DFA that reads
-/// backwards: a match end the automaton reports for it is one only when the
-/// pattern as written matches text ending there.
+/// `[^\n]{0,120}` as `[^\n]*`), as written, to confirm the match ends the
+/// automaton reports for it.
 ///
 /// A wide bounded gap is a state for every byte after its start, times the
 /// states of every other pattern in its group; three such gaps held 7 of
 /// the 9 MB of states that the largest group built on the development
 /// part's benign records, and relaxing them all cut the states of the four
-/// groups by 44 % (22 MB to 12 MB). Their match ends are few (on those records,
-/// relaxed or not, the same 3,044), and each is confirmed by one walk back
-/// over its match.
+/// groups by 44 % (22 MB to 12 MB). Their match ends are few (on those
+/// records, relaxed or not, the same 3,044), and each is confirmed by a walk
+/// back from it in a lazy DFA that reads backwards, anchored at the end,
+/// which stops at the nearest start that matches or where none can. Walks
+/// are linear in the text together: when one text's walks for a pattern
+/// have read [`WALK_BUDGET`] times its length, the pattern's exact ends in
+/// that text are found in one forward pass instead (`a[^\n]*b[^\n]{0,50}c`
+/// on `a` then `bc` repeated walks back to the `a` from every `c`).
 struct Exact {
-    dfa: DFA,
-    caches: CachePool,
+    hir: regex_syntax::hir::Hir,
+    backward: (std::sync::Arc<DFA>, CachePool),
+    /// Made on its first use: few texts need it.
+    forward: OnceLock<Option<(std::sync::Arc<DFA>, CachePool)>>,
+}
+
+/// Bytes one text's confirming walks for one pattern may read, per byte of
+/// the text, before its ends are found in one forward pass (see [`Exact`]).
+const WALK_BUDGET: usize = 4;
+
+/// What a walk back from a match end found.
+enum Walked {
+    Match,
+    NoMatch,
+    /// It read its budget first.
+    Over,
 }
 
 impl Exact {
     /// The exact form of `pattern` (a signal or shape pattern), or `None`
-    /// when relaxing it changes nothing. A pattern that does not compile
-    /// backwards (none does not: it compiled forwards) is `None` too, and
-    /// its relaxed matches stand.
+    /// when relaxing it changes nothing (or, never for a pattern that
+    /// parsed, when it does not compile: the relaxed ends then stand).
     fn of(pattern: &str) -> Option<Exact> {
         let hir =
             regex_automata::util::syntax::parse_with(pattern, &Syntax::Signals.config()).ok()?;
         if crate::automata::relax(&hir) == hir {
             return None;
         }
-        let nfa = regex_automata::nfa::thompson::Compiler::new()
-            .configure(crate::automata::thompson_config().reverse(true))
-            .build_from_hir(&hir)
-            .ok()?;
-        let dfa = DFA::builder()
-            .configure(DFA::config().match_kind(MatchKind::All))
-            .build_from_nfa(nfa)
-            .ok()?;
-        let for_pool = dfa.clone();
         Some(Exact {
-            dfa,
-            caches: Pool::new(Box::new(move || for_pool.create_cache())),
+            backward: Exact::compile(&hir, true)?,
+            hir,
+            forward: OnceLock::new(),
         })
     }
 
-    /// Whether the pattern matches text of `text` that ends at `end` (a
-    /// search that gives up counts as a match: the relaxed one stands).
-    fn ends_at(&self, text: &str, end: usize) -> bool {
-        let input = Input::new(text)
-            .range(..end)
-            .anchored(Anchored::Yes)
-            .earliest(true);
-        !matches!(
-            self.dfa.try_search_rev(&mut self.caches.get(), &input),
-            Ok(None)
+    /// `hir` in a lazy DFA that reads forwards or backwards, over bytes as
+    /// the automaton reads (a match may start or end inside a character).
+    fn compile(
+        hir: &regex_syntax::hir::Hir,
+        reverse: bool,
+    ) -> Option<(std::sync::Arc<DFA>, CachePool)> {
+        let nfa = regex_automata::nfa::thompson::Compiler::new()
+            .configure(
+                crate::automata::thompson_config()
+                    .reverse(reverse)
+                    .utf8(false),
+            )
+            .build_from_hir(hir)
+            .ok()?;
+        // A gap as wide as a rule file may write needs a cache larger than
+        // the least a lazy DFA takes by default.
+        pooled(
+            nfa,
+            DFA::config()
+                .match_kind(MatchKind::All)
+                .cache_capacity(CACHE_CAPACITY)
+                .skip_cache_capacity_check(true),
         )
+        .ok()
+    }
+
+    /// Walks back from `end` in `text`: whether the pattern matches text
+    /// ending there, unless that takes more than `budget` bytes; and the
+    /// bytes it read.
+    fn walk_back(&self, text: &[u8], end: usize, budget: usize) -> (Walked, usize) {
+        let (dfa, caches) = &self.backward;
+        let cache = &mut caches.get();
+        let input = Input::new(text).range(..end).anchored(Anchored::Yes);
+        let Ok(mut sid) = dfa.start_state_reverse(cache, &input) else {
+            return (Walked::Match, 0); // never with these settings: the relaxed end stands
+        };
+        // A state entered on the byte at `at` that is a match is a match
+        // starting just after it; the text's start is its own step.
+        let mut at = end;
+        while at > 0 {
+            if end - at >= budget {
+                return (Walked::Over, end - at);
+            }
+            at -= 1;
+            match dfa.next_state(cache, sid, text[at]) {
+                Ok(next) if next.is_match() => return (Walked::Match, end - at),
+                Ok(next) if next.is_dead() => return (Walked::NoMatch, end - at),
+                Ok(next) => sid = next,
+                Err(_) => return (Walked::Match, end - at),
+            }
+        }
+        match dfa.next_eoi_state(cache, sid) {
+            Ok(last) if !last.is_match() => (Walked::NoMatch, end),
+            _ => (Walked::Match, end),
+        }
+    }
+
+    /// Every end of the pattern's matches in `text`, in order (one forward
+    /// pass, overlapping: any start).
+    fn all_ends(&self, text: &[u8]) -> Vec<usize> {
+        let forward = self
+            .forward
+            .get_or_init(|| Exact::compile(&self.hir, false));
+        let Some((dfa, caches)) = forward else {
+            return (0..=text.len()).collect(); // never: every relaxed end stands
+        };
+        let cache = &mut caches.get();
+        let mut ends = Vec::new();
+        let Ok(mut sid) = dfa.start_state_forward(cache, &Input::new(text)) else {
+            return (0..=text.len()).collect(); // never: every relaxed end stands
+        };
+        for (at, &b) in text.iter().enumerate() {
+            match dfa.next_state(cache, sid, b) {
+                Ok(next) => sid = next,
+                Err(_) => return (0..=text.len()).collect(),
+            }
+            if sid.is_match() {
+                ends.push(at);
+            }
+        }
+        if dfa.next_eoi_state(cache, sid).is_ok_and(|s| s.is_match()) {
+            ends.push(text.len());
+        }
+        ends
+    }
+}
+
+/// The confirming of relaxed patterns' match ends in one text (see
+/// [`Exact`]): for each pattern, the bytes its walks have read, and its
+/// exact ends once they read too many.
+struct Confirm<'a> {
+    signals: &'a Signals,
+    text: &'a [u8],
+    patterns: Vec<(usize, Option<Vec<usize>>)>,
+}
+
+impl<'a> Confirm<'a> {
+    fn new(signals: &'a Signals, text: &'a str) -> Confirm<'a> {
+        Confirm {
+            signals,
+            text: text.as_bytes(),
+            patterns: Vec::new(),
+        }
+    }
+
+    /// Whether pattern `p` of the signals' automaton matches text ending at
+    /// `end`, where the automaton reported it: always, unless the automaton
+    /// holds it relaxed.
+    fn confirms(&mut self, p: usize, end: usize) -> bool {
+        let signals = self.signals;
+        let Some(exact) = signals.exact[p].get_or_init(|| Exact::of(&signals.patterns[p])) else {
+            return true;
+        };
+        if self.patterns.is_empty() {
+            self.patterns.resize(signals.patterns.len(), (0, None));
+        }
+        let budget = WALK_BUDGET * self.text.len().max(64);
+        let (walked, ends) = &mut self.patterns[p];
+        if ends.is_none() {
+            let (found, read) = exact.walk_back(self.text, end, budget.saturating_sub(*walked));
+            *walked += read;
+            match found {
+                Walked::Match => return true,
+                Walked::NoMatch => return false,
+                Walked::Over => *ends = Some(exact.all_ends(self.text)),
+            }
+        }
+        ends.as_ref().is_some_and(|e| e.binary_search(&end).is_ok())
     }
 }
 
@@ -510,23 +637,35 @@ fn build(
             Some(nfa) => nfa,
             None => crate::automata::compile(&own, syntax).map_err(error)?,
         };
-        let dfa = DFA::builder()
-            .configure(
-                DFA::config()
-                    .match_kind(MatchKind::All)
-                    .cache_capacity(cache_capacity),
-            )
-            .build_from_nfa(nfa)
-            .map_err(|e| error(e.to_string()))?;
-        let dfa = std::sync::Arc::new(dfa);
-        let for_pool = dfa.clone();
+        let (dfa, caches) = pooled(
+            nfa,
+            DFA::config()
+                .match_kind(MatchKind::All)
+                .cache_capacity(cache_capacity),
+        )
+        .map_err(error)?;
         groups.push(Group {
             dfa,
-            caches: Pool::new(Box::new(move || for_pool.create_cache())),
+            caches,
             patterns: members,
         });
     }
     Ok(Some(Automaton { groups, runs }))
+}
+
+/// A lazy DFA over `nfa` with `config`, and a pool of its caches; the
+/// error as text.
+fn pooled(
+    nfa: regex_automata::nfa::thompson::NFA,
+    config: regex_automata::hybrid::dfa::Config,
+) -> Result<(std::sync::Arc<DFA>, CachePool), String> {
+    let dfa = DFA::builder()
+        .configure(config)
+        .build_from_nfa(nfa)
+        .map_err(|e| e.to_string())?;
+    let dfa = std::sync::Arc::new(dfa);
+    let for_pool = dfa.clone();
+    Ok((dfa, Pool::new(Box::new(move || for_pool.create_cache()))))
 }
 
 impl std::fmt::Debug for Exact {
@@ -741,7 +880,8 @@ impl Signals {
     }
 
     /// Calls `f(signal, end)` for every match end, in one pass of the
-    /// automaton (see [`Automaton::each_match`]).
+    /// automaton (see [`Automaton::each_match`]), the relaxed patterns'
+    /// confirmed (see [`Exact`]).
     fn each_match(&self, text: &str, f: impl FnMut(usize, usize)) {
         self.each_match_and_rules(text, None, f);
     }
@@ -763,11 +903,12 @@ impl Signals {
                 // Few patterns match a text, so a list (each pattern once,
                 // sorted after) rather than a flag per pattern.
                 let from = rules.len();
+                let mut confirm = Confirm::new(self, text);
                 let complete = auto.each_match_and(
                     rules_auto,
                     text,
                     |p, end| {
-                        if self.confirms(p, text, end) {
+                        if confirm.confirms(p, end) {
                             f(self.owners[p], end)
                         }
                     },
@@ -785,27 +926,20 @@ impl Signals {
                     _ => rules[from..].sort_unstable(),
                 }
             }
-            (Some(auto), None) => auto.each_match(text, |p, end| {
-                if self.confirms(p, text, end) {
-                    f(self.owners[p], end)
-                }
-            }),
+            (Some(auto), None) => {
+                let mut confirm = Confirm::new(self, text);
+                auto.each_match(text, |p, end| {
+                    if confirm.confirms(p, end) {
+                        f(self.owners[p], end)
+                    }
+                })
+            }
             (None, Some(rules)) => {
                 if let Some(r) = rules_auto {
                     r.which_match(text, rules);
                 }
             }
             (None, None) => {}
-        }
-    }
-
-    /// Whether pattern `p` of the signals' automaton matches text of `text`
-    /// ending at `end`, where the automaton reported it: always, unless the
-    /// automaton holds it relaxed (see [`Exact`]).
-    fn confirms(&self, p: usize, text: &str, end: usize) -> bool {
-        match self.exact[p].get_or_init(|| Exact::of(&self.patterns[p])) {
-            Some(exact) => exact.ends_at(text, end),
-            None => true,
         }
     }
 

@@ -1061,6 +1061,107 @@ patterns = ['add[^\n]{0,20} to your answer']
     assert_eq!(ends(&text), Vec::<usize>::new());
 }
 
+/// Relaxed signal patterns report exactly the ends of the patterns as
+/// written (each alone, in a lazy DFA over bytes), on random texts with
+/// multibyte characters, empty matches, anchors and word boundaries, on a
+/// text whose walks back exceed their budget (`a`, then `bc` repeated), and
+/// across a gap wider than a default cache holds.
+#[test]
+fn relaxed_signals_report_exactly_the_ends_of_the_patterns_as_written() {
+    use rand::{Rng, SeedableRng};
+    use regex_automata::hybrid::dfa::DFA;
+    let patterns = [
+        r"add[^\n]{0,20} to your answer",
+        r"(?:[^\n]{1,20}y|^)",
+        r"a[^\n]*b[^\n]{0,50}c",
+        r"(?m)^x[^\n]{0,30}$",
+        r"\bgo[^\n]{0,15}\b",
+        r"q[^\n]{0,60000}z",
+    ];
+    let mut file = String::from(
+        "[[rule]]\nid = \"x\"\nkind = \"instruction\"\naction = \"flag\"\ndescription = \"d\"\npatterns = ['zqzq']\n",
+    );
+    for (i, p) in patterns.iter().enumerate() {
+        file += &format!(
+            "[[signal]]\nid = \"s{i}\"\nweight = 1\ndescription = \"d\"\npatterns = ['''{p}''']\n"
+        );
+    }
+    let rules = RuleSet::parse(&file).expect("compiles");
+    let exact: Vec<DFA> = patterns
+        .iter()
+        .map(|p| {
+            DFA::builder()
+                .syntax(crate::automata::Syntax::Signals.config())
+                .thompson(crate::automata::thompson_config())
+                .configure(
+                    DFA::config()
+                        .match_kind(regex_automata::MatchKind::All)
+                        .cache_capacity(64 << 20),
+                )
+                .build(p)
+                .expect("builds")
+        })
+        .collect();
+    let reference = |text: &str| -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (i, dfa) in exact.iter().enumerate() {
+            let mut cache = dfa.create_cache();
+            let input = regex_automata::Input::new(text);
+            let mut sid = dfa.start_state_forward(&mut cache, &input).expect("starts");
+            for (at, &b) in text.as_bytes().iter().enumerate() {
+                sid = dfa.next_state(&mut cache, sid, b).expect("steps");
+                if sid.is_match() {
+                    out.push((i, at));
+                }
+            }
+            if dfa
+                .next_eoi_state(&mut cache, sid)
+                .expect("ends")
+                .is_match()
+            {
+                out.push((i, text.len()));
+            }
+        }
+        out.sort_unstable();
+        out
+    };
+    let found = |text: &str| {
+        let mut m = rules.signals.matches(text);
+        m.sort_unstable();
+        m
+    };
+    let pieces = [
+        "a",
+        "b",
+        "c",
+        "x",
+        "y",
+        "q",
+        "z",
+        "é",
+        " ",
+        "\n",
+        "add",
+        " to your answer",
+        "go",
+        "mo",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for _ in 0..400 {
+        let n = rng.random_range(0..120);
+        let text: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        assert_eq!(found(&text), reference(&text), "{text:?}");
+    }
+    let long = format!("a{}", "bc".repeat(5_000));
+    assert_eq!(found(&long), reference(&long));
+    for gap in [59_999, 60_000, 60_001] {
+        let text = format!("q{}z", "w".repeat(gap));
+        assert_eq!(found(&text), reference(&text), "a gap of {gap}");
+    }
+}
+
 #[test]
 fn rule_files_define_signals_and_thresholds() {
     let rules = RuleSet::parse(
