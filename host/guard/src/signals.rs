@@ -162,12 +162,16 @@ pub struct Signals {
 /// groups by 44 % (22 MB to 12 MB). Their match ends are few (on those
 /// records, relaxed or not, the same 3,044), and each is confirmed by a walk
 /// back from it in a lazy DFA that reads backwards, anchored at the end,
-/// which stops at the nearest start that matches or where none can. Walks
-/// are linear in the text together: when one text's walks for a pattern
-/// have read [`WALK_BUDGET`] times its length, the pattern's exact ends in
-/// that text are found in one forward pass instead (`a[^\n]*b[^\n]{0,50}c`
-/// on `a` then `bc` repeated walks back to the `a` from every `c`).
-struct Exact {
+/// which stops at the nearest start that matches or where none can. The
+/// bytes the walks step through are linear in the text together: when one
+/// text's walks for a pattern have read [`WALK_BUDGET`] bytes per byte of
+/// the text (of at least 64), the pattern's exact ends in that text are
+/// found in one forward pass instead (`a[^\n]*b[^\n]{0,50}c` on `a` then
+/// `bc` repeated walks back to the `a` from every `c`). A gap tens of
+/// thousands of bytes wide, which only a rule file's own pattern has, still
+/// costs what it did before relaxing: building each new state takes a step
+/// per start the gap holds.
+pub(crate) struct Exact {
     hir: regex_syntax::hir::Hir,
     backward: (std::sync::Arc<DFA>, CachePool),
     /// Made on its first use: few texts need it.
@@ -175,14 +179,18 @@ struct Exact {
 }
 
 /// Bytes one text's confirming walks for one pattern may read, per byte of
-/// the text, before its ends are found in one forward pass (see [`Exact`]).
+/// the text (counted as at least 64), before its ends are found in one
+/// forward pass (see [`Exact`]).
 const WALK_BUDGET: usize = 4;
 
 /// What a walk back from a match end found.
-enum Walked {
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Walked {
+    /// The pattern matches text ending there.
     Match,
+    /// It does not.
     NoMatch,
-    /// It read its budget first.
+    /// The walk read its budget first.
     Over,
 }
 
@@ -190,7 +198,7 @@ impl Exact {
     /// The exact form of `pattern` (a signal or shape pattern), or `None`
     /// when relaxing it changes nothing (or, never for a pattern that
     /// parsed, when it does not compile: the relaxed ends then stand).
-    fn of(pattern: &str) -> Option<Exact> {
+    pub(crate) fn of(pattern: &str) -> Option<Exact> {
         let hir =
             regex_automata::util::syntax::parse_with(pattern, &Syntax::Signals.config()).ok()?;
         if crate::automata::relax(&hir) == hir {
@@ -232,7 +240,7 @@ impl Exact {
     /// Walks back from `end` in `text`: whether the pattern matches text
     /// ending there, unless that takes more than `budget` bytes; and the
     /// bytes it read.
-    fn walk_back(&self, text: &[u8], end: usize, budget: usize) -> (Walked, usize) {
+    pub(crate) fn walk_back(&self, text: &[u8], end: usize, budget: usize) -> (Walked, usize) {
         let (dfa, caches) = &self.backward;
         let cache = &mut caches.get();
         let input = Input::new(text).range(..end).anchored(Anchored::Yes);
@@ -250,6 +258,8 @@ impl Exact {
             match dfa.next_state(cache, sid, text[at]) {
                 Ok(next) if next.is_match() => return (Walked::Match, end - at),
                 Ok(next) if next.is_dead() => return (Walked::NoMatch, end - at),
+                // Never with these settings (no quit bytes): the relaxed end stands.
+                Ok(next) if next.is_quit() => return (Walked::Match, end - at),
                 Ok(next) => sid = next,
                 Err(_) => return (Walked::Match, end - at),
             }
@@ -262,7 +272,7 @@ impl Exact {
 
     /// Every end of the pattern's matches in `text`, in order (one forward
     /// pass, overlapping: any start).
-    fn all_ends(&self, text: &[u8]) -> Vec<usize> {
+    pub(crate) fn all_ends(&self, text: &[u8]) -> Vec<usize> {
         let forward = self
             .forward
             .get_or_init(|| Exact::compile(&self.hir, false));
@@ -276,8 +286,8 @@ impl Exact {
         };
         for (at, &b) in text.iter().enumerate() {
             match dfa.next_state(cache, sid, b) {
-                Ok(next) => sid = next,
-                Err(_) => return (0..=text.len()).collect(),
+                Ok(next) if !next.is_quit() => sid = next,
+                _ => return (0..=text.len()).collect(),
             }
             if sid.is_match() {
                 ends.push(at);

@@ -1146,13 +1146,33 @@ fn relaxed_signals_report_exactly_the_ends_of_the_patterns_as_written() {
         "go",
         "mo",
     ];
+    // Each pattern's confirmation, both ways: a walk back from every
+    // position, and the forward pass that serves once walks cost too much.
+    let confirmations: Vec<crate::signals::Exact> = patterns
+        .iter()
+        .map(|p| crate::signals::Exact::of(p).expect("each pattern is relaxed"))
+        .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for _ in 0..400 {
         let n = rng.random_range(0..120);
         let text: String = (0..n)
             .map(|_| pieces[rng.random_range(0..pieces.len())])
             .collect();
-        assert_eq!(found(&text), reference(&text), "{text:?}");
+        let want = reference(&text);
+        assert_eq!(found(&text), want, "{text:?}");
+        for (i, exact) in confirmations.iter().enumerate() {
+            let ends: Vec<usize> = want.iter().filter(|m| m.0 == i).map(|m| m.1).collect();
+            assert_eq!(exact.all_ends(text.as_bytes()), ends, "{i} in {text:?}");
+            for end in 0..=text.len() {
+                let (walked, _) = exact.walk_back(text.as_bytes(), end, usize::MAX);
+                let want = if ends.contains(&end) {
+                    crate::signals::Walked::Match
+                } else {
+                    crate::signals::Walked::NoMatch
+                };
+                assert_eq!(walked, want, "{i} at {end} in {text:?}");
+            }
+        }
     }
     let long = format!("a{}", "bc".repeat(5_000));
     assert_eq!(found(&long), reference(&long));
