@@ -329,13 +329,7 @@ const RUNS_TAG: u8 = 3;
 /// file.
 pub fn encode_runs(out: &mut Vec<u8>, patterns: &[String], runs: &[(usize, Run)]) -> Option<()> {
     let u32_of = |n: usize| u32::try_from(n).ok();
-    out.push(RUNS_TAG);
-    put(out, u32_of(patterns.len())?);
-    for p in patterns {
-        put(out, u32_of(p.len())?);
-        out.extend_from_slice(p.as_bytes());
-    }
-    put(out, u32_of(4 + runs.len() * (8 + 32))?);
+    let at = begin_entry(out, RUNS_TAG, patterns)?;
     put(out, u32_of(runs.len())?);
     for (i, run) in runs {
         put(out, u32_of(*i)?);
@@ -349,7 +343,7 @@ pub fn encode_runs(out: &mut Vec<u8>, patterns: &[String], runs: &[(usize, Run)]
             );
         }
     }
-    Some(())
+    end_entry(out, at)
 }
 
 /// The runs that `file` holds for exactly `patterns`; `None` when it holds
@@ -388,16 +382,7 @@ pub fn encode(out: &mut Vec<u8>, patterns: &[String], syntax: Syntax, nfa: &NFA)
     {
         return None; // not rebuilt by `read_nfa`
     }
-    out.push(syntax.tag());
-    put(out, u32_of(patterns.len())?);
-    for p in patterns {
-        put(out, u32_of(p.len())?);
-        out.extend_from_slice(p.as_bytes());
-    }
-    // The NFA's length first, so that a reader looking for another pattern
-    // list skips it unread.
-    let at = out.len();
-    put(out, 0);
+    let at = begin_entry(out, syntax.tag(), patterns)?;
     out.push(u8::from(nfa.is_utf8()));
     put(out, nfa.start_anchored().as_u32());
     put(out, nfa.start_unanchored().as_u32());
@@ -444,7 +429,28 @@ pub fn encode(out: &mut Vec<u8>, patterns: &[String], syntax: Syntax, nfa: &NFA)
             State::Dense(_) | State::Capture { .. } => return None,
         }
     }
-    let len = u32_of(out.len() - at - 4)?;
+    end_entry(out, at)
+}
+
+/// Starts an entry of an encoded automata file: its tag and the pattern
+/// list it serves (as [`entry`] reads them), then room for its body's
+/// length, written first so that a reader looking for another list skips
+/// the body unread. Returns where that length goes, for [`end_entry`].
+fn begin_entry(out: &mut Vec<u8>, tag: u8, patterns: &[String]) -> Option<usize> {
+    out.push(tag);
+    put(out, u32::try_from(patterns.len()).ok()?);
+    for p in patterns {
+        put(out, u32::try_from(p.len()).ok()?);
+        out.extend_from_slice(p.as_bytes());
+    }
+    let at = out.len();
+    put(out, 0);
+    Some(at)
+}
+
+/// Ends the entry [`begin_entry`] started: writes its body's length.
+fn end_entry(out: &mut [u8], at: usize) -> Option<()> {
+    let len = u32::try_from(out.len() - at - 4).ok()?;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     Some(())
 }

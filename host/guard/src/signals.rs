@@ -258,10 +258,10 @@ impl Exact {
             match dfa.next_state(cache, sid, text[at]) {
                 Ok(next) if next.is_match() => return (Walked::Match, end - at),
                 Ok(next) if next.is_dead() => return (Walked::NoMatch, end - at),
-                // Never with these settings (no quit bytes): the relaxed end stands.
-                Ok(next) if next.is_quit() => return (Walked::Match, end - at),
-                Ok(next) => sid = next,
-                Err(_) => return (Walked::Match, end - at),
+                Ok(next) if !next.is_quit() => sid = next,
+                // Quit or an error, never with these settings (no quit
+                // bytes): the relaxed end stands.
+                _ => return (Walked::Match, end - at),
             }
         }
         match dfa.next_eoi_state(cache, sid) {
@@ -271,32 +271,36 @@ impl Exact {
     }
 
     /// Every end of the pattern's matches in `text`, in order (one forward
-    /// pass, overlapping: any start).
+    /// pass, overlapping: any start); every position when the pass cannot
+    /// be made (never with these settings: every relaxed end stands).
     pub(crate) fn all_ends(&self, text: &[u8]) -> Vec<usize> {
+        self.forward_ends(text)
+            .unwrap_or_else(|| (0..=text.len()).collect())
+    }
+
+    /// [`Exact::all_ends`], or `None` when the forward DFA fails to build,
+    /// start or step (quits).
+    fn forward_ends(&self, text: &[u8]) -> Option<Vec<usize>> {
         let forward = self
             .forward
             .get_or_init(|| Exact::compile(&self.hir, false));
-        let Some((dfa, caches)) = forward else {
-            return (0..=text.len()).collect(); // never: every relaxed end stands
-        };
+        let (dfa, caches) = forward.as_ref()?;
         let cache = &mut caches.get();
         let mut ends = Vec::new();
-        let Ok(mut sid) = dfa.start_state_forward(cache, &Input::new(text)) else {
-            return (0..=text.len()).collect(); // never: every relaxed end stands
-        };
+        let mut sid = dfa.start_state_forward(cache, &Input::new(text)).ok()?;
         for (at, &b) in text.iter().enumerate() {
-            match dfa.next_state(cache, sid, b) {
-                Ok(next) if !next.is_quit() => sid = next,
-                _ => return (0..=text.len()).collect(),
-            }
+            sid = dfa
+                .next_state(cache, sid, b)
+                .ok()
+                .filter(|s| !s.is_quit())?;
             if sid.is_match() {
                 ends.push(at);
             }
         }
-        if dfa.next_eoi_state(cache, sid).is_ok_and(|s| s.is_match()) {
+        if dfa.next_eoi_state(cache, sid).ok()?.is_match() {
             ends.push(text.len());
         }
-        ends
+        Some(ends)
     }
 }
 
@@ -908,26 +912,23 @@ impl Signals {
             self.prepare(); // the first scan: compile both, side by side
         }
         let rules_auto = self.rules_automaton();
+        // The signals' match ends, each relaxed pattern's confirmed.
+        let mut confirm = Confirm::new(self, text);
+        let mut ours = |p: usize, end: usize| {
+            if confirm.confirms(p, end) {
+                f(self.owners[p], end)
+            }
+        };
         match (self.automaton(), rules) {
             (Some(auto), Some(rules)) => {
                 // Few patterns match a text, so a list (each pattern once,
                 // sorted after) rather than a flag per pattern.
                 let from = rules.len();
-                let mut confirm = Confirm::new(self, text);
-                let complete = auto.each_match_and(
-                    rules_auto,
-                    text,
-                    |p, end| {
-                        if confirm.confirms(p, end) {
-                            f(self.owners[p], end)
-                        }
-                    },
-                    |p| {
-                        if !rules[from..].contains(&p) {
-                            rules.push(p);
-                        }
-                    },
-                );
+                let complete = auto.each_match_and(rules_auto, text, &mut ours, |p| {
+                    if !rules[from..].contains(&p) {
+                        rules.push(p);
+                    }
+                });
                 match rules_auto {
                     Some(r) if !complete => {
                         rules.truncate(from);
@@ -936,14 +937,7 @@ impl Signals {
                     _ => rules[from..].sort_unstable(),
                 }
             }
-            (Some(auto), None) => {
-                let mut confirm = Confirm::new(self, text);
-                auto.each_match(text, |p, end| {
-                    if confirm.confirms(p, end) {
-                        f(self.owners[p], end)
-                    }
-                })
-            }
+            (Some(auto), None) => auto.each_match(text, &mut ours),
             (None, Some(rules)) => {
                 if let Some(r) = rules_auto {
                     r.which_match(text, rules);
