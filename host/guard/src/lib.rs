@@ -828,26 +828,32 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
     if net.allows(host, port) {
         return false;
     }
-    let path = path.split('#').next().unwrap_or_default();
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    // Data: a query value that is data rather than a setting, a template
-    // placeholder ({secret}, [DATA], <DATA, $TOKEN) or key=value in the path,
-    // or a long path segment; `?branch=main` or `?v=4.2` carry none.
-    let data_value = query
-        .split('&')
-        .any(|kv| data_value(kv.split_once('=').map_or(kv, |(_, v)| v)));
-    let placeholder =
-        query.contains(PLACEHOLDER_MARKS) || path.contains(PLACEHOLDER_MARKS) || path.contains('=');
-    let carries_data = data_value || placeholder || path.split('/').any(encoded_segment);
     let parent = host
         .split_once('.')
         .map(|(_, p)| p)
         .filter(|p| p.contains('.'));
-    carries_data
+    carries_data(path, false)
         && ![Some(host), parent]
             .into_iter()
             .flatten()
             .any(|domain| mail_domains.contains(domain))
+}
+
+/// Whether a URL's path and query (what follows its host) carry data: a
+/// query value that is data rather than a setting, a template placeholder
+/// (`{secret}`, `[DATA]`, `<DATA`, `$TOKEN`) or key=value in the path, or a
+/// long path segment; `?branch=main` or `?v=4.2` carry none. `nested`: this
+/// is a URL given as a query value, whose own values are not followed
+/// further.
+fn carries_data(path: &str, nested: bool) -> bool {
+    let path = path.split('#').next().unwrap_or_default();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let data_value = query
+        .split('&')
+        .any(|kv| data_value(kv.split_once('=').map_or(kv, |(_, v)| v), nested));
+    let placeholder =
+        query.contains(PLACEHOLDER_MARKS) || path.contains(PLACEHOLDER_MARKS) || path.contains('=');
+    data_value || placeholder || path.split('/').any(encoded_segment)
 }
 
 /// Whether a link's URL may carry data ([`exfiltrates`] can hold): a
@@ -880,26 +886,58 @@ const ENCODED_RUN: usize = 24;
 /// holds a token (a run of letters and digits) of 16 characters or more, or
 /// of 12 or more that mixes letters and digits (a hash, an encoded blob), it
 /// is a template variable in capitals, or it is a sentence (five words or
-/// more). `branch=main`,
-/// `style=for-the-badge`, `query=workflow%3ACI`, `repo=winnow-rs/winnow` and
-/// `labelColor=555555` are settings.
-fn data_value(value: &str) -> bool {
+/// more). A value that is itself a URL (a badge service's `url=`) carries
+/// data when that URL's path or query does ([`carries_data`], one level
+/// deep: `nested` says this value is already inside one), not for its host's
+/// name. `branch=main`, `style=for-the-badge`, `query=workflow%3ACI`,
+/// `repo=winnow-rs/winnow`, `labelColor=555555`, `labelColor=6A7EC2` and
+/// `url=https://raw.githubusercontent.com/astral-sh/ruff/main/assets/badge/v2.json`
+/// are settings.
+fn data_value(value: &str, nested: bool) -> bool {
     let decoded = decode::Decoder::Percent
         .decode(value)
         .unwrap_or_else(|| value.to_string());
-    let token = decoded.split(|c: char| !c.is_alphanumeric()).any(|t| {
-        let n = t.chars().count();
-        let mixed = t.chars().any(|c| c.is_ascii_digit()) && t.chars().any(char::is_alphabetic);
-        n >= 16 || (n >= 12 && mixed)
-    });
-    // A template variable (`SECRET_TOKEN`, `CONVERSATION`) stands for data.
+    if !nested {
+        let url = ["https://", "http://"].iter().find_map(|scheme| {
+            decoded
+                .get(..scheme.len())
+                .filter(|s| s.eq_ignore_ascii_case(scheme))
+                .map(|s| &decoded[s.len()..])
+        });
+        if let Some(rest) = url {
+            // Its host's name is words (`raw.githubusercontent.com`) unless
+            // a label mixes letters and digits as a blob does.
+            let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (host, path) = rest.split_at(host_end);
+            return host
+                .split(['.', '-'])
+                .any(|label| blob_token(label, usize::MAX))
+                || carries_data(path, true);
+        }
+    }
+    let token = decoded
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|t| blob_token(t, 16));
+    // A template variable (`SECRET_TOKEN`, `CONVERSATION`) stands for data;
+    // a hex number in capitals (a colour, `6A7EC2`) is a setting.
+    let hex_number = decoded.bytes().all(|b| b.is_ascii_hexdigit())
+        && decoded.bytes().any(|b| b.is_ascii_digit());
     let variable = decoded.len() >= 4
+        && !hex_number
         && decoded
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
         && decoded.bytes().filter(u8::is_ascii_uppercase).count() >= 3
         && (decoded.contains('_') || decoded.len() >= 6);
     token || variable || decoded.split_whitespace().count() >= 5
+}
+
+/// Whether a run of letters and digits looks like data: `long` characters
+/// or more, or 12 or more that mix letters and digits (a hash, a blob).
+fn blob_token(t: &str, long: usize) -> bool {
+    let n = t.chars().count();
+    let mixed = t.chars().any(|c| c.is_ascii_digit()) && t.chars().any(char::is_alphabetic);
+    n >= long || (n >= 12 && mixed)
 }
 
 /// Whether a URL path segment looks like data encoded into it: longer than
