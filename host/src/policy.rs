@@ -1287,12 +1287,15 @@ mod tests {
 
     #[test]
     fn guard_score_thresholds_and_spotlight() {
-        let p = parse("[guard]\nspotlight = \"datamark\"\n[guard.score]\nreject = 7\nflag = 4")
-            .unwrap();
+        let p = parse(
+            "[guard]\nspotlight = \"datamark\"\n[guard.score]\nreject = 7\nflag = 4\nmodel = 0",
+        )
+        .unwrap();
         assert_eq!(p.guard_spotlight, Some(crate::guard::Spotlight::Datamark));
         assert_eq!(p.guard_score.reject, Some(7));
         assert_eq!(p.guard_score.flag, Some(4));
         assert_eq!(p.guard_score.redact, None);
+        assert_eq!(p.guard_score.model, Some(0));
         let p = parse("").unwrap();
         assert_eq!(p.guard_spotlight, None);
         rejects(

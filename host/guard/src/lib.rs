@@ -330,27 +330,50 @@ fn check_string(
     rejected: &mut Vec<String>,
 ) -> Option<String> {
     let normalised = normalise(s);
-    let (hits, (mut extras, shapes)) = if unchanged(s, &normalised) {
+    let signals = &config.rules.signals;
+    let thresholds = signals.thresholds.overridden_by(&config.score);
+    let (hits, scored, shapes) = if unchanged(s, &normalised) {
         // One pass finds the signals and which rules may match (most text
         // matches none, and then nothing else runs; each rule that may
         // match is tried by its own regex in `scan`).
-        let signals = &config.rules.signals;
-        let thresholds = signals.thresholds.overridden_by(&config.score);
         let mut matched = Vec::new();
         let (scored, shapes) = signals.scan(s, &thresholds, Some(&mut matched));
         let matched = matched.into_iter().map(|k| config.rules.all[k]).collect();
         let hits = scan(s, &normalised, config, true, Some(matched));
-        (hits, (scored_extras(scored, s, config, "", 0), shapes))
+        (hits, scored, shapes)
     } else {
-        (
-            scan(s, &normalised, config, true, None),
-            score(&normalised, config, "", 0),
-        )
+        let (scored, shapes) = signals.score_and_shapes(&normalised, &thresholds);
+        (scan(s, &normalised, config, true, None), scored, shapes)
     };
+    // The learned detector's best window, when it reaches the threshold,
+    // adds to the score of a signal window it overlaps, if it has words
+    // enough for its probability to mean something.
+    let window = config
+        .model
+        .as_ref()
+        .and_then(|model| model.detect(&normalised));
+    let agrees = match (&scored, &window) {
+        (Some(scored), Some(window)) => {
+            scored.span.0 < window.span.1
+                && window.span.0 < scored.span.1
+                && normalised[window.span.0..window.span.1]
+                    .split_whitespace()
+                    .take(AGREEING_WORDS)
+                    .count()
+                    == AGREEING_WORDS
+        }
+        _ => false,
+    };
+    let by_model = if agrees {
+        thresholds.model.unwrap_or(0)
+    } else {
+        0
+    };
+    let mut extras = scored_extras(scored, &normalised, config, "", 0, by_model);
     for (what, view) in views::text_views(&normalised, shapes) {
         extras.extend(check_view(&view, what, config));
     }
-    extras.extend(learned(&normalised, config));
+    extras.extend(window.map(|window| learned(window, &normalised, config)));
     if hits.is_empty() && extras.is_empty() {
         return None;
     }
@@ -455,6 +478,14 @@ struct Extra {
 /// The flag id of a score over signals.
 pub const SCORE_ID: &str = "signal.score";
 
+/// Fewest words in the learned detector's window for it to add to a signal
+/// window's score ([`signals::Thresholds::model`]): three times the fewest
+/// it scores at all ([`model::MIN_WORDS`]). On shorter text its probability
+/// rests on a handful of words: it scores a three-line code answer ("Use the
+/// following code:" and a `requests.post`) above its threshold, not the same
+/// answer in two more sentences.
+const AGREEING_WORDS: usize = 24;
+
 /// What a view adds to its score: splitting text so that no piece matches
 /// is itself a sign of an injection.
 const VIEW_BONUS: u32 = 2;
@@ -471,24 +502,27 @@ fn score(
     let signals = &config.rules.signals;
     let thresholds = signals.thresholds.overridden_by(&config.score);
     let (scored, shapes) = signals.score_and_shapes(text, &thresholds);
-    (scored_extras(scored, text, config, what, bonus), shapes)
+    (scored_extras(scored, text, config, what, bonus, 0), shapes)
 }
 
 /// A best window's score as a finding, when the thresholds call for an
-/// action (see [`score`]).
+/// action (see [`score`]). `by_model` is what the learned detector adds to
+/// it ([`signals::Thresholds::model`]), named among the signals when it adds
+/// anything.
 fn scored_extras(
     scored: Option<signals::Scored>,
     text: &str,
     config: &GuardConfig,
     what: &str,
     bonus: u32,
+    by_model: u32,
 ) -> Vec<Extra> {
     let signals = &config.rules.signals;
     let thresholds = signals.thresholds.overridden_by(&config.score);
     let Some(scored) = scored else {
         return Vec::new();
     };
-    let total = scored.score + bonus;
+    let total = scored.score + bonus + by_model;
     let Some(action) = thresholds.action(total) else {
         return Vec::new();
     };
@@ -496,6 +530,7 @@ fn scored_extras(
         .signals
         .iter()
         .map(|&i| signals.signals[i].id.as_str())
+        .chain((by_model > 0).then_some(model::MODEL_ID))
         .collect();
     let window = &text[scored.span.0..scored.span.1];
     let extra = Extra {
@@ -515,25 +550,25 @@ fn scored_extras(
     vec![extra]
 }
 
-/// The learned detector's finding on a (normalised) string, when its best
-/// window reaches the model's threshold. Its action is `flag` unless the
-/// policy makes it `reject` (`[guard.actions] "model.injection"`): it also
-/// scores some ordinary notices high (see the README). It never redacts, as
-/// only its best window is known; a redact override rejects.
-fn learned(text: &str, config: &GuardConfig) -> Option<Extra> {
-    let window = config.model.as_ref()?.detect(text)?;
+/// The learned detector's finding on a (normalised) string: its best
+/// `window`, which reached the model's threshold. Its action is `flag`
+/// unless the policy makes it `reject` (`[guard.actions]
+/// "model.injection"`): alone, it also scores some ordinary notices high
+/// (see the README). It never redacts, as only its best window is known; a
+/// redact override rejects.
+fn learned(window: model::Window, text: &str, config: &GuardConfig) -> Extra {
     let p = window.probability();
     let action = match config.actions.get(model::MODEL_ID) {
         Some(Action::Reject | Action::Redact) => Action::Reject,
         _ => Action::Flag,
     };
-    Some(Extra {
+    Extra {
         id: model::MODEL_ID.into(),
         description: "the learned detector scored a window of it as an injection".into(),
         action,
         span: Some(window.span),
         excerpt: format!("p {p:.3}: {}", excerpt(&text[window.span.0..window.span.1])),
-    })
+    }
 }
 
 /// The rules and the score applied to a view of an output (its letter-spaced
@@ -586,7 +621,7 @@ fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
     }
     let what = format!("{what}: ");
     let extras = match scored {
-        Some(scored) => scored_extras(scored, &norm, config, &what, VIEW_BONUS),
+        Some(scored) => scored_extras(scored, &norm, config, &what, VIEW_BONUS, 0),
         None => score(&norm, config, &what, VIEW_BONUS).0,
     };
     for mut e in extras {
@@ -844,9 +879,13 @@ fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains
 /// (`{secret}`, `[DATA]`, `<DATA`, `$TOKEN`) or key=value in the path, or a
 /// long path segment; `?branch=main` or `?v=4.2` carry none. `nested`: this
 /// is a URL given as a query value, whose own values are not followed
-/// further.
+/// further and whose fragment counts (it is sent as part of the value).
 fn carries_data(path: &str, nested: bool) -> bool {
-    let path = path.split('#').next().unwrap_or_default();
+    let path = if nested {
+        path
+    } else {
+        path.split('#').next().unwrap_or_default()
+    };
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let data_value = query
         .split('&')
@@ -886,13 +925,18 @@ const ENCODED_RUN: usize = 24;
 /// holds a token (a run of letters and digits) of 16 characters or more, or
 /// of 12 or more that mixes letters and digits (a hash, an encoded blob), it
 /// is a template variable in capitals, or it is a sentence (five words or
-/// more). A value that is itself a URL (a badge service's `url=`) carries
-/// data when that URL's path or query does ([`carries_data`], one level
-/// deep: `nested` says this value is already inside one), not for its host's
-/// name. `branch=main`, `style=for-the-badge`, `query=workflow%3ACI`,
-/// `repo=winnow-rs/winnow`, `labelColor=555555`, `labelColor=6A7EC2` and
-/// `url=https://raw.githubusercontent.com/astral-sh/ruff/main/assets/badge/v2.json`
-/// are settings.
+/// more). `branch=main`, `style=for-the-badge`, `query=workflow%3ACI`,
+/// `repo=winnow-rs/winnow`, `labelColor=555555` and `labelColor=6A7EC2` are
+/// settings.
+///
+/// A value that is itself a URL (a badge service's `url=`) is judged without
+/// its host's name, so that `url=https://raw.githubusercontent.com/…/v2.json`
+/// is a setting: the host must be a plain name (letters, digits, dots,
+/// hyphens, a port), none of whose labels mixes 12 or more letters and
+/// digits as a blob does; everything after it (the whole value reaches the
+/// outer host, fragment included) is judged as any value is, and as a URL's
+/// path and query are ([`carries_data`], one level deep: `nested` says this
+/// value is already inside one).
 fn data_value(value: &str, nested: bool) -> bool {
     let decoded = decode::Decoder::Percent
         .decode(value)
@@ -905,22 +949,42 @@ fn data_value(value: &str, nested: bool) -> bool {
                 .map(|s| &decoded[s.len()..])
         });
         if let Some(rest) = url {
-            // Its host's name is words (`raw.githubusercontent.com`) unless
-            // a label mixes letters and digits as a blob does.
             let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (host, path) = rest.split_at(host_end);
-            return host
-                .split(['.', '-'])
-                .any(|label| blob_token(label, usize::MAX))
-                || carries_data(path, true);
+            let (authority, after) = rest.split_at(host_end);
+            let host = match authority.rsplit_once(':') {
+                Some((host, port))
+                    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    host
+                }
+                _ => authority,
+            };
+            let plain_host = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            return !plain_host
+                || host
+                    .split(['.', '-'])
+                    .any(|label| blob_token(label, usize::MAX))
+                || carries_data(after, true)
+                || plain_data(after);
         }
     }
+    plain_data(&decoded)
+}
+
+/// Whether a decoded query value (or what follows a URL value's host) holds
+/// a blob-like token, a template variable in capitals or a sentence (see
+/// [`data_value`]).
+fn plain_data(decoded: &str) -> bool {
     let token = decoded
         .split(|c: char| !c.is_alphanumeric())
         .any(|t| blob_token(t, 16));
     // A template variable (`SECRET_TOKEN`, `CONVERSATION`) stands for data;
-    // a hex number in capitals (a colour, `6A7EC2`) is a setting.
-    let hex_number = decoded.bytes().all(|b| b.is_ascii_hexdigit())
+    // a short hex number in capitals (a colour, `6A7EC2`) is a setting.
+    let hex_number = decoded.len() <= 8
+        && decoded.bytes().all(|b| b.is_ascii_hexdigit())
         && decoded.bytes().any(|b| b.is_ascii_digit());
     let variable = decoded.len() >= 4
         && !hex_number

@@ -70,6 +70,13 @@ pub struct Thresholds {
     /// Longest window, in bytes from its first signal to its last.
     #[serde(default)]
     pub span: Option<u32>,
+    /// What the learned detector adds to a window's score when its own best
+    /// window, reaching its threshold, overlaps that window and holds 24
+    /// words or more: a second, independent detector agreeing (`model = 2`
+    /// in the default rules, so a flag's 3 and the detector reject). Absent
+    /// or 0 adds nothing.
+    #[serde(default)]
+    pub model: Option<u32>,
 }
 
 /// Default [`Thresholds::span`].
@@ -83,6 +90,7 @@ impl Thresholds {
             redact: over.redact.or(self.redact),
             flag: over.flag.or(self.flag),
             span: over.span.or(self.span),
+            model: over.model.or(self.model),
         }
     }
 

@@ -14,16 +14,19 @@ directory holding these versions serves as well as the unzipped wheels: the
 script reads each package's `*.dist-info/METADATA` and checks it against the
 SHA-256 pinned below (pip does not rewrite the file when it installs).
 
-The packages are what `.ci/run` installs for the tests (the MCP SDK,
+The packages (PINNED, chosen once when the list was made; the script does
+not read licences) are what `.ci/run` installs for the tests (the MCP SDK,
 schemathesis, opentelemetry-proto, cryptography and their dependencies), at
 the versions it installed on 2026-11-27, less the MCP and OpenTelemetry ones
-(other sources of the parts quote their projects' documentation) and those
-whose metadata names no MIT, BSD, Apache, ISC, PSF, MPL, CC0 or public-domain
-licence. A record is whole paragraphs of a package's long description, as
-written (Markdown or reStructuredText), 300 to 2,400 characters: what a tool
-that reads a package page hands an agent, with badges, links with query
-strings, install commands, code, maintenance notices and contribution
-guides. At most four records per package, from the description's start.
+(other sources of the parts quote their projects' documentation), pip and
+setuptools, those whose description is shorter than 300 characters, and
+those whose metadata names no MIT, BSD, Apache, ISC, PSF, MPL, CC0 or
+public-domain licence (none of the rest). A record is whole paragraphs of a
+package's long description, as written (Markdown or reStructuredText; line
+endings read as `\n`), 300 to 2,400 characters: what a tool that reads a
+package page hands an agent, with badges, links with query strings, install
+commands, code, maintenance notices and contribution guides. At most four
+records per package, from the description's start.
 
 The split is fixed before any record is built: the packages, in name order,
 are shuffled with a fixed seed and alternate between the parts, development
@@ -173,9 +176,11 @@ def pinned():
 
 def records_of(description):
     """Up to PER_PACKAGE records of whole paragraphs from the start of
-    `description`; a paragraph longer than MAX_CHARS ends the record before
-    it and is left out."""
+    `description` (line endings read as `\\n`); a paragraph longer than
+    MAX_CHARS is left out, and so are the paragraphs gathered before it that
+    had not reached MIN_CHARS."""
     out, current = [], []
+    description = description.replace("\r\n", "\n").replace("\r", "\n")
     for para in re.split(r"\n[ \t]*\n", description.strip()):
         para = para.strip("\n")
         if not para.strip():
