@@ -116,7 +116,8 @@ pub struct Policy {
     pub guard_rules: std::sync::Arc<crate::guard::RuleSet>,
     /// Per-rule action overrides, `[guard.actions]`.
     pub guard_actions: std::collections::BTreeMap<String, crate::guard::Action>,
-    /// Score thresholds over the rules' own, `[guard.score]`.
+    /// Score thresholds, span and detector weight over the rules' own,
+    /// `[guard.score]`.
     pub guard_score: crate::guard::Thresholds,
     /// How outputs are marked as data, `[guard] spotlight`.
     pub guard_spotlight: Option<crate::guard::Spotlight>,

@@ -346,8 +346,8 @@ fn check_string(
         (scan(s, &normalised, config, true, None), scored, shapes)
     };
     // The learned detector's best window, when it reaches the threshold,
-    // adds to the score of a signal window it overlaps, if it has words
-    // enough for its probability to mean something.
+    // adds to the score of the best signal window if it overlaps it and has
+    // words enough for its probability to mean something.
     let window = config
         .model
         .as_ref()
@@ -356,11 +356,7 @@ fn check_string(
         (Some(scored), Some(window)) => {
             scored.span.0 < window.span.1
                 && window.span.0 < scored.span.1
-                && normalised[window.span.0..window.span.1]
-                    .split_whitespace()
-                    .take(AGREEING_WORDS)
-                    .count()
-                    == AGREEING_WORDS
+                && window.words >= AGREEING_WORDS
         }
         _ => false,
     };
@@ -478,13 +474,13 @@ struct Extra {
 /// The flag id of a score over signals.
 pub const SCORE_ID: &str = "signal.score";
 
-/// Fewest words in the learned detector's window for it to add to a signal
-/// window's score ([`signals::Thresholds::model`]): three times the fewest
-/// it scores at all ([`model::MIN_WORDS`]). On shorter text its probability
-/// rests on a handful of words: it scores a three-line code answer ("Use the
-/// following code:" and a `requests.post`) above its threshold, not the same
-/// answer in two more sentences.
-const AGREEING_WORDS: usize = 24;
+/// Fewest words (as the model counts them) in the learned detector's window
+/// for it to add to a signal window's score ([`signals::Thresholds::model`]):
+/// three times the fewest it scores at all ([`model::MIN_WORDS`]). On shorter
+/// text its probability rests on a handful of words: it scores a three-line
+/// code answer ("Use the following code:" and a `requests.post`) above its
+/// threshold, not the same answer in two more sentences.
+const AGREEING_WORDS: usize = 3 * model::MIN_WORDS;
 
 /// What a view adds to its score: splitting text so that no piece matches
 /// is itself a sign of an injection.
@@ -934,9 +930,11 @@ const ENCODED_RUN: usize = 24;
 /// is a setting: the host must be a plain name (letters, digits, dots,
 /// hyphens, a port), none of whose labels mixes 12 or more letters and
 /// digits as a blob does; everything after it (the whole value reaches the
-/// outer host, fragment included) is judged as any value is, and as a URL's
-/// path and query are ([`carries_data`], one level deep: `nested` says this
-/// value is already inside one).
+/// outer host, fragment included) is judged as a URL's path and query are
+/// ([`carries_data`], one level deep: `nested` says this value is already
+/// inside one), its path's words must not mix 12 letters and digits (a
+/// commit's hash excepted), and its query and fragment are judged as any
+/// value is.
 fn data_value(value: &str, nested: bool) -> bool {
     let decoded = decode::Decoder::Percent
         .decode(value)
@@ -963,12 +961,19 @@ fn data_value(value: &str, nested: bool) -> bool {
                 && host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            // Its path's words may be long (`internationalization`, a
+            // commit's hash) but not blob-like; its query and fragment are
+            // values.
+            let (path, values) = after.split_at(after.find(['?', '#']).unwrap_or(after.len()));
             return !plain_host
                 || host
                     .split(['.', '-'])
                     .any(|label| blob_token(label, usize::MAX))
+                || path
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|word| blob_token(word, usize::MAX) && !content_hash(word))
                 || carries_data(after, true)
-                || plain_data(after);
+                || plain_data(values);
         }
     }
     plain_data(&decoded)
@@ -996,6 +1001,12 @@ fn plain_data(decoded: &str) -> bool {
     token || variable || decoded.split_whitespace().count() >= 5
 }
 
+/// Whether `word` is a 40- or 64-digit hex commit or content hash (a name,
+/// not data, in a URL's path).
+fn content_hash(word: &str) -> bool {
+    matches!(word.len(), 40 | 64) && word.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether a run of letters and digits looks like data: `long` characters
 /// or more, or 12 or more that mix letters and digits (a hash, a blob).
 fn blob_token(t: &str, long: usize) -> bool {
@@ -1013,8 +1024,7 @@ fn encoded_segment(seg: &str) -> bool {
     if seg.len() <= 32 {
         return false;
     }
-    let hash = matches!(seg.len(), 40 | 64) && seg.bytes().all(|b| b.is_ascii_hexdigit());
-    !hash
+    !content_hash(seg)
         && seg
             .split(WORD_SEPARATORS)
             .any(|run| run.len() >= ENCODED_RUN)

@@ -122,6 +122,8 @@ pub struct Window {
     pub span: (usize, usize),
     /// The window's score (log-odds of an injection).
     pub score: f32,
+    /// The words it holds, as the model counts them.
+    pub words: usize,
 }
 
 impl Window {
@@ -216,6 +218,7 @@ impl Model {
                 return chunks.first().map(|c| Window {
                     span: c.span,
                     score: score(c.sum, c.distinct),
+                    words: c.words,
                 });
             }
             // Two chunks: the second's buckets that the first lacks.
@@ -236,6 +239,7 @@ impl Model {
                 let window = Window {
                     span: (first.span.0, second.span.1),
                     score: score(sum, n),
+                    words: first.words + second.words,
                 };
                 if best.is_none_or(|b| window.score > b.score) {
                     best = Some(window);

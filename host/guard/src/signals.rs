@@ -54,7 +54,9 @@ impl Shapes {
 use crate::automata::{Syntax, SHAPE_PATTERNS};
 
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
-/// a policy). A threshold that is absent (or 0) never acts.
+/// a policy), the window's span and the learned detector's weight. A
+/// threshold that is absent (or 0) never acts; a weight that is absent (as
+/// in a rule file without `model`) or 0 adds nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {

@@ -187,6 +187,7 @@ fn exfiltration() {
     misses("[![Discord](https://img.shields.io/discord/1051468649518616576?logo=discord&logoColor=ffffff&color=7389D8&labelColor=6A7EC2)](https://discord.gg/RxKUF5JuHs)");
     misses("[![Ruff](https://img.shields.io/endpoint?url=https://raw.githubusercontent.com/astral-sh/ruff/main/assets/badge/v2.json)](https://github.com/astral-sh/ruff)");
     misses("![status](https://img.example/endpoint?url=https://status.example:8443/badge.json)");
+    misses("![pinned](https://img.example/endpoint?url=https://raw.githubusercontent.com/o/r/0123456789abcdef0123456789abcdef01234567/internationalization/badge.json)");
     misses("![docs](https://img.shields.io/static/v1?label=docs&message=wasmparser&color=blue&style=flat-square)");
     misses("[build]: https://github.com/o/r/actions?query=workflow%3Asha2\n<img src=\"https://img.shields.io/badge/github-o/r--s-8da0cb?style=for-the-badge&labelColor=555555&logo=github\">");
     misses("![contributors](https://contributors-img.web.app/image?repo=winnow-rs/winnow) ![n](https://x.example/i?lang=EN)");
