@@ -352,18 +352,15 @@ fn check_string(
         .model
         .as_ref()
         .and_then(|model| model.detect(&normalised));
-    let agrees = match (&scored, &window) {
-        (Some(scored), Some(window)) => {
-            scored.span.0 < window.span.1
+    let by_model = match (&scored, &window) {
+        (Some(scored), Some(window))
+            if scored.span.0 < window.span.1
                 && window.span.0 < scored.span.1
-                && window.words >= AGREEING_WORDS
+                && window.words >= AGREEING_WORDS =>
+        {
+            thresholds.model.unwrap_or(0)
         }
-        _ => false,
-    };
-    let by_model = if agrees {
-        thresholds.model.unwrap_or(0)
-    } else {
-        0
+        _ => 0,
     };
     let mut extras = scored_extras(scored, &normalised, config, "", 0, by_model);
     for (what, view) in views::text_views(&normalised, shapes) {
