@@ -305,9 +305,9 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
     // in languages no rule is written for), 79 and 6 of the indirect sets
     // (CyberSecEval, inspect_evals, garak's prompt extraction), 60 benign
     // AWS CLI example pages, 77 benign notices, UI messages and FAQ answers,
-    // 204 benign PyPI package descriptions.
+    // 204 benign PyPI package descriptions, 172 benign NotInject sentences.
     assert_eq!(figures["injected"], 620);
-    assert_eq!(figures["benign"], 1044);
+    assert_eq!(figures["benign"], 1216);
     let detection = figures["detection_rate"].as_f64().unwrap();
     let false_positives = figures["false_positive_rate"].as_f64().unwrap();
     assert!(detection >= 0.95, "detection {detection}: {figures}");
@@ -353,20 +353,21 @@ fn the_validation_part_is_reported_beside_the_development_part() {
     // AgentDojo, 60 benign crate READMEs, 64 and 62 of spikee, 58 and 9 of
     // the indirect sets, 60 benign AWS CLI example pages, 77 benign
     // notices, UI messages and FAQ answers, 216 benign PyPI package
-    // descriptions.
+    // descriptions, 167 benign NotInject sentences.
     assert_eq!(figures["injected"], 238);
-    assert_eq!(figures["benign"], 731);
+    assert_eq!(figures["benign"], 898);
     let detection = figures["detection_rate"].as_f64().unwrap();
     let false_positives = figures["false_positive_rate"].as_f64().unwrap();
-    // 79.8 %: 81.9 % before the development part lost its BIPIA test-split
-    // records and gained the PyPI descriptions (see the README).
-    assert!(detection >= 0.79, "detection {detection}: {figures}");
+    // 81.1 %: 81.9 % before the development part lost its BIPIA test-split
+    // records and gained the PyPI descriptions, 79.8 % before it gained
+    // NotInject's sentences (see the README).
+    assert!(detection >= 0.81, "detection {detection}: {figures}");
     // The default guard (the detector alone flags, beside signals it adds
     // to their score), and what the detector adds when a policy lets it
     // reject alone.
     let default = guard_eval("validation.jsonl", &[]);
     let by_default = default["detection_rate"].as_f64().unwrap();
-    assert!(by_default >= 0.73, "default {by_default}: {default}");
+    assert!(by_default >= 0.74, "default {by_default}: {default}");
     assert!(
         detection > by_default + 0.05,
         "{detection} against {by_default}"

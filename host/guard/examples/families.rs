@@ -1,14 +1,15 @@
 //! Aggregate detection per source family of a labelled set (the first field
 //! of `source`, e.g. `bipia-text`), without listing any case:
-//! `cargo run --release -p fabric-guard --example families -- FILE.jsonl [--model-rejects]`
-//! (`--model-rejects`: the learned detector rejects, as a policy may make it).
+//! `cargo run --release -p fabric-guard --example families -- FILE.jsonl [--model-rejects | --rules-alone]`
+//! (`--model-rejects`: the learned detector rejects, as a policy may make it;
+//! `--rules-alone`: no learned detector, as `[guard] model = "none"`).
 
 use std::collections::BTreeMap;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: families FILE.jsonl [--model-rejects]");
+        eprintln!("usage: families FILE.jsonl [--model-rejects | --rules-alone]");
         std::process::exit(2);
     };
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
@@ -18,6 +19,9 @@ fn main() {
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
     if args.iter().any(|a| a == "--model-rejects") {
         config.model_rejects();
+    }
+    if args.iter().any(|a| a == "--rules-alone") {
+        config.model = None;
     }
     let mut per: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
