@@ -329,8 +329,8 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
 #[test]
 fn the_benign_check_sets_stay_mostly_unflagged() {
     for (set, texts, most, rejecting_most) in [
-        ("check/hard-benign.jsonl", 200, 3, 5),
-        ("check/short-benign.jsonl", 150, 3, 10),
+        ("check/hard-benign.jsonl", 200, 3, 3),
+        ("check/short-benign.jsonl", 150, 1, 4),
     ] {
         let figures = guard_eval(set, &[]);
         assert_eq!(figures["benign"], texts, "{set}");

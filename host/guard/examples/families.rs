@@ -16,11 +16,16 @@ fn main() {
         eprintln!("{path}: {e}");
         std::process::exit(2);
     });
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    if flag("--model-rejects") && flag("--rules-alone") {
+        eprintln!("--model-rejects and --rules-alone exclude each other");
+        std::process::exit(2);
+    }
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
-    if args.iter().any(|a| a == "--model-rejects") {
+    if flag("--model-rejects") {
         config.model_rejects();
     }
-    if args.iter().any(|a| a == "--rules-alone") {
+    if flag("--rules-alone") {
         config.model = None;
     }
     let mut per: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();

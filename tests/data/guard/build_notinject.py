@@ -27,6 +27,7 @@ Each record is the sentence alone, as written.
 
 import hashlib
 import json
+import subprocess
 import sys
 
 import build_split
@@ -50,11 +51,14 @@ KINDS = {
 def build(repo):
     parts = Parts(TAG)
     for name, sha in FILES.items():
-        text = build_split.git_show(repo, f"datasets/{name}.json", COMMIT)
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != sha:
-            raise SystemExit(f"{name}.json at {COMMIT}: not the pinned file (SHA-256 differs)")
+        path = f"{COMMIT}:datasets/{name}.json"
+        data = subprocess.run(
+            ["git", "--git-dir", str(repo), "show", path], check=True, capture_output=True
+        ).stdout
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise SystemExit(f"{path}: not the pinned file (SHA-256 differs)")
         turns = {}
-        for record in json.loads(text):
+        for record in json.loads(data.decode("utf-8")):
             kind = KINDS[record["category"]]
             turn = turns.get(kind, 0)
             turns[kind] = turn + 1

@@ -1,5 +1,6 @@
 """Shared by the scripts that add a source to both parts of the guard's
-labelled sets (`build_agentdojo.py`, `build_crate_docs.py`, `build_spikee.py`)."""
+labelled sets (every `build_*.py` here but `build_dev_set.py` and
+`build_split.py`, which write the parts' first records)."""
 
 import json
 import pathlib
