@@ -100,9 +100,10 @@ enum GuardCommand {
         /// false_positive_rate, rules.
         #[arg(long)]
         json: bool,
-        /// Let the learned detector reject, as a policy's `[guard.actions]
-        /// "model.injection" = "reject"` does (by default it only flags,
-        /// and flags do not count as detections).
+        /// Let the learned detector reject whatever its window's length, as
+        /// a policy's `[guard.actions] "model.injection" = "reject"` does (by
+        /// default a window of fewer than 24 words only flags, and flags do
+        /// not count as detections).
         #[arg(long)]
         model_rejects: bool,
     },

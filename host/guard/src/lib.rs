@@ -140,8 +140,9 @@ impl GuardConfig {
         }
     }
 
-    /// Lets the learned detector reject, as a policy's `[guard.actions]
-    /// "model.injection" = "reject"` does (by default it only flags).
+    /// Lets the learned detector reject whatever its window's length, as a
+    /// policy's `[guard.actions] "model.injection" = "reject"` does (by
+    /// default a window of fewer than 24 words only flags).
     pub fn model_rejects(&mut self) {
         self.actions.insert(model::MODEL_ID.into(), Action::Reject);
     }
@@ -356,7 +357,7 @@ fn check_string(
         (Some(scored), Some(window))
             if scored.span.0 < window.span.1
                 && window.span.0 < scored.span.1
-                && window.words >= AGREEING_WORDS =>
+                && window.words >= CONFIDENT_WORDS =>
         {
             thresholds.model.unwrap_or(0)
         }
@@ -472,12 +473,15 @@ struct Extra {
 pub const SCORE_ID: &str = "signal.score";
 
 /// Fewest words (as the model counts them) in the learned detector's window
-/// for it to add to a signal window's score ([`signals::Thresholds::model`]):
-/// three times the fewest it scores at all ([`model::MIN_WORDS`]). On shorter
-/// text its probability rests on a handful of words: it scores a three-line
-/// code answer ("Use the following code:" and a `requests.post`) above its
-/// threshold, not the same answer in two more sentences.
-const AGREEING_WORDS: usize = 3 * model::MIN_WORDS;
+/// for its finding to stand on its own: to reject by default, and to add to
+/// a signal window's score ([`signals::Thresholds::model`]). Three times the
+/// fewest it scores at all ([`model::MIN_WORDS`]): on shorter text its
+/// probability rests on a handful of words. It scores a three-line code
+/// answer ("Use the following code:" and a `requests.post`) above its
+/// threshold, not the same answer in two more sentences, and of the benign
+/// check sets' texts it scores above its threshold, the short ones (a
+/// terms-of-service line, a marketing line) only flag.
+const CONFIDENT_WORDS: usize = 3 * model::MIN_WORDS;
 
 /// What a view adds to its score: splitting text so that no piece matches
 /// is itself a sign of an injection.
@@ -544,16 +548,19 @@ fn scored_extras(
 }
 
 /// The learned detector's finding on a (normalised) string: its best
-/// `window`, which reached the model's threshold. Its action is `flag`
-/// unless the policy makes it `reject` (`[guard.actions]
-/// "model.injection"`): alone, it also scores some ordinary notices high
-/// (see the README). It never redacts, as only its best window is known; a
-/// redact override rejects.
+/// `window`, which reached the model's threshold. By default it rejects
+/// when the window holds [`CONFIDENT_WORDS`] words or more and flags a
+/// shorter one (short ordinary notices score high: see the README); a
+/// policy makes it always `reject` or always `flag` (`[guard.actions]
+/// "model.injection"`). It never redacts, as only its best window is known;
+/// a redact override rejects.
 fn learned(window: model::Window, text: &str, config: &GuardConfig) -> Extra {
     let p = window.probability();
     let action = match config.actions.get(model::MODEL_ID) {
         Some(Action::Reject | Action::Redact) => Action::Reject,
-        _ => Action::Flag,
+        Some(Action::Flag) => Action::Flag,
+        None if window.words >= CONFIDENT_WORDS => Action::Reject,
+        None => Action::Flag,
     };
     Extra {
         id: model::MODEL_ID.into(),
