@@ -17,7 +17,8 @@ fn held_out(file: &Path) -> bool {
 }
 
 /// Runs the eval on every file and prints the figures side by side (or one
-/// JSON object per file); `model_rejects` lets the learned detector reject.
+/// JSON object per file); `model_rejects` lets the learned detector reject
+/// whatever the string's length.
 pub fn eval(
     files: &[PathBuf],
     show_errors: bool,

@@ -325,12 +325,14 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
 
 /// The benign check sets (ordinary text that speaks to its reader, never
 /// trained on): the default guard rejects few of them, and the learned
-/// detector, were it to reject, would add what the README reports.
+/// detector, were it to reject shorter strings too, would add what the
+/// README reports.
 #[test]
 fn the_benign_check_sets_stay_mostly_unflagged() {
     for (set, texts, most, rejecting_most) in [
         ("check/hard-benign.jsonl", 200, 3, 3),
         ("check/short-benign.jsonl", 150, 2, 4),
+        ("check/medium-benign.jsonl", 150, 4, 4),
     ] {
         let figures = guard_eval(set, &[]);
         assert_eq!(figures["benign"], texts, "{set}");

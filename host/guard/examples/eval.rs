@@ -1,5 +1,6 @@
 //! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors] [--model-rejects]`
-//! (`--model-rejects`: the learned detector rejects, as a policy may make it).
+//! (`--model-rejects`: the learned detector rejects whatever the string's
+//! length, as a policy may make it).
 //! (`fabric guard eval` is the user-facing command.)
 
 fn main() {

@@ -1,7 +1,8 @@
 //! Aggregate detection per source family of a labelled set (the first field
 //! of `source`, e.g. `bipia-text`), without listing any case:
 //! `cargo run --release -p fabric-guard --example families -- FILE.jsonl [--model-rejects | --rules-alone]`
-//! (`--model-rejects`: the learned detector rejects, as a policy may make it;
+//! (`--model-rejects`: the learned detector rejects whatever the string's
+//! length, as a policy may make it;
 //! `--rules-alone`: no learned detector, as `[guard] model = "none"`).
 
 use std::collections::BTreeMap;

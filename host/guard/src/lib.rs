@@ -19,10 +19,10 @@
 //! the text undo letter spacing and fragments split across list items.
 //! Beside both, a learned detector ([`model`]: logistic regression over
 //! hashed word and character n-grams, trained on the development part of
-//! the labelled data) scores each window of a string and flags (id
-//! [`model::MODEL_ID`]; a policy may make it reject) what it is confident
-//! is an injection written as ordinary text, which no phrase or signal
-//! names.
+//! the labelled data) scores each window of a string and rejects (id
+//! [`model::MODEL_ID`]; on fewer than 24 words it flags, and a policy may
+//! make it always reject or always flag) what it is confident is an
+//! injection written as ordinary text, which no phrase or signal names.
 //! [`spotlight`](mod@spotlight) marks an output that passes as data for the
 //! agent.
 //! [`eval`] measures the whole on labelled sets.

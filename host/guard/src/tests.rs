@@ -629,11 +629,16 @@ fn rejects(text: &str) {
     assert_eq!(score_action(text).as_deref(), Some("reject"), "{text:?}");
 }
 
-/// No acting rule hits `text`, and its score neither rejects nor redacts
-/// (a flag only informs).
+/// No acting rule hits `text`, its score neither rejects nor redacts (a
+/// flag only informs), and the guard as a whole (the learned detector too)
+/// lets it through.
 #[track_caller]
 fn stays_benign(text: &str) {
     misses(text);
+    assert!(
+        !matches!(check(json!(text), &config()), Guarded::Rejected { .. }),
+        "{text:?}"
+    );
     let action = score_action(text);
     assert!(
         !matches!(action.as_deref(), Some("reject" | "redact")),
@@ -1031,6 +1036,19 @@ fn the_learned_detector_agreeing_with_a_window_adds_to_its_score() {
                 let (action, excerpt) = score_flag(&flags).expect("a score");
                 assert_eq!(action, "reject");
                 assert!(excerpt.contains("+model.injection): "), "{excerpt}");
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+        // With the detector's own finding made a flag, the agreement still
+        // rejects: the score names the rejection, the detector only flags.
+        let mut lenient = config();
+        lenient.actions.insert(model::MODEL_ID.into(), Action::Flag);
+        match check(json!(text), &lenient) {
+            Guarded::Rejected { flags, .. } => {
+                assert_eq!(score_flag(&flags).expect("a score").0, "reject");
+                assert!(flags
+                    .iter()
+                    .any(|f| f.rule == model::MODEL_ID && f.action == "flag"));
             }
             other => panic!("{text:?}: {other:?}"),
         }
