@@ -317,7 +317,7 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
     );
     let with_model = guard_eval("dev.jsonl", &["--model-rejects"]);
     assert!(
-        with_model["detection_rate"].as_f64().unwrap() >= 0.98,
+        with_model["detection_rate"].as_f64().unwrap() >= 0.99,
         "{with_model}"
     );
     assert_eq!(with_model["false_positives"], figures["false_positives"]);
@@ -329,10 +329,13 @@ fn the_default_guard_rules_meet_their_targets_on_the_development_set() {
 /// README reports.
 #[test]
 fn the_benign_check_sets_stay_mostly_unflagged() {
-    for (set, texts, most, rejecting_most) in [
-        ("check/hard-benign.jsonl", 200, 3, 3),
-        ("check/short-benign.jsonl", 150, 2, 4),
-        ("check/medium-benign.jsonl", 150, 4, 4),
+    // Most rejected by default, and most the detector rejecting strings of
+    // any length adds (none on the hard and medium sets: its findings of 24
+    // words or more are what the default rejects already).
+    for (set, texts, most, rejecting_adds) in [
+        ("check/hard-benign.jsonl", 200, 3, 0),
+        ("check/short-benign.jsonl", 150, 2, 2),
+        ("check/medium-benign.jsonl", 150, 4, 0),
     ] {
         let figures = guard_eval(set, &[]);
         assert_eq!(figures["benign"], texts, "{set}");
@@ -341,7 +344,7 @@ fn the_benign_check_sets_stay_mostly_unflagged() {
         assert!(rejected <= most, "{set}: {figures}");
         let with_model = guard_eval(set, &["--model-rejects"]);
         let by_model = with_model["false_positives"].as_u64().unwrap();
-        assert!(by_model <= rejecting_most, "{set}: {with_model}");
+        assert!(by_model <= rejected + rejecting_adds, "{set}: {with_model}");
     }
 }
 

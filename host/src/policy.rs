@@ -667,10 +667,12 @@ impl Policy {
                 return Err((key, format!("no rule {id:?} in the guard's rules")));
             }
             let action = crate::guard::Action::parse(action).ok_or_else(|| {
-                (
-                    key,
-                    format!("{action:?} is not allowed: use \"reject\", \"redact\" or \"flag\""),
-                )
+                let allowed = if model {
+                    "\"reject\" or \"flag\""
+                } else {
+                    "\"reject\", \"redact\" or \"flag\""
+                };
+                (key, format!("{action:?} is not allowed: use {allowed}"))
             })?;
             policy.guard_actions.insert(id.clone(), action);
         }
@@ -1335,6 +1337,11 @@ mod tests {
             "[guard.actions]\n\"model.injection\" = \"redact\"",
             "guard.actions.model.injection",
             "cannot redact",
+        );
+        rejects(
+            "[guard.actions]\n\"model.injection\" = \"ban\"",
+            "guard.actions.model.injection",
+            "use \"reject\" or \"flag\"",
         );
     }
 

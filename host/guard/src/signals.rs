@@ -7,7 +7,8 @@
 //! conversation or the reader's answer, urgency or secrecy, an out-of-place
 //! channel or line (a spreadsheet formula, a comment, a line of prose among
 //! a table's rows), code that exfiltrates. Each has a weight; a negative one
-//! (a mention, a list of requests) lowers every window holding its line. All
+//! (a mention, a list of requests, a lone request) lowers every window
+//! holding its line. All
 //! signal patterns run as one multi-pattern automaton over a string (one
 //! linear pass, every match end of every pattern); a *window* is a line
 //! together with the line before it (blank lines between them do not

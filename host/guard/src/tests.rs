@@ -2073,6 +2073,8 @@ fn a_request_alone_is_not_a_request_slipped_into_data() {
     ] {
         signal(text, "lone-request");
         stays_benign(text);
+        // Its score, 5 without the mark, flags.
+        assert_eq!(score_action(text).as_deref(), Some("flag"), "{text:?}");
     }
     // The same request after data, or with data after it, is not alone;
     // nor is one of several sentences, nor one that names a host or an
