@@ -635,13 +635,12 @@ fn rejects(text: &str) {
 #[track_caller]
 fn stays_benign(text: &str) {
     misses(text);
+    let verdict = check(json!(text), &config());
+    assert!(!matches!(verdict, Guarded::Rejected { .. }), "{text:?}");
+    let (_, flags) = verdict.split();
+    let action = score_flag_action(&flags);
     assert!(
-        !matches!(check(json!(text), &config()), Guarded::Rejected { .. }),
-        "{text:?}"
-    );
-    let action = score_action(text);
-    assert!(
-        !matches!(action.as_deref(), Some("reject" | "redact")),
+        !matches!(action, Some("reject" | "redact")),
         "{text:?}: {action:?}"
     );
 }
@@ -649,10 +648,15 @@ fn stays_benign(text: &str) {
 /// The action of the score over `text`'s signals, if it acts.
 fn score_action(text: &str) -> Option<String> {
     let (_, flags) = check(json!(text), &config()).split();
+    score_flag_action(&flags).map(str::to_owned)
+}
+
+/// The action of the score's finding among `flags`, if there is one.
+fn score_flag_action(flags: &[Flag]) -> Option<&str> {
     flags
-        .into_iter()
+        .iter()
         .find(|f| f.rule == SCORE_ID)
-        .map(|f| f.action)
+        .map(|f| f.action.as_str())
 }
 
 #[test]
