@@ -410,11 +410,11 @@ impl Automaton {
     /// first match end (the DFA's fast loop) says so before the overlapping
     /// search that finds them all.
     fn which_match(&self, text: &str, out: &mut Vec<usize>) {
+        // Each run is looked for once: its finding serves both the question
+        // whether anything matches and the answer.
+        let runs = self.run_hits(text);
         let input = Input::new(text).earliest(true);
-        let any = self
-            .runs
-            .iter()
-            .any(|(_, run)| run.found_in(text.as_bytes()))
+        let any = !runs.is_empty()
             || self.groups.iter().any(|g| {
                 matches!(
                     g.dfa.try_search_fwd(&mut g.caches.get(), &input),
@@ -422,19 +422,35 @@ impl Automaton {
                 )
             });
         if any {
-            self.all_matching(text, out);
+            self.matching_with(text, &runs, out);
         }
     }
 
     /// Appends to `out` which patterns match in `text`, each once, in
     /// pattern order (one overlapping pass).
     fn all_matching(&self, text: &str, out: &mut Vec<usize>) {
+        let runs = self.run_hits(text);
+        self.matching_with(text, &runs, out);
+    }
+
+    /// [`Automaton::all_matching`] with the patterns its runs name in
+    /// `text` already found (`runs`).
+    fn matching_with(&self, text: &str, runs: &[usize], out: &mut Vec<usize>) {
         let patterns =
             self.groups.iter().map(|g| g.patterns.len()).sum::<usize>() + self.runs.len();
         let mut seen = vec![false; patterns];
         self.each_match(text, |p, _| seen[p] = true);
-        self.each_run(text, |p| seen[p] = true);
+        for &p in runs {
+            seen[p] = true;
+        }
         out.extend((0..seen.len()).filter(|&p| seen[p]));
+    }
+
+    /// The patterns a run names that `text` holds.
+    fn run_hits(&self, text: &str) -> Vec<usize> {
+        let mut hits = Vec::new();
+        self.each_run(text, |p| hits.push(p));
+        hits
     }
 
     /// Calls `f(pattern)` for each pattern a run names that `text` holds.
