@@ -27,7 +27,6 @@ Each record is the sentence alone, as written.
 
 import hashlib
 import json
-import subprocess
 import sys
 
 import build_split
@@ -51,12 +50,10 @@ KINDS = {
 def build(repo):
     parts = Parts(TAG)
     for name, sha in FILES.items():
-        path = f"{COMMIT}:datasets/{name}.json"
-        data = subprocess.run(
-            ["git", "--git-dir", str(repo), "show", path], check=True, capture_output=True
-        ).stdout
+        path = f"datasets/{name}.json"
+        data = build_split.git_show(repo, path, COMMIT, text=False)
         if hashlib.sha256(data).hexdigest() != sha:
-            raise SystemExit(f"{path}: not the pinned file (SHA-256 differs)")
+            raise SystemExit(f"{COMMIT}:{path}: not the pinned file (SHA-256 differs)")
         turns = {}
         for record in json.loads(data.decode("utf-8")):
             kind = KINDS[record["category"]]

@@ -37,10 +37,12 @@ HERE = Path(__file__).resolve().parent
 SEED = 15
 
 
-def git_show(repo, path, commit="HEAD"):
+def git_show(repo, path, commit="HEAD", text=True):
+    """The file at `path` in `commit`: text, or its raw bytes (`text=False`:
+    what a pinned SHA-256 is taken over)."""
     return subprocess.run(
         ["git", "--git-dir", str(repo), "show", f"{commit}:{path}"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=text,
     ).stdout
 
 
