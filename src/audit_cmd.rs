@@ -126,7 +126,11 @@ fn parse_time(text: &str) -> Result<u64> {
             let age = humantime::parse_duration(text).with_context(|| {
                 format!("{text:?} is neither an RFC 3339 time nor an age like 10m")
             })?;
-            SystemTime::now() - age
+            // An age older than the clock can count back is "from the
+            // start", as one before the epoch is.
+            SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
         }
     };
     Ok(at

@@ -319,16 +319,21 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
                     .as_ref()
                     .map(|e| e.message.as_str())
                     .unwrap_or_default();
-                eprintln!("error: {}: {message}", result.outcome.as_str());
-                if result.outcome == Outcome::ToolError {
-                    if let Some(detail) = result
-                        .error
-                        .as_ref()
-                        .map(|e| &e.detail)
-                        .filter(|d| !d.is_string())
-                    {
-                        eprintln!("{}", serde_json::to_string_pretty(detail)?);
-                    }
+                // One line, whatever the tool wrote (a trap's message
+                // quotes the tool's panic, line breaks and all); a tool
+                // error's structured detail follows on the same line.
+                let detail = result
+                    .error
+                    .as_ref()
+                    .map(|e| &e.detail)
+                    .filter(|d| result.outcome == Outcome::ToolError && !d.is_string());
+                match detail {
+                    Some(detail) => eprintln!(
+                        "error: {}: {} {detail}",
+                        result.outcome.as_str(),
+                        one_line(message)
+                    ),
+                    None => eprintln!("error: {}: {}", result.outcome.as_str(), one_line(message)),
                 }
             }
             Ok(ExitCode::from(match result.outcome {
@@ -432,6 +437,20 @@ fn precompile(fabric: &Fabric) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_NOT_OK)
     })
+}
+
+/// `text` on one line: line breaks and other control characters escaped
+/// as in a Rust string (`\n`).
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn report_problems(fabric: &Fabric) {

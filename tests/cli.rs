@@ -14,19 +14,25 @@ fn fabric(args: &[&str]) -> Output {
 /// `fabric ARGS` over the bundled tools, with its own data directory and
 /// key (kept alive by the returned guards).
 fn command(args: &[&str]) -> (Command, [tempfile::TempDir; 2]) {
-    let data = common::data_dir();
-    let keys = common::keys_dir();
+    let dirs = [common::data_dir(), common::keys_dir()];
+    (command_in(&common::example_tools(), &dirs, args), dirs)
+}
+
+/// `fabric ARGS` over the tools in `tools`, with the data directory and key
+/// directory `dirs` (so that several commands share one audit log).
+fn command_in(tools: &std::path::Path, dirs: &[tempfile::TempDir; 2], args: &[&str]) -> Command {
+    let [data, keys] = dirs;
     let mut command = Command::new(env!("CARGO_BIN_EXE_fabric"));
     command
         .current_dir(common::repo())
         .arg("--tools")
-        .arg(common::example_tools())
+        .arg(tools)
         .arg("--data")
         .arg(data.path())
         .arg("--audit-key")
         .arg(keys.path().join("key"))
         .args(args);
-    (command, [data, keys])
+    command
 }
 
 fn fabric_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
@@ -242,6 +248,45 @@ fn a_tool_error_exits_1() {
         "{}",
         stderr(&out)
     );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn a_trap_is_reported_on_one_line_whatever_the_tool_printed() {
+    let dirs = [common::data_dir(), common::keys_dir()];
+    let args = ["call", "types.panic", r#"{"message": "boom\nsecond line"}"#];
+    let out = command_in(&common::test_tools(), &dirs, &args)
+        .output()
+        .expect("fabric runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: trap:") && err.contains("boom\\nsecond line"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_audit_age_older_than_the_clock_reads_from_the_start() {
+    let dirs = [common::data_dir(), common::keys_dir()];
+    let run = |args: &[&str]| {
+        command_in(&common::example_tools(), &dirs, args)
+            .output()
+            .expect("fabric runs")
+    };
+    let out = run(&["call", "text.echo", r#"{"text": "hi"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for command in ["export", "tail"] {
+        let out = run(&["audit", command, "--since", "300000000000years"]);
+        assert_eq!(out.status.code(), Some(0), "{command}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out).lines().count(),
+            1,
+            "{command}: {}",
+            stdout(&out)
+        );
+    }
 }
 
 #[test]

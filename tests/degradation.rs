@@ -78,7 +78,8 @@ fn every_budget_kind_is_enforced_per_caller_and_per_session_and_survives_a_resta
     let sessions = env.add_caller_with("sessions", &["text.*"], &["--session-budget", "calls=2"]);
     let server = env.serve(&[]);
 
-    // calls: three run, the fourth is refused, with no Retry-After (never resets).
+    // calls: three run, the fourth is refused; the budget never resets by
+    // itself, so Retry-After says to back off for an hour.
     for _ in 0..3 {
         assert_eq!(invoke(&server, &steps, "text.echo", ECHO).status, 200);
     }
@@ -91,7 +92,8 @@ fn every_budget_kind_is_enforced_per_caller_and_per_session_and_survives_a_resta
         .as_str()
         .unwrap_or_default()
         .contains("never resets"));
-    assert_eq!(refused.header("retry-after"), None);
+    assert_eq!(refused.header("retry-after").as_deref(), Some("3600"));
+    assert_eq!(error["detail"]["retry_after_s"], 3600);
     let id = refused.json()["invocation_id"]
         .as_str()
         .unwrap_or_default()

@@ -165,11 +165,7 @@ fn rest_auth_and_scopes_are_enforced_and_audited() {
             _ => Err(format!("the new caller was not picked up: {reply:?}")),
         }
     });
-    let out = env
-        .fabric()
-        .args(["caller", "remove", "narrow"])
-        .output()
-        .expect("remove");
+    let out = env.run(&["caller", "remove", "narrow"]);
     assert!(out.status.success(), "{}", stderr(&out));
     eventually(Duration::from_secs(5), Duration::from_millis(100), || {
         let reply = invoke(
@@ -258,6 +254,18 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
         .as_str()
         .unwrap_or_default()
         .contains("application/json"));
+
+    // A tool name that is not UTF-8 once decoded: an error object too.
+    let reply = invoke(&server, &token, "text%FF", r#"{"arguments":{}}"#);
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.error_message().contains("not UTF-8"));
+
+    // The scheme's name is case-insensitive.
+    let reply = curl(
+        &format!("{}/v1/tools", server.url),
+        &["-H", &format!("Authorization: BEARER {token}")],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
     let reply = curl(
         &mcp,
         &["-H", &auth, "-H", "Content-Type: text/plain", "-d", "{}"],
@@ -654,22 +662,14 @@ fn schemathesis_finds_no_server_errors() {
 #[test]
 fn no_auth_is_loopback_only_and_callers_are_required() {
     let env = Env::new();
-    let out = env
-        .fabric()
-        .args(["serve", "--listen", "0.0.0.0:0", "--no-auth"])
-        .output()
-        .expect("run");
+    let out = env.run(&["serve", "--listen", "0.0.0.0:0", "--no-auth"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not a loopback address"),
         "{}",
         stderr(&out)
     );
-    let out = env
-        .fabric()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .output()
-        .expect("run");
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("fabric caller add"),
@@ -688,6 +688,31 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
         ],
     );
     assert_eq!(reply.status, 200);
+    // A page of another origin (DNS rebinding: its name resolves here) is
+    // refused on every route, REST as MCP; the server's own origin is not.
+    let invoke_from = |origin: &str| {
+        curl(
+            &format!("{}/v1/tools/text.echo/invoke", server.url),
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &format!("Origin: {origin}"),
+                "-d",
+                r#"{"arguments":{"text":"pwned"}}"#,
+            ],
+        )
+    };
+    let refused = invoke_from("http://evil.example:8080");
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(refused.error_message().contains("--allow-origin"));
+    let listed = curl(
+        &format!("{}/v1/tools", server.url),
+        &["-H", "Origin: http://evil.example"],
+    );
+    assert_eq!(listed.status, 403);
+    let own = format!("http://{}", server.addr());
+    assert_eq!(invoke_from(&own).status, 200);
     assert!(server.stop().success());
 
     // The callers file: 0600, only hashes, list/show/remove.
@@ -701,42 +726,43 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
     let text = std::fs::read_to_string(&file).expect("read");
     assert!(!text.contains(&token));
     assert!(text.contains(&blake3::hash(token.as_bytes()).to_hex().to_string()));
-    let out = env
-        .fabric()
-        .args(["caller", "list"])
-        .output()
-        .expect("list");
+    let out = env.run(&["caller", "list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ci\ttext.*\n");
-    let out = env
-        .fabric()
-        .args(["caller", "add", "ci", "--scope", "x"])
-        .output()
-        .expect("dup");
+    let out = env.run(&["caller", "add", "ci", "--scope", "x"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = env
-        .fabric()
-        .args([
-            "caller",
-            "add",
-            "b",
-            "--scope",
-            "x",
-            "--budget",
-            "colour=red",
-        ])
-        .output()
-        .expect("bad");
+    let out = env.run(&[
+        "caller",
+        "add",
+        "b",
+        "--scope",
+        "x",
+        "--budget",
+        "colour=red",
+    ]);
     assert!(
         stderr(&out).contains("unknown budget key"),
         "{}",
         stderr(&out)
     );
+    // What the file's reader would refuse is never written: the file and
+    // every command that reads it stay usable.
+    for bad in [
+        &["--scope", " "][..],
+        &["--scope", "x", "--max-in-flight", "0"][..],
+    ] {
+        let out = env.run(&[&["caller", "add", "e1"][..], bad].concat());
+        assert_ne!(out.status.code(), Some(0), "{bad:?}");
+        assert!(out.stdout.is_empty(), "a token was printed for {bad:?}");
+        assert!(
+            stderr(&out).contains("nothing was written"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = env.run(&["caller", "list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ci\ttext.*\n");
     std::fs::write(&file, "[[caller]]\nname = \"x\"\ntokn = 1\n").expect("write");
-    let out = env
-        .fabric()
-        .args(["caller", "list"])
-        .output()
-        .expect("list");
+    let out = env.run(&["caller", "list"]);
     assert!(
         stderr(&out).contains("callers.toml") && stderr(&out).contains("tokn"),
         "{}",

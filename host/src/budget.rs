@@ -505,6 +505,12 @@ impl Budgets {
     }
 }
 
+/// How long a caller is told to wait (`Retry-After`) before asking a
+/// budget that never resets by itself again: only an operator's `fabric
+/// caller reset` frees it, so a client backs off for an hour instead of
+/// retrying at once (every 429 carries `Retry-After`, as the contract says).
+pub const SPENT_RETRY: Duration = Duration::from_secs(3600);
+
 /// A budget with nothing left.
 struct Exceeded {
     budget: &'static str,
@@ -550,8 +556,9 @@ impl Exceeded {
             "resets_in_s": if self.reserved { None } else { self.resets_in },
             "reserved": self.reserved,
         });
-        if let (Some(s), Value::Object(map)) = (self.resets_in, &mut detail) {
-            map.insert("retry_after_s".into(), json!(s));
+        if let Value::Object(map) = &mut detail {
+            let retry = self.resets_in.unwrap_or(SPENT_RETRY.as_secs());
+            map.insert("retry_after_s".into(), json!(retry));
         }
         let verb = if self.reserved {
             "has no more room in"
@@ -817,7 +824,7 @@ mod tests {
         assert!(message.contains("never resets"), "{message}");
         assert_eq!(detail["budget"], "calls");
         assert_eq!(detail["resets_in_s"], Value::Null);
-        assert!(detail.get("retry_after_s").is_none());
+        assert_eq!(detail["retry_after_s"], SPENT_RETRY.as_secs());
         assert_eq!(b.spent(&caller_key("ci")).unwrap().calls, 2);
     }
 

@@ -293,9 +293,16 @@ impl CallersSpec {
     }
 
     /// Writes the file (0600), atomically: a temporary file renamed over it.
+    /// A spec that [`CallersSpec::parse`] would refuse is not written (the
+    /// error names the key and says so), so no writer leaves a file that
+    /// every later reader, `fabric serve` among them, refuses.
     pub fn write(&self, path: &Path) -> Result<(), CallersError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        self.check(path).map_err(|e| CallersError {
+            message: format!("{}; nothing was written", e.message),
+            ..e
+        })?;
         let fail = |what: &str, e: std::io::Error| {
             CallersError::new(path, "(file)", format!("cannot {what} ({e})"))
         };
@@ -520,9 +527,11 @@ impl CallerFile {
         let Some(value) = authorization else {
             return Caller::Unauthenticated("no bearer token".into());
         };
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
         let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
         else {
             return Caller::Unauthenticated(
                 "the Authorization header is not a bearer token".into(),

@@ -35,7 +35,8 @@ pub struct ToolInfo {
 pub struct Grants {
     /// A writable mount or any network: it may change the world.
     pub writes: bool,
-    /// Any network destination: it reaches beyond the host.
+    /// Any network destination, or a socket it may listen on: it reaches
+    /// beyond the host, or the world reaches it.
     pub network: bool,
 }
 
@@ -50,7 +51,7 @@ impl ToolInfo {
             ),
             Status::Ready(c) => {
                 let policy = &c.component.policy;
-                let network = !policy.net.allow.is_empty();
+                let network = policy.net.grants_any();
                 let writes = network || policy.mounts.iter().any(|m| m.writable);
                 let params = c.params.iter().map(|p| p.name.clone()).collect();
                 (true, None, Grants { writes, network }, params)

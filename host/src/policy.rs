@@ -229,7 +229,7 @@ pub struct Mount {
     pub writable: bool,
 }
 
-/// Outbound network rules.
+/// Network rules: destinations it may reach, addresses it may listen on.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NetPolicy {
     /// Allowed destinations.
@@ -239,6 +239,14 @@ pub struct NetPolicy {
     /// Local addresses (IP/CIDR and port) where the tool may bind a socket
     /// other than the implicit any-address, any-port one, and listen.
     pub listen: Vec<NetRule>,
+}
+
+impl NetPolicy {
+    /// Whether the tool may use the network at all: reach a destination
+    /// (`allow`) or accept connections (`listen`).
+    pub fn grants_any(&self) -> bool {
+        !self.allow.is_empty() || !self.listen.is_empty()
+    }
 }
 
 /// One `[net] allow` entry: a host or network, and a port or any port.
@@ -1118,6 +1126,23 @@ mod tests {
         let err =
             Policy::parse("[exports]\nhide = [\"words.init\"]\n", Path::new(".")).unwrap_err();
         assert!(err.0.starts_with("exports.hide"), "{err:?}");
+    }
+
+    #[test]
+    fn listening_is_network_as_reaching_out_is() {
+        assert!(!parse("").unwrap().net.grants_any());
+        assert!(!parse("[net]\nallow_private = true\n")
+            .unwrap()
+            .net
+            .grants_any());
+        assert!(parse("[net]\nallow = [\"example.com:443\"]\n")
+            .unwrap()
+            .net
+            .grants_any());
+        assert!(parse("[net]\nlisten = [\"127.0.0.1:0\"]\n")
+            .unwrap()
+            .net
+            .grants_any());
     }
 
     #[test]

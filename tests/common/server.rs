@@ -60,6 +60,11 @@ impl Env {
         cmd
     }
 
+    /// Runs `fabric ARGS` to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.fabric().args(args).output().expect("fabric runs")
+    }
+
     /// `fabric caller add NAME --scope …`: the token.
     pub fn add_caller(&self, name: &str, scope: &[&str]) -> String {
         self.add_caller_with(name, scope, &[])
@@ -181,6 +186,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The body's `error.message` ("" when it has none).
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))

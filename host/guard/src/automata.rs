@@ -135,8 +135,9 @@ pub fn compile(patterns: &[String], syntax: Syntax) -> Result<NFA, String> {
 pub const RELAX_ABOVE: u32 = 8;
 
 /// `hir` with the upper bound of every wide repetition removed
-/// (`[^.\n]{0,40}` becomes `[^.\n]*`): it matches every text `hir` matches,
-/// and more.
+/// (`[^.\n]{0,40}` becomes `[^.\n]*`) and every Unicode word boundary
+/// (`\b` in a rule file's default syntax) taken as always true: it matches
+/// every text `hir` matches, and more.
 ///
 /// The rules' automaton only says which rule patterns may match; each such
 /// rule's own regex then finds its matches (`scan` in `lib.rs`), so a
@@ -167,8 +168,26 @@ pub fn relax(hir: &Hir) -> Hir {
         }),
         HirKind::Concat(subs) => Hir::concat(subs.iter().map(relax).collect()),
         HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(relax).collect()),
+        HirKind::Look(look) if unicode_word(*look) => Hir::empty(),
         HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => hir.clone(),
     }
+}
+
+/// Whether `look` is a Unicode word boundary, which lazy DFAs do not
+/// build: a rule file's `\b` is one (the default rules write
+/// `(?-u:\b)`), and the rules' automaton, which only names the rules that
+/// may match, reads it as always true.
+fn unicode_word(look: regex_syntax::hir::Look) -> bool {
+    use regex_syntax::hir::Look as L;
+    matches!(
+        look,
+        L::WordUnicode
+            | L::WordUnicodeNegate
+            | L::WordStartUnicode
+            | L::WordEndUnicode
+            | L::WordStartHalfUnicode
+            | L::WordEndHalfUnicode
+    )
 }
 
 /// Shortest run (see [`Run`]) for which a rule pattern is checked by a run

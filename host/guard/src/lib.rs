@@ -280,22 +280,8 @@ fn walk(
         Value::Array(items) => {
             for (what, view) in views::array_views(items) {
                 for extra in check_view(&view, what, config) {
-                    flags.push(Flag {
-                        rule: extra.id.clone(),
-                        action: extra.action.as_str().into(),
-                        pointer: if pointer.is_empty() {
-                            "/".into()
-                        } else {
-                            pointer.clone()
-                        },
-                        excerpt: extra.excerpt.clone(),
-                    });
-                    if extra.action == Action::Reject {
-                        let why = format!("{} ({})", extra.id, extra.description);
-                        if !rejected.contains(&why) {
-                            rejected.push(why);
-                        }
-                    }
+                    let finding = (&extra.id, &extra.description, extra.action);
+                    report(flags, rejected, pointer, finding, &extra.excerpt);
                 }
             }
             for (i, item) in items.iter_mut().enumerate() {
@@ -357,13 +343,13 @@ fn check_string(
         (Some(scored), Some(window))
             if scored.span.0 < window.span.1
                 && window.span.0 < scored.span.1
-                && window.words >= CONFIDENT_WORDS =>
+                && confident(window) =>
         {
             thresholds.model.unwrap_or(0)
         }
         _ => 0,
     };
-    let mut extras = scored_extras(scored, &normalised, config, "", 0, by_model);
+    let mut extras = scored_extras(scored, &normalised, config, &thresholds, "", 0, by_model);
     for (what, view) in views::text_views(&normalised, shapes) {
         extras.extend(check_view(&view, what, config));
     }
@@ -375,49 +361,21 @@ fn check_string(
     let mut redact_norm = Vec::new();
     for hit in &hits {
         let rule = &config.rules.rules[hit.rule];
-        flags.push(Flag {
-            rule: rule.id.clone(),
-            action: hit.action.as_str().into(),
-            pointer: if pointer.is_empty() {
-                "/".into()
-            } else {
-                pointer.into()
-            },
-            excerpt: hit.excerpt.clone(),
-        });
+        let finding = (&rule.id, &rule.description, hit.action);
+        report(flags, rejected, pointer, finding, &hit.excerpt);
         match hit.action {
-            Action::Reject => {
-                let why = format!("{} ({})", rule.id, rule.description);
-                if !rejected.contains(&why) {
-                    rejected.push(why);
-                }
-            }
             Action::Redact if hit.in_normalised => redact_norm.push((hit.span, rule.id.as_str())),
             Action::Redact => redact_raw.push((hit.span, rule.id.as_str())),
-            Action::Flag => {}
+            Action::Reject | Action::Flag => {}
         }
     }
     // The score and the views after the rules' own hits.
-    let at = if pointer.is_empty() { "/" } else { pointer };
     for extra in &extras {
-        flags.push(Flag {
-            rule: extra.id.clone(),
-            action: extra.action.as_str().into(),
-            pointer: at.into(),
-            excerpt: extra.excerpt.clone(),
-        });
-        match extra.action {
-            Action::Reject => {
-                let why = format!("{} ({})", extra.id, extra.description);
-                if !rejected.contains(&why) {
-                    rejected.push(why);
-                }
-            }
-            Action::Redact => redact_norm.push((
-                extra.span.unwrap_or((0, normalised.len())),
-                extra.id.as_str(),
-            )),
-            Action::Flag => {}
+        let finding = (&extra.id, &extra.description, extra.action);
+        report(flags, rejected, pointer, finding, &extra.excerpt);
+        if extra.action == Action::Redact {
+            let span = extra.span.unwrap_or((0, normalised.len()));
+            redact_norm.push((span, extra.id.as_str()));
         }
     }
     if redact_raw.is_empty() && redact_norm.is_empty() {
@@ -458,6 +416,30 @@ fn check_string(
     Some(text)
 }
 
+/// Records a finding (its id, description and action) at `pointer` (`/`
+/// for the output itself): its flag, and when it rejects, why, once per id
+/// and description.
+fn report(
+    flags: &mut Vec<Flag>,
+    rejected: &mut Vec<String>,
+    pointer: &str,
+    (id, description, action): (&String, &String, Action),
+    excerpt: &str,
+) {
+    flags.push(Flag {
+        rule: id.clone(),
+        action: action.as_str().into(),
+        pointer: if pointer.is_empty() { "/" } else { pointer }.into(),
+        excerpt: excerpt.into(),
+    });
+    if action == Action::Reject {
+        let why = format!("{id} ({description})");
+        if !rejected.contains(&why) {
+            rejected.push(why);
+        }
+    }
+}
+
 /// A finding that is not one rule's match: a score over signals, or a rule
 /// that hit a view of the text (letter-spaced, joined fragments).
 struct Extra {
@@ -483,43 +465,37 @@ pub const SCORE_ID: &str = "signal.score";
 /// terms-of-service line, a marketing line) only flag.
 const CONFIDENT_WORDS: usize = 3 * model::MIN_WORDS;
 
+/// Whether the learned detector's window holds [`CONFIDENT_WORDS`] words or
+/// more: its finding then rejects by default and adds to an overlapping
+/// signal window's score.
+fn confident(window: &model::Window) -> bool {
+    window.words >= CONFIDENT_WORDS
+}
+
 /// What a view adds to its score: splitting text so that no piece matches
 /// is itself a sign of an injection.
 const VIEW_BONUS: u32 = 2;
 
-/// The score of a text's best window over signals, as a finding when its
-/// thresholds call for an action. `what` prefixes the excerpt (for views);
-/// `bonus` is added to the score.
-fn score(
-    text: &str,
-    config: &GuardConfig,
-    what: &str,
-    bonus: u32,
-) -> (Vec<Extra>, signals::Shapes) {
-    let signals = &config.rules.signals;
-    let thresholds = signals.thresholds.overridden_by(&config.score);
-    let (scored, shapes) = signals.score_and_shapes(text, &thresholds);
-    (scored_extras(scored, text, config, what, bonus, 0), shapes)
-}
-
-/// A best window's score as a finding, when the thresholds call for an
-/// action (see [`score`]). `by_model` is what the learned detector adds to
-/// it ([`signals::Thresholds::model`]), named among the signals when it adds
+/// A best window's score as a finding, when `thresholds` (the rules' own,
+/// as the policy overrides them) call for an action. `what` prefixes the
+/// excerpt (for views). `bonus` is added to the score, and so is
+/// `by_model`, what the learned detector adds to it
+/// ([`signals::Thresholds::model`]), named among the signals when it adds
 /// anything.
 fn scored_extras(
     scored: Option<signals::Scored>,
     text: &str,
     config: &GuardConfig,
+    thresholds: &signals::Thresholds,
     what: &str,
     bonus: u32,
     by_model: u32,
 ) -> Vec<Extra> {
     let signals = &config.rules.signals;
-    let thresholds = signals.thresholds.overridden_by(&config.score);
     let Some(scored) = scored else {
         return Vec::new();
     };
-    let total = scored.score + bonus + by_model;
+    let total = scored.score.saturating_add(bonus).saturating_add(by_model);
     let Some(action) = thresholds.action(total) else {
         return Vec::new();
     };
@@ -559,7 +535,7 @@ fn learned(window: model::Window, text: &str, config: &GuardConfig) -> Extra {
     let action = match config.actions.get(model::MODEL_ID) {
         Some(Action::Reject | Action::Redact) => Action::Reject,
         Some(Action::Flag) => Action::Flag,
-        None if window.words >= CONFIDENT_WORDS => Action::Reject,
+        None if confident(&window) => Action::Reject,
         None => Action::Flag,
     };
     Extra {
@@ -580,10 +556,10 @@ fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
     // A view that normalisation leaves as it is (most): the one pass finds
     // its signals and its rules (but the encoded ones: a view is not
     // decoded), and only the small set of the `decoded` kind runs besides.
+    let thresholds = rules.signals.thresholds.overridden_by(&config.score);
     let mut scored = None;
     let mut matched = None;
     if unchanged(view, &norm) {
-        let thresholds = rules.signals.thresholds.overridden_by(&config.score);
         let mut found = Vec::new();
         scored = Some(rules.signals.scan(view, &thresholds, Some(&mut found)).0);
         let mut pairs: Vec<(usize, usize)> = found
@@ -620,10 +596,8 @@ fn check_view(view: &str, what: &str, config: &GuardConfig) -> Vec<Extra> {
         });
     }
     let what = format!("{what}: ");
-    let extras = match scored {
-        Some(scored) => scored_extras(scored, &norm, config, &what, VIEW_BONUS, 0),
-        None => score(&norm, config, &what, VIEW_BONUS).0,
-    };
+    let scored = scored.unwrap_or_else(|| rules.signals.score_and_shapes(&norm, &thresholds).0);
+    let extras = scored_extras(scored, &norm, config, &thresholds, &what, VIEW_BONUS, 0);
     for mut e in extras {
         if e.action != Action::Flag {
             e.action = Action::Reject;
@@ -697,7 +671,6 @@ fn scan(
     let mut tried: HashSet<(usize, (usize, usize))> = HashSet::new(); // (rule, span)
     let mut reported_blobs: HashSet<(usize, usize)> = HashSet::new();
     let mut decoded_spans: BTreeMap<usize, usize> = BTreeMap::new(); // start -> end, disjoint
-    let mut mail_domains = MailDomains::new(raw);
     for (rule_index, pattern_index) in matched {
         let rule = &rules.rules[rule_index];
         let kind = rule.kind;
@@ -727,11 +700,12 @@ fn scan(
                     } else {
                         None
                     };
-                    let hit = !mentioned(text, m.start(), m.end(), kind)
-                        && match url {
-                            Some(url) => exfiltrates(url, &*config.net, &mut mail_domains),
-                            None => true,
-                        };
+                    // Never a mere mention: a renderer loads a quoted
+                    // image as readily as any other.
+                    let hit = match url {
+                        Some(url) => exfiltrates(url, &*config.net),
+                        None => true,
+                    };
                     if hit {
                         exfil_spans.insert(whole.0, whole.1);
                         hits.push(Hit {
@@ -837,41 +811,48 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
 }
 
 /// Whether a URL sends data to a host the policy does not allow: it has a
-/// query, or a long path (data encoded into path segments). A host whose
-/// domain is also a mail domain in the same text (`From: news@shop.example`
-/// with a pixel on `www.shop.example`) is the sender's own, not a third party.
-fn exfiltrates(url: &str, net: &dyn Destinations, mail_domains: &mut MailDomains<'_>) -> bool {
+/// query, or a long path (data encoded into path segments). Nothing else in
+/// the text vouches for a host: a mail from `news@shop.example` with a pixel
+/// on `shop.example` is let through only by a policy allowing it, since an
+/// attacker who mails the user writes the sender's address too.
+fn exfiltrates(url: &str, net: &dyn Destinations) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
+    let (authority, path) = rest.split_at(authority_end(rest));
+    let (host, port) = host_and_port(authority);
+    let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    });
+    !net.allows(host, port) && carries_data(path, false)
+}
+
+/// Where a URL's authority ends in what follows its `://`: at the first
+/// `/`, `?`, `#` or `\` (browsers read a backslash as a slash in http and
+/// https URLs, so `https://evil.example\@allowed.example/` goes to
+/// `evil.example`).
+fn authority_end(rest: &str) -> usize {
+    rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())
+}
+
+/// A URL authority's host (an IPv6 literal in its brackets) and port, the
+/// user information before an `@` dropped; the port is `None` when none is
+/// given or it is not a number.
+fn host_and_port(authority: &str) -> (&str, Option<u16>) {
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || host_port.starts_with('[') => {
-            (h, p.parse().unwrap_or(0))
+    let (host, port) = match host_port.find(']') {
+        Some(close) if host_port.starts_with('[') => {
+            let (host, after) = host_port.split_at(close + 1);
+            (host, after.strip_prefix(':'))
         }
-        _ => (
-            host_port,
-            if scheme.eq_ignore_ascii_case("https") {
-                443
-            } else {
-                80
-            },
-        ),
+        _ => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
     };
-    if net.allows(host, port) {
-        return false;
-    }
-    let parent = host
-        .split_once('.')
-        .map(|(_, p)| p)
-        .filter(|p| p.contains('.'));
-    carries_data(path, false)
-        && ![Some(host), parent]
-            .into_iter()
-            .flatten()
-            .any(|domain| mail_domains.contains(domain))
+    (host, port.and_then(|p| p.parse().ok()))
 }
 
 /// Whether a URL's path and query (what follows its host) carry data: a
@@ -951,14 +932,9 @@ fn data_value(value: &str, nested: bool) -> bool {
                 .map(|s| &decoded[s.len()..])
         });
         if let Some(rest) = url {
-            let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, after) = rest.split_at(host_end);
-            let host = match authority.rsplit_once(':') {
-                Some((host, port))
-                    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    host
-                }
+            let (authority, after) = rest.split_at(authority_end(rest));
+            let host = match host_and_port(authority) {
+                (host, Some(_)) if !authority.contains('@') => host,
                 _ => authority,
             };
             let plain_host = !host.is_empty()
@@ -1032,39 +1008,6 @@ fn encoded_segment(seg: &str) -> bool {
         && seg
             .split(WORD_SEPARATORS)
             .any(|run| run.len() >= ENCODED_RUN)
-}
-
-/// The domains of the mail addresses in a text (`news@shop.example` gives
-/// `shop.example`), collected on first use in one pass.
-struct MailDomains<'a> {
-    text: &'a str,
-    domains: Option<HashSet<String>>,
-}
-
-impl<'a> MailDomains<'a> {
-    fn new(text: &'a str) -> Self {
-        MailDomains {
-            text,
-            domains: None,
-        }
-    }
-
-    fn contains(&mut self, domain: &str) -> bool {
-        let text = self.text;
-        let domains = self.domains.get_or_insert_with(|| {
-            text.split('@')
-                .skip(1)
-                .map(|rest| {
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
-                        .unwrap_or(rest.len());
-                    rest[..end].trim_end_matches('.').to_ascii_lowercase()
-                })
-                .filter(|d| d.contains('.'))
-                .collect()
-        });
-        domains.contains(&domain.to_ascii_lowercase())
-    }
 }
 
 /// A subdivision-flag emoji (🏴 followed by up to 7 tag characters and
@@ -1199,7 +1142,7 @@ fn floor_boundary(text: &str, mut at: usize) -> usize {
 }
 
 /// The smallest char boundary at or above `at` (at most the text's length).
-fn ceil_boundary(text: &str, at: usize) -> usize {
+pub(crate) fn ceil_boundary(text: &str, at: usize) -> usize {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
         at += 1;

@@ -33,6 +33,11 @@ use crate::rules::{Action, RulesError};
 /// Most signals a rule file may define (a window's signals are a bit mask).
 pub const MAX_SIGNALS: usize = 32;
 
+/// Largest weight of a signal, either way: a window's score adds up to
+/// [`MAX_SIGNALS`] weights, and this keeps the sum far inside an `i32`
+/// (the default signals weigh -3 to 3).
+pub const MAX_WEIGHT: i32 = 1_000;
+
 /// Shapes that views of a text undo (see `views`), seen in the same pass
 /// as the signals, so a text without them is not looked at again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +58,7 @@ impl Shapes {
 }
 
 use crate::automata::{Syntax, SHAPE_PATTERNS};
+use crate::ceil_boundary;
 
 /// Score thresholds per action (`[score]` in a rule file, `[guard.score]` in
 /// a policy), the window's span and the learned detector's weight. A
@@ -788,6 +794,12 @@ impl Signals {
             if s.patterns.is_empty() {
                 return Err(RulesError(format!("signal {:?} has no patterns", s.id)));
             }
+            if !(-MAX_WEIGHT..=MAX_WEIGHT).contains(&s.weight) {
+                return Err(RulesError(format!(
+                    "signal {:?}: weight {} is out of range; give -{MAX_WEIGHT} to {MAX_WEIGHT}",
+                    s.id, s.weight
+                )));
+            }
             for (i, p) in s.patterns.iter().enumerate() {
                 // Checked on its own, with the signals' syntax, for an
                 // error that names it.
@@ -1150,13 +1162,4 @@ impl Lines {
         }
         n
     }
-}
-
-/// The smallest char boundary at or above `at` (at most the text's length).
-fn ceil_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }

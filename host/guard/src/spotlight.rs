@@ -62,16 +62,28 @@ impl Spotlight {
     }
 
     /// Marks `text` as data with a marker drawn from `rng`. A marker that
-    /// occurs in the text is drawn again, so the text cannot hold it.
+    /// occurs in the text is drawn again, so the text cannot hold it; after
+    /// [`DRAWS`] draws that all occur, the marker grows by four hex digits
+    /// (a text can hold all 65,536 four-digit datamarks in 328 KB, and
+    /// drawing until one is free would then never end).
     pub fn apply_with<R: Rng + ?Sized>(self, text: &str, rng: &mut R) -> Spotlighted {
-        let marker = loop {
-            let marker = match self {
-                Spotlight::Delimit => format!("{:016x}", rng.random::<u64>()),
-                Spotlight::Datamark => format!("^{:04x}^", rng.random::<u16>()),
-            };
-            if !text.contains(&marker) {
-                break marker;
+        let mut digits = match self {
+            Spotlight::Delimit => 16,
+            Spotlight::Datamark => 4,
+        };
+        let marker = 'found: loop {
+            for _ in 0..DRAWS {
+                let hex = format!("{:032x}", rng.random::<u128>());
+                let hex = &hex[..digits];
+                let marker = match self {
+                    Spotlight::Delimit => hex.to_string(),
+                    Spotlight::Datamark => format!("^{hex}^"),
+                };
+                if !text.contains(&marker) {
+                    break 'found marker;
+                }
             }
+            digits = (digits + 4).min(32);
         };
         let text = match self {
             Spotlight::Delimit => {
@@ -87,13 +99,17 @@ impl Spotlight {
     }
 }
 
+/// Markers drawn at one length before a longer one is drawn.
+pub const DRAWS: usize = 8;
+
 /// An output marked as data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Spotlighted {
     /// The mode used.
     pub mode: Spotlight,
     /// This call's marker (delimit: 16 hex digits in the boundary lines;
-    /// datamark: `^` four hex digits `^`).
+    /// datamark: `^` four hex digits `^`; more digits when the text holds
+    /// the shorter markers drawn).
     pub marker: String,
     /// The marked text.
     pub text: String,

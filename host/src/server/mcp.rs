@@ -40,8 +40,13 @@ pub const MODERN: &str = "2026-07-28";
 pub const LEGACY: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 /// Tools per `tools/list` page.
 const PAGE: usize = 100;
-/// Sessions kept at once; the one idle longest goes first.
+/// Sessions kept at once; beyond it, the caller holding the most loses the
+/// one it used least recently.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions one caller keeps at once; beyond it, the caller loses its own
+/// least recently used one, so that a caller opening sessions in a loop
+/// ends only its own, never another caller's.
+const MAX_SESSIONS_PER_CALLER: usize = 1_000;
 /// A session unused this long is forgotten.
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
 
@@ -80,21 +85,36 @@ impl Sessions {
             rand::random::<u128>()
         );
         let audit_name = format!("mcp-{}", &blake3::hash(id.as_bytes()).to_hex()[..16]);
+        let caller = caller.name().map(str::to_string);
         let mut open = self.lock();
         open.retain(|_, s| s.used.elapsed() < SESSION_IDLE);
-        if open.len() >= MAX_SESSIONS {
-            if let Some(oldest) = open
+        let mut held: HashMap<Option<&str>, usize> = HashMap::new();
+        for s in open.values() {
+            *held.entry(s.caller.as_deref()).or_default() += 1;
+        }
+        let evict_from = if held.get(&caller.as_deref()) >= Some(&MAX_SESSIONS_PER_CALLER) {
+            Some(caller.clone())
+        } else if open.len() >= MAX_SESSIONS {
+            held.iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(who, _)| who.map(str::to_string))
+        } else {
+            None
+        };
+        if let Some(from) = evict_from {
+            let oldest = open
                 .iter()
+                .filter(|(_, s)| s.caller == from)
                 .min_by_key(|(_, s)| s.used)
-                .map(|(k, _)| k.clone())
-            {
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
                 open.remove(&oldest);
             }
         }
         open.insert(
             id.clone(),
             Session {
-                caller: caller.name().map(str::to_string),
+                caller,
                 audit_name,
                 used: Instant::now(),
             },
@@ -162,40 +182,33 @@ fn rpc_result(id: &Value, result: Value) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
 }
 
-/// The 403 for a browser origin that is not allowed.
-pub(crate) fn forbidden_origin(origin: &str) -> Response {
+/// The 403 for a browser origin that is not allowed, as a JSON-RPC error.
+pub(crate) fn forbidden(message: String) -> Response {
     rpc_error(
         StatusCode::FORBIDDEN,
         &Value::Null,
         INVALID_REQUEST,
-        format!("origin {origin:?} is not allowed; start the server with --allow-origin {origin}"),
+        message,
     )
 }
 
 /// `GET /mcp`: no server-initiated stream is offered.
-pub(crate) async fn get(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refused) = state.check_origin(&headers) {
-        return refused;
-    }
-    let mut response = rpc_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &Value::Null,
-        INVALID_REQUEST,
-        "this server offers no server-initiated stream; POST JSON-RPC messages",
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-    response
+pub(crate) async fn get() -> Response {
+    not_allowed("this server offers no server-initiated stream; POST JSON-RPC messages")
 }
 
 /// Any other method on `/mcp`.
 pub(crate) async fn other_method() -> Response {
+    not_allowed("POST JSON-RPC messages to /mcp (DELETE ends a session)")
+}
+
+/// A 405 on `/mcp` saying which methods it takes.
+fn not_allowed(message: &str) -> Response {
     let mut response = rpc_error(
         StatusCode::METHOD_NOT_ALLOWED,
         &Value::Null,
         INVALID_REQUEST,
-        "POST JSON-RPC messages to /mcp (DELETE ends a session)",
+        message,
     );
     response
         .headers_mut()
@@ -205,9 +218,6 @@ pub(crate) async fn other_method() -> Response {
 
 /// `DELETE /mcp`: ends the 2025-11-25 session named by `Mcp-Session-Id`.
 pub(crate) async fn delete(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refused) = state.check_origin(&headers) {
-        return refused;
-    }
     let caller = state.caller(&headers);
     if let Caller::Unauthenticated(why) = &caller {
         return unauthorized(&Value::Null, why);
@@ -257,9 +267,6 @@ struct Request<'a> {
 
 /// `POST /mcp`: one JSON-RPC message.
 pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    if let Some(refused) = state.check_origin(&headers) {
-        return refused;
-    }
     if !is_json(&headers) {
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -906,6 +913,44 @@ mod tests {
         let object = json!({"type": "object", "properties": {}});
         assert_eq!(object_schema(&object), object);
         assert_eq!(structured(&object, json!({"a": 1})), json!({"a": 1}));
+    }
+
+    #[test]
+    fn a_caller_opening_sessions_in_a_loop_ends_only_its_own() {
+        let sessions = Sessions::default();
+        let alice = Caller::named("alice", crate::admit::Scope::all());
+        let dave = Caller::named("dave", crate::admit::Scope::new(["types.*"]));
+        let kept = sessions.open(&alice);
+        let first = sessions.open(&dave);
+        for _ in 0..MAX_SESSIONS_PER_CALLER {
+            sessions.open(&dave);
+        }
+        assert!(
+            sessions.touch(&kept, &alice).is_some(),
+            "alice's session was evicted"
+        );
+        assert!(
+            sessions.touch(&first, &dave).is_none(),
+            "dave kept more than its share"
+        );
+        let dave_holds = sessions
+            .lock()
+            .values()
+            .filter(|s| s.caller.as_deref() == Some("dave"))
+            .count();
+        assert_eq!(dave_holds, MAX_SESSIONS_PER_CALLER);
+        // With every caller under its share, the fullest loses one when the
+        // table is full: here, 9 more callers at their share fill it.
+        for i in 0..(MAX_SESSIONS / MAX_SESSIONS_PER_CALLER - 1) {
+            let other = Caller::named(format!("c{i}"), crate::admit::Scope::all());
+            for _ in 0..MAX_SESSIONS_PER_CALLER - usize::from(i == 0) {
+                sessions.open(&other);
+            }
+        }
+        assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+        sessions.open(&alice);
+        assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+        assert!(sessions.touch(&kept, &alice).is_some());
     }
 
     #[test]

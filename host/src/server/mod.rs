@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -223,6 +225,10 @@ fn router(state: Shared) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin,
+        ))
         .with_state(state)
 }
 
@@ -292,12 +298,13 @@ impl AppState {
         }
     }
 
-    /// `None` when `Origin` is absent, on this server's own host, or
-    /// allowed by `--allow-origin`; otherwise the 403 to send.
-    pub(crate) fn check_origin(&self, headers: &HeaderMap) -> Option<Response> {
+    /// The request's `Origin` when it is a foreign one: not this server's
+    /// own address and not allowed by `--allow-origin`. `None` when it is
+    /// absent (a client that is not a browser) or allowed.
+    fn foreign_origin(&self, headers: &HeaderMap) -> Option<String> {
         let origin = headers.get(header::ORIGIN)?;
         let Ok(origin) = origin.to_str() else {
-            return Some(mcp::forbidden_origin("(not text)"));
+            return Some("(not text)".into());
         };
         if self.allow_origins.iter().any(|o| o == "*" || o == origin) {
             return None;
@@ -310,10 +317,25 @@ impl AppState {
             format!("http://[::1]:{port}"),
             format!("http://{}", self.local),
         ];
-        if own.iter().any(|o| o == origin) {
-            return None;
-        }
-        Some(mcp::forbidden_origin(origin))
+        (!own.iter().any(|o| o == origin)).then(|| origin.to_string())
+    }
+}
+
+/// Refuses, on every route, a request that a browser sent from a page of
+/// another origin (403): a page whose name an attacker makes resolve to
+/// this host (DNS rebinding) must not reach the tools, above all on a
+/// `--no-auth` server, where every request is the local operator. `/mcp`
+/// answers with a JSON-RPC error, the other routes with an error object.
+async fn same_origin(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let Some(origin) = state.foreign_origin(request.headers()) else {
+        return next.run(request).await;
+    };
+    let message =
+        format!("origin {origin:?} is not allowed; start the server with --allow-origin {origin}");
+    if request.uri().path() == "/mcp" {
+        mcp::forbidden(message)
+    } else {
+        error_response(StatusCode::FORBIDDEN, message)
     }
 }
 
@@ -331,8 +353,8 @@ pub fn status_of(outcome: Outcome) -> StatusCode {
     }
 }
 
-/// `Retry-After` seconds for a refusal that passes, from its detail. A
-/// budget that never resets by itself has none.
+/// `Retry-After` seconds for a refusal that passes, from its detail (a
+/// budget that never resets by itself gives [`crate::budget::SPENT_RETRY`]).
 pub(crate) fn retry_after(result: &CallResult) -> Option<u64> {
     let given = result
         .error

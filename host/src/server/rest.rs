@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -89,10 +90,18 @@ pub(crate) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
 /// caller's `traceparent`.
 pub(crate) async fn invoke(
     State(state): State<Shared>,
-    Path(tool): Path<String>,
+    tool: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A name that is not UTF-8 once percent-decoded names no tool; the
+    // answer is an error object like every other.
+    let Ok(Path(tool)) = tool else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "the tool name in the path is not UTF-8 once percent-decoded; name a tool from GET /v1/tools",
+        );
+    };
     let span = state.fabric.telemetry().start_server(
         "POST /v1/tools/{tool}/invoke",
         trace_context(&headers),
