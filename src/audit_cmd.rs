@@ -249,7 +249,7 @@ fn verify(
         Some(path) => {
             let f = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            ("export", audit::read_jsonl(f)?, None)
+            ("export", audit::read_export(f)?, None)
         }
         None => match audit::read_records(dir) {
             Ok((Source::Store, items, head)) => {

@@ -174,6 +174,35 @@ fn every_call_is_recorded_and_exports_verify_in_rust_and_python() {
         3,
         "reordered",
     );
+    // A record's seq edited, up or down: its content no longer matches its
+    // hash, so it was altered, not missing or moved.
+    for to in ["\"seq\":6", "\"seq\":4"] {
+        let mut edited = lines.clone();
+        edited[5] = edited[5].replacen("\"seq\":5", to, 1);
+        assert_ne!(edited[5], lines[5]);
+        assert_finding(
+            verdicts(data.path(), &key, &write("s.jsonl", &edited), None),
+            5,
+            "altered",
+        );
+    }
+    // A key twice (a reader keeping either value would see another record).
+    let mut twice = lines.clone();
+    twice[5] = twice[5].replacen('{', "{\"outcome\":\"forged\",", 1);
+    assert_finding(
+        verdicts(data.path(), &key, &write("t.jsonl", &twice), None),
+        5,
+        "altered",
+    );
+    // An export whose last line lost its newline, or was edited and lost
+    // it: that record is reported, not silently left out.
+    let unterminated = data.path().join("u.jsonl");
+    std::fs::write(&unterminated, lines.join("\n")).unwrap();
+    assert_finding(
+        verdicts(data.path(), &key, &unterminated, None),
+        11,
+        "altered",
+    );
     // The tail cut off: consistent on its own, caught by the checkpoint.
     let cut = write("d.jsonl", &lines[..9]);
     assert!(verdicts(data.path(), &key, &cut, None)

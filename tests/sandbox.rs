@@ -160,13 +160,10 @@ fn fuel_used_is_reported_on_every_outcome() {
     );
 }
 
-/// A mounted directory removed after the policy was loaded is the host's
-/// fault: the sandbox says so, naming the policy key and the path.
-#[test]
-fn a_vanished_mount_is_a_host_fault_naming_key_and_path() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let mount = root.path().join("shared");
-    std::fs::create_dir(&mount).expect("mount dir");
+/// The example `fs` tools with `mount` (created here) as `/shared`, and
+/// the policies directory to keep; one call lists it, so it works.
+fn fs_on_a_fresh_mount(mount: &Path) -> (common::TestFabric, tempfile::TempDir) {
+    std::fs::create_dir(mount).expect("mount dir");
     let policies = common::policies(&[(
         "fs",
         &format!(
@@ -177,6 +174,16 @@ fn a_vanished_mount_is_a_host_fault_naming_key_and_path() {
     let f = common::open(&common::example_tools(), policies.path());
     let r = common::call(&f, "fs.list", json!({"path": "/shared"}));
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+    (f, policies)
+}
+
+/// A mounted directory removed after the policy was loaded is the host's
+/// fault: the sandbox says so, naming the policy key and the path.
+#[test]
+fn a_vanished_mount_is_a_host_fault_naming_key_and_path() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mount = root.path().join("shared");
+    let (f, _policies) = fs_on_a_fresh_mount(&mount);
 
     std::fs::remove_dir(&mount).expect("remove mount dir");
     let tool = f.registry().get("fs.list").expect("fs.list listed");
@@ -228,6 +235,46 @@ fn a_vanished_mount_is_a_host_fault_naming_key_and_path() {
     drop(runtime);
     let log = common::records(f);
     assert_eq!(log[1]["outcome"], "host_fault");
+}
+
+/// A mount replaced after the policy loaded (by a symbolic link to another
+/// directory, as a tool that can write its parent could do, or by another
+/// directory) is not followed: the call is a host fault, and the other
+/// directory is never shown.
+#[test]
+fn a_mount_replaced_by_a_link_is_refused_not_followed() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mount = root.path().join("shared");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("other dir");
+    std::fs::write(elsewhere.join("secret.txt"), "not for the tool").expect("write");
+    let (f, _policies) = fs_on_a_fresh_mount(&mount);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let moved = root.path().join("moved");
+    std::fs::rename(&mount, &moved).expect("move the mount away");
+    for replace in ["link", "directory"] {
+        match replace {
+            "link" => std::os::unix::fs::symlink(&elsewhere, &mount).expect("link"),
+            _ => {
+                std::fs::remove_file(&mount).expect("unlink");
+                std::fs::create_dir(&mount).expect("a new directory");
+                std::fs::write(mount.join("secret.txt"), "not for the tool").expect("write");
+            }
+        }
+        let call = call("fs.list", json!({"path": "/shared"}));
+        match runtime.block_on(f.call(call)) {
+            Err(fabric_host::CallError::HostFault { message, .. }) => assert!(
+                message.contains("fs[0].host") && message.contains("no longer the directory")
+                    || message.contains("symbolic link"),
+                "{replace}: {message}"
+            ),
+            other => panic!("{replace}: expected a host fault, got {other:?}"),
+        }
+    }
 }
 
 /// A FIFO inside a mount: 40 concurrent reads of it are refused at once

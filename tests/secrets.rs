@@ -67,4 +67,38 @@ fn passed_env_values_never_leave_a_call() {
     assert!(!shown.contains(secret), "{shown}");
     let text = serde_json::to_string(&common::records(f)).unwrap();
     assert!(!text.contains(secret), "{text}");
+
+    // Calls refused before the sandbox runs: their arguments (stored when
+    // asked) and their reason (which quotes the arguments) are blanked too.
+    let policies = common::policies(&[(
+        "types",
+        "[env]\npass = [\"FABRIC_PIPELINE_TEST_SECRET\"]\n[audit]\npayloads = true\n",
+    )]);
+    let f = common::open(&common::test_tools(), policies.path());
+    let r = common::call(
+        &f,
+        "types.text",
+        json!({ secret: secret, "s": "a", "c": "x" }),
+    );
+    assert_eq!(r.outcome, Outcome::InvalidArguments);
+    let shown = serde_json::to_string(&r).unwrap();
+    assert!(!shown.contains(secret), "{shown}");
+    let log = common::records(f);
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    assert!(log[0]["arguments"].as_str().unwrap().contains(blank));
+    assert!(log[0]["error"].as_str().unwrap().contains(blank));
+    // Without [audit] payloads the reason is not stored: it quotes the
+    // arguments, which the policy does not keep.
+    let policies = common::policies(&[("types", "")]);
+    let f = common::open(&common::test_tools(), policies.path());
+    let r = common::call(
+        &f,
+        "types.text",
+        json!({"s": "a", "c": "x", "a-guessable-value": 1}),
+    );
+    assert_eq!(r.outcome, Outcome::InvalidArguments);
+    assert!(r.error.unwrap().message.contains("a-guessable-value"));
+    let log = common::records(f);
+    assert_eq!(log[0]["error"], fabric_host::call::ARGUMENTS_WITHHELD);
 }

@@ -255,6 +255,17 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
         .unwrap_or_default()
         .contains("application/json"));
 
+    // Arguments that are not an object: the call refuses them, audited,
+    // over REST as over MCP (an isError result), as the CLI does.
+    let reply = invoke(&server, &token, "text.echo", r#"{"arguments": "hi"}"#);
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json()["outcome"], "invalid_arguments");
+    let id = reply.json()["invocation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(env.record(&id)["outcome"], "invalid_arguments");
+
     // A tool name that is not UTF-8 once decoded: an error object too.
     let reply = invoke(&server, &token, "text%FF", r#"{"arguments":{}}"#);
     assert_eq!(reply.status, 400, "{reply:?}");
@@ -336,20 +347,23 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
     let session = init.header("mcp-session-id").expect("a session id");
     assert!(session.len() >= 32, "unguessable: {session}");
     let session_h = format!("Mcp-Session-Id: {session}");
-    let reply = curl(
-        &mcp,
-        &[
-            "-H",
-            &auth,
-            "-H",
-            json_ct,
-            "-H",
-            &session_h,
-            "-d",
-            r#"{"jsonrpc":"2.0","id":2,"method":"no/such"}"#,
-        ],
-    );
+    let in_session = |body: &str| {
+        curl(
+            &mcp,
+            &["-H", &auth, "-H", json_ct, "-H", &session_h, "-d", body],
+        )
+    };
+    let reply = in_session(r#"{"jsonrpc":"2.0","id":2,"method":"no/such"}"#);
     assert_eq!(reply.json()["error"]["code"], -32601);
+    let reply = in_session(
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"text.echo","arguments":"hi"}}"#,
+    );
+    let result = &reply.json()["result"];
+    assert_eq!(result["isError"], true, "{reply:?}");
+    assert_eq!(
+        result["_meta"]["fabric.dev/result"]["outcome"],
+        "invalid_arguments"
+    );
     let modern = |method: &str, name: Option<&str>| {
         let mut args = vec![
             "-H".to_string(),

@@ -401,13 +401,19 @@ struct Done<'a> {
 }
 
 impl<'a> Done<'a> {
+    /// A call that ended before its sandbox ran. The values of its
+    /// policy's `[env] pass` variables are read all the same, so that
+    /// arguments or an error quoting one are redacted in the result and the
+    /// record as a run call's are.
     fn before_run(ending: Ending, callable: Option<&'a Callable>) -> Done<'a> {
         Done {
             ending,
             callable,
             fuel_used: 0,
             denials: Vec::new(),
-            secrets: Secrets::default(),
+            secrets: callable.map_or_else(Secrets::default, |c| {
+                Secrets::read(&c.component.policy.env_pass)
+            }),
             _admitted: None,
             phases: Phases::default(),
             stages: Vec::new(),
@@ -1206,6 +1212,12 @@ fn returned_json(returns: &Returns, value: Option<&Val>) -> Result<Result<Value,
     }
 }
 
+/// The audit record's `error` for arguments refused by a tool whose policy
+/// does not store arguments (`[audit] payloads`): the caller's message
+/// quotes them.
+pub const ARGUMENTS_WITHHELD: &str =
+    "the arguments do not match the tool's schema (the reason quotes them, and this tool's policy does not store arguments: [audit] payloads)";
+
 /// The audit entry of a finished call, built from the (redacted) result.
 /// Stored payloads are cut to the policy's limit, with the values of
 /// passed-through env vars blanked.
@@ -1240,7 +1252,15 @@ fn audit_entry(
         // cannot confirm a guess of a secret.
         output_digest: ok.then(|| *blake3::hash(&json(&result.output)).as_bytes()),
         outcome: result.outcome.as_str().to_string(),
-        error: result.error.as_ref().map(|e| e.message.clone()),
+        // Why arguments were refused quotes them (a key, a value): stored
+        // only where the policy stores arguments.
+        error: result.error.as_ref().map(|e| {
+            if result.outcome == Outcome::InvalidArguments && payload(&Value::Null).is_none() {
+                ARGUMENTS_WITHHELD.to_string()
+            } else {
+                e.message.clone()
+            }
+        }),
         denials: result
             .denials
             .iter()

@@ -12,7 +12,8 @@
 //! 2. **The private-range rule.** Every address is checked as it is about to
 //!    be dialled, after resolution (so a name that resolves to 127.0.0.1, at
 //!    once or on a second lookup, does not get through: DNS rebinding). An
-//!    address in a [private range](private_range) is refused unless
+//!    address in a [private range](private_range) (the special-purpose
+//!    ranges, and this host's own interface addresses) is refused unless
 //!    `allow_private = true` or an IP/CIDR rule *inside* that range allows it
 //!    (`127.0.0.1/32:6379` names loopback explicitly; `0.0.0.0/0:443` names
 //!    no range in particular and does not). IPv6 addresses that embed an IPv4
@@ -74,6 +75,11 @@ pub const PRIVATE_RANGES: &[PrivateRange] = &[
     v4("shared address space (CGNAT)", 100, 64, 0, 0, 10),
     v4("multicast", 224, 0, 0, 0, 4),
     v4("reserved (future use)", 240, 0, 0, 0, 4),
+    v4("IETF protocol assignments", 192, 0, 0, 0, 24),
+    v4("documentation (TEST-NET-1)", 192, 0, 2, 0, 24),
+    v4("documentation (TEST-NET-2)", 198, 51, 100, 0, 24),
+    v4("documentation (TEST-NET-3)", 203, 0, 113, 0, 24),
+    v4("benchmarking", 198, 18, 0, 0, 15),
     PrivateRange {
         what: "unspecified",
         net: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -88,7 +94,35 @@ pub const PRIVATE_RANGES: &[PrivateRange] = &[
     v6("site-local (deprecated)", 0xfec0, 10),
     v6("unique local (ULA)", 0xfc00, 7),
     v6("multicast", 0xff00, 8),
+    PrivateRange {
+        what: "documentation",
+        net: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0)),
+        bits: 32,
+    },
 ];
+
+/// How long the host's own addresses, once read, are taken as they are
+/// (interfaces come and go: DHCP, VPNs, containers).
+const OWN_ADDRESSES_FOR: Duration = Duration::from_secs(10);
+
+/// The addresses of this host's network interfaces, read at most every
+/// [`OWN_ADDRESSES_FOR`]. A tool allowed a wide network (`0.0.0.0/0:*`)
+/// would otherwise reach every service this host runs on its public or
+/// test-network address, which no fixed range covers.
+fn own_addresses() -> Vec<IpAddr> {
+    static CACHE: Mutex<Option<(std::time::Instant, Vec<IpAddr>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    match &*cache {
+        Some((read, addrs)) if read.elapsed() < OWN_ADDRESSES_FOR => addrs.clone(),
+        _ => {
+            let addrs: Vec<IpAddr> = if_addrs::get_if_addrs()
+                .map(|ifs| ifs.into_iter().map(|i| i.ip()).collect())
+                .unwrap_or_default();
+            *cache = Some((std::time::Instant::now(), addrs.clone()));
+            addrs
+        }
+    }
+}
 
 /// The IPv4 address an IPv6 address stands for, and how it is written:
 /// IPv4-mapped, IPv4-compatible, NAT64 or 6to4.
@@ -121,13 +155,21 @@ pub fn private_range(ip: IpAddr) -> Option<(PrivateRange, Option<&'static str>)>
             .find(|r| in_network(ip, r.net, r.bits))
             .copied()
     };
-    if let Some(range) = find(ip) {
+    let own = |ip: IpAddr| {
+        own_addresses().contains(&ip).then(|| PrivateRange {
+            what: "this host's own address",
+            net: ip,
+            bits: if ip.is_ipv4() { 32 } else { 128 },
+        })
+    };
+    if let Some(range) = find(ip).or_else(|| own(ip)) {
         return Some((range, None));
     }
     match ip {
         IpAddr::V6(v6) => {
             let (inner, form) = embedded_v4(v6)?;
-            find(IpAddr::V4(inner)).map(|r| (r, Some(form)))
+            let inner = IpAddr::V4(inner);
+            find(inner).or_else(|| own(inner)).map(|r| (r, Some(form)))
         }
         IpAddr::V4(_) => None,
     }
@@ -626,6 +668,13 @@ mod tests {
             ("64:ff9b:1::c0a8:101", "RFC 1918"),
             ("::127.0.0.1", "loopback"),
             ("2002:7f00:1::1", "loopback"),
+            ("192.0.0.8", "IETF"),
+            ("192.0.2.2", "TEST-NET-1"),
+            ("198.51.100.7", "TEST-NET-2"),
+            ("203.0.113.9", "TEST-NET-3"),
+            ("198.19.255.1", "benchmarking"),
+            ("2001:db8::1", "documentation"),
+            ("::ffff:192.0.2.2", "TEST-NET-1"),
         ] {
             let (range, _) = private_range(ip(addr)).unwrap_or_else(|| panic!("{addr} is private"));
             assert!(range.what.contains(what), "{addr}: {range:?}");
@@ -641,6 +690,23 @@ mod tests {
         ] {
             assert_eq!(private_range(ip(addr)), None, "{addr} is public");
         }
+    }
+
+    #[test]
+    fn this_hosts_own_addresses_are_refused_even_under_a_catch_all_rule() {
+        let p = net("[net]\nallow = [\"0.0.0.0/0:*\", \"[::/0]:*\"]");
+        for own in if_addrs::get_if_addrs().expect("interfaces") {
+            let addr = own.ip();
+            let err = p
+                .check_addr(addr, 8080, None)
+                .expect_err("own address refused");
+            assert!(err.contains("private range"), "{addr}: {err}");
+            if let IpAddr::V4(v4) = addr {
+                let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+                assert!(p.check_addr(mapped, 8080, None).is_err(), "{mapped}");
+            }
+        }
+        assert!(p.check_addr(ip("93.184.215.14"), 443, None).is_ok());
     }
 
     #[test]

@@ -221,8 +221,13 @@ pub struct Limits {
 /// A host directory visible to the tool at a guest path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
-    /// Absolute host path.
+    /// Absolute host path, without symbolic links (resolved when the policy
+    /// loaded).
     pub host: PathBuf,
+    /// The directory's device and inode when the policy loaded: each call
+    /// opens `host` without following links and checks it is still this
+    /// directory ([`crate::sandbox`]).
+    pub id: (u64, u64),
     /// Path the guest sees.
     pub guest: String,
     /// Whether the guest may write.
@@ -568,10 +573,41 @@ impl Policy {
                     format!("{} cannot be used: {e}", host.display()),
                 )
             })?;
-            if !host.is_dir() {
+            let meta = std::fs::metadata(&host).map_err(|e| {
+                (
+                    key("host"),
+                    format!("{} cannot be used: {e}", host.display()),
+                )
+            })?;
+            if !meta.is_dir() {
                 return Err((
                     key("host"),
                     format!("{} is not a directory", host.display()),
+                ));
+            }
+            // A tool that can write a directory can put a link where a
+            // directory inside it was; a mount of that inner directory would
+            // then show wherever the link leads. A read-only outer mount is
+            // safe: the tool cannot replace what is inside it.
+            let nested = policy.mounts.iter().enumerate().find_map(|(j, x)| {
+                if host == x.host {
+                    None
+                } else if x.writable && host.starts_with(&x.host) {
+                    Some((j, &host, &x.host))
+                } else if writable && x.host.starts_with(&host) {
+                    Some((j, &x.host, &host))
+                } else {
+                    None
+                }
+            });
+            if let Some((j, inner, outer)) = nested {
+                return Err((
+                    key("host"),
+                    format!(
+                        "{} lies inside the read-write mount {} (this entry and fs[{j}]): a tool could put a link where the inner directory is, and its mount would then show wherever the link leads; mount directories that do not nest, or make the outer one read-only",
+                        inner.display(),
+                        outer.display()
+                    ),
                 ));
             }
             if !m.guest.starts_with('/') || m.guest.split('/').any(|c| c == "..") {
@@ -594,8 +630,10 @@ impl Policy {
                     ),
                 ));
             }
+            use std::os::unix::fs::MetadataExt;
             policy.mounts.push(Mount {
                 host,
+                id: (meta.dev(), meta.ino()),
                 guest,
                 writable,
             });
@@ -624,6 +662,13 @@ impl Policy {
         }
         for (i, name) in file.env.pass.iter().enumerate() {
             check_env_name(name).map_err(|m| (format!("env.pass[{i}]"), m))?;
+            if file.env.vars.contains_key(name) {
+                // The tool would get both values, the host's among them.
+                return Err((
+                    format!("env.pass[{i}]"),
+                    format!("{name:?} is also set in env.vars: give each variable one source, a fixed value or the host's"),
+                ));
+            }
             policy.env_pass.push(name.clone());
         }
 
@@ -1270,6 +1315,26 @@ mod tests {
             "[[fs]]\nhost = \"src\"\nguest = \"/x\"\naccess = \"rw\"",
             "fs[0].access",
             "\"read-only\" or \"read-write\"",
+        );
+        // A read-write mount holding another: the tool could swap the inner
+        // directory for a link. A read-only one holding a writable one is
+        // fine, as are directories that do not nest.
+        rejects(
+            "[[fs]]\nhost = \"src\"\nguest = \"/s\"\naccess = \"read-write\"\n[[fs]]\nhost = \"src/server\"\nguest = \"/r\"",
+            "fs[1].host",
+            "lies inside the read-write mount",
+        );
+        rejects(
+            "[[fs]]\nhost = \"src/server\"\nguest = \"/r\"\n[[fs]]\nhost = \"src\"\nguest = \"/s\"\naccess = \"read-write\"",
+            "fs[1].host",
+            "lies inside the read-write mount",
+        );
+        assert!(parse("[[fs]]\nhost = \"src\"\nguest = \"/s\"\n[[fs]]\nhost = \"src/server\"\nguest = \"/r\"\naccess = \"read-write\"").is_ok());
+        assert!(parse("[[fs]]\nhost = \"src\"\nguest = \"/s\"\naccess = \"read-write\"\n[[fs]]\nhost = \"tests\"\nguest = \"/t\"\naccess = \"read-write\"").is_ok());
+        rejects(
+            "[env]\nvars = { TOKEN = \"public\" }\npass = [\"TOKEN\"]",
+            "env.pass[0]",
+            "also set in env.vars",
         );
         rejects(
             "[net]\nallow = [\"example.com\"]",

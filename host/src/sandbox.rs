@@ -16,6 +16,7 @@
 //! mounted directory that is gone) included: [`FailureKind::Host`].
 
 use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,15 +173,15 @@ impl RecordDenial for State {
     }
 }
 
-/// Enforces the memory limit on all of a call's linear memories together,
-/// and how many core instances, memories and tables it may create (the
-/// pool refuses a component over those when it loads; these are a
+/// Enforces the memory limit on all of a call's linear memories and tables
+/// together, and how many core instances, memories and tables it may create
+/// (the pool refuses a component over those when it loads; these are a
 /// backstop), and remembers whether it refused memory.
 struct Limiter {
     /// The call's limit (`limits.memory`).
     memory: usize,
-    /// Bytes its linear memories hold now, counted as they are created and
-    /// grown (a call's store is dropped with its memories).
+    /// Bytes its linear memories and tables hold now, counted as they are
+    /// created and grown (a call's store is dropped with them).
     used: usize,
     /// The total a refused growth asked for.
     refused: Option<usize>,
@@ -198,13 +199,7 @@ impl ResourceLimiter for Limiter {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        let total = self.used.saturating_sub(current).saturating_add(desired);
-        if total > self.memory {
-            self.refused = Some(total);
-            return Ok(false);
-        }
-        self.used = total;
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn instances(&self) -> usize {
@@ -221,11 +216,33 @@ impl ResourceLimiter for Limiter {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(self.grow(bytes(current), bytes(desired)))
+    }
+}
+
+/// Bytes a table element is counted at against `limits.memory`: a
+/// reference, as the host holds it.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl Limiter {
+    /// Grows what the call holds from `current` bytes to `desired`, when the
+    /// total stays within the limit; else remembers the refusal.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory {
+            self.refused = Some(total);
+            return false;
+        }
+        self.used = total;
+        true
     }
 }
 
@@ -279,8 +296,14 @@ pub fn new_store(
         } else {
             FsPerms::ReadOnly
         };
-        wasi.preopened_dir(&m.host, &m.guest, perms)
-            .map_err(|e| host_fault(policy, &format!("fs[{i}].host"), &m.host, &e))?;
+        let key = format!("fs[{i}].host");
+        let dir = open_mount(&m.host, m.id)
+            .map_err(|e| host_fault(policy, &key, &m.host, &wasmtime::Error::msg(e)))?;
+        // The directory just checked, reached through its descriptor: a
+        // link put in its place after the check is not followed.
+        let checked = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        wasi.preopened_dir(&checked, &m.guest, perms)
+            .map_err(|e| host_fault(policy, &key, &m.host, &e))?;
     }
     for (name, value) in &policy.env_vars {
         wasi.env(name, value);
@@ -377,6 +400,39 @@ impl Halt {
 }
 
 /// A host-side failure to provide the mount at `key`.
+/// Opens the mount at `path` (absolute and free of links when the policy
+/// loaded) without following a symbolic link anywhere in it, and checks it
+/// is still the directory `id` (device, inode) the policy loaded. A tool
+/// that can write a parent of a mount (another tool's, or its own through
+/// another mount) could otherwise replace it with a link to any directory
+/// of the host between calls.
+fn open_mount(path: &std::path::Path, id: (u64, u64)) -> Result<OwnedFd, String> {
+    use rustix::fs::{openat, Mode, OFlags, CWD};
+    use std::path::Component;
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    let failed = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+            "a part of it is now a symbolic link or not a directory".to_string()
+        }
+        e => e.to_string(),
+    };
+    let mut dir = openat(CWD, "/", flags, Mode::empty()).map_err(failed)?;
+    for part in path.components() {
+        match part {
+            Component::RootDir => {}
+            Component::Normal(name) => {
+                dir = openat(&dir, name, flags, Mode::empty()).map_err(failed)?
+            }
+            _ => return Err("it is not a plain absolute path".into()),
+        }
+    }
+    let stat = rustix::fs::fstat(&dir).map_err(failed)?;
+    if (stat.st_dev as u64, stat.st_ino as u64) != id {
+        return Err("it is no longer the directory the policy loaded (it was replaced)".into());
+    }
+    Ok(dir)
+}
+
 fn host_fault(policy: &Policy, key: &str, path: &std::path::Path, e: &wasmtime::Error) -> Failure {
     let file = policy
         .source
@@ -544,4 +600,33 @@ fn classify(e: &wasmtime::Error, state: &State, policy: &Policy) -> Failure {
         )
     };
     Failure { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_count_against_the_memory_limit_with_linear_memory() {
+        let limit = 64 << 10;
+        let mut limiter = Limiter {
+            memory: limit,
+            used: 0,
+            refused: None,
+        };
+        assert!(limiter.memory_growing(0, limit / 2, None).unwrap());
+        // Tables filling the other half fit; one element more does not.
+        let elements = limit / 2 / TABLE_ELEMENT_BYTES;
+        assert!(limiter.table_growing(0, elements, None).unwrap());
+        assert!(!limiter.table_growing(elements, elements + 1, None).unwrap());
+        assert_eq!(limiter.refused, Some(limit + TABLE_ELEMENT_BYTES));
+        // Past the table's own maximum: not the policy's refusal.
+        let mut fresh = Limiter {
+            memory: limit,
+            used: 0,
+            refused: None,
+        };
+        assert!(!fresh.table_growing(0, 10, Some(5)).unwrap());
+        assert_eq!(fresh.refused, None);
+    }
 }

@@ -78,6 +78,8 @@ def encode(r):
     if r["error"] is not None:
         out += field(13, text(r["error"]))
     for d in r["denials"]:
+        if not isinstance(d, dict) or set(d) != {"kind", "target", "reason"}:
+            raise ValueError("a denial's fields are kind, target and reason")
         value = b""
         for part in (d["kind"], d["target"], d["reason"]):
             b = text(part)
@@ -96,14 +98,24 @@ def encode(r):
     return out
 
 
+def no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("a key appears twice")
+    return dict(pairs)
+
+
 def read(path):
     records = []
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
-                break  # a torn last line
+                if line.strip():
+                    # Every record of an export ends with a newline.
+                    records.append(ValueError("the last line does not end with a newline"))
+                break
             try:
-                records.append(json.loads(line))
+                records.append(json.loads(line, object_pairs_hook=no_duplicates))
             except ValueError as e:
                 records.append(e)
     return records
@@ -115,20 +127,21 @@ def verify(records, checkpoint=None):
     for i, r in enumerate(records):
         if isinstance(r, Exception) or not isinstance(r, dict):
             raise Bad(i, "altered", "record does not parse")
-        seq = r.get("seq")
-        if seq != i:
-            later = any(isinstance(x, dict) and x.get("seq") == i for x in records[i:])
-            if later or (isinstance(seq, int) and seq < i):
-                raise Bad(i, "reordered", f"record {seq} stands where record {i} belongs")
-            raise Bad(i, "missing", f"the next record is {seq}")
         try:
             computed = blake3.blake3(encode(r)).digest()
             stated = hex32(r["hash"])
             link = hex32(r["prev_hash"])
         except (ValueError, KeyError, TypeError) as e:
             raise Bad(i, "altered", str(e))
+        # Its content first: an edited seq is an alteration.
         if computed != stated:
             raise Bad(i, "altered", "its content does not match its hash")
+        seq = r.get("seq")
+        if seq != i:
+            later = any(isinstance(x, dict) and x.get("seq") == i for x in records[i:])
+            if later or (isinstance(seq, int) and seq < i):
+                raise Bad(i, "reordered", f"record {seq} stands where record {i} belongs")
+            raise Bad(i, "missing", f"the next record is {seq}")
         if link != prev:
             raise Bad(i - 1, "altered", f"record {i} chains to a different hash")
         prev = stated
@@ -138,7 +151,8 @@ def verify(records, checkpoint=None):
         if size > len(hashes):
             raise Bad(len(hashes), "truncated", f"the checkpoint has {size} records, the log {len(hashes)}")
         if size > 0 and hashes[size - 1] != head:
-            raise Bad(size - 1, "altered", "history rewritten: does not end in the checkpoint's hash")
+            raise Bad(size - 1, "altered", "history rewritten: does not end in the checkpoint's hash "
+                      "(the change is in this record or an earlier one)")
     return len(hashes), hashes[-1].hex() if hashes else None
 
 

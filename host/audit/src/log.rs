@@ -416,9 +416,10 @@ impl Writer {
             match &mut divergence {
                 Some(d) => d.problem = format!("{}; {lost}", d.problem),
                 None => {
+                    let stored = db.get(HEAD_KEY).ok().flatten();
                     divergence = Some(Divergence {
                         remain: next_seq,
-                        head: None,
+                        head: stored.and_then(|v| decode_head(&v)).map(|(n, _)| n),
                         checkpoint: signed,
                         problem: lost,
                     })
@@ -1078,6 +1079,31 @@ pub fn read_jsonl(file: File) -> std::io::Result<Vec<Stored>> {
         lines: 0,
     };
     follower.read_new()
+}
+
+/// Reads a finished export (JSON lines): every record ends with a newline,
+/// so a last line without one is an item that does not parse (it was cut or
+/// edited), where [`read_jsonl`], for a mirror a live writer may be caught
+/// writing, ignores it.
+pub fn read_export(file: File) -> std::io::Result<Vec<Stored>> {
+    let mut follower = Follower {
+        file,
+        offset: 0,
+        partial: Vec::new(),
+        lines: 0,
+    };
+    let mut out = follower.read_new()?;
+    if follower.partial.iter().any(|b| !b.is_ascii_whitespace()) {
+        out.push((
+            follower.lines,
+            Err(
+                "its line does not end with a newline, as every record of an export does: \
+                 the file was cut or edited"
+                    .into(),
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// Follows a growing JSONL log: each [`Follower::read_new`] reads only what

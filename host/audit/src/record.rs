@@ -11,8 +11,10 @@ pub const MAGIC: &[u8] = b"fabric-audit\x00\x01";
 /// `prev_hash` of the first record: 32 zero bytes.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// A capability refusal, as recorded.
+/// A capability refusal, as recorded. Fields it does not list are refused,
+/// as a record's are: they are outside the hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordedDenial {
     /// `net`, `fs`, `env`.
     pub kind: String,
@@ -279,4 +281,18 @@ pub fn fixed_hex<const N: usize>(field: &'static str, hex: &str) -> Result<[u8; 
         out[i] = (nibble(pair[0]).ok_or_else(bad)? << 4) | nibble(pair[1]).ok_or_else(bad)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denial_with_a_field_it_does_not_list_is_refused() {
+        let listed = r#"{"kind":"net","target":"evil.example:443","reason":"not allowed"}"#;
+        assert!(serde_json::from_str::<RecordedDenial>(listed).is_ok());
+        // Outside the hash, so it could say anything: the record is refused.
+        let extra = r#"{"kind":"net","target":"evil.example:443","reason":"not allowed","approved_by":"security-team"}"#;
+        assert!(serde_json::from_str::<RecordedDenial>(extra).is_err());
+    }
 }

@@ -50,6 +50,22 @@ pub fn verify(
         let record = parsed
             .as_ref()
             .map_err(|e| finding(expected, "altered", e.clone()))?;
+        let stated = digest("hash", &record.hash)
+            .map_err(|e| finding(expected, "altered", e.to_string()))?;
+        // Its content first: an edited `seq` is an alteration, not a record
+        // missing or moved.
+        if expected >= from {
+            let computed = record
+                .compute_hash()
+                .map_err(|e| finding(expected, "altered", e.to_string()))?;
+            if *computed.as_bytes() != stated {
+                return Err(finding(
+                    expected,
+                    "altered",
+                    "its content does not match its hash".into(),
+                ));
+            }
+        }
         if record.seq != expected {
             let later = items[position..]
                 .iter()
@@ -71,19 +87,7 @@ pub fn verify(
                 )
             });
         }
-        let stated = digest("hash", &record.hash)
-            .map_err(|e| finding(expected, "altered", e.to_string()))?;
         if expected >= from {
-            let computed = record
-                .compute_hash()
-                .map_err(|e| finding(expected, "altered", e.to_string()))?;
-            if *computed.as_bytes() != stated {
-                return Err(finding(
-                    expected,
-                    "altered",
-                    "its content does not match its hash".into(),
-                ));
-            }
             let link = digest("prev_hash", &record.prev_hash)
                 .map_err(|e| finding(expected, "altered", e.to_string()))?;
             if let Some(prev) = prev {
@@ -131,7 +135,12 @@ pub fn verify(
             return Err(finding(
                 cp.size - 1,
                 "altered",
-                format!("history rewritten: the log's first {} records do not end in the checkpoint's hash", cp.size),
+                format!(
+                    "history rewritten: the log's first {} records do not end in the checkpoint's hash \
+                     (the change is in this record or an earlier one: a chain re-hashed from it on \
+                     hides which; compare an export kept from before)",
+                    cp.size
+                ),
             ));
         }
     }

@@ -754,17 +754,11 @@ async fn call_in(
             "tools/call needs params.name, the tool's name",
         );
     };
+    // Arguments that are not an object are the call's to refuse
+    // (`invalid_arguments`, audited, an `isError` result).
     let arguments = match request.params.get("arguments") {
         None | Some(Value::Null) => json!({}),
-        Some(a @ Value::Object(_)) => a.clone(),
-        Some(_) => {
-            return rpc_error(
-                StatusCode::OK,
-                id,
-                INVALID_PARAMS,
-                "params.arguments must be an object",
-            )
-        }
+        Some(a) => a.clone(),
     };
     let meta_session = match request
         .params

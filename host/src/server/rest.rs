@@ -27,8 +27,11 @@ use crate::telemetry::TraceContext;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvokeRequest {
-    /// The arguments object; its keys are the tool's parameter names.
-    pub arguments: Map<String, Value>,
+    /// The arguments object; its keys are the tool's parameter names. Read
+    /// as any JSON value, so that arguments that are not an object are the
+    /// call's to refuse (`invalid_arguments`, audited, as the CLI's are).
+    #[schemars(with = "Map<String, Value>")]
+    pub arguments: Value,
 }
 
 /// An error where no call was formed (bad JSON, wrong content type, body too
@@ -164,7 +167,7 @@ async fn invoke_in(
             )
         }
     };
-    let call = Call::new(caller, tool, Value::Object(request.arguments));
+    let call = Call::new(caller, tool, request.arguments);
     answer(&state, with_context(call)).await
 }
 
