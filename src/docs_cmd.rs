@@ -48,11 +48,8 @@ fn add(component: &Path, wit: &Path, deps: &[PathBuf], output: Option<&Path>) ->
     let docs = Docs::from_wit_dir(wit, &deps)?;
     let bytes = std::fs::read(component)
         .with_context(|| format!("cannot read the component {}", component.display()))?;
-    if !bytes.starts_with(b"\0asm") {
-        anyhow::bail!(
-            "{} is not a WebAssembly component: pass the built NAME.wasm",
-            component.display()
-        );
+    if let Err(why) = fabric_wit_docs::check_component(&bytes) {
+        anyhow::bail!("{}: {why}", component.display());
     }
     let mut out = fabric_wit_docs::without_docs(&bytes);
     docs.append_to(&mut out)?;

@@ -42,6 +42,9 @@ pub fn run(args: NewArgs) -> Result<()> {
     if !valid {
         bail!("{name:?} is not a valid tool name: use lower-case letters and digits, starting with a letter (e.g. weather)");
     }
+    if WIT_KEYWORDS.contains(&name) {
+        bail!("{name:?} is a WIT keyword, so the generated world would not parse: choose another name (e.g. {name}tool)");
+    }
     let tools = args.root.join("tools");
     let dir = tools.join(name);
     let policy = args.root.join("policies").join(format!("{name}.toml"));
@@ -108,6 +111,54 @@ fn add_member(manifest: &Path, name: &str) -> Result<()> {
     std::fs::write(manifest, updated)
         .with_context(|| format!("cannot write {}", manifest.display()))
 }
+
+/// WIT's keywords of the form a tool name takes (lower-case letters and
+/// digits): the world and package are named after the tool.
+const WIT_KEYWORDS: &[&str] = &[
+    "as",
+    "async",
+    "bool",
+    "borrow",
+    "char",
+    "constructor",
+    "enum",
+    "export",
+    "f32",
+    "f64",
+    "flags",
+    "float32",
+    "float64",
+    "from",
+    "func",
+    "future",
+    "import",
+    "include",
+    "interface",
+    "list",
+    "option",
+    "own",
+    "package",
+    "record",
+    "resource",
+    "result",
+    "s16",
+    "s32",
+    "s64",
+    "s8",
+    "static",
+    "stream",
+    "string",
+    "tuple",
+    "type",
+    "u16",
+    "u32",
+    "u64",
+    "u8",
+    "use",
+    "variant",
+    "with",
+    "world",
+];
 
 fn world(name: &str, lang: Lang) -> String {
     // Rust tools get every WASI interface Fabric offers (what they may use

@@ -30,7 +30,7 @@ pub struct ServeArgs {
     /// Run without callers: every request may call every tool. Loopback only.
     #[arg(long)]
     no_auth: bool,
-    /// A browser origin allowed to reach /mcp (repeatable; `*` allows any).
+    /// A browser origin allowed to reach this server, REST and MCP alike (repeatable; `*` allows any).
     #[arg(long = "allow-origin", value_name = "ORIGIN", num_args = 1..)]
     allow_origin: Vec<String>,
     /// Largest request body.

@@ -51,6 +51,29 @@ fn problem_for(f: &Fabric, file: &str) -> String {
     found.join("\n")
 }
 
+/// Tools are listed by name, whatever order their components sort in
+/// (`a.echo` sorts after `a-b.stats` by name, before it by component): MCP's
+/// page cursors are names, and a list out of that order paged in a loop.
+#[test]
+fn tools_are_listed_by_name() {
+    let tools = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    copy_text_tool(tools.path(), "a");
+    copy_text_tool(tools.path(), "a-b");
+    let f = open(tools.path(), policies.path());
+    let names: Vec<String> = f
+        .tools(&Caller::Local)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("a.")) && names.iter().any(|n| n.starts_with("a-b."))
+    );
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+}
+
 #[test]
 fn broken_components_are_reported_and_the_rest_load() {
     let tools = tempfile::tempdir().unwrap();

@@ -125,6 +125,17 @@ fn new_refuses_bad_names_and_existing_tools() {
     let out = fabric(root.path(), &["new", "Bad_Name", "--lang", "python"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a valid tool name"));
+    // A WIT keyword would make a world that does not parse.
+    for keyword in ["stream", "record"] {
+        let out = fabric(root.path(), &["new", keyword, "--lang", "js"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out.stderr).contains("WIT keyword"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!root.path().join("tools").join(keyword).exists());
+    }
     let out = fabric(root.path(), &["new", "twice", "--lang", "js"]);
     assert!(out.status.success());
     let out = fabric(root.path(), &["new", "twice", "--lang", "js"]);

@@ -331,6 +331,17 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
     );
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"]["code"], -32600);
+    // A null id (MCP forbids it: no answer could name the request), and a
+    // message that is not JSON-RPC 2.0.
+    for message in [
+        r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+        r#"{"jsonrpc":"1.0","id":2,"method":"ping"}"#,
+        r#"{"id":2,"method":"ping"}"#,
+    ] {
+        let reply = curl(&mcp, &["-H", &auth, "-H", json_ct, "-d", message]);
+        assert_eq!(reply.status, 400, "{message}");
+        assert_eq!(reply.json()["error"]["code"], -32600, "{message}");
+    }
     let init = curl(
         &mcp,
         &[
@@ -727,6 +738,25 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
     assert_eq!(listed.status, 403);
     let own = format!("http://{}", server.addr());
     assert_eq!(invoke_from(&own).status, 200);
+    // After rebinding, the page is same-origin to itself: its GETs carry no
+    // Origin, but its name as Host.
+    let rebound = curl(
+        &format!("{}/v1/tools", server.url),
+        &["-H", "Host: attacker.example:8080"],
+    );
+    assert_eq!(rebound.status, 403, "{rebound:?}");
+    assert!(rebound.error_message().contains("DNS rebinding"));
+    let local = curl(
+        &format!("{}/v1/tools", server.url),
+        &[
+            "-H",
+            &format!(
+                "Host: localhost:{}",
+                server.url.rsplit(':').next().unwrap_or("")
+            ),
+        ],
+    );
+    assert_eq!(local.status, 200, "{local:?}");
     assert!(server.stop().success());
 
     // The callers file: 0600, only hashes, list/show/remove.

@@ -553,11 +553,16 @@ impl Fabric {
     /// The tools `caller` may see, sorted by name, as every front end lists
     /// them.
     pub fn tools(&self, caller: &Caller) -> Vec<ToolInfo> {
-        self.registry
+        let mut tools: Vec<ToolInfo> = self
+            .registry
             .tools()
             .filter(|t| caller.may_call(&t.name))
             .map(ToolInfo::of)
-            .collect()
+            .collect();
+        // The registry's order is by component, then function (`a.f` comes
+        // before `a-b.f`); MCP's cursors are names, so they need this one.
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        tools
     }
 
     /// One tool's listing, if `caller` may see it.

@@ -436,7 +436,8 @@ impl Registry {
         self.described(entry).broken.as_deref()
     }
 
-    /// All tools, sorted by name (describing every component).
+    /// All tools, by component name, then function name (describing every
+    /// component).
     pub fn tools(&self) -> impl Iterator<Item = &Tool> {
         self.components
             .values()
@@ -549,11 +550,9 @@ impl Shared {
             Ok(wit_component::DecodedWasm::WitPackage(..)) => {
                 return Err("this is a WIT package, not a runnable component".into())
             }
-            Err(e) => {
-                return Err(format!(
-                    "not a valid component ({e:#}); a core module must be turned into a component first (wasm-tools component new)"
-                ))
-            }
+            Err(e) => return Err(format!(
+                "not a valid component ({e:#}); the file is damaged or cut short: build it again"
+            )),
         };
         let digest = blake3::hash(bytes);
         let mut problems = Vec::new();

@@ -399,7 +399,6 @@ impl Halt {
     }
 }
 
-/// A host-side failure to provide the mount at `key`.
 /// Opens the mount at `path` (absolute and free of links when the policy
 /// loaded) without following a symbolic link anywhere in it, and checks it
 /// is still the directory `id` (device, inode) the policy loaded. A tool
@@ -409,7 +408,9 @@ impl Halt {
 fn open_mount(path: &std::path::Path, id: (u64, u64)) -> Result<OwnedFd, String> {
     use rustix::fs::{openat, Mode, OFlags, CWD};
     use std::path::Component;
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    // O_PATH: walking and checking need no read permission on the
+    // directories (wasmtime-wasi reopens the last one itself).
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let failed = |e: rustix::io::Errno| match e {
         rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
             "a part of it is now a symbolic link or not a directory".to_string()
@@ -428,11 +429,15 @@ fn open_mount(path: &std::path::Path, id: (u64, u64)) -> Result<OwnedFd, String>
     }
     let stat = rustix::fs::fstat(&dir).map_err(failed)?;
     if (stat.st_dev as u64, stat.st_ino as u64) != id {
-        return Err("it is no longer the directory the policy loaded (it was replaced)".into());
+        return Err(
+            "it is no longer the directory the policy loaded (it was replaced; to mount the new one, restart)"
+                .into(),
+        );
     }
     Ok(dir)
 }
 
+/// A host-side failure to provide the mount at `key`.
 fn host_fault(policy: &Policy, key: &str, path: &std::path::Path, e: &wasmtime::Error) -> Failure {
     let file = policy
         .source

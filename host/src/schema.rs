@@ -25,6 +25,9 @@
 //! pointer of the offending value and the expected type.
 
 use base64::Engine as _;
+
+/// Padded standard base64, as a `list<u8>` argument must be.
+const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 use serde_json::{json, Map, Value};
 use wasmtime::component::Val;
 
@@ -224,9 +227,9 @@ impl Ty {
                 {"type": "string", "pattern": pattern}
             ]})
         };
-        let float = || {
+        let float = |max: f64| {
             json!({"anyOf": [
-                {"type": "number"},
+                {"type": "number", "minimum": -max, "maximum": max},
                 {"enum": ["NaN", "Infinity", "-Infinity"]}
             ]})
         };
@@ -238,12 +241,21 @@ impl Ty {
             Ty::S8 => int(i8::MIN.into(), i8::MAX.into()),
             Ty::S16 => int(i16::MIN.into(), i16::MAX.into()),
             Ty::S32 => int(i32::MIN.into(), i32::MAX.into()),
-            Ty::U64 => wide(0, u64::MAX.into(), "^[0-9]+$"),
-            Ty::S64 => wide(i64::MIN.into(), i64::MAX.into(), "^-?[0-9]+$"),
-            Ty::F32 | Ty::F64 => float(),
+            // At most 20 digits, as validation reads them (the range is
+            // checked on the number).
+            Ty::U64 => wide(0, u64::MAX.into(), "^[0-9]{1,20}$"),
+            Ty::S64 => wide(i64::MIN.into(), i64::MAX.into(), "^-?[0-9]{1,20}$"),
+            Ty::F32 => float(f32::MAX.into()),
+            Ty::F64 => float(f64::MAX),
             Ty::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
             Ty::String => json!({"type": "string"}),
-            Ty::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
+            // `contentEncoding` is only an annotation: the pattern holds the
+            // padded standard alphabet validation accepts.
+            Ty::Bytes => json!({
+                "type": "string",
+                "contentEncoding": "base64",
+                "pattern": BASE64_PATTERN,
+            }),
             Ty::List(t) => json!({"type": "array", "items": t.schema()}),
             Ty::Tuple(ts) => json!({
                 "type": "array",
@@ -845,6 +857,22 @@ pub fn ty_from_wit(
     ty: &wit_parser::Type,
     docs: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Ty, String> {
+    ty_within(resolve, ty, docs, &std::cell::Cell::new(MAX_TYPE_NODES))
+}
+
+/// Most named or compound types one parameter or result may expand to. WIT
+/// types are a graph, a value's type a tree: a 1.3 KB component whose tuple
+/// holds four of the tuple before it, eight deep, expanded into schemas of
+/// 200 MB and took seconds and gigabytes to list.
+pub const MAX_TYPE_NODES: usize = 10_000;
+
+/// [`ty_from_wit`] with `left` the type nodes still allowed.
+fn ty_within(
+    resolve: &wit_parser::Resolve,
+    ty: &wit_parser::Type,
+    docs: &dyn Fn(&str) -> Option<String>,
+    left: &std::cell::Cell<usize>,
+) -> Result<Ty, String> {
     use wit_parser::{Type, TypeDefKind, TypeOwner};
     let id = match ty {
         Type::Bool => return Ok(Ty::Bool),
@@ -863,6 +891,12 @@ pub fn ty_from_wit(
         Type::ErrorContext => return Err("error-context values are not supported".into()),
         Type::Id(id) => *id,
     };
+    if left.get() == 0 {
+        return Err(format!(
+            "its types expand to more than {MAX_TYPE_NODES} nested types (a type that holds several of another, many levels deep): flatten them"
+        ));
+    }
+    left.set(left.get() - 1);
     let def = &resolve.types[id];
     // The doc-key of this type: `ns:pkg/iface#name`, or `name` for world types.
     let key = def.name.as_ref().map(|name| match def.owner {
@@ -889,7 +923,7 @@ pub fn ty_from_wit(
             body,
         }
     }
-    let recurse = |t: &Type| ty_from_wit(resolve, t, docs);
+    let recurse = |t: &Type| ty_within(resolve, t, docs, left);
     let label = def
         .name
         .as_deref()

@@ -26,6 +26,24 @@ fn wit_types(src: &str) -> Vec<(String, Result<Ty, String>)> {
 }
 
 #[test]
+fn a_type_that_expands_past_the_cap_is_refused_not_built() {
+    // Each tuple holds four of the one before: 4^8 = 65,536 nested types
+    // from a few lines of WIT.
+    let mut src = String::from("package t:t;\ninterface api {\n type t0 = tuple<u8, u8>;\n");
+    for i in 1..=8 {
+        let p = i - 1;
+        src += &format!(" type t{i} = tuple<t{p}, t{p}, t{p}, t{p}>;\n");
+    }
+    src += " deep: func(x: t8);\n shallow: func(x: t5);\n}\n";
+    let types = wit_types(&src);
+    let of = |name: &str| &types.iter().find(|(n, _)| n == name).expect("listed").1;
+    let error = of("deep").as_ref().expect_err("refused");
+    assert!(error.contains("10000 nested types"), "{error}");
+    // 4^5 = 1,024: within the cap.
+    assert!(of("shallow").is_ok());
+}
+
+#[test]
 fn derives_types_and_rejects_unsupported_ones_with_reasons() {
     let types = wit_types(
         r#"package t:t;

@@ -110,7 +110,7 @@ def read(path):
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
-                if line.strip():
+                if line.strip(b" \t\n\r\x0c"):  # ASCII whitespace, as Rust reads it
                     # Every record of an export ends with a newline.
                     records.append(ValueError("the last line does not end with a newline"))
                 break

@@ -218,6 +218,30 @@ fn read_deps(dir: &Path) -> Result<Vec<UnresolvedPackageGroup>> {
     Ok(groups)
 }
 
+/// Whether `bytes` are a whole component, as far as its section headers
+/// tell: the component header, and sections that each end within the file.
+/// The error says what it is instead (a core module, a file cut short).
+pub fn check_component(bytes: &[u8]) -> Result<(), String> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            return Err("it is a core WebAssembly module, not a component: build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into())
+        }
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+        _ => return Err("it is not a WebAssembly component: pass the built NAME.wasm".into()),
+    }
+    let mut rest = &bytes[8..];
+    while !rest.is_empty() {
+        let section = read_leb128(&rest[1..]).and_then(|(size, after)| after.get(size..));
+        match section {
+            Some(after) => rest = after,
+            None => {
+                return Err("it is cut short (a section runs past its end): build it again".into())
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The component without its top-level [`SECTION`] custom sections (for
 /// replacing the docs). Malformed input is returned unchanged.
 pub fn without_docs(component: &[u8]) -> Vec<u8> {
@@ -287,6 +311,26 @@ fn read_leb128(bytes: &[u8]) -> Option<(usize, &[u8])> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::check_component;
+
+    #[test]
+    fn a_core_module_or_a_cut_component_is_not_a_component() {
+        let component = [0, b'a', b's', b'm', 0x0d, 0, 1, 0, 0, 3, 1, b'x', 7];
+        assert!(check_component(&component).is_ok());
+        let cut = &component[..component.len() - 1];
+        assert!(check_component(cut).unwrap_err().contains("cut short"));
+        let module = [0, b'a', b's', b'm', 1, 0, 0, 0];
+        assert!(check_component(&module)
+            .unwrap_err()
+            .contains("core WebAssembly module"));
+        assert!(check_component(b"hello")
+            .unwrap_err()
+            .contains("not a WebAssembly component"));
+    }
 }
 
 #[cfg(test)]

@@ -384,21 +384,47 @@ fn check_string(
     if redact_norm.is_empty() {
         return Some(redact(s, redact_raw));
     }
-    if redact_raw.is_empty() {
-        return Some(redact(&normalised, redact_norm));
+    // Spans in the normalised text: the redacted output is the normalised
+    // text, and each raw span is found there as the normalised form of what
+    // it covers. Normalisation changes lengths only locally, so where a span
+    // lands is about the normalised length of the raw text before it; of the
+    // copies of its piece within [`MAP_SLACK`] bytes of that place, the
+    // nearest is taken (hidden tag text that repeats a visible phrase is
+    // redacted where it was hidden, not where it was visible). A piece not
+    // found there (a character composed with its neighbour) redacts the
+    // whole string: its hidden text must not come out decoded. Spans that
+    // normalisation removed (bidi, zero-width) need no redaction there. One
+    // pass over the text in all.
+    let text = normalised.into_owned();
+    redact_raw.sort_by_key(|r| r.0);
+    let (mut raw_at, mut approx) = (0, 0);
+    for ((start, end), id) in redact_raw {
+        approx += normalise(&s[raw_at.min(start)..start]).len();
+        raw_at = raw_at.max(end);
+        let piece = normalise(&s[start..end]);
+        if piece.is_empty() {
+            continue;
+        }
+        let from = floor_boundary(&text, approx.saturating_sub(MAP_SLACK));
+        let to = ceil_boundary(&text, approx + piece.len() + MAP_SLACK);
+        let nearest = text[from..to]
+            .match_indices(piece.as_ref())
+            .map(|(i, _)| from + i)
+            .min_by_key(|&at| at.abs_diff(approx));
+        match nearest {
+            Some(at) => redact_norm.push(((at, at + piece.len()), id)),
+            None => redact_norm.push(((0, text.len()), id)),
+        }
+        approx += piece.len();
     }
-    // Both kinds: the raw spans are redacted in the raw text, and that text
-    // is checked again, so its normalised spans are found in what is left.
-    // (Re-finding each raw span in the normalised text by its content found
-    // the wrong copy of a phrase, a visible one where hidden tag characters
-    // repeated it, or none, a character composed differently in context,
-    // and left the hidden text decoded in clear.) The markers match no rule,
-    // so the second check finds no raw span the first did not.
-    let raw_redacted = redact(s, redact_raw);
-    let mut again = Vec::new();
-    let redacted = check_string(&raw_redacted, pointer, config, &mut again, rejected);
-    Some(redacted.unwrap_or(raw_redacted))
+    Some(redact(&text, redact_norm))
 }
+
+/// How far (bytes) from where a raw span should land in the normalised text
+/// its piece is looked for: normalising the text before it in pieces (at
+/// span edges) rather than whole shifts lengths by at most a few characters
+/// (a composition, a look-alike folded in a word the edge splits).
+const MAP_SLACK: usize = 64;
 
 /// Records a finding (its id, description and action) at `pointer` (`/`
 /// for the output itself): its flag, and when it rejects, why, once per id
@@ -803,20 +829,30 @@ fn exfiltrates(url: &str, net: &dyn Destinations) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };
-    let (authority, path) = rest.split_at(authority_end(rest));
-    let (host, port) = host_and_port(authority);
-    let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
-    });
-    !net.allows(host, port) && carries_data(path, false)
+    // A backslash ends the authority for a browser, not for RFC 3986
+    // (curl, most HTTP libraries): the URL exfiltrates when either reading
+    // sends its data to a host the policy does not allow.
+    [
+        authority_end(rest),
+        rest.find(['/', '?', '#']).unwrap_or(rest.len()),
+    ]
+    .into_iter()
+    .any(|end| {
+        let (authority, path) = rest.split_at(end);
+        let (host, port) = host_and_port(authority);
+        let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
+            443
+        } else {
+            80
+        });
+        !net.allows(host, port) && carries_data(path, false)
+    })
 }
 
-/// Where a URL's authority ends in what follows its `://`: at the first
-/// `/`, `?`, `#` or `\` (browsers read a backslash as a slash in http and
-/// https URLs, so `https://evil.example\@allowed.example/` goes to
-/// `evil.example`).
+/// Where a URL's authority ends for a browser in what follows its `://`:
+/// at the first `/`, `?`, `#` or `\` (browsers read a backslash as a slash
+/// in http and https URLs, so `https://evil.example\@allowed.example/` goes
+/// to `evil.example`).
 fn authority_end(rest: &str) -> usize {
     rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())
 }

@@ -298,15 +298,28 @@ pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: 
         };
         return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, INVALID_REQUEST, why);
     };
-    let id = message.remove("id").unwrap_or(Value::Null);
-    if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+    if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return rpc_error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             INVALID_REQUEST,
-            "the id must be a string or an integer",
+            "the message must say \"jsonrpc\": \"2.0\"",
         );
     }
+    // No id is a notification; an id must be a string or an integer (MCP
+    // forbids null: an answer could not name its request).
+    let id = match message.remove("id") {
+        None => Value::Null,
+        Some(id) if id.is_string() || id.is_i64() || id.is_u64() => id,
+        Some(_) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "the id must be a string or an integer (leave it out for a notification)",
+            )
+        }
+    };
     let Some(method) = message
         .get("method")
         .and_then(Value::as_str)
@@ -627,8 +640,9 @@ fn list(request: &Request<'_>) -> Result<Value, &'static str> {
     Ok(result)
 }
 
-/// The page after `cursor` (the last name of the previous page, base64url)
-/// and the cursor of the page after it. `None`: the cursor is not one of ours.
+/// The page of `tools` (sorted by name) after `cursor` (the last name of
+/// the previous page, base64url) and the cursor of the page after it.
+/// `None`: the cursor is not one of ours.
 fn paginate<'t>(
     tools: &'t [ToolInfo],
     cursor: Option<&str>,
@@ -881,6 +895,29 @@ mod tests {
             grants: Grants::default(),
             params: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pages_of_a_sorted_list_cover_every_tool_once() {
+        // Two pages and a bit; `a-b.f` before `a.f` by name.
+        let mut tools: Vec<ToolInfo> = (0..150)
+            .map(|i| tool(&format!("a.f{i:03}")))
+            .chain((0..60).map(|i| tool(&format!("a-b.f{i:03}"))))
+            .collect();
+        // As `Fabric::tools` hands them over.
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let (page, next) = paginate(&tools, cursor.as_deref(), PAGE).unwrap();
+            seen.extend(page.iter().map(|t| t.name.clone()));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 210);
+        seen.dedup();
+        assert_eq!(seen.len(), 210);
     }
 
     #[test]

@@ -319,19 +319,53 @@ impl AppState {
         ];
         (!own.iter().any(|o| o == origin)).then(|| origin.to_string())
     }
+
+    /// On a `--no-auth` server, the request's `Host` when it is not this
+    /// server's own name (a loopback address or `localhost`, with this
+    /// port or none) nor the host of an origin `--allow-origin` allows. A
+    /// page that rebinds its name to 127.0.0.1 is same-origin to itself, so
+    /// its GETs carry no `Origin`; they still carry its name as `Host`.
+    fn foreign_host(&self, headers: &HeaderMap) -> Option<String> {
+        if !matches!(self.auth, Auth::None) || self.allow_origins.iter().any(|o| o == "*") {
+            return None;
+        }
+        let host = headers.get(header::HOST)?;
+        let Ok(host) = host.to_str() else {
+            return Some("(not text)".into());
+        };
+        let port = self.local.port();
+        let own = ["127.0.0.1", "localhost", "[::1]"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(std::iter::once(self.local.ip().to_string()))
+            .any(|name| {
+                host.eq_ignore_ascii_case(&name)
+                    || host.eq_ignore_ascii_case(&format!("{name}:{port}"))
+            });
+        let allowed = self.allow_origins.iter().any(|o| {
+            o.split_once("://")
+                .is_some_and(|(_, h)| h.trim_end_matches('/').eq_ignore_ascii_case(host))
+        });
+        (!own && !allowed).then(|| host.to_string())
+    }
 }
 
 /// Refuses, on every route, a request that a browser sent from a page of
-/// another origin (403): a page whose name an attacker makes resolve to
-/// this host (DNS rebinding) must not reach the tools, above all on a
-/// `--no-auth` server, where every request is the local operator. `/mcp`
-/// answers with a JSON-RPC error, the other routes with an error object.
+/// another origin, or (on a `--no-auth` server) for another host name
+/// (403): a page whose name an attacker makes resolve to this host (DNS
+/// rebinding) must not reach the tools, above all on a `--no-auth` server,
+/// where every request is the local operator. `/mcp` answers with a
+/// JSON-RPC error, the other routes with an error object.
 async fn same_origin(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let Some(origin) = state.foreign_origin(request.headers()) else {
+    let message = if let Some(origin) = state.foreign_origin(request.headers()) {
+        format!("origin {origin:?} is not allowed; start the server with --allow-origin {origin}")
+    } else if let Some(host) = state.foreign_host(request.headers()) {
+        format!(
+            "host {host:?} is not this server's address: a --no-auth server answers requests for 127.0.0.1, localhost or [::1] only (DNS rebinding); start it with --allow-origin http://{host} to allow that name"
+        )
+    } else {
         return next.run(request).await;
     };
-    let message =
-        format!("origin {origin:?} is not allowed; start the server with --allow-origin {origin}");
     if request.uri().path() == "/mcp" {
         mcp::forbidden(message)
     } else {
