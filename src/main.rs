@@ -326,15 +326,11 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
                     .error
                     .as_ref()
                     .map(|e| &e.detail)
-                    .filter(|d| result.outcome == Outcome::ToolError && !d.is_string());
-                match detail {
-                    Some(detail) => eprintln!(
-                        "error: {}: {} {detail}",
-                        result.outcome.as_str(),
-                        one_line(message)
-                    ),
-                    None => eprintln!("error: {}: {}", result.outcome.as_str(), one_line(message)),
-                }
+                    .filter(|d| result.outcome == Outcome::ToolError && !d.is_string())
+                    .map(|d| format!(" {d}"))
+                    .unwrap_or_default();
+                let outcome = result.outcome.as_str();
+                eprintln!("error: {outcome}: {}{detail}", one_line(message));
             }
             Ok(ExitCode::from(match result.outcome {
                 Outcome::Ok => 0,

@@ -542,17 +542,20 @@ impl Shared {
         if !bytes.starts_with(b"\0asm") {
             return Err("not a WebAssembly file".into());
         }
-        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-            return Err("not a valid component: it is a core WebAssembly module; build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into());
-        }
+        // A core module or a file cut short, said as such (the decoder's
+        // own error would not say what to do).
+        fabric_wit_docs::check_component(bytes)
+            .map_err(|why| format!("not a valid component: {why}"))?;
         let (resolve, world) = match wit_component::decode(bytes) {
             Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
             Ok(wit_component::DecodedWasm::WitPackage(..)) => {
                 return Err("this is a WIT package, not a runnable component".into())
             }
-            Err(e) => return Err(format!(
+            Err(e) => {
+                return Err(format!(
                 "not a valid component ({e:#}); the file is damaged or cut short: build it again"
-            )),
+            ))
+            }
         };
         let digest = blake3::hash(bytes);
         let mut problems = Vec::new();

@@ -297,8 +297,7 @@ pub fn new_store(
             FsPerms::ReadOnly
         };
         let key = format!("fs[{i}].host");
-        let dir = open_mount(&m.host, m.id)
-            .map_err(|e| host_fault(policy, &key, &m.host, &wasmtime::Error::msg(e)))?;
+        let dir = open_mount(&m.host, m.id).map_err(|e| host_fault(policy, &key, &m.host, &e))?;
         // The directory just checked, reached through its descriptor: a
         // link put in its place after the check is not followed.
         let checked = format!("/proc/self/fd/{}", dir.as_raw_fd());
@@ -438,7 +437,12 @@ fn open_mount(path: &std::path::Path, id: (u64, u64)) -> Result<OwnedFd, String>
 }
 
 /// A host-side failure to provide the mount at `key`.
-fn host_fault(policy: &Policy, key: &str, path: &std::path::Path, e: &wasmtime::Error) -> Failure {
+fn host_fault(
+    policy: &Policy,
+    key: &str,
+    path: &std::path::Path,
+    e: &dyn std::fmt::Display,
+) -> Failure {
     let file = policy
         .source
         .as_deref()

@@ -224,7 +224,7 @@ fn read_deps(dir: &Path) -> Result<Vec<UnresolvedPackageGroup>> {
 pub fn check_component(bytes: &[u8]) -> Result<(), String> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-            return Err("it is a core WebAssembly module, not a component: build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into())
+            return Err("it is a core WebAssembly module: build the tool for wasm32-wasip2, or wrap it with `wasm-tools component new`".into())
         }
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
         _ => return Err("it is not a WebAssembly component: pass the built NAME.wasm".into()),

@@ -1072,12 +1072,7 @@ fn mirror_intact(db: &sled::Db, records: &sled::Tree, dir: &Path) -> Option<Stam
 /// Reads an export (JSON lines); a torn last line (no newline) is ignored.
 /// Items are numbered by position.
 pub fn read_jsonl(file: File) -> std::io::Result<Vec<Stored>> {
-    let mut follower = Follower {
-        file,
-        offset: 0,
-        partial: Vec::new(),
-        lines: 0,
-    };
+    let mut follower = Follower::from_start(file);
     follower.read_new()
 }
 
@@ -1086,12 +1081,7 @@ pub fn read_jsonl(file: File) -> std::io::Result<Vec<Stored>> {
 /// edited), where [`read_jsonl`], for a mirror a live writer may be caught
 /// writing, ignores it.
 pub fn read_export(file: File) -> std::io::Result<Vec<Stored>> {
-    let mut follower = Follower {
-        file,
-        offset: 0,
-        partial: Vec::new(),
-        lines: 0,
-    };
+    let mut follower = Follower::from_start(file);
     let mut out = follower.read_new()?;
     if follower.partial.iter().any(|b| !b.is_ascii_whitespace()) {
         out.push((
@@ -1118,12 +1108,18 @@ pub struct Follower {
 impl Follower {
     /// Follows `path` from its start.
     pub fn open(path: &Path) -> Result<Follower, AuditError> {
-        Ok(Follower {
-            file: File::open(path).map_err(AuditError::io("open", path))?,
+        let file = File::open(path).map_err(AuditError::io("open", path))?;
+        Ok(Follower::from_start(file))
+    }
+
+    /// Follows `file` from its start.
+    fn from_start(file: File) -> Follower {
+        Follower {
+            file,
             offset: 0,
             partial: Vec::new(),
             lines: 0,
-        })
+        }
     }
 
     /// Bytes read so far.

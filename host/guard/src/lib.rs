@@ -832,21 +832,21 @@ fn exfiltrates(url: &str, net: &dyn Destinations) -> bool {
     // A backslash ends the authority for a browser, not for RFC 3986
     // (curl, most HTTP libraries): the URL exfiltrates when either reading
     // sends its data to a host the policy does not allow.
-    [
-        authority_end(rest),
-        rest.find(['/', '?', '#']).unwrap_or(rest.len()),
-    ]
-    .into_iter()
-    .any(|end| {
-        let (authority, path) = rest.split_at(end);
-        let (host, port) = host_and_port(authority);
-        let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
-            443
-        } else {
-            80
-        });
-        !net.allows(host, port) && carries_data(path, false)
-    })
+    let browser = authority_end(rest);
+    let rfc = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // One reading when they agree (no backslash): most URLs.
+    std::iter::once(browser)
+        .chain((rfc != browser).then_some(rfc))
+        .any(|end| {
+            let (authority, path) = rest.split_at(end);
+            let (host, port) = host_and_port(authority);
+            let port = port.unwrap_or(if scheme.eq_ignore_ascii_case("https") {
+                443
+            } else {
+                80
+            });
+            !net.allows(host, port) && carries_data(path, false)
+        })
 }
 
 /// Where a URL's authority ends for a browser in what follows its `://`:
