@@ -45,11 +45,28 @@ pub fn run(command: DocsCommand) -> Result<()> {
 
 fn add(component: &Path, wit: &Path, deps: &[PathBuf], output: Option<&Path>) -> Result<()> {
     let deps: Vec<&Path> = deps.iter().map(PathBuf::as_path).collect();
-    let docs = Docs::from_wit_dir(wit, &deps)?;
+    let (resolve, package) = fabric_wit_docs::resolve_wit_dir(wit, &deps)?;
+    let docs = Docs::from_package(&resolve, package);
     let bytes = std::fs::read(component)
         .with_context(|| format!("cannot read the component {}", component.display()))?;
-    if let Err(why) = fabric_wit_docs::check_component(&bytes) {
-        anyhow::bail!("{}: {why}", component.display());
+    let exported = fabric_host::exported_doc_keys(&bytes)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", component.display()))?;
+    // Docs keyed by functions the component does not export would match
+    // nothing: the WIT must be the one the component was built from.
+    let declared = fabric_wit_docs::function_keys(&resolve, package);
+    let undeclared: Vec<&str> = exported
+        .iter()
+        .filter(|key| !declared.contains(*key))
+        .map(String::as_str)
+        .collect();
+    if !undeclared.is_empty() {
+        anyhow::bail!(
+            "{}: the WIT package in {} does not declare {} of the functions the component exports ({}); pass the WIT the component was built from (nothing was written)",
+            component.display(),
+            wit.display(),
+            if undeclared.len() == exported.len() { "any" } else { "all" },
+            undeclared.join(", ")
+        );
     }
     let mut out = fabric_wit_docs::without_docs(&bytes);
     docs.append_to(&mut out)?;

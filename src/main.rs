@@ -248,7 +248,9 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
         ),
         Command::Caller(command) => serve_cmd::caller(command, &cli.data),
         Command::Bench(args) => bench_cmd::bench(args, &options),
-        Command::Policy(command) => policy_cmd::run(command, &policies, &options.host.maxima),
+        Command::Policy(command) => {
+            policy_cmd::run(command, &policies, &options.tools_dir, &options.host.maxima)
+        }
         Command::Serve(args) => serve_cmd::serve(args, &cli.data, || open(&options)),
         Command::Precompile => precompile(&open(&options)?),
         Command::New(args) => new_cmd::run(args).map(|()| ExitCode::SUCCESS),

@@ -291,6 +291,11 @@ pub fn serve(
     for problem in fabric.problems() {
         eprintln!("warning: {problem}");
     }
+    // Calls running at once each hold descriptors (mounts, sockets,
+    // connections): a low soft limit would fail them for the host's sake.
+    if let Some(limit) = fabric_host::raise_open_file_limit() {
+        tracing::debug!(limit, "open-file limit");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

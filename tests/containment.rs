@@ -228,6 +228,22 @@ fn a_guest_exhausting_host_resources_traps() {
     r.still_serves();
 }
 
+#[test]
+fn sockets_are_capped_per_call_so_descriptors_stay_for_other_calls() {
+    let r = rig(QUICK);
+    let x = r.call("hold-sockets", json!({"n": 100}));
+    assert_eq!(x.outcome, Outcome::Ok, "{:?}", x.error);
+    assert_eq!(x.output, json!(100));
+    let x = r.call("hold-sockets", json!({"n": 5000}));
+    expect(&x, Outcome::ToolError, "after 256: ");
+    expect(&x, Outcome::ToolError, "new-socket-limit");
+    denied(&x, "socket", "more than 256 sockets in one call");
+    // The cap is per call: the next call has its own.
+    let x = r.call("hold-sockets", json!({"n": 256}));
+    assert_eq!(x.output, json!(256), "{:?}", x.error);
+    r.still_serves();
+}
+
 // ---- output floods ----
 
 #[test]

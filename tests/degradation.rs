@@ -471,6 +471,30 @@ fn sigterm_drains_calls_in_flight_then_stops_what_outlives_the_grace() {
     }
     assert_verifies(&env);
 
+    // A call whose client left holds no connection open, yet shutdown
+    // waits for it too: it completes and is audited before the exit.
+    let server = env.serve(&["--shutdown-grace", "20s"]);
+    let body = format!(r#"{{"arguments":{{"n":{}}}}}"#, WORK * 8);
+    let request = format!(
+        "POST /v1/tools/types.work/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    wait_in_flight(&server, 1);
+    drop(stream);
+    let before = env.audit().len();
+    let pid = server.child.id();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(server.stop_after_signal().success());
+    let records = env.audit();
+    assert_eq!(records.len(), before + 1, "the abandoned call was audited");
+    assert_eq!(records[before]["tool"], "types.work");
+    assert_verifies(&env);
+
     // A call longer than the grace is stopped as `timeout`, answered and audited.
     let server = env.serve(&["--shutdown-grace", "300ms"]);
     let long = in_background(&server, &token, "spin", LONG_SPIN);

@@ -779,3 +779,14 @@ fn a_component_that_cannot_link_is_listed_unavailable_with_why() {
         "the reason, not just 'unknown tool'"
     );
 }
+
+#[test]
+fn a_policy_hiding_every_export_says_so() {
+    let policies = common::policies(&[("text", "[exports]\nhide = [\"*\"]\n")]);
+    let f = open(&common::example_tools(), policies.path());
+    let problem = problem_for(&f, "text.wasm");
+    assert!(
+        problem.contains("its policy's [exports] hides every function it exports"),
+        "{problem}"
+    );
+}

@@ -161,19 +161,7 @@ fn docs_add_resolves_a_tools_own_deps_beside_fabrics() {
     .unwrap();
     let component = dir.path().join("text.wasm");
     std::fs::copy(common::example_tools().join("text.wasm"), &component).unwrap();
-    let fabric_wit = common::repo().join("wit");
-    let out = fabric(
-        dir.path(),
-        &[
-            "docs",
-            "add",
-            component.to_str().unwrap(),
-            "--wit",
-            wit.to_str().unwrap(),
-            "--deps",
-            fabric_wit.to_str().unwrap(),
-        ],
-    );
+    let out = docs_add(dir.path(), &component, &wit);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"));
     // Embedded again over the docs already there: still one set, still read.
@@ -193,4 +181,42 @@ fn docs_add_resolves_a_tools_own_deps_beside_fabrics() {
         .as_str()
         .unwrap()
         .starts_with("Returns the text unchanged."));
+}
+
+#[test]
+fn docs_add_refuses_a_wit_the_component_was_not_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("text.wasm");
+    std::fs::copy(common::example_tools().join("text.wasm"), &component).unwrap();
+    let before = std::fs::read(&component).unwrap();
+    let out = docs_add(dir.path(), &component, &common::repo().join("tools/fs/wit"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("does not declare any of the functions the component exports")
+            && stderr.contains("#echo"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&component).unwrap(),
+        before,
+        "nothing written"
+    );
+}
+
+/// `fabric docs add COMPONENT --wit WIT --deps <Fabric's wit/>`, run in `root`.
+fn docs_add(root: &Path, component: &Path, wit: &Path) -> Output {
+    let fabric_wit = common::repo().join("wit");
+    fabric(
+        root,
+        &[
+            "docs",
+            "add",
+            component.to_str().unwrap(),
+            "--wit",
+            wit.to_str().unwrap(),
+            "--deps",
+            fabric_wit.to_str().unwrap(),
+        ],
+    )
 }

@@ -36,6 +36,32 @@ fn the_bundled_policies_pass() {
             text(&out.stdout)
         );
     }
+    assert!(
+        !text(&out.stdout).contains("warning"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_policy_no_component_is_named_for_is_warned_of() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("txet.toml"), "[limits]\nfuel = 1\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .arg("--policies")
+        .arg(dir.path())
+        .arg("--tools")
+        .arg(common::example_tools())
+        .args(["policy", "check"])
+        .output()
+        .expect("fabric runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("txet.toml: warning: there is no component")
+            && stdout.contains("txet.wasm"),
+        "{stdout}"
+    );
 }
 
 #[test]

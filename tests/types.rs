@@ -46,9 +46,16 @@ fn lists_every_function_with_schemas_and_flags_unsupported_ones() {
         p["a-u8"],
         json!({"type": "integer", "minimum": 0, "maximum": 255, "description": "Unsigned 8-bit."})
     );
-    assert_eq!(
-        p["a-s64"]["anyOf"][1],
-        json!({"type": "string", "pattern": "^-?[0-9]{1,20}$"})
+    // The canonical decimals of -2^63..=2^63-1 (a unit test in
+    // host/src/schema.rs checks the pattern against validation).
+    let s64 = &p["a-s64"]["anyOf"][1];
+    assert_eq!(s64["type"], "string");
+    let pattern = s64["pattern"].as_str().unwrap();
+    assert!(
+        pattern.starts_with("^(?:0|[1-9][0-9]{0,17}|")
+            && pattern.contains("|9223372036854775807|-(?:[1-9][0-9]{0,17}|")
+            && pattern.ends_with("|922337203685477580[0-7]|9223372036854775808))$"),
+        "{pattern}"
     );
     assert_eq!(
         p["a-char"],
@@ -152,6 +159,11 @@ fn integers_at_their_limits_and_as_strings() {
         ("g", json!("18446744073709551616"), "out of range for u64"),
         ("g", json!(-1), "out of range for u64"),
         ("g", json!("12a"), "expected u64"),
+        // Canonical decimals only, as the schema's pattern says.
+        ("g", json!("-0"), "expected u64"),
+        ("g", json!("007"), "expected u64"),
+        ("h", json!("-0"), "expected s64"),
+        ("h", json!("-9223372036854775809"), "out of range for s64"),
         ("h", json!(1e300), "out of range"),
         ("c", json!("7"), "expected u16"),
     ] {
@@ -515,4 +527,32 @@ fn tool_errors_and_trap_messages_pass_the_guard_too() {
         "{message}"
     );
     assert_eq!(r.guard.flags[0].rule, "instruction.override");
+}
+
+#[test]
+fn spotlighting_marks_a_tools_error_and_panic_message_too() {
+    let policies = common::policies(&[("types", "[guard]\nspotlight = \"datamark\"\n")]);
+    let f = common::open(&common::test_tools(), policies.path());
+    let r = common::call(&f, "types.refuse", json!({"reason": "no such file"}));
+    assert_eq!(r.outcome, Outcome::ToolError);
+    let marked = r.guard.spotlight.clone().expect("the error is spotlighted");
+    let m = &marked.marker;
+    assert_eq!(marked.text, format!("{m}no{m}such{m}file"));
+    // The result's own message stays as the tool wrote it.
+    assert_eq!(r.error.unwrap().message, "no such file");
+
+    let r = common::call(&f, "types.panic", json!({"message": "read the notes"}));
+    assert_eq!(r.outcome, Outcome::Trap);
+    let marked = r.guard.spotlight.clone().expect("the panic is spotlighted");
+    let m = &marked.marker;
+    assert!(
+        marked.text.contains(&format!("read{m}the{m}notes")),
+        "{}",
+        marked.text
+    );
+
+    // A refusal before the tool ran holds nothing the tool wrote.
+    let r = common::call(&f, "types.refuse", json!({"wrong": 1}));
+    assert_eq!(r.outcome, Outcome::InvalidArguments);
+    assert!(r.guard.spotlight.is_none());
 }

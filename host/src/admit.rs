@@ -149,7 +149,7 @@ pub(crate) struct Admitted<'a> {
     ticket: Option<Ticket>,
     reservation: Option<Reservation>,
     _slot: Option<OwnedSemaphorePermit>,
-    _caller_slot: Option<OwnedSemaphorePermit>,
+    _caller_slot: Option<CallerSlot>,
 }
 
 impl Drop for Admitted<'_> {
@@ -180,10 +180,21 @@ pub(crate) struct Admission {
     /// Calls waiting for a slot, and how many may.
     waiting: AtomicUsize,
     queue: usize,
-    /// Each named caller's own cap: (its size, the semaphore).
-    per_caller: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    /// Each named caller's calls running now, checked against its cap as
+    /// the callers file says it now (a changed cap counts the calls that
+    /// are running under the old one).
+    per_caller: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     breakers: Breakers,
     budgets: Budgets,
+}
+
+/// One of a caller's calls running, counted until dropped.
+struct CallerSlot(Arc<AtomicUsize>);
+
+impl Drop for CallerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Takes a place in the queue and gives it back when dropped (a call
@@ -353,23 +364,23 @@ impl Admission {
     }
 
     /// A slot of the caller's own cap, when it has one.
-    fn caller_slot(&self, id: &Identity) -> Result<Option<OwnedSemaphorePermit>, Box<Ending>> {
+    fn caller_slot(&self, id: &Identity) -> Result<Option<CallerSlot>, Box<Ending>> {
         let Some(cap) = id.limits.max_in_flight else {
             return Ok(None);
         };
-        let semaphore = {
-            let mut map = self.per_caller.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = map
-                .entry(id.name.clone())
-                .or_insert_with(|| (cap, Arc::new(Semaphore::new(cap as usize))));
-            if entry.0 != cap {
-                // The callers file changed the cap: calls running keep their
-                // permits of the old semaphore.
-                *entry = (cap, Arc::new(Semaphore::new(cap as usize)));
-            }
-            entry.1.clone()
-        };
-        semaphore.try_acquire_owned().map(Some).map_err(|_| {
+        let running = self
+            .per_caller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.name.clone())
+            .or_default()
+            .clone();
+        running
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap as usize).then_some(n + 1)
+            })
+            .map(|_| Some(CallerSlot(running.clone())))
+            .map_err(|_| {
             refuse(
                 Outcome::Overloaded,
                 format!(
@@ -412,6 +423,38 @@ mod tests {
         // Bounded on a hostile pattern.
         let long = "a".repeat(100_000);
         assert!(!glob_match("*a*a*a*a*a*b".as_bytes(), long.as_bytes()));
+    }
+
+    #[test]
+    fn a_changed_cap_counts_the_calls_running_under_the_old_one() {
+        let admission = Admission::new(
+            64,
+            0,
+            Budgets::new(
+                Box::<crate::budget::MemoryCounters>::default(),
+                crate::budget::AnomalyRule::default(),
+            ),
+        );
+        let capped = |cap| Identity {
+            name: "ci".into(),
+            scope: Scope::all(),
+            limits: Limits {
+                max_in_flight: Some(cap),
+                ..Limits::default()
+            },
+        };
+        let running: Vec<CallerSlot> = (0..2)
+            .map(|_| admission.caller_slot(&capped(2)).unwrap().unwrap())
+            .collect();
+        assert!(admission.caller_slot(&capped(2)).is_err());
+        // Raised to 3 while two run: one more, not three more.
+        let third = admission.caller_slot(&capped(3)).unwrap();
+        assert!(admission.caller_slot(&capped(3)).is_err());
+        // Lowered to 1: none until every call running has ended.
+        drop(third);
+        assert!(admission.caller_slot(&capped(1)).is_err());
+        drop(running);
+        assert!(admission.caller_slot(&capped(1)).unwrap().is_some());
     }
 
     #[test]

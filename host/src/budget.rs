@@ -60,6 +60,22 @@ pub struct Spent {
     pub minute_calls: u64,
 }
 
+impl Spent {
+    /// These counters without the reservations of running calls. Only
+    /// this process's calls hold reservations, so they are never stored:
+    /// after a crash, a call that was running is not charged (as the last
+    /// [`SledCounters::WRITE_EVERY`] of spending may be forgotten), and
+    /// its reservation does not hold the budget against later calls.
+    fn unreserved(self) -> Spent {
+        Spent {
+            reserved_fuel: 0,
+            reserved_wall_us: 0,
+            reserved_output: 0,
+            ..self
+        }
+    }
+}
+
 /// The budget counter store failed.
 #[derive(Debug, thiserror::Error)]
 #[error("the budget store at {path} failed: {message}")]
@@ -106,6 +122,11 @@ struct SledInner {
     /// last write to sled.
     state: Mutex<(HashMap<String, Spent>, HashSet<String>)>,
 }
+
+/// Counters held in memory past which a write to sled drops them all from
+/// memory (but those holding reservations); they are read back from sled
+/// when next needed. About 100 bytes each.
+const MAX_CACHED: usize = 4096;
 
 impl SledCounters {
     /// How often changed counters are written to sled (and sled flushed).
@@ -170,6 +191,7 @@ impl SledInner {
         match self.db.get(key).map_err(|e| self.fail(e))? {
             None => Ok(Spent::default()),
             Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Spent::unreserved)
                 .map_err(|e| self.fail(format!("the counters of {key:?} are corrupt: {e}"))),
         }
     }
@@ -187,16 +209,28 @@ impl SledInner {
                 return;
             }
             let mut batch = sled::Batch::default();
-            for key in dirty.drain() {
-                if let Some(v) = map.get(&key) {
-                    match serde_json::to_vec(v) {
+            let written: Vec<String> = dirty.drain().collect();
+            for key in &written {
+                if let Some(v) = map.get(key) {
+                    match serde_json::to_vec(&v.unreserved()) {
                         Ok(bytes) => batch.insert(key.as_bytes(), bytes),
                         Err(e) => tracing::error!("encoding budget counters failed: {e}"),
                     }
                 }
             }
             // Applied under the lock, so writes reach sled in order.
-            self.db.apply_batch(batch)
+            let applied = self.db.apply_batch(batch);
+            if applied.is_err() {
+                // Written with the next batch.
+                dirty.extend(written);
+            } else if map.len() > MAX_CACHED {
+                // Every counter is in sled now: keep only those that
+                // running calls hold reservations on (never stored), so
+                // that a caller with a session per request does not grow
+                // the process.
+                map.retain(|_, v| *v != v.unreserved());
+            }
+            applied
         };
         if let Err(e) = batch.and_then(|()| self.db.flush().map(drop)) {
             tracing::error!(
@@ -894,9 +928,35 @@ mod tests {
         assert_eq!(b.store.reset(&sessions_prefix("ci")).unwrap(), 2);
     }
 
+    /// A directory for a sled store of a test's own.
+    fn store_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("fabric-budget-{}", rand::random::<u64>()))
+    }
+
+    /// The budget stage over `store`.
+    fn over(store: SledCounters) -> Budgets {
+        Budgets::new(Box::new(store), AnomalyRule::default())
+    }
+
+    /// Opens the store in `dir` again. sled's background work may hold the
+    /// previous handle's file (and its lock) a moment after it was dropped.
+    fn reopen(dir: &Path) -> SledCounters {
+        let started = std::time::Instant::now();
+        loop {
+            match SledCounters::open(dir) {
+                Ok(store) => return store,
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    assert!(e.message.contains("another Fabric process"), "{e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     #[test]
     fn sled_counters_survive_reopening() {
-        let dir = std::env::temp_dir().join(format!("fabric-budget-{}", rand::random::<u64>()));
+        let dir = store_dir();
         let who = who(
             Budget {
                 calls: Some(1),
@@ -906,25 +966,70 @@ mod tests {
         );
         let now = SystemTime::now();
         {
-            let b = Budgets::new(
-                Box::new(SledCounters::open(&dir).unwrap()),
-                AnomalyRule::default(),
-            );
+            let b = over(SledCounters::open(&dir).unwrap());
             let r = b.reserve(&who, None, ask(), now).unwrap();
             b.settle(r, Usage::default(), now);
         }
-        let b = Budgets::new(
-            Box::new(SledCounters::open(&dir).unwrap()),
-            AnomalyRule::default(),
-        );
+        let b = over(reopen(&dir));
         assert!(outcome(&b.reserve(&who, None, ask(), now)).is_some());
         drop(b);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
+    fn a_reservation_held_when_the_process_died_does_not_outlive_it() {
+        let dir = store_dir();
+        let who = who(
+            Budget {
+                wall: Some(Duration::from_secs(1)),
+                ..Budget::default()
+            },
+            Budget::default(),
+        );
+        let now = SystemTime::now();
+        {
+            let b = over(SledCounters::open(&dir).unwrap());
+            // A call holds the whole wall budget and never settles: the
+            // process stops while it runs (the store is written on drop).
+            let _held = b.reserve(&who, None, ask(), now).unwrap();
+            assert!(outcome(&b.reserve(&who, None, ask(), now)).is_some());
+        }
+        let b = over(reopen(&dir));
+        let spent = b.spent(&caller_key("ci")).unwrap();
+        assert_eq!((spent.calls, spent.reserved_wall_us), (1, 0), "{spent:?}");
+        assert!(b.reserve(&who, None, ask(), now).is_ok());
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn counters_written_to_sled_leave_memory_but_not_reservations() {
+        let dir = store_dir();
+        let store = SledCounters::open(&dir).unwrap();
+        let keys: Vec<String> = (0..MAX_CACHED + 100).map(|i| format!("s{i}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            store
+                .update(std::slice::from_ref(key), &mut |v| {
+                    v[0].calls = i as u64 + 1;
+                    v[0].reserved_fuel = u64::from(i == 7);
+                    true
+                })
+                .unwrap();
+        }
+        store.inner.write_changed();
+        let cached: Vec<String> = store.inner.lock().0.keys().cloned().collect();
+        assert_eq!(cached, ["s7"], "only the reserved one stays");
+        assert_eq!(store.get("s7").unwrap().reserved_fuel, 1);
+        for (i, key) in keys.iter().enumerate().step_by(97) {
+            assert_eq!(store.get(key).unwrap().calls, i as u64 + 1, "{key}");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_lazy_store_opens_on_first_use_and_reports_why_it_cannot() {
-        let dir = std::env::temp_dir().join(format!("fabric-budget-{}", rand::random::<u64>()));
+        let dir = store_dir();
         let lazy = LazySledCounters::new(&dir);
         assert!(!dir.exists(), "nothing is opened before a budget is asked");
         lazy.update(&["c".to_string()], &mut |v| {

@@ -251,9 +251,11 @@ pub struct ErrorBody {
 pub struct GuardReport {
     /// Rule hits.
     pub flags: Vec<Flag>,
-    /// The output marked as data (`[guard] spotlight`), on `ok` when the
-    /// policy asks for it: the mode, this call's marker and the marked text
-    /// (the output string, or the output's JSON text).
+    /// The tool's text marked as data (`[guard] spotlight`), when the policy
+    /// asks for it: the mode, this call's marker and the marked text (on
+    /// `ok` the output string, or the output's JSON text; on `tool_error`
+    /// the error value (`error.detail`), on `trap` the message: what the
+    /// tool wrote).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spotlight: Option<guard::Spotlighted>,
 }
@@ -740,10 +742,21 @@ impl Fabric {
         let host_fault = ending.host_fault;
         let denials = done.secrets.redact_denials(done.denials);
         // Marked as data after the guard and the redaction of secrets.
-        let spotlight = done
-            .callable
-            .filter(|_| ending.outcome == Outcome::Ok)
-            .and_then(|c| guard::spotlight(&ending.output, &c.component.guard));
+        // The tool wrote an output, or its error value or panic message:
+        // all of it reaches the agent, so all of it is marked.
+        let spotlight = done.callable.and_then(|c| match ending.outcome {
+            Outcome::Ok => guard::spotlight(&ending.output, &c.component.guard),
+            // The tool's own text: its error value (whole, in `detail`), or
+            // its panic message.
+            Outcome::ToolError | Outcome::Trap => ending.error.as_ref().and_then(|e| {
+                let text = match &e.detail {
+                    Value::Null => Value::String(e.message.clone()),
+                    detail => detail.clone(),
+                };
+                guard::spotlight(&text, &c.component.guard)
+            }),
+            _ => None,
+        });
         let mut result = CallResult {
             invocation_id,
             tool,

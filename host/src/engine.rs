@@ -108,6 +108,7 @@ where
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     refuse_special_files(&mut linker)?;
     gate_name_lookups(&mut linker)?;
+    cap_sockets(&mut linker)?;
     Ok(linker)
 }
 
@@ -313,6 +314,56 @@ where
                 let mut view = store.data_mut().sockets();
                 match view.resolve_addresses(network, name) {
                     Ok(stream) => Ok((Ok(stream),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    );
+    linker.allow_shadowing(false);
+    result
+}
+
+/// The wasi:sockets socket-creation interfaces of wasmtime-wasi 48.
+const TCP_CREATE_SOCKET: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+const UDP_CREATE_SOCKET: &str = "wasi:sockets/udp-create-socket@0.2.12";
+
+/// Replaces wasi:sockets' `create-tcp-socket` and `create-udp-socket` with
+/// ones that count the call's sockets against [`crate::net::MAX_SOCKETS`]
+/// (past it: `new-socket-limit` and a denial). A socket is a descriptor
+/// of this process before any destination is checked, so without a cap one
+/// call could take the descriptors every other call needs.
+fn cap_sockets<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: wasmtime_wasi::WasiView + RecordDenial + 'static,
+{
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode as NetError, IpAddressFamily};
+    use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
+    use wasmtime_wasi::p2::bindings::sockets::udp_create_socket::Host as _;
+    use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
+    use wasmtime_wasi::sockets::WasiSocketsView as _;
+
+    linker.allow_shadowing(true);
+    linker.instance(TCP_CREATE_SOCKET)?.func_wrap(
+        "create-tcp-socket",
+        |mut store, (family,): (IpAddressFamily,)| {
+            if !store.data().net_gate().take_socket() {
+                return Ok((Err::<Resource<TcpSocket>, _>(NetError::NewSocketLimit),));
+            }
+            match store.data_mut().sockets().create_tcp_socket(family) {
+                Ok(socket) => Ok((Ok(socket),)),
+                Err(e) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
+    let result = linker.instance(UDP_CREATE_SOCKET)?.func_wrap_async(
+        "create-udp-socket",
+        |mut store, (family,): (IpAddressFamily,)| {
+            Box::new(async move {
+                if !store.data().net_gate().take_socket() {
+                    return Ok((Err::<Resource<UdpSocket>, _>(NetError::NewSocketLimit),));
+                }
+                match store.data_mut().sockets().create_udp_socket(family).await {
+                    Ok(socket) => Ok((Ok(socket),)),
                     Err(e) => Ok((Err(e.downcast()?),)),
                 }
             })

@@ -140,6 +140,6 @@ pub use call::{
 };
 pub use config::HostConfig;
 pub use listing::{Grants, ToolInfo};
-pub use registry::{LoadProblem, RegistryError};
-pub use sandbox::Denial;
+pub use registry::{exported_doc_keys, LoadProblem, RegistryError};
+pub use sandbox::{raise_open_file_limit, Denial};
 pub use telemetry::{Telemetry, TraceContext};

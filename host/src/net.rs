@@ -266,6 +266,11 @@ impl NetPolicy {
     }
 }
 
+/// Sockets (TCP and UDP, wasi:sockets) one call may create, whatever it
+/// closed since: enough for any client's connections, far from the
+/// process's descriptor limit, which every call shares.
+pub const MAX_SOCKETS: usize = 256;
+
 /// The network state of one call: its policy, its refusals and the names
 /// its lookups were answered for. Cheap to clone; every clone shares it.
 #[derive(Clone)]
@@ -276,6 +281,8 @@ pub struct Gate {
 
 #[derive(Default)]
 struct Shared {
+    /// Sockets the call created so far.
+    sockets: usize,
     denials: Vec<Denial>,
     /// Address → the allowed name whose lookup returned it.
     names: HashMap<IpAddr, String>,
@@ -308,6 +315,28 @@ impl Gate {
             target,
             reason,
         });
+    }
+
+    /// Counts a socket the call is about to create; false, and a denial,
+    /// past [`MAX_SOCKETS`]. Each socket is a descriptor of this process,
+    /// which every call shares.
+    pub fn take_socket(&self) -> bool {
+        let created = {
+            let mut shared = self.lock();
+            shared.sockets += 1;
+            shared.sockets
+        };
+        if created > MAX_SOCKETS {
+            if created == MAX_SOCKETS + 1 {
+                self.deny(
+                    "net",
+                    "socket".into(),
+                    format!("more than {MAX_SOCKETS} sockets in one call: each is a file descriptor the host's other calls need"),
+                );
+            }
+            return false;
+        }
+        true
     }
 
     /// The refusals so far, taken.

@@ -610,11 +610,14 @@ impl Policy {
                     ),
                 ));
             }
-            if !m.guest.starts_with('/') || m.guest.split('/').any(|c| c == "..") {
+            if !m.guest.starts_with('/')
+                || m.guest.split('/').any(|c| c == "..")
+                || m.guest.contains('\0')
+            {
                 return Err((
                     key("guest"),
                     format!(
-                        "{:?} must be an absolute path without \"..\", e.g. \"/data\"",
+                        "{:?} must be an absolute path without \"..\" or NUL, e.g. \"/data\"",
                         m.guest
                     ),
                 ));
@@ -640,13 +643,13 @@ impl Policy {
         }
 
         for (i, entry) in file.net.allow.iter().enumerate() {
-            let rule = parse_net_rule(entry).map_err(|m| (format!("net.allow[{i}]"), m))?;
+            let rule = parse_net_rule(entry, false).map_err(|m| (format!("net.allow[{i}]"), m))?;
             policy.net.allow.push(rule);
         }
         policy.net.allow_private = file.net.allow_private;
         for (i, entry) in file.net.listen.iter().enumerate() {
             let key = format!("net.listen[{i}]");
-            let rule = parse_net_rule(entry).map_err(|m| (key.clone(), m))?;
+            let rule = parse_net_rule(entry, true).map_err(|m| (key.clone(), m))?;
             if matches!(rule.host, NetHost::Name(_)) {
                 return Err((
                     key,
@@ -658,6 +661,13 @@ impl Policy {
 
         for (name, value) in &file.env.vars {
             check_env_name(name).map_err(|m| (format!("env.vars.{name}"), m))?;
+            if value.contains('\0') {
+                // The tool would see the value cut at the NUL.
+                return Err((
+                    format!("env.vars.{name}"),
+                    "the value holds a NUL character, which no environment variable can".into(),
+                ));
+            }
             policy.env_vars.push((name.clone(), value.clone()));
         }
         for (i, name) in file.env.pass.iter().enumerate() {
@@ -730,6 +740,15 @@ impl Policy {
             policy.guard_actions.insert(id.clone(), action);
         }
         if let Some(score) = file.guard.score {
+            if file.guard.rules.as_deref() == Some("none") {
+                return Err((
+                    "guard.score".to_string(),
+                    "the score comes from the rules' signals, and guard.rules = \"none\" turns them off: remove one of the two".into(),
+                ));
+            }
+            // Checked as written here: a stricter `reject` under the rule
+            // file's own `flag` is the user's choice, not a mistake.
+            score.check().map_err(|m| ("guard.score".to_string(), m))?;
             policy.guard_score = score;
         }
         if let Some(mode) = &file.guard.spotlight {
@@ -1063,22 +1082,50 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
-fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
+/// One `[net] allow` entry, or a `listen` one when `listen` (which may name
+/// port 0, any free port).
+fn parse_net_rule(entry: &str, listen: bool) -> Result<NetRule, String> {
     let bad = |why: &str| {
         format!("{entry:?}: {why}; write \"host:port\", \"host:*\", \"10.0.0.0/8:443\" or \"[::1]:8080\"")
     };
+    if entry.contains("://") {
+        return Err(bad("a rule is a host and a port, not a URL"));
+    }
     let (host, port) = entry
         .rsplit_once(':')
         .ok_or_else(|| bad("missing the port"))?;
     let port = match port {
         "*" => None,
         p => Some(
+            // Port 0 is a bind to any free port: a listen rule's, never a
+            // destination's.
             p.parse::<u16>()
-                .map_err(|_| bad("the port must be 0-65535 or *"))?,
+                .ok()
+                .filter(|&p| p != 0 || listen)
+                .ok_or_else(|| {
+                    bad(if listen {
+                        "the port must be 0-65535 or *"
+                    } else {
+                        "the port must be 1-65535 or *"
+                    })
+                })?,
         ),
     };
-    // "[::1]", "[::/0]" and "[::]/0" alike.
-    let host = host.replace(['[', ']'], "");
+    // "[::1]", "[::/0]" and "[::]/0" alike: brackets only around the host,
+    // and an IPv6 host only in them ("::1:8080" could be either).
+    let bracketed = host.starts_with('[');
+    let host = match host.strip_prefix('[') {
+        // "[::1]" or "[::/0]", or "[::]/0"
+        Some(inner) if inner.contains(']') => inner.replacen(']', "", 1),
+        Some(_) => return Err(bad("brackets go around an IPv6 address only")),
+        None => host.to_string(),
+    };
+    if host.contains(['[', ']']) || (bracketed && !host.contains(':')) {
+        return Err(bad("brackets go around an IPv6 address only"));
+    }
+    if !bracketed && host.contains(':') {
+        return Err(bad("an IPv6 address goes in brackets, before the port"));
+    }
     let host = host.as_str();
     if host.is_empty() {
         return Err(bad("missing the host"));
@@ -1096,20 +1143,30 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
         if bits > max {
             return Err(bad("prefix length too long"));
         }
+        // "10.1.2.5/24" is the network 10.1.2.0/24, as it always matched.
         return Ok(NetRule {
-            host: NetHost::Cidr(ip, bits),
+            host: NetHost::Cidr(network_of(ip, bits), bits),
             port,
         });
     }
     if bits.is_some() {
         return Err(bad("a /prefix needs an IP address"));
     }
-    let valid = host.split('.').all(|label| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
+    // A name, not an address written some other way ("127.1", "0x7f000001",
+    // "10.0.0.256"): its last label is not all digits, and no label is
+    // longer than DNS allows.
+    let valid = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && host.rsplit('.').next().is_some_and(|tld| {
+            !tld.bytes().all(|b| b.is_ascii_digit())
+                && !tld.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+        });
     if !valid {
         return Err(bad("not a valid host name"));
     }
@@ -1117,6 +1174,20 @@ fn parse_net_rule(entry: &str) -> Result<NetRule, String> {
         host: NetHost::Name(host.to_ascii_lowercase()),
         port,
     })
+}
+
+/// The network address of `ip/bits`: its bits past the prefix cleared.
+fn network_of(ip: IpAddr, bits: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    }
 }
 
 /// Whether `ip` is in the network `net/bits` (same family only).
@@ -1344,8 +1415,34 @@ mod tests {
         rejects(
             "[net]\nallow = [\"example.com:99999\"]",
             "net.allow[0]",
-            "0-65535",
+            "1-65535",
         );
+        // Entries that would mean something other than they seem.
+        for (entry, says) in [
+            ("example.com:0", "1-65535"),
+            ("https://example.com:443", "not a URL"),
+            ("2001:db8::1:443", "in brackets"),
+            (
+                "exa[mple].com:443",
+                "brackets go around an IPv6 address only",
+            ),
+            (
+                "[example.com]:443",
+                "brackets go around an IPv6 address only",
+            ),
+            ("0X7F000001:80", "host name"),
+            ("[::1:443", "brackets go around an IPv6 address only"),
+            ("10.0.0.256:80", "host name"),
+            ("127.1:80", "host name"),
+            ("0x7f000001:80", "host name"),
+        ] {
+            rejects(
+                &format!("[net]\nallow = [\"{entry}\"]"),
+                "net.allow[0]",
+                says,
+            );
+        }
+        assert!(parse("[net]\nallow = [\"[::1]:80\", \"[2001:db8::/32]:*\", \"[::]/0:443\", \"localhost:6379\"]").is_ok());
         rejects(
             "[net]\nallow = [\"exa mple.com:80\"]",
             "net.allow[0]",
@@ -1389,6 +1486,31 @@ mod tests {
         assert_eq!(p.guard_score.flag, Some(4));
         assert_eq!(p.guard_score.redact, None);
         assert_eq!(p.guard_score.model, Some(0));
+        // Thresholds that could not be meant, merged with the rules' own.
+        rejects(
+            "[guard.score]\nreject = 3\nflag = 7",
+            "guard.score",
+            "flag = 7 is above reject = 3",
+        );
+        rejects(
+            "[guard.score]\nredact = 9\nreject = 8",
+            "guard.score",
+            "redact = 9 is above reject = 8",
+        );
+        // Stricter than the rule file's own flag (3): allowed.
+        assert!(parse("[guard.score]\nreject = 2").is_ok());
+        rejects(
+            "[guard.score]\nspan = 0",
+            "guard.score",
+            "span = 0 is not allowed",
+        );
+        rejects("[env.vars]\nA = \"x\\u0000y\"", "env.vars.A", "NUL");
+        rejects(
+            "[guard]\nrules = \"none\"\n[guard.score]\nreject = 5",
+            "guard.score",
+            "turns them off",
+        );
+        assert!(parse("[guard.score]\nredact = 0\nreject = 4\nflag = 2").is_ok());
         let p = parse("").unwrap();
         assert_eq!(p.guard_spotlight, None);
         rejects(

@@ -497,6 +497,65 @@ const HELPERS: &[(&str, &str)] = &[
     ("exports", "init"),
 ];
 
+/// Decodes a component's types, or says what the file is instead.
+fn decode(bytes: &[u8]) -> Result<(wit_parser::Resolve, wit_parser::WorldId), String> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err("not a WebAssembly file".into());
+    }
+    // A core module or a file cut short, said as such (the decoder's own
+    // error would not say what to do).
+    fabric_wit_docs::check_component(bytes)
+        .map_err(|why| format!("not a valid component: {why}"))?;
+    match wit_component::decode(bytes) {
+        Ok(wit_component::DecodedWasm::Component(resolve, world)) => Ok((resolve, world)),
+        Ok(wit_component::DecodedWasm::WitPackage(..)) => {
+            Err("this is a WIT package, not a runnable component".into())
+        }
+        Err(e) => Err(format!(
+            "not a valid component ({e:#}); the file is damaged or cut short: build it again"
+        )),
+    }
+}
+
+/// The functions a decoded component exports: each with the full name of
+/// its exported interface (`None` for the world's own) and whether it is a
+/// toolchain helper ([`HELPERS`]).
+fn exported_functions(
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+) -> Vec<(Option<String>, &wit_parser::Function, bool)> {
+    let mut out = Vec::new();
+    for (key, item) in &resolve.worlds[world].exports {
+        let (instance, functions): (Option<String>, Vec<&wit_parser::Function>) = match item {
+            WorldItem::Function(f) => (None, vec![f]),
+            WorldItem::Interface { id, .. } => (
+                Some(resolve.name_world_key(key)),
+                resolve.interfaces[*id].functions.values().collect(),
+            ),
+            WorldItem::Type { .. } => continue,
+        };
+        for f in functions {
+            let helper = HELPERS
+                .iter()
+                .any(|(i, n)| instance.as_deref() == Some(*i) && *n == f.name);
+            out.push((instance.clone(), f, helper));
+        }
+    }
+    out
+}
+
+/// The doc keys ([`fabric_wit_docs::function_key`]) of the functions a
+/// component exports, toolchain helpers left out: what `fabric docs add`
+/// matches against the WIT it embeds.
+pub fn exported_doc_keys(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let (resolve, world) = decode(bytes)?;
+    Ok(exported_functions(&resolve, world)
+        .into_iter()
+        .filter(|(_, _, helper)| !helper)
+        .map(|(instance, f, _)| fabric_wit_docs::function_key(instance.as_deref(), &f.name))
+        .collect())
+}
+
 impl Shared {
     /// Reads, decodes and describes one component; never compiles it.
     fn describe(self: &Arc<Self>, file: &Path) -> Described {
@@ -539,24 +598,7 @@ impl Shared {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        if !bytes.starts_with(b"\0asm") {
-            return Err("not a WebAssembly file".into());
-        }
-        // A core module or a file cut short, said as such (the decoder's
-        // own error would not say what to do).
-        fabric_wit_docs::check_component(bytes)
-            .map_err(|why| format!("not a valid component: {why}"))?;
-        let (resolve, world) = match wit_component::decode(bytes) {
-            Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
-            Ok(wit_component::DecodedWasm::WitPackage(..)) => {
-                return Err("this is a WIT package, not a runnable component".into())
-            }
-            Err(e) => {
-                return Err(format!(
-                "not a valid component ({e:#}); the file is damaged or cut short: build it again"
-            ))
-            }
-        };
+        let (resolve, world) = decode(bytes)?;
         let digest = blake3::hash(bytes);
         let mut problems = Vec::new();
         // A bad policy keeps every tool from running, but they are listed.
@@ -575,66 +617,56 @@ impl Shared {
         let mut exports = Vec::new();
         // Ready tools wait for their component, made once the exports are known.
         let mut ready: Vec<(usize, Vec<Param>, Returns)> = Vec::new();
-        let world = &resolve.worlds[world];
-        for (key, item) in &world.exports {
-            let (instance, functions): (Option<String>, Vec<&wit_parser::Function>) = match item {
-                WorldItem::Function(f) => (None, vec![f]),
-                WorldItem::Interface { id, .. } => (
-                    Some(resolve.name_world_key(key)),
-                    resolve.interfaces[*id].functions.values().collect(),
-                ),
-                WorldItem::Type { .. } => continue,
-            };
-            for f in functions {
-                let helper = HELPERS
-                    .iter()
-                    .any(|(i, n)| instance.as_deref() == Some(*i) && *n == f.name);
-                if !exports_rule.shows(&f.name, helper) {
-                    continue;
-                }
-                let tool_name = format!("{name}.{}", f.name);
-                let doc_key = match &instance {
-                    Some(iface) => format!("{iface}#{}", f.name),
-                    None => f.name.clone(),
-                };
-                let description = doc(&doc_key).or_else(|| {
-                    f.docs
-                        .contents
-                        .as_ref()
-                        .map(|d| d.trim().to_string())
-                        .filter(|d| !d.is_empty())
-                });
-                if tools.iter().any(|t: &Tool| t.name == tool_name) {
-                    problems.push((
+        let exported = exported_functions(&resolve, world);
+        let any_exported = exported.iter().any(|(_, _, helper)| !helper);
+        for (instance, f, helper) in exported {
+            if !exports_rule.shows(&f.name, helper) {
+                continue;
+            }
+            let tool_name = format!("{name}.{}", f.name);
+            let doc_key = fabric_wit_docs::function_key(instance.as_deref(), &f.name);
+            let description = doc(&doc_key).or_else(|| {
+                f.docs
+                    .contents
+                    .as_ref()
+                    .map(|d| d.trim().to_string())
+                    .filter(|d| !d.is_empty())
+            });
+            if tools.iter().any(|t: &Tool| t.name == tool_name) {
+                problems.push((
                         Some(f.name.clone()),
                         format!("two exported interfaces both have a function {:?}; only the first is a tool", f.name),
                     ));
-                    continue;
-                }
-                let status = match (&policy, describe_function(&resolve, f, &doc)) {
-                    (_, Err(reason)) => {
-                        problems.push((Some(f.name.clone()), format!("unavailable: {reason}")));
-                        Status::Unavailable(reason)
-                    }
-                    (Err(reason), Ok(_)) => Status::Unavailable(reason.clone()),
-                    (Ok(_), Ok((params, returns))) => {
-                        ready.push((tools.len(), params, returns));
-                        exports.push((instance.clone(), f.name.clone()));
-                        // Replaced below by the callable.
-                        Status::Unavailable(String::new())
-                    }
-                };
-                tools.push(Tool {
-                    name: tool_name,
-                    description,
-                    input_schema: Value::Null,
-                    output_schema: Value::Null,
-                    status,
-                });
+                continue;
             }
+            let status = match (&policy, describe_function(&resolve, f, &doc)) {
+                (_, Err(reason)) => {
+                    problems.push((Some(f.name.clone()), format!("unavailable: {reason}")));
+                    Status::Unavailable(reason)
+                }
+                (Err(reason), Ok(_)) => Status::Unavailable(reason.clone()),
+                (Ok(_), Ok((params, returns))) => {
+                    ready.push((tools.len(), params, returns));
+                    exports.push((instance.clone(), f.name.clone()));
+                    // Replaced below by the callable.
+                    Status::Unavailable(String::new())
+                }
+            };
+            tools.push(Tool {
+                name: tool_name,
+                description,
+                input_schema: Value::Null,
+                output_schema: Value::Null,
+                status,
+            });
         }
         if tools.is_empty() && problems.is_empty() {
-            problems.push((None, "exports no functions, so it offers no tools".into()));
+            let why = if any_exported {
+                "its policy's [exports] hides every function it exports, so it offers no tools"
+            } else {
+                "exports no functions, so it offers no tools"
+            };
+            problems.push((None, why.into()));
         }
         let Ok(policy) = policy else {
             return Ok((tools, problems, None));

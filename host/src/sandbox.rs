@@ -53,6 +53,22 @@ const HOSTCALL_COPY_EXHAUSTED: &str = "fuel allocated for hostcalls has been exh
 /// name it).
 const HOSTCALL_COPY_LIMIT: usize = 128 << 20;
 
+/// Raises this process's soft limit on open files to its hard limit, as a
+/// server running many calls at once needs (each call's mounts, sockets and
+/// connections are descriptors; a soft limit of 1,024 is a common default).
+/// Returns the limit now in force (`None`: unlimited).
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// How much of a failed tool's stderr goes into the error message.
 const STDERR_IN_MESSAGE: usize = 2 * 1024;
 

@@ -241,10 +241,22 @@ impl Ty {
             Ty::S8 => int(i8::MIN.into(), i8::MAX.into()),
             Ty::S16 => int(i16::MIN.into(), i16::MAX.into()),
             Ty::S32 => int(i32::MIN.into(), i32::MAX.into()),
-            // At most 20 digits, as validation reads them (the range is
-            // checked on the number).
-            Ty::U64 => wide(0, u64::MAX.into(), "^[0-9]{1,20}$"),
-            Ty::S64 => wide(i64::MIN.into(), i64::MAX.into(), "^-?[0-9]{1,20}$"),
+            // Exactly the strings validation takes: canonical decimals in
+            // the type's range.
+            Ty::U64 => wide(
+                0,
+                u64::MAX.into(),
+                &format!("^(?:{})$", decimal_up_to(u64::MAX.into(), true)),
+            ),
+            Ty::S64 => wide(
+                i64::MIN.into(),
+                i64::MAX.into(),
+                &format!(
+                    "^(?:{}|-(?:{}))$",
+                    decimal_up_to(i64::MAX as u128, true),
+                    decimal_up_to(i64::MIN.unsigned_abs().into(), false)
+                ),
+            ),
             Ty::F32 => float(f32::MAX.into()),
             Ty::F64 => float(f64::MAX),
             Ty::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
@@ -754,11 +766,20 @@ fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
             }
         }
         Value::String(s) if matches!(ty, Ty::U64 | Ty::S64) => {
-            let digits = s.strip_prefix('-').unwrap_or(s);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 20
+            // Canonical decimals only, as the schema's pattern says: a sign
+            // only on s64 and never on zero, no leading zero.
+            let digits = match s.strip_prefix('-') {
+                Some(d) if matches!(ty, Ty::S64) && d != "0" => d,
+                Some(_) => "",
+                None => s,
+            };
+            if digits.is_empty()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || (digits.len() > 1 && digits.starts_with('0'))
+                || digits.len() > 20
             {
                 return Err(fail(format!(
-                    "expected {}, got the string {}",
+                    "expected {}, got the string {} (a number as a string is a plain decimal: digits, a '-' only on s64, no leading zeros, no \"-0\")",
                     ty.describe(),
                     quote(s)
                 )));
@@ -777,6 +798,41 @@ fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
             kind_of(other)
         ))),
     }
+}
+
+/// A regular expression (no anchors) matching the canonical decimal forms
+/// of `1..=max` (no sign, no leading zero), and of 0 too when `zero`.
+fn decimal_up_to(max: u128, zero: bool) -> String {
+    let max = max.to_string();
+    let digits = max.as_bytes();
+    let mut alternatives: Vec<String> = Vec::new();
+    if zero {
+        alternatives.push("0".into());
+    }
+    if digits.len() >= 2 {
+        // Every number with fewer digits.
+        alternatives.push(format!("[1-9][0-9]{{0,{}}}", digits.len() - 2));
+    }
+    // As many digits: equal to `max` up to position i, smaller at i.
+    for (i, &d) in digits.iter().enumerate() {
+        let low = if i == 0 { b'1' } else { b'0' };
+        if d > low {
+            let class = if d - 1 == low {
+                char::from(low).to_string()
+            } else {
+                format!("[{}-{}]", char::from(low), char::from(d - 1))
+            };
+            let rest = digits.len() - i - 1;
+            let tail = if rest > 0 {
+                format!("[0-9]{{{rest}}}")
+            } else {
+                String::new()
+            };
+            alternatives.push(format!("{}{class}{tail}", &max[..i]));
+        }
+    }
+    alternatives.push(max);
+    alternatives.join("|")
 }
 
 fn float_in(value: &Value) -> Option<f64> {
@@ -984,4 +1040,67 @@ fn ty_within(
         }
         other => return Err(format!("{label}WIT {} types are not supported", other.as_str())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `ty`'s schema takes `s` as its string form (the pattern of
+    /// its `anyOf`'s second branch).
+    fn pattern_takes(ty: &Ty, s: &str) -> bool {
+        let schema = ty.schema();
+        let pattern = schema["anyOf"][1]["pattern"].as_str().expect("a pattern");
+        regex::Regex::new(pattern).expect("compiles").is_match(s)
+    }
+
+    #[test]
+    fn wide_integer_strings_are_taken_by_the_schema_exactly_when_validation_takes_them() {
+        let mut strings: Vec<String> = [
+            "0",
+            "-0",
+            "00",
+            "007",
+            "-007",
+            "1",
+            "-1",
+            "+1",
+            "",
+            "-",
+            "1a",
+            " 1",
+            "1 ",
+            "18446744073709551615",
+            "18446744073709551616",
+            "18446744073709551625",
+            "19000000000000000000",
+            "99999999999999999999",
+            "100000000000000000000",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "-9999999999999999999",
+            "-10000000000000000000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every number near a power of ten or a limit, and its negation.
+        for base in [u64::MAX as u128, i64::MAX as u128, 1u128 << 63]
+            .into_iter()
+            .chain((1..=20).map(|e| 10u128.pow(e)))
+        {
+            for n in base.saturating_sub(12)..=base + 12 {
+                strings.push(n.to_string());
+                strings.push(format!("-{n}"));
+            }
+        }
+        for ty in [Ty::U64, Ty::S64] {
+            for s in &strings {
+                let valid = ty.to_val(&Value::String(s.clone()), "").is_ok();
+                assert_eq!(pattern_takes(&ty, s), valid, "{ty:?} {s:?}");
+            }
+        }
+    }
 }

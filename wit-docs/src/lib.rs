@@ -61,41 +61,7 @@ impl Docs {
     /// is read once, from the first: the same WASI packages in a tool's
     /// `deps/` and in Fabric's `wit/deps` do not clash.
     pub fn from_wit_dir(wit: &Path, deps: &[&Path]) -> Result<Docs> {
-        let main = UnresolvedPackageGroup::parse_dir(wit)
-            .with_context(|| format!("reading the WIT package in {}", wit.display()))?;
-        let mut groups: Vec<UnresolvedPackageGroup> = Vec::new();
-        let mut add = |group: UnresolvedPackageGroup| {
-            let name = &group.main.name;
-            if *name != main.main.name && !groups.iter().any(|g| g.main.name == *name) {
-                groups.push(group);
-            }
-        };
-        for group in read_deps(&wit.join("deps"))? {
-            add(group);
-        }
-        for dir in deps {
-            if !dir.is_dir() {
-                bail!("{} is not a directory of WIT files", dir.display());
-            }
-            let has_own = std::fs::read_dir(dir)
-                .with_context(|| format!("reading {}", dir.display()))?
-                .filter_map(|e| e.ok())
-                .any(|e| e.path().extension().is_some_and(|x| x == "wit"));
-            if has_own {
-                add(UnresolvedPackageGroup::parse_dir(dir)
-                    .with_context(|| format!("reading the WIT package in {}", dir.display()))?);
-            }
-            for group in read_deps(&dir.join("deps"))? {
-                add(group);
-            }
-        }
-        let mut resolve = Resolve::default();
-        let id = resolve.push_groups(main, groups).with_context(|| {
-            format!(
-                "resolving the WIT package in {} (name the directories holding the packages it uses with --deps)",
-                wit.display()
-            )
-        })?;
+        let (resolve, id) = resolve_wit_dir(wit, deps)?;
         Ok(Docs::from_package(&resolve, id))
     }
 
@@ -117,6 +83,13 @@ impl Docs {
                 match item {
                     wit_parser::WorldItem::Function(f) => docs.add(&name, &f.docs),
                     wit_parser::WorldItem::Type { id, .. } => docs.add_type(resolve, *id, ""),
+                    // An interface defined in the world itself
+                    // (`export api: interface { … }`); named ones are above.
+                    wit_parser::WorldItem::Interface { id, .. }
+                        if resolve.interfaces[*id].name.is_none() =>
+                    {
+                        docs.add_interface(resolve, *id, &format!("{name}#"));
+                    }
                     wit_parser::WorldItem::Interface { .. } => {}
                 }
             }
@@ -186,6 +159,84 @@ impl Docs {
         component.extend_from_slice(&payload);
         Ok(())
     }
+}
+
+/// Resolves the tool package in the directory `wit` as
+/// [`Docs::from_wit_dir`] describes; returns the resolve and the package.
+pub fn resolve_wit_dir(wit: &Path, deps: &[&Path]) -> Result<(Resolve, PackageId)> {
+    let main = UnresolvedPackageGroup::parse_dir(wit)
+        .with_context(|| format!("reading the WIT package in {}", wit.display()))?;
+    let mut groups: Vec<UnresolvedPackageGroup> = Vec::new();
+    let mut add = |group: UnresolvedPackageGroup| {
+        let name = &group.main.name;
+        if *name != main.main.name && !groups.iter().any(|g| g.main.name == *name) {
+            groups.push(group);
+        }
+    };
+    for group in read_deps(&wit.join("deps"))? {
+        add(group);
+    }
+    for dir in deps {
+        if !dir.is_dir() {
+            bail!("{} is not a directory of WIT files", dir.display());
+        }
+        let has_own = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "wit"));
+        if has_own {
+            add(UnresolvedPackageGroup::parse_dir(dir)
+                .with_context(|| format!("reading the WIT package in {}", dir.display()))?);
+        }
+        for group in read_deps(&dir.join("deps"))? {
+            add(group);
+        }
+    }
+    let mut resolve = Resolve::default();
+    let id = resolve.push_groups(main, groups).with_context(|| {
+            format!(
+                "resolving the WIT package in {} (name the directories holding the packages it uses with --deps)",
+                wit.display()
+            )
+        })?;
+    Ok((resolve, id))
+}
+
+/// The key of a function's docs (and of its match in [`function_keys`]):
+/// `iface#func` for a function of the exported interface `iface` (its full
+/// name, `ns:pkg/iface@1.2.3`), `func` for a function of the world itself.
+pub fn function_key(interface: Option<&str>, function: &str) -> String {
+    match interface {
+        Some(iface) => format!("{iface}#{function}"),
+        None => function.to_string(),
+    }
+}
+
+/// The keys ([`function_key`]) of every function the package `id` declares:
+/// in its interfaces and in its worlds.
+pub fn function_keys(resolve: &Resolve, id: PackageId) -> std::collections::BTreeSet<String> {
+    let package = &resolve.packages[id];
+    let mut keys = std::collections::BTreeSet::new();
+    for iface in package.interfaces.values() {
+        let name = resolve.id_of(*iface);
+        for f in resolve.interfaces[*iface].functions.keys() {
+            keys.insert(function_key(name.as_deref(), f));
+        }
+    }
+    for world in package.worlds.values() {
+        for (key, item) in resolve.worlds[*world].exports.iter() {
+            if let wit_parser::WorldItem::Function(f) = item {
+                keys.insert(function_key(None, &f.name));
+            } else if let wit_parser::WorldItem::Interface { id, .. } = item {
+                // An interface defined inline in the world (`export x: interface {…}`).
+                let name = resolve.name_world_key(key);
+                for f in resolve.interfaces[*id].functions.keys() {
+                    keys.insert(function_key(Some(&name), f));
+                }
+            }
+        }
+    }
+    keys
 }
 
 /// The packages of a `deps` directory: each subdirectory, and each `*.wit`

@@ -84,6 +84,10 @@ pub enum Report {
     Hits,
 }
 
+/// Why a rule pattern that can match no text at all is refused (a signal may:
+/// `^` marks a position).
+const EMPTY_MATCH: &str = "can match empty text (a lone \\b, x?, x*), so it would hit every string: make it require at least one character";
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -232,6 +236,11 @@ impl RuleSet {
         self.signals.prepare();
     }
 
+    /// The score thresholds of the rule file (`[score]`).
+    pub fn thresholds(&self) -> crate::signals::Thresholds {
+        self.signals.thresholds
+    }
+
     /// No rules at all (`[guard] rules = "none"`): only the size limit applies.
     pub fn none() -> Arc<RuleSet> {
         Arc::new(RuleSet {
@@ -283,6 +292,14 @@ impl RuleSet {
                 if eager {
                     let re = compile(&p)
                         .map_err(|e| RulesError(format!("rule {:?}, pattern {i}: {e}", r.id)))?;
+                    let empty = regex_syntax::parse(&p)
+                        .is_ok_and(|hir| hir.properties().minimum_len() == Some(0));
+                    if empty {
+                        return Err(RulesError(format!(
+                            "rule {:?}, pattern {i} {EMPTY_MATCH}",
+                            r.id
+                        )));
+                    }
                     let _ = pattern.regex.set(re);
                 }
                 patterns.push(pattern);
@@ -328,6 +345,9 @@ impl RuleSet {
                 },
             );
         }
+        file.score
+            .check()
+            .map_err(|m| RulesError(format!("[score]: {m}")))?;
         let signals =
             crate::signals::Signals::compile(file.signal, file.score, all_patterns, eager)?;
         Ok(RuleSet {

@@ -90,6 +90,9 @@ pub struct Thresholds {
 
 /// Default [`Thresholds::span`].
 pub const DEFAULT_SPAN: usize = 400;
+/// Largest [`Thresholds::span`]: windows far longer than a paragraph would
+/// add up signals that have nothing to do with each other.
+pub const MAX_SPAN: usize = 65_536;
 
 impl Thresholds {
     /// These thresholds, with each one that is set in `over` replaced.
@@ -115,6 +118,38 @@ impl Thresholds {
         } else {
             None
         }
+    }
+
+    /// Why these thresholds cannot be meant as written: a span of 0 bytes
+    /// or past [`MAX_SPAN`], or a weaker action's threshold above a stronger
+    /// one's (the stronger action would always win, so the weaker would
+    /// never act).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(span) = self.span {
+            if span == 0 || span as usize > MAX_SPAN {
+                return Err(format!(
+                    "span = {span} is not allowed: the longest window, in bytes from its first signal to its last, from 1 to {MAX_SPAN} (default {DEFAULT_SPAN})"
+                ));
+            }
+        }
+        let on = |t: Option<u32>| t.filter(|&t| t > 0);
+        let order = [
+            ("flag", on(self.flag)),
+            ("redact", on(self.redact)),
+            ("reject", on(self.reject)),
+        ];
+        for (i, (weak, below)) in order.iter().enumerate() {
+            for (strong, above) in &order[i + 1..] {
+                if let (Some(below), Some(above)) = (below, above) {
+                    if below > above {
+                        return Err(format!(
+                            "{weak} = {below} is above {strong} = {above}, so it would never act: set flag <= redact <= reject (0 turns one off)"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn span_bytes(&self) -> usize {

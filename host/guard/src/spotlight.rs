@@ -13,9 +13,11 @@
 //!   <<<END_TOOL_OUTPUT 3f9a1c07d2b4e865>>>
 //!   ```
 //!   The marker is 64 random bits, so text inside cannot forge the end line.
-//! - **datamark**: every run of spaces and tabs in the output's text is
-//!   replaced by the marker `^` followed by four random hex digits and `^`
-//!   (`In^3f9a^this^3f9a^manner`), and every line starts with it, so the model
+//! - **datamark**: every run of whitespace in the output's text (spaces,
+//!   tabs and every other Unicode space) is replaced by the marker `^`
+//!   followed by four random hex digits and `^` (`In^3f9a^this^3f9a^manner`),
+//!   and every line (after LF, CR, VT, FF, NEL, U+2028 or U+2029) starts
+//!   with it, so the model
 //!   sees the mark throughout the data, not only at its edges. Hines et al.
 //!   report spotlighting (datamarking, encoding) lowering the attack success
 //!   rate from above 50 % to below 2 % with GPT-family models, with minimal
@@ -34,7 +36,8 @@ use serde::Serialize;
 pub enum Spotlight {
     /// Boundary lines with a per-call random marker.
     Delimit,
-    /// A per-call random marker in place of every run of spaces and tabs.
+    /// A per-call random marker in place of every run of whitespace and at
+    /// the start of every line.
     Datamark,
 }
 
@@ -121,24 +124,35 @@ fn datamark(text: &str, marker: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     out.push_str(marker);
     let mut in_gap = false;
-    for c in text.chars() {
-        match c {
-            ' ' | '\t' => {
-                if !in_gap {
-                    out.push_str(marker);
-                    in_gap = true;
-                }
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if is_line_break(c) {
+            out.push(c);
+            // A CR before LF is one break: the mark follows the LF.
+            if !(c == '\r' && chars.peek() == Some(&'\n')) {
+                out.push_str(marker);
             }
-            '\n' => {
-                out.push('\n');
+            in_gap = true;
+        } else if c.is_whitespace() {
+            // Any Unicode space (no-break, en, ideographic, …) is a gap, as
+            // a space is: text laid out with them is marked too.
+            if !in_gap {
                 out.push_str(marker);
                 in_gap = true;
             }
-            c => {
-                out.push(c);
-                in_gap = false;
-            }
+        } else {
+            out.push(c);
+            in_gap = false;
         }
     }
     out
+}
+
+/// Whether `c` ends a line for a reader: LF, CR, VT, FF, NEL and the
+/// Unicode line and paragraph separators.
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
 }

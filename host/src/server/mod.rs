@@ -39,6 +39,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::admit::Caller;
 use crate::call::{Call, CallError, CallResult, Fabric, Outcome};
@@ -94,6 +95,10 @@ pub(crate) struct AppState {
     pub(crate) draining: AtomicBool,
     pub(crate) sessions: mcp::Sessions,
     local: SocketAddr,
+    /// Calls running in tasks of their own ([`AppState::run`]): shutdown
+    /// waits for them too, since a client that left no longer holds a
+    /// connection open for them.
+    calls: TaskTracker,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -116,6 +121,7 @@ pub async fn run(
         draining: AtomicBool::new(false),
         sessions: mcp::Sessions::default(),
         local,
+        calls: TaskTracker::new(),
     });
     let app = router(state.clone());
     let releasing = options.release_idle.map(|idle| {
@@ -179,7 +185,13 @@ pub async fn run(
         task.abort();
     }
     drop(listener);
-    let drained = graceful.shutdown();
+    let connections = graceful.shutdown();
+    let calls = state.calls.clone();
+    calls.close();
+    let drained = async move {
+        connections.await;
+        calls.wait().await;
+    };
     tokio::pin!(drained);
     if tokio::time::timeout(options.shutdown_grace, &mut drained)
         .await
@@ -202,7 +214,9 @@ pub async fn run(
             .await
             .is_err()
         {
-            tracing::warn!("connections still open after stopping the calls; closing them");
+            tracing::warn!(
+                "calls or connections still open after stopping the calls; closing them"
+            );
         }
     }
     Ok(())
@@ -275,7 +289,11 @@ impl AppState {
     /// cancel it, so it still completes and is audited.
     pub(crate) async fn run(&self, call: Call) -> Result<CallResult, Response> {
         let fabric = self.fabric.clone();
-        match tokio::spawn(async move { fabric.call(call).await }).await {
+        match self
+            .calls
+            .spawn(async move { fabric.call(call).await })
+            .await
+        {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e @ CallError::HostFault { .. })) => {
                 tracing::error!("{e}");

@@ -138,6 +138,18 @@ impl exports::fabric_tests::hostile::api::Guest for Hostile {
         std::env::vars().map(|(k, _)| k).collect()
     }
 
+    fn hold_sockets(n: u64) -> Result<u64, String> {
+        use wasi::sockets::network::IpAddressFamily;
+        let mut held = Vec::new();
+        for i in 0..n {
+            match wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+                Ok(socket) => held.push(socket),
+                Err(e) => return Err(format!("after {i}: {e:?}")),
+            }
+        }
+        Ok(held.len() as u64)
+    }
+
     fn exhaust_resources() -> u64 {
         let mut held = Vec::new();
         loop {
