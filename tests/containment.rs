@@ -352,6 +352,62 @@ fn a_hard_link_across_mounts_is_refused() {
 }
 
 #[test]
+fn refused_directory_and_unlink_operations_are_listed_as_denials() {
+    let d = Dirs::new();
+    let r = rig(&d.policy());
+    // Out of a read-write mount, and into a read-only one.
+    for (call, args, reason) in [
+        (
+            "make-dir",
+            json!({"path": "/rw/../made"}),
+            "the path leaves its mount",
+        ),
+        (
+            "remove-file",
+            json!({"path": "/rw/../outside/private.txt"}),
+            "the path leaves its mount",
+        ),
+        (
+            "make-dir",
+            json!({"path": "/ro/made"}),
+            "the mount is read-only",
+        ),
+        (
+            "remove-file",
+            json!({"path": "/ro/secret.txt"}),
+            "the mount is read-only",
+        ),
+    ] {
+        let x = r.call(call, args.clone());
+        assert_eq!(
+            x.outcome,
+            Outcome::ToolError,
+            "{call} {args}: {:?}",
+            x.error
+        );
+        assert!(
+            x.denials
+                .iter()
+                .any(|denial| denial.kind == "fs" && denial.reason.contains(reason)),
+            "{call} {args}: {:?}",
+            denials(&x)
+        );
+    }
+    assert!(d.path("outside/private.txt").exists() && d.path("ro/secret.txt").exists());
+    assert!(!d.path("made").exists() && !d.path("ro/made").exists());
+    // Inside a read-write mount both work, and nothing is denied.
+    for (call, args) in [
+        ("make-dir", json!({"path": "/rw/made"})),
+        ("remove-file", json!({"path": "/rw/mine.txt"})),
+    ] {
+        let x = r.call(call, args);
+        assert_eq!(x.outcome, Outcome::Ok, "{call}: {:?}", x.error);
+        assert!(x.denials.is_empty(), "{call}: {:?}", denials(&x));
+    }
+    r.still_serves();
+}
+
+#[test]
 fn a_rename_out_of_a_read_write_mount_is_refused() {
     let d = Dirs::new();
     let r = rig(&d.policy());

@@ -619,3 +619,48 @@ fn sigkill_under_load_never_loses_an_answered_call() {
         );
     }
 }
+
+#[test]
+fn mcp_content_carries_a_spotlighted_tool_error_only_marked() {
+    let mut env = Env::new();
+    let policies = policies_with_types("[guard]\nspotlight = \"datamark\"\n");
+    env.policies = policies.path().to_path_buf();
+    let token = env.add_caller("t", &["types.*"]);
+    let server = env.serve(&[]);
+    let reply = curl(
+        &format!("{}/mcp", server.url),
+        &[
+            "-H",
+            &bearer(&token),
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json, text/event-stream",
+            "-H",
+            "MCP-Protocol-Version: 2026-07-28",
+            "-H",
+            "Mcp-Method: tools/call",
+            "-H",
+            "Mcp-Name: types.refuse",
+            "-d",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"types.refuse","arguments":{"reason":"no such file"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        ],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let result = &reply.json()["result"];
+    assert_eq!(result["isError"], true, "{result}");
+    let marker = result["_meta"]["fabric.dev/result"]["guard"]["spotlight"]["marker"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!marker.is_empty(), "{result}");
+    // One item: the outcome and the marked error; the raw text nowhere.
+    let content = result["content"].as_array().cloned().unwrap_or_default();
+    assert_eq!(content.len(), 1, "{result}");
+    assert_eq!(
+        content[0]["text"],
+        format!("tool_error: {marker}no{marker}such{marker}file"),
+        "{result}"
+    );
+    assert!(server.stop().success());
+}

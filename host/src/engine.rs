@@ -158,6 +158,15 @@ async fn why_refused(
 /// importing any 0.2.x version are linked to it.
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
+/// The wasi:filesystem methods on one path whose refusals are listed as
+/// denials besides `open-at`, `link-at` and `rename-at`.
+#[derive(Clone, Copy)]
+enum PathOp {
+    CreateDirectory,
+    RemoveDirectory,
+    UnlinkFile,
+}
+
 /// Replaces wasi:filesystem's `open-at` with one that refuses FIFOs, sockets
 /// and device files (error `access`, which guests see as "permission
 /// denied", and a denial in the call's result): opening a FIFO blocks until a writer appears, on a thread that
@@ -245,6 +254,42 @@ where
             })
         },
     )?;
+    for (method, op) in [
+        (
+            "[method]descriptor.create-directory-at",
+            PathOp::CreateDirectory,
+        ),
+        (
+            "[method]descriptor.remove-directory-at",
+            PathOp::RemoveDirectory,
+        ),
+        ("[method]descriptor.unlink-file-at", PathOp::UnlinkFile),
+    ] {
+        linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+            method,
+            move |mut store, (dir, path): (Resource<Descriptor>, String)| {
+                Box::new(async move {
+                    let mut fs = store.data_mut().filesystem();
+                    let again = Resource::new_borrow(dir.rep());
+                    let done = match op {
+                        PathOp::CreateDirectory => fs.create_directory_at(dir, path.clone()).await,
+                        PathOp::RemoveDirectory => fs.remove_directory_at(dir, path.clone()).await,
+                        PathOp::UnlinkFile => fs.unlink_file_at(dir, path.clone()).await,
+                    };
+                    let done = match done {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(fs.convert_error_code(e)?),
+                    };
+                    if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = done {
+                        let reason = why_refused(&mut fs, again, PathFlags::empty(), &path).await;
+                        tracing::info!("a path refused");
+                        store.data_mut().record_denial("fs", path, reason);
+                    }
+                    Ok((done,))
+                })
+            },
+        )?;
+    }
     let result =
         linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
             "[method]descriptor.rename-at",

@@ -359,7 +359,10 @@ struct FileLimits {
 }
 
 #[derive(Deserialize, Clone)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a size: a whole number of bytes (65536) or a string with a unit (\"64 KiB\", \"32 MiB\")"
+)]
 pub(crate) enum Size {
     Bytes(u64),
     Text(String),
@@ -761,6 +764,12 @@ impl Policy {
                 })?);
         }
         let limit = match &file.audit.payload_limit {
+            Some(_) if !file.audit.payloads => {
+                return Err((
+                    "audit.payload_limit".to_string(),
+                    "payloads are not recorded unless audit.payloads = true: set it, or remove the limit".into(),
+                ))
+            }
             Some(size) => parse_size("audit.payload_limit", size)?,
             None => DEFAULT_PAYLOAD_LIMIT,
         };
@@ -1505,6 +1514,16 @@ mod tests {
             "span = 0 is not allowed",
         );
         rejects("[env.vars]\nA = \"x\\u0000y\"", "env.vars.A", "NUL");
+        rejects(
+            "[limits]\nmemory = -1",
+            "limits.memory",
+            "a whole number of bytes",
+        );
+        rejects(
+            "[audit]\npayload_limit = \"1 KiB\"",
+            "audit.payload_limit",
+            "audit.payloads = true",
+        );
         rejects(
             "[guard]\nrules = \"none\"\n[guard.score]\nreject = 5",
             "guard.score",

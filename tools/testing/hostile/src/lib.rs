@@ -97,6 +97,14 @@ impl exports::fabric_tests::hostile::api::Guest for Hostile {
         std::fs::write(&path, text).map_err(err)
     }
 
+    fn make_dir(path: String) -> Result<(), String> {
+        std::fs::create_dir(&path).map_err(err)
+    }
+
+    fn remove_file(path: String) -> Result<(), String> {
+        std::fs::remove_file(&path).map_err(err)
+    }
+
     fn hard_link(target: String, link: String) -> Result<(), String> {
         std::fs::hard_link(&target, &link).map_err(err)
     }
