@@ -16,8 +16,8 @@ pub enum PolicyCommand {
     /// line and what is allowed (on stderr). Also warns of symbolic links in
     /// a mount that lead out of it (the tool cannot follow them), and, when
     /// checking the whole directory, of a policy that no component in
-    /// --tools is named for (it applies to nothing: a misspelt file name). Exit 0 when all are good, 1
-    /// otherwise.
+    /// --tools is named for (it applies to nothing: a misspelt file name).
+    /// Exit 0 when all are good, 1 otherwise.
     Check {
         /// Policy files to check.
         files: Vec<PathBuf>,
@@ -55,17 +55,19 @@ pub fn run(
         match Policy::load(file, maxima) {
             Ok(policy) => {
                 println!("{}: ok", file.display());
-                let name = file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default();
-                let component = tools.join(format!("{name}.wasm"));
-                if whole_directory && tools.is_dir() && !component.exists() {
-                    println!(
-                        "{}: warning: there is no component {} for it to apply to: check the file name",
-                        file.display(),
-                        component.display()
-                    );
+                if whole_directory && tools.is_dir() {
+                    let name = file
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or_default();
+                    let component = tools.join(format!("{name}.wasm"));
+                    if !component.exists() {
+                        println!(
+                            "{}: warning: there is no component {} for it to apply to: check the file name",
+                            file.display(),
+                            component.display()
+                        );
+                    }
                 }
                 for link in policy.links_leaving_mounts() {
                     println!(

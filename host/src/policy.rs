@@ -1201,25 +1201,7 @@ fn network_of(ip: IpAddr, bits: u8) -> IpAddr {
 
 /// Whether `ip` is in the network `net/bits` (same family only).
 pub(crate) fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(bits))
-            };
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(bits))
-            };
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
+    ip.is_ipv4() == net.is_ipv4() && network_of(ip, bits) == network_of(net, bits)
 }
 
 #[cfg(test)]
