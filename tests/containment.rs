@@ -352,7 +352,7 @@ fn a_hard_link_across_mounts_is_refused() {
 }
 
 #[test]
-fn refused_directory_and_unlink_operations_are_listed_as_denials() {
+fn refused_directory_link_time_and_unlink_operations_are_listed_as_denials() {
     let d = Dirs::new();
     let r = rig(&d.policy());
     // Out of a read-write mount, and into a read-only one.
@@ -377,6 +377,26 @@ fn refused_directory_and_unlink_operations_are_listed_as_denials() {
             json!({"path": "/ro/secret.txt"}),
             "the mount is read-only",
         ),
+        (
+            "touch",
+            json!({"path": "/rw/../outside/private.txt"}),
+            "the path leaves its mount",
+        ),
+        (
+            "touch",
+            json!({"path": "/ro/secret.txt"}),
+            "the mount is read-only",
+        ),
+        (
+            "sym-link",
+            json!({"target": "/etc/passwd", "link": "/rw/absolute"}),
+            "a symbolic link to an absolute path",
+        ),
+        (
+            "sym-link",
+            json!({"target": "secret.txt", "link": "/ro/link"}),
+            "a symbolic link to an absolute path",
+        ),
     ] {
         let x = r.call(call, args.clone());
         assert_eq!(
@@ -395,9 +415,15 @@ fn refused_directory_and_unlink_operations_are_listed_as_denials() {
     }
     assert!(d.path("outside/private.txt").exists() && d.path("ro/secret.txt").exists());
     assert!(!d.path("made").exists() && !d.path("ro/made").exists());
-    // Inside a read-write mount both work, and nothing is denied.
+    assert!(!d.path("rw/absolute").exists() && !d.path("ro/link").exists());
+    // Inside a read-write mount all work, and nothing is denied.
     for (call, args) in [
         ("make-dir", json!({"path": "/rw/made"})),
+        ("touch", json!({"path": "/rw/mine.txt"})),
+        (
+            "sym-link",
+            json!({"target": "mine.txt", "link": "/rw/link"}),
+        ),
         ("remove-file", json!({"path": "/rw/mine.txt"})),
     ] {
         let x = r.call(call, args);

@@ -16,7 +16,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     Descriptor, DescriptorFlags, DescriptorType, ErrorCode, Host as _, HostDescriptor as _,
-    OpenFlags, PathFlags,
+    NewTimestamp, OpenFlags, PathFlags,
 };
 
 use crate::config::HostConfig;
@@ -134,6 +134,8 @@ const MOUNT_READ_ONLY: &str =
 const LINK_REFUSED: &str = "a hard link that leaves its mount, links across mounts or writes to a read-only mount: links stay inside one read-write mount";
 /// Why a rename was refused.
 const RENAME_REFUSED: &str = "a rename that leaves its mount, or moves into or out of a read-only mount: renames stay inside read-write mounts";
+/// Why creating a symbolic link was refused.
+const SYMLINK_REFUSED: &str = "a symbolic link to an absolute path, or created outside its mount or in a read-only mount: links are created inside a read-write mount and point to a relative path";
 
 /// Why opening `path` was refused: the path leaves its mount if even
 /// looking at it is refused, else the open asked to write to a read-only
@@ -158,13 +160,50 @@ async fn why_refused(
 /// importing any 0.2.x version are linked to it.
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
-/// The wasi:filesystem methods on one path whose refusals are listed as
-/// denials besides `open-at`, `link-at` and `rename-at`.
+/// The wasi:filesystem methods on one path that share one shadow.
 #[derive(Clone, Copy)]
 enum PathOp {
     CreateDirectory,
     RemoveDirectory,
     UnlinkFile,
+}
+
+/// How a refusal of a wasi:filesystem method is explained in its denial.
+enum Why<'a> {
+    /// Always this reason (links and renames, which involve two paths).
+    Fixed(&'static str),
+    /// Whichever of [`PATH_LEAVES_MOUNT`] and [`MOUNT_READ_ONLY`] holds for
+    /// this path in the method's directory ([`why_refused`]).
+    Path(Resource<Descriptor>, PathFlags, &'a str),
+}
+
+/// Converts a wasi:filesystem method's result for the guest and lists a
+/// refusal (`not-permitted` or `access`, what cap-std answers for a path
+/// that leaves its mount and wasmtime-wasi for a write to a read-only one)
+/// as a denial of `target`, explained by `why`.
+async fn settle<T, R>(
+    store: &mut wasmtime::StoreContextMut<'_, T>,
+    done: wasmtime_wasi::p2::FsResult<R>,
+    target: String,
+    why: Why<'_>,
+) -> wasmtime::Result<Result<R, ErrorCode>>
+where
+    T: wasmtime_wasi::WasiView + RecordDenial + 'static,
+{
+    let mut fs = store.data_mut().filesystem();
+    let done = match done {
+        Ok(value) => Ok(value),
+        Err(e) => Err(fs.convert_error_code(e)?),
+    };
+    if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = done {
+        let reason = match why {
+            Why::Fixed(reason) => reason,
+            Why::Path(dir, path_flags, path) => why_refused(&mut fs, dir, path_flags, path).await,
+        };
+        tracing::info!(%target, "a filesystem operation refused");
+        store.data_mut().record_denial("fs", target, reason);
+    }
+    Ok(done)
 }
 
 /// Replaces wasi:filesystem's `open-at` with one that refuses FIFOs, sockets
@@ -174,6 +213,10 @@ enum PathOp {
 /// keep the process from exiting. The type is checked on the path just
 /// before opening it; a file swapped for a FIFO on the host in between
 /// (the guest cannot create one) would still be opened.
+///
+/// The other methods a mount can refuse (links, renames, symbolic links,
+/// timestamps, creating and removing directories and files) are shadowed
+/// too, so that each refusal is listed as a denial ([`settle`]).
 fn refuse_special_files<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
     T: wasmtime_wasi::WasiView + RecordDenial + 'static,
@@ -210,19 +253,11 @@ where
                     return Ok((Err(ErrorCode::Access),));
                 }
                 let again = Resource::new_borrow(dir.rep());
-                let opened = match fs
+                let opened = fs
                     .open_at(dir, path_flags, path.clone(), open_flags, flags)
-                    .await
-                {
-                    Ok(descriptor) => Ok(descriptor),
-                    Err(e) => Err(fs.convert_error_code(e)?),
-                };
-                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = opened {
-                    let reason = why_refused(&mut fs, again, path_flags, &path).await;
-                    tracing::info!("a path refused");
-                    store.data_mut().record_denial("fs", path, reason);
-                }
-                Ok((opened,))
+                    .await;
+                let why = Why::Path(again, path_flags, &path);
+                Ok((settle(&mut store, opened, path.clone(), why).await?,))
             })
         },
     )?;
@@ -238,19 +273,60 @@ where
         )| {
             Box::new(async move {
                 let mut fs = store.data_mut().filesystem();
-                let linked = match fs
+                let linked = fs
                     .link_at(dir, path_flags, old.clone(), new_dir, new.clone())
-                    .await
-                {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(fs.convert_error_code(e)?),
-                };
-                if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = linked {
-                    store
-                        .data_mut()
-                        .record_denial("fs", format!("{old} -> {new}"), LINK_REFUSED);
-                }
-                Ok((linked,))
+                    .await;
+                let target = format!("{old} -> {new}");
+                Ok((settle(&mut store, linked, target, Why::Fixed(LINK_REFUSED)).await?,))
+            })
+        },
+    )?;
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.rename-at",
+        |mut store,
+         (dir, old, new_dir, new): (
+            Resource<Descriptor>,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let renamed = fs.rename_at(dir, old.clone(), new_dir, new.clone()).await;
+                let target = format!("{old} -> {new}");
+                Ok((settle(&mut store, renamed, target, Why::Fixed(RENAME_REFUSED)).await?,))
+            })
+        },
+    )?;
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |mut store, (dir, old, new): (Resource<Descriptor>, String, String)| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let linked = fs.symlink_at(dir, old.clone(), new.clone()).await;
+                let target = format!("{new} -> {old}");
+                Ok((settle(&mut store, linked, target, Why::Fixed(SYMLINK_REFUSED)).await?,))
+            })
+        },
+    )?;
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.set-times-at",
+        |mut store,
+         (dir, path_flags, path, atime, mtime): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            NewTimestamp,
+            NewTimestamp,
+        )| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let again = Resource::new_borrow(dir.rep());
+                let set = fs
+                    .set_times_at(dir, path_flags, path.clone(), atime, mtime)
+                    .await;
+                let why = Why::Path(again, path_flags, &path);
+                Ok((settle(&mut store, set, path.clone(), why).await?,))
             })
         },
     )?;
@@ -276,49 +352,14 @@ where
                         PathOp::RemoveDirectory => fs.remove_directory_at(dir, path.clone()).await,
                         PathOp::UnlinkFile => fs.unlink_file_at(dir, path.clone()).await,
                     };
-                    let done = match done {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(fs.convert_error_code(e)?),
-                    };
-                    if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = done {
-                        let reason = why_refused(&mut fs, again, PathFlags::empty(), &path).await;
-                        tracing::info!("a path refused");
-                        store.data_mut().record_denial("fs", path, reason);
-                    }
-                    Ok((done,))
+                    let why = Why::Path(again, PathFlags::empty(), &path);
+                    Ok((settle(&mut store, done, path.clone(), why).await?,))
                 })
             },
         )?;
     }
-    let result =
-        linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
-            "[method]descriptor.rename-at",
-            |mut store,
-             (dir, old, new_dir, new): (
-                Resource<Descriptor>,
-                String,
-                Resource<Descriptor>,
-                String,
-            )| {
-                Box::new(async move {
-                    let mut fs = store.data_mut().filesystem();
-                    let renamed = match fs.rename_at(dir, old.clone(), new_dir, new.clone()).await {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(fs.convert_error_code(e)?),
-                    };
-                    if let Err(ErrorCode::NotPermitted | ErrorCode::Access) = renamed {
-                        store.data_mut().record_denial(
-                            "fs",
-                            format!("{old} -> {new}"),
-                            RENAME_REFUSED,
-                        );
-                    }
-                    Ok((renamed,))
-                })
-            },
-        );
     linker.allow_shadowing(false);
-    result
+    Ok(())
 }
 
 /// The wasi:sockets name-lookup interface of wasmtime-wasi 48.

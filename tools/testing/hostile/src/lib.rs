@@ -19,6 +19,18 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// The preopened directory that holds the absolute guest `path`, and the
+/// rest of the path inside it (std has no symlink or set-times on wasip2).
+fn in_mount(path: &str) -> Result<(wasi::filesystem::types::Descriptor, String), String> {
+    wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find_map(|(dir, guest)| {
+            let rest = path.strip_prefix(guest.as_str())?.strip_prefix('/')?;
+            Some((dir, rest.to_string()))
+        })
+        .ok_or_else(|| format!("{path} is in no mount"))
+}
+
 impl exports::fabric_tests::hostile::api::Guest for Hostile {
     fn spin() {
         let mut x = 1u64;
@@ -107,6 +119,23 @@ impl exports::fabric_tests::hostile::api::Guest for Hostile {
 
     fn hard_link(target: String, link: String) -> Result<(), String> {
         std::fs::hard_link(&target, &link).map_err(err)
+    }
+
+    fn sym_link(target: String, link: String) -> Result<(), String> {
+        let (dir, rest) = in_mount(&link)?;
+        dir.symlink_at(&target, &rest).map_err(err)
+    }
+
+    fn touch(path: String) -> Result<(), String> {
+        use wasi::filesystem::types::{NewTimestamp, PathFlags};
+        let (dir, rest) = in_mount(&path)?;
+        dir.set_times_at(
+            PathFlags::empty(),
+            &rest,
+            NewTimestamp::Now,
+            NewTimestamp::Now,
+        )
+        .map_err(err)
     }
 
     fn rename(source: String, destination: String) -> Result<(), String> {
