@@ -473,7 +473,10 @@ impl Policy {
             let msg = e.message().to_string();
             let key = e
                 .span()
-                .map(|span| key_at(text, span))
+                .map(|span| match key_at_offset(text, span.start) {
+                    Some(key) => format!("{key} (line {})", line_at(text, span.start)),
+                    None => key_at(text, span),
+                })
                 .unwrap_or_else(|| "(file)".into());
             (key, format!("{msg}{}", hint_for(&msg)))
         })?;
@@ -715,7 +718,7 @@ impl Policy {
             }
         };
         for (id, action) in &file.guard.actions {
-            let key = format!("guard.actions.{id}");
+            let key = format!("guard.actions.{}", key_segment(id));
             let model = id == crate::guard::model::MODEL_ID;
             if model && policy.guard_model.is_none() {
                 return Err((
@@ -863,48 +866,118 @@ fn normalize_guest(path: &str) -> String {
 }
 
 /// The line (from 1) of `key` (`limits.memory`, `fs[1].host`,
-/// `net.allow[0]`, `env.vars.NAME`) in policy text, when it can be found.
+/// `net.allow[0]`, `guard.actions."token.role-line"`) in policy text, when
+/// the text parses as TOML and holds the key.
 fn line_of(text: &str, key: &str) -> Option<usize> {
-    let (table, rest) = key.split_once('.')?;
-    let (table, nth) = match table.split_once('[') {
-        Some((t, n)) => (t, n.trim_end_matches(']').parse::<usize>().ok()?),
-        None => (table, 0),
-    };
-    let leaf = rest.split(['.', '[']).next().unwrap_or_default().trim();
-    let headers = [format!("[{table}]"), format!("[[{table}]]")];
-    let mut seen = 0;
-    let mut inside = false;
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            let header: String = t
-                .split('#')
-                .next()
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect();
-            inside = false;
-            if headers.contains(&header) {
-                if seen == nth {
-                    inside = true;
-                }
-                seen += 1;
+    use toml::de::DeValue;
+    let root = DeValue::Table(toml::de::DeTable::parse(text).ok()?.into_inner());
+    let mut value = &root;
+    let mut start = 0;
+    for segment in key_segments(key)? {
+        let next = match (segment, value) {
+            (Segment::Key(name), DeValue::Table(t)) => {
+                let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+                start = k.span().start;
+                v
             }
-            continue;
-        }
-        if inside {
-            let name = t
-                .split('=')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .trim_matches('"');
-            if t.contains('=') && name == leaf {
-                return Some(i + 1);
+            (Segment::Index(i), DeValue::Array(a)) => {
+                let v = a.get(i)?;
+                start = v.span().start;
+                v
             }
+            _ => return None,
+        };
+        value = next.get_ref();
+    }
+    Some(line_at(text, start))
+}
+
+/// The line (from 1) that byte `offset` of `text` is on.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// One step of a policy key: a table's key or an array's index.
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Splits a key as this module writes them (`fs[1].host`,
+/// `guard.actions."a.b"`) into its steps.
+fn key_segments(key: &str) -> Option<Vec<Segment>> {
+    let mut segments = Vec::new();
+    let mut rest = key;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            segments.push(Segment::Key(quoted[..end].to_string()));
+            rest = &quoted[end + 1..];
+        } else if let Some(index) = rest.strip_prefix('[') {
+            let end = index.find(']')?;
+            segments.push(Segment::Index(index[..end].parse().ok()?));
+            rest = &index[end + 1..];
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            segments.push(Segment::Key(rest[..end].to_string()));
+            rest = &rest[end..];
         }
     }
-    None
+    Some(segments)
+}
+
+/// `name` as a step of a key: bare when TOML allows it, else quoted.
+fn key_segment(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// The key that the byte `offset` of policy text lies in (its name or its
+/// value), written as [`line_of`] reads it: `fs[0].access`.
+fn key_at_offset(text: &str, offset: usize) -> Option<String> {
+    fn find(value: &toml::de::DeValue<'_>, offset: usize, path: &mut String) -> bool {
+        let len = path.len();
+        match value {
+            toml::de::DeValue::Table(t) => {
+                for (k, v) in t.iter() {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&key_segment(k.get_ref()));
+                    if find(v.get_ref(), offset, path)
+                        || k.span().contains(&offset)
+                        || v.span().contains(&offset)
+                    {
+                        return true;
+                    }
+                    path.truncate(len);
+                }
+            }
+            toml::de::DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    if find(v.get_ref(), offset, path) || v.span().contains(&offset) {
+                        return true;
+                    }
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut path = String::new();
+    let root = toml::de::DeValue::Table(doc.into_inner());
+    (find(&root, offset, &mut path) && !path.is_empty()).then_some(path)
 }
 
 /// A symbolic link inside a mount whose target lies outside it: the tool
@@ -972,7 +1045,7 @@ impl Policy {
 fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
     let start = span.start.min(text.len());
     let end = span.end.clamp(start, text.len());
-    let line = text[..start].matches('\n').count() + 1;
+    let line = line_at(text, start);
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_text = text[line_start..].lines().next().unwrap_or_default();
     // A bad value: name the key on its left.
@@ -1335,6 +1408,17 @@ mod tests {
             "unknown field `deny`",
         );
         rejects("[limits]\nfuel = \"many\"", "limits.fuel", "");
+        // A type error inside the second of an array of tables names it.
+        rejects(
+            "[[fs]]\nhost = \"src\"\nguest = \"/s\"\n\n[[fs]]\nhost = \"tests\"\nguest = \"/t\"\naccess = 5",
+            "fs[1].access (line 8)",
+            "expected a string",
+        );
+        rejects(
+            "[limits]\nfuel = 1\n[[fs]]\nhost = \"src\"\nguest = \"/s\"\nmode = 1",
+            "fs[0].mode (line 6)",
+            "unknown field `mode`",
+        );
         rejects(
             "[limits]\nmemory = \"64 MB/s\"",
             "limits.memory",
@@ -1451,12 +1535,12 @@ mod tests {
         );
         rejects(
             "[guard.actions]\n\"no.such.rule\" = \"flag\"",
-            "guard.actions.no.such.rule",
+            "guard.actions.\"no.such.rule\" (line 2)",
             "no rule",
         );
         rejects(
             "[guard.actions]\n\"token.role-line\" = \"ban\"",
-            "guard.actions.token.role-line",
+            "guard.actions.\"token.role-line\" (line 2)",
             "\"reject\", \"redact\" or \"flag\"",
         );
         let p = parse("[guard.actions]\n\"token.role-line\" = \"reject\"").unwrap();
@@ -1543,17 +1627,17 @@ mod tests {
         );
         rejects(
             "[guard]\nmodel = \"none\"\n[guard.actions]\n\"model.injection\" = \"flag\"",
-            "guard.actions.model.injection",
+            "guard.actions.\"model.injection\"",
             "learned detector is off",
         );
         rejects(
             "[guard.actions]\n\"model.injection\" = \"redact\"",
-            "guard.actions.model.injection",
+            "guard.actions.\"model.injection\"",
             "cannot redact",
         );
         rejects(
             "[guard.actions]\n\"model.injection\" = \"ban\"",
-            "guard.actions.model.injection",
+            "guard.actions.\"model.injection\"",
             "use \"reject\" or \"flag\"",
         );
     }
