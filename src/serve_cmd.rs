@@ -277,7 +277,12 @@ pub fn serve(
     };
     let options = ServeOptions {
         auth,
-        allow_origins: args.allow_origin.clone(),
+        allow_origins: args
+            .allow_origin
+            .iter()
+            .map(|o| fabric_host::server::normalise_origin(o))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
         max_body: parse_size_text(&args.max_body)
             .map_err(|e| anyhow::anyhow!("--max-body: {e}"))?,
         shutdown_grace: duration("shutdown-grace", &args.shutdown_grace)?,

@@ -366,15 +366,46 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
     };
     let reply = in_session(r#"{"jsonrpc":"2.0","id":2,"method":"no/such"}"#);
     assert_eq!(reply.json()["error"]["code"], -32601);
+    // Arguments that are not an object break CallToolRequest's schema: a
+    // protocol error, the refusal audited and its record in the error.
     let reply = in_session(
         r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"text.echo","arguments":"hi"}}"#,
     );
-    let result = &reply.json()["result"];
-    assert_eq!(result["isError"], true, "{reply:?}");
-    assert_eq!(
-        result["_meta"]["fabric.dev/result"]["outcome"],
-        "invalid_arguments"
+    let error = &reply.json()["error"];
+    assert_eq!(error["code"], -32602, "{reply:?}");
+    let id = error["data"]["fabric.dev/result"]["invocation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(env.record(&id)["outcome"], "invalid_arguments");
+    // initialize without its required params, or asking for 2025-03-26
+    // (whose batches this server does not take): refused, and answered
+    // with the newest revision.
+    let reply = curl(
+        &mcp,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-d",
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#,
+        ],
     );
+    assert_eq!(reply.json()["error"]["code"], -32602, "{reply:?}");
+    assert!(reply.header("mcp-session-id").is_none());
+    let reply = curl(
+        &mcp,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-d",
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}"#,
+        ],
+    );
+    assert_eq!(reply.json()["result"]["protocolVersion"], "2025-11-25");
     let modern = |method: &str, name: Option<&str>| {
         let mut args = vec![
             "-H".to_string(),
@@ -428,6 +459,49 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
     assert!(reply.json()["result"]["supportedVersions"]
         .as_array()
         .is_some_and(|v| v.contains(&json!("2026-07-28"))));
+    // A 2026-07-28 request must carry the client's capabilities; one that
+    // names a handshake revision in _meta is told which it may name.
+    let mut args = vec![
+        "-H".to_string(),
+        auth.clone(),
+        "-H".into(),
+        json_ct.into(),
+        "-H".into(),
+        "MCP-Protocol-Version: 2026-07-28".into(),
+        "-H".into(),
+        "Mcp-Method: tools/list".into(),
+        "-d".into(),
+    ];
+    for (meta, code) in [
+        (
+            json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"}),
+            -32602,
+        ),
+        (
+            json!({"io.modelcontextprotocol/protocolVersion": "2025-11-25",
+                "io.modelcontextprotocol/clientCapabilities": {}}),
+            -32022,
+        ),
+    ] {
+        args.push(
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"_meta": meta}})
+                .to_string(),
+        );
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = curl(&mcp, &refs);
+        args.pop();
+        assert_eq!(
+            (reply.status, reply.json()["error"]["code"].clone()),
+            (400, json!(code)),
+            "{reply:?}"
+        );
+        if code == -32022 {
+            assert_eq!(
+                reply.json()["error"]["data"]["supported"],
+                json!(["2026-07-28"])
+            );
+        }
+    }
     // Sessions: unknown id 404; DELETE ends one.
     let reply = curl(
         &mcp,
@@ -715,19 +789,7 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
     assert_eq!(reply.status, 200);
     // A page of another origin (DNS rebinding: its name resolves here) is
     // refused on every route, REST as MCP; the server's own origin is not.
-    let invoke_from = |origin: &str| {
-        curl(
-            &format!("{}/v1/tools/text.echo/invoke", server.url),
-            &[
-                "-H",
-                "Content-Type: application/json",
-                "-H",
-                &format!("Origin: {origin}"),
-                "-d",
-                r#"{"arguments":{"text":"pwned"}}"#,
-            ],
-        )
-    };
+    let invoke_from = |origin: &str| invoke_from_at(&server.url, origin);
     let refused = invoke_from("http://evil.example:8080");
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.error_message().contains("--allow-origin"));
@@ -758,6 +820,64 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
     );
     assert_eq!(local.status, 200, "{local:?}");
     assert!(server.stop().success());
+
+    // An allowed browser origin (written loosely, normalised) gets CORS: a
+    // preflight answered 204, and responses it may read.
+    let server = env.serve(&["--no-auth", "--allow-origin", "HTTP://App.Example/"]);
+    let origin = "http://app.example";
+    let preflight = curl(
+        &format!("{}/mcp", server.url),
+        &[
+            "-X",
+            "OPTIONS",
+            "-H",
+            &format!("Origin: {origin}"),
+            "-H",
+            "Access-Control-Request-Method: POST",
+            "-H",
+            "Access-Control-Request-Headers: authorization, content-type, mcp-protocol-version",
+        ],
+    );
+    assert_eq!(preflight.status, 204, "{preflight:?}");
+    assert_eq!(
+        preflight.header("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert!(preflight
+        .header("access-control-allow-headers")
+        .is_some_and(|h| h.contains("mcp-protocol-version") && h.contains("authorization")));
+    let reply = invoke_from_at(&server.url, origin);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.header("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert!(reply
+        .header("access-control-expose-headers")
+        .is_some_and(|h| h.contains("mcp-session-id")));
+    // Another origin still gets neither.
+    let refused = invoke_from_at(&server.url, "http://evil.example");
+    assert_eq!(refused.status, 403);
+    assert!(refused.header("access-control-allow-origin").is_none());
+    assert!(server.stop().success());
+    let out = env
+        .fabric()
+        .args([
+            "serve",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-origin",
+            "app.example",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not an origin"),
+        "{}",
+        stderr(&out)
+    );
 
     // The callers file: 0600, only hashes, list/show/remove.
     let token = env.add_caller("ci", &["text.*"]);
@@ -880,4 +1000,19 @@ fn an_idle_tools_code_pages_are_given_back_and_the_next_call_maps_them_again() {
     assert_eq!(reply.json()["output"], "again");
     assert!(resident_code_kb(pid) > 0, "mapped in again by the call");
     assert!(server.stop().success());
+}
+
+/// A `text.echo` call over REST as a browser page of `origin` sends it.
+fn invoke_from_at(url: &str, origin: &str) -> Reply {
+    curl(
+        &format!("{url}/v1/tools/text.echo/invoke"),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("Origin: {origin}"),
+            "-d",
+            r#"{"arguments":{"text":"pwned"}}"#,
+        ],
+    )
 }

@@ -28,6 +28,7 @@ use opentelemetry::KeyValue;
 
 use super::{
     answered, end_span, is_json, read_body, session_header, session_id, trace_context, Shared,
+    Unanswered,
 };
 use crate::admit::Caller;
 use crate::call::{Call, CallResult, Outcome};
@@ -37,7 +38,7 @@ use crate::telemetry::{self, TraceContext};
 /// The stateless revision.
 pub const MODERN: &str = "2026-07-28";
 /// Handshake revisions served, newest first.
-pub const LEGACY: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+pub const LEGACY: [&str; 2] = ["2025-11-25", "2025-06-18"];
 /// Tools per `tools/list` page.
 const PAGE: usize = 100;
 /// Sessions kept at once; beyond it, the caller holding the most loses the
@@ -54,11 +55,13 @@ const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
+const INTERNAL_ERROR: i64 = -32603;
 const HEADER_MISMATCH: i64 = -32020;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SESSION: &str = "fabric.dev/session";
 const META_RESULT: &str = "fabric.dev/result";
 
@@ -176,6 +179,12 @@ fn rpc_error_data(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+/// A call Fabric could not answer, as JSON-RPC `-32603` (HTTP 200, as the
+/// other errors of a request are, so that every client reads its message).
+fn internal_error(id: &Value, e: Unanswered) -> Response {
+    rpc_error(StatusCode::OK, id, INTERNAL_ERROR, e.message)
 }
 
 fn rpc_result(id: &Value, result: Value) -> Response {
@@ -368,8 +377,8 @@ pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: 
                 .unwrap_or_default()
                 .to_string();
             let call = Call::new(request.caller.clone(), tool, Value::Null);
-            if let Err(response) = state.run(call).await {
-                return response;
+            if let Err(e) = state.run(call).await {
+                return internal_error(&request.id, e);
             }
         }
         return unauthorized(&request.id, &why);
@@ -408,8 +417,26 @@ fn initialize(request: &Request<'_>) -> Response {
     let asked = request
         .params
         .get("protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+        .and_then(Value::as_str);
+    let capabilities = request
+        .params
+        .get("capabilities")
+        .is_some_and(Value::is_object);
+    let client = request.params.get("clientInfo");
+    let named = |key: &str| {
+        client
+            .and_then(|c| c.get(key))
+            .is_some_and(Value::is_string)
+    };
+    let Some(asked) = asked.filter(|_| capabilities && named("name") && named("version")) else {
+        return rpc_error(
+            StatusCode::OK,
+            &request.id,
+            INVALID_PARAMS,
+            "initialize needs params.protocolVersion (a string), params.capabilities (an object) \
+             and params.clientInfo with a name and a version",
+        );
+    };
     // Echo a version we serve; otherwise offer the newest handshake revision.
     let version = LEGACY
         .iter()
@@ -507,14 +534,31 @@ async fn modern(
         ));
     };
     if version != MODERN {
-        let mut supported = vec![MODERN];
-        supported.extend(LEGACY);
+        // Only the per-request revision can be named in `_meta`; the
+        // handshake revisions begin with `initialize` instead.
         return rpc_error_data(
             StatusCode::BAD_REQUEST,
             id,
             UNSUPPORTED_VERSION,
-            "Unsupported protocol version",
-            Some(json!({"supported": supported, "requested": version})),
+            format!(
+                "Unsupported protocol version: per-request _meta names {MODERN}; \
+                 {} begin with initialize",
+                LEGACY.join(" and ")
+            ),
+            Some(json!({"supported": [MODERN], "requested": version})),
+        );
+    }
+    if !request
+        .params
+        .get("_meta")
+        .and_then(|m| m.get(META_CAPABILITIES))
+        .is_some_and(Value::is_object)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            INVALID_PARAMS,
+            format!("params._meta[\"{META_CAPABILITIES}\"] is required (an object) in {MODERN} requests"),
         );
     }
     match header_version.as_deref() {
@@ -768,12 +812,14 @@ async fn call_in(
             "tools/call needs params.name, the tool's name",
         );
     };
-    // Arguments that are not an object are the call's to refuse
-    // (`invalid_arguments`, audited, an `isError` result).
+    // Arguments that are not an object break the request's schema: a
+    // protocol error (-32602), after the call refuses them as
+    // `invalid_arguments` so that the refusal is audited like any call.
     let arguments = match request.params.get("arguments") {
         None | Some(Value::Null) => json!({}),
         Some(a) => a.clone(),
     };
+    let malformed = !arguments.is_object();
     let meta_session = match request
         .params
         .get("_meta")
@@ -806,10 +852,14 @@ async fn call_in(
     }
     let result = match request.state.run(call).await {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(e) => return internal_error(id, e),
     };
-    if result.outcome == Outcome::UnknownTool {
+    if result.outcome == Outcome::UnknownTool || malformed {
         // A protocol error in MCP; the audit proof still travels.
+        let what = match result.outcome {
+            Outcome::UnknownTool => "Unknown tool",
+            _ => "Invalid params",
+        };
         let message = result
             .error
             .as_ref()
@@ -820,7 +870,7 @@ async fn call_in(
             StatusCode::OK,
             id,
             INVALID_PARAMS,
-            format!("Unknown tool: {message}"),
+            format!("{what}: {message}"),
             Some(json!({META_RESULT: result})),
         );
         response.extensions_mut().insert(answered);

@@ -260,6 +260,19 @@ async fn method_not_allowed() -> Response {
     )
 }
 
+/// A call Fabric could not answer (500 on REST, JSON-RPC `-32603` on MCP).
+pub(crate) struct Unanswered {
+    /// What went wrong and what to do, for the caller.
+    pub(crate) message: String,
+}
+
+impl Unanswered {
+    /// The REST answer: 500 and an error object.
+    pub(crate) fn response(self) -> Response {
+        error_response(StatusCode::INTERNAL_SERVER_ERROR, self.message)
+    }
+}
+
 /// `{"error": {"message": …}}`: the body of an error where no call was formed.
 pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({"error": {"message": message.into()}});
@@ -286,34 +299,27 @@ impl AppState {
     }
 
     /// Runs a call in a task of its own: a client that disconnects does not
-    /// cancel it, so it still completes and is audited.
-    pub(crate) async fn run(&self, call: Call) -> Result<CallResult, Response> {
+    /// cancel it, so it still completes and is audited. `Err` when it could
+    /// not be answered (a host fault, or its record could not be written).
+    pub(crate) async fn run(&self, call: Call) -> Result<CallResult, Unanswered> {
         let fabric = self.fabric.clone();
-        match self
+        let message = match self
             .calls
             .spawn(async move { fabric.call(call).await })
             .await
         {
-            Ok(Ok(result)) => Ok(result),
+            Ok(Ok(result)) => return Ok(result),
             Ok(Err(e @ CallError::HostFault { .. })) => {
                 tracing::error!("{e}");
-                Err(error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    e.to_string(),
-                ))
+                e.to_string()
             }
             Ok(Err(e @ CallError::Audit(_))) => {
                 tracing::error!("{e}");
-                Err(error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{e}; the call was not answered because it could not be recorded"),
-                ))
+                format!("{e}; the call was not answered because it could not be recorded")
             }
-            Err(e) => Err(error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the call failed inside Fabric: {e}"),
-            )),
-        }
+            Err(e) => format!("the call failed inside Fabric: {e}"),
+        };
+        Err(Unanswered { message })
     }
 
     /// The request's `Origin` when it is a foreign one: not this server's
@@ -382,13 +388,100 @@ async fn same_origin(State(state): State<Shared>, request: Request, next: Next) 
             "host {host:?} is not this server's address: a --no-auth server answers requests for 127.0.0.1, localhost or [::1] only (DNS rebinding); start it with --allow-origin http://{host} to allow that name"
         )
     } else {
-        return next.run(request).await;
+        return cors(&state, request, next).await;
     };
     if request.uri().path() == "/mcp" {
         mcp::forbidden(message)
     } else {
         error_response(StatusCode::FORBIDDEN, message)
     }
+}
+
+/// Request headers a browser page may send (CORS preflight answer).
+const CORS_ALLOW_HEADERS: &str = "authorization, content-type, accept, mcp-protocol-version, mcp-session-id, mcp-method, mcp-name, last-event-id, fabric-session, traceparent, tracestate";
+/// Response headers a browser page may read.
+const CORS_EXPOSE_HEADERS: &str = "mcp-session-id, retry-after, www-authenticate";
+/// How long a browser may cache a preflight answer, in seconds.
+const CORS_MAX_AGE: &str = "600";
+
+/// CORS for the origins `--allow-origin` names: a browser's preflight
+/// (`OPTIONS` with `Access-Control-Request-Method`) is answered 204 with the
+/// methods and headers the API takes, and every other response to such an
+/// origin says it may read it (and the `Mcp-Session-Id` and `Retry-After`
+/// headers). Requests without an `Origin`, or from the server's own
+/// address, pass untouched.
+async fn cors(state: &AppState, request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| state.allow_origins.iter().any(|a| a == "*" || a == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let preflight = request.method() == axum::http::Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(CORS_MAX_AGE),
+        );
+        response
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
+
+/// An `--allow-origin` value as browsers send `Origin`: `*`, or
+/// `scheme://host[:port]` with scheme and host in lower case and no path
+/// (a trailing `/` is dropped).
+pub fn normalise_origin(value: &str) -> Result<String, String> {
+    if value == "*" {
+        return Ok(value.into());
+    }
+    let trimmed = value.strip_suffix('/').unwrap_or(value);
+    let Some((scheme, host)) = trimmed.split_once("://") else {
+        return Err(format!(
+            "--allow-origin {value:?} is not an origin: write scheme://host[:port], e.g. https://app.example, or *"
+        ));
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let host_ok =
+        !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ', '*']) && host.is_ascii();
+    if !scheme_ok || !host_ok {
+        return Err(format!(
+            "--allow-origin {value:?} is not an origin: write scheme://host[:port] with no path, e.g. https://app.example, or *"
+        ));
+    }
+    Ok(format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    ))
 }
 
 /// The HTTP status of a call that ended with `outcome` (the contract's

@@ -179,7 +179,7 @@ async fn answer(state: &Shared, call: Call) -> Response {
             outcome_headers(&mut response, &result);
             response
         }
-        Err(response) => response,
+        Err(unanswered) => unanswered.response(),
     }
 }
 
