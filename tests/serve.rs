@@ -83,8 +83,17 @@ fn rest_auth_and_scopes_are_enforced_and_audited() {
         .collect();
     assert_eq!(names, vec![json!("text.stats")]);
 
-    // Missing token, wrong token: 401 with WWW-Authenticate, audited.
-    for auth in [None, Some("Authorization: Bearer fabric_not-a-token")] {
+    // Missing token, wrong token, a token that is not ASCII, no token with
+    // a malformed session header: 401 with WWW-Authenticate, audited.
+    for (auth, why) in [
+        (None, "no bearer token"),
+        (
+            Some("Authorization: Bearer fabric_not-a-token"),
+            "not a known caller",
+        ),
+        (Some("Authorization: Bearer caf\u{e9}"), "not ASCII"),
+        (Some("Fabric-Session: has space"), "no bearer token"),
+    ] {
         let mut args = vec![
             "-H",
             "Content-Type: application/json",
@@ -99,6 +108,8 @@ fn rest_auth_and_scopes_are_enforced_and_audited() {
         assert_eq!(reply.header("www-authenticate").as_deref(), Some("Bearer"));
         let result = reply.json();
         assert_eq!(result["outcome"], "unauthorized");
+        let message = result["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{auth:?}: {message}");
         let record = env.record(result["invocation_id"].as_str().unwrap_or_default());
         assert_eq!(record["outcome"], "unauthorized");
         assert_eq!(record["caller"], Value::Null);
@@ -254,6 +265,30 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
         .as_str()
         .unwrap_or_default()
         .contains("application/json"));
+
+    // A compressed body, or a claim of one: 415, not garbage JSON.
+    for coding in ["gzip", "br"] {
+        let reply = invoke_with(
+            &server,
+            &token,
+            "text.echo",
+            r#"{"arguments":{"text":"x"}}"#,
+            &[&format!("Content-Encoding: {coding}")],
+        );
+        assert_eq!(reply.status, 415, "{reply:?}");
+        assert!(reply.error_message().contains("Content-Encoding"));
+    }
+    // Many header fields, well under 64 KiB: served.
+    let many: Vec<String> = (0..200).map(|i| format!("X-H{i}: v")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let reply = invoke_with(
+        &server,
+        &token,
+        "text.echo",
+        r#"{"arguments":{"text":"x"}}"#,
+        &many,
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
 
     // Arguments that are not an object: the call refuses them, audited,
     // over REST as over MCP (an isError result), as the CLI does.

@@ -253,6 +253,7 @@ impl CallersSpec {
                 .map_err(|(k, m)| CallersError::new(path, format!("{table}.{k}"), m))?;
         }
         let mut seen = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashMap::new();
         for (i, c) in self.callers.iter().enumerate() {
             let at = |key: &str| format!("caller[{i}] ({:?}).{key}", c.name);
             check_name(&c.name).map_err(|m| CallersError::new(path, at("name"), m))?;
@@ -263,13 +264,24 @@ impl CallersSpec {
                     "another caller has this name; names must be unique",
                 ));
             }
-            parse_hash(&c.token_hash).ok_or_else(|| {
+            let hash = parse_hash(&c.token_hash).ok_or_else(|| {
                 CallersError::new(
                     path,
                     at("token_hash"),
                     "must be 64 hex digits, the blake3 hash of the token (fabric caller add writes it)",
                 )
             })?;
+            // One token naming two callers would take the scope and budgets
+            // of whichever comes last: a copied block must not widen a token.
+            if let Some(other) = hashes.insert(hash, c.name.as_str()) {
+                return Err(CallersError::new(
+                    path,
+                    at("token_hash"),
+                    format!(
+                        "caller {other:?} has the same token; each caller needs a token of its own (fabric caller add makes one)"
+                    ),
+                ));
+            }
             if c.scope.is_empty() || c.scope.iter().any(|s| s.trim().is_empty()) {
                 return Err(CallersError::new(
                     path,
@@ -626,5 +638,15 @@ mod tests {
         assert!(b.set("wall=10m").is_ok());
         assert!(b.set("colors=3").is_err());
         assert!(b.set("calls=many").is_err());
+        // One token for two callers (a copied block): refused, naming both.
+        let h = "0".repeat(64);
+        let twice = format!(
+            "[[caller]]\nname = \"bot\"\ntoken_hash = \"{h}\"\nscope = [\"text.echo\"]\n[[caller]]\nname = \"admin\"\ntoken_hash = \"{h}\"\nscope = [\"*\"]\n"
+        );
+        let e = CallersSpec::parse(p, &twice).unwrap_err().to_string();
+        assert!(
+            e.contains("\"admin\"") && e.contains("\"bot\" has the same token"),
+            "{e}"
+        );
     }
 }

@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 use opentelemetry::KeyValue;
 
 use super::{
-    answered, end_span, is_json, read_body, session_header, session_id, trace_context, Shared,
+    answered, end_span, json_body, read_body, session_header, session_id, trace_context, Shared,
     Unanswered,
 };
 use crate::admit::Caller;
@@ -276,12 +276,12 @@ struct Request<'a> {
 
 /// `POST /mcp`: one JSON-RPC message.
 pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    if !is_json(&headers) {
+    if let Err(message) = json_body(&headers) {
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &Value::Null,
             INVALID_REQUEST,
-            "send JSON-RPC messages with Content-Type: application/json",
+            message,
         );
     }
     let bytes = match read_body(&state, &headers, body).await {

@@ -50,6 +50,9 @@ use crate::telemetry::{Answered, ServerSpan, TraceContext};
 const MAX_CONNECTIONS: usize = 4096;
 /// Largest request head (request line and headers); more is a 431.
 const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a request (hyper's default is 100, which a
+/// browser behind a few proxies can pass well under [`MAX_HEAD`] bytes).
+const MAX_HEADERS: usize = 1024;
 /// How long stopped calls get to be audited and answered after the grace
 /// period, before their connections are dropped.
 const HALT_GRACE: Duration = Duration::from_secs(5);
@@ -143,6 +146,7 @@ pub async fn run(
     http.timer(TokioTimer::new())
         .header_read_timeout(options.client_timeout)
         .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -290,11 +294,12 @@ impl AppState {
     pub(crate) fn caller(&self, headers: &HeaderMap) -> Caller {
         match &self.auth {
             Auth::None => Caller::Local,
-            Auth::Callers(file) => file.caller(
-                headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok()),
-            ),
+            Auth::Callers(file) => match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+                Some(Err(_)) => Caller::Unauthenticated(
+                    "the Authorization header is not ASCII text: a Fabric token is".into(),
+                ),
+                value => file.caller(value.and_then(Result::ok)),
+            },
         }
     }
 
@@ -552,13 +557,26 @@ pub(crate) fn answered(result: &CallResult) -> Answered {
 }
 
 /// Whether the request says its body is JSON (`application/json`, any
-/// parameters).
-pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    headers
+/// parameters) and not compressed; `Err` is the 415's message.
+pub(crate) fn json_body(headers: &HeaderMap) -> Result<(), String> {
+    let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err("send the body as JSON with Content-Type: application/json".into());
+    }
+    // A compressed body would be read as garbage JSON, or a body falsely
+    // labelled compressed as JSON: neither is taken (RFC 9110, 15.5.16).
+    match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => Ok(()),
+        Some(coding) => Err(format!(
+            "Content-Encoding {:?} is not supported: send the body uncompressed",
+            coding.unwrap_or("(not text)")
+        )),
+    }
 }
 
 /// Why a body could not be read.

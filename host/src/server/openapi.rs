@@ -170,6 +170,17 @@ pub fn build(tools: &[ToolInfo]) -> Value {
             },
         }}),
     );
+    paths.insert(
+        "/metrics".into(),
+        json!({"get": {
+            "operationId": "metrics",
+            "security": [],
+            "responses": {"200": {
+                "description": "Prometheus text exposition (version 0.0.4): calls by tool, caller and outcome, latencies, load",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }},
+        }}),
+    );
     paths.insert("/openapi.json".into(), json!({"get": {
         "operationId": "openapi",
         "security": [],

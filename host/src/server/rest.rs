@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use opentelemetry::KeyValue;
 
 use super::{
-    end_span, error_response, is_json, outcome_headers, read_body, session_header, status_of,
+    end_span, error_response, json_body, outcome_headers, read_body, session_header, status_of,
     trace_context, Shared,
 };
 use crate::admit::Caller;
@@ -128,8 +128,11 @@ async fn invoke_in(
     trace: Option<TraceContext>,
 ) -> Response {
     let caller = state.caller(&headers);
+    // A stranger's malformed session header does not spare it the audited
+    // 401: the header is judged only for a caller that authenticated.
     let session = match session_header(&headers) {
         Ok(s) => s,
+        Err(_) if matches!(caller, Caller::Unauthenticated(_)) => None,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
     };
     let with_context = |call: Call| {
@@ -146,11 +149,8 @@ async fn invoke_in(
     if let Caller::Unauthenticated(_) = caller {
         return answer(&state, with_context(Call::new(caller, tool, Value::Null))).await;
     }
-    if !is_json(&headers) {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as JSON with Content-Type: application/json",
-        );
+    if let Err(message) = json_body(&headers) {
+        return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
     }
     let bytes = match read_body(&state, &headers, body).await {
         Ok(b) => b,
