@@ -134,6 +134,16 @@ pub fn bench(args: BenchArgs, options: &Options) -> Result<ExitCode> {
         );
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // Arguments the tool refuses would make every one of the thousands of
+    // calls below fail alike: one call tells.
+    let probe = Call::new(Caller::Local, args.tool.clone(), arguments.clone());
+    let probe = runtime.block_on(fabric.call(probe))?;
+    if probe.outcome == Outcome::InvalidArguments {
+        let message = probe.error.map(|e| e.message).unwrap_or_default();
+        bail!(
+            "invalid_arguments: {message}; every call would be refused alike, so nothing was measured"
+        );
+    }
     let timer_ns = timer_overhead_ns();
 
     let mut runs = Vec::new();
@@ -509,10 +519,19 @@ fn print_table(
             println!("{label:<34} {x:>9.1}x");
         }
     }
+    let per_run: Vec<String> = report["fresh_p50_us_per_repeat"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .filter_map(Value::as_f64)
+                .map(|us| format!("{us:.1}"))
+                .collect()
+        })
+        .unwrap_or_default();
     println!(
-        "fresh p50 over {} runs (µs): {:?}; timer overhead {:.0} ns; peak RSS {} MiB",
+        "fresh p50 over {} runs (µs): {}; timer overhead {:.0} ns; peak RSS {} MiB",
         args.repeat,
-        report["fresh_p50_us_per_repeat"],
+        per_run.join(", "),
         report["timer_overhead_ns"].as_f64().unwrap_or(0.0),
         report["peak_rss_bytes"].as_u64().unwrap_or(0) >> 20
     );

@@ -45,7 +45,17 @@ pub fn run(command: DocsCommand) -> Result<()> {
 
 fn add(component: &Path, wit: &Path, deps: &[PathBuf], output: Option<&Path>) -> Result<()> {
     let deps: Vec<&Path> = deps.iter().map(PathBuf::as_path).collect();
-    let (resolve, package) = fabric_wit_docs::resolve_wit_dir(wit, &deps)?;
+    // wit-parser's errors run over lines (a source snippet, the packages it
+    // knows): one line, as every error of the CLI is.
+    let (resolve, package) = fabric_wit_docs::resolve_wit_dir(wit, &deps).map_err(|e| {
+        let text = format!("{e:#}");
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        anyhow::anyhow!("{}", lines.join(" "))
+    })?;
     let docs = Docs::from_package(&resolve, package);
     let bytes = std::fs::read(component)
         .with_context(|| format!("cannot read the component {}", component.display()))?;
@@ -74,8 +84,10 @@ fn add(component: &Path, wit: &Path, deps: &[PathBuf], output: Option<&Path>) ->
     // Written beside the target and renamed, so a reader never sees half.
     let tmp = target.with_extension("wasm.docs-tmp");
     std::fs::write(&tmp, &out).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, target)
-        .with_context(|| format!("cannot replace {}", target.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot replace {}", target.display()));
+    }
     eprintln!(
         "{}: {} doc comments embedded from {}",
         target.display(),

@@ -127,8 +127,9 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Make the call this many times (a load generator): each result is
-        /// printed as one JSON line as it completes; exit 0 only if all are ok.
-        #[arg(long, default_value_t = 1)]
+        /// printed as one JSON line as it completes; exit 0 only if all are
+        /// ok, 2 (and no more calls) if the arguments or the tool are refused.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         repeat: u64,
         /// With --repeat: how many calls run at once.
         #[arg(long, default_value_t = 1)]
@@ -334,11 +335,7 @@ fn run_with(cli: Cli, telemetry: Option<fabric_host::Telemetry>) -> Result<ExitC
                 let outcome = result.outcome.as_str();
                 eprintln!("error: {outcome}: {}{detail}", one_line(message));
             }
-            Ok(ExitCode::from(match result.outcome {
-                Outcome::Ok => 0,
-                Outcome::InvalidArguments | Outcome::UnknownTool => EXIT_USAGE,
-                _ => EXIT_NOT_OK,
-            }))
+            Ok(ExitCode::from(exit_code(result.outcome)))
         }
     }
 }
@@ -353,25 +350,27 @@ fn load(
     concurrency: u64,
 ) -> Result<ExitCode> {
     use std::io::Write;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
     use std::sync::Arc;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let fabric = Arc::new(fabric);
     let next = Arc::new(AtomicU64::new(0));
-    let all_ok = Arc::new(AtomicBool::new(true));
+    // The exit code: the worst of the calls' (2 for arguments or a tool
+    // that no call can succeed with: then the remaining calls are not made).
+    let code = Arc::new(AtomicU8::new(0));
     let started = std::time::Instant::now();
     runtime.block_on(async {
         let mut workers = Vec::new();
         for _ in 0..concurrency {
-            let (fabric, next, all_ok) = (fabric.clone(), next.clone(), all_ok.clone());
+            let (fabric, next, code) = (fabric.clone(), next.clone(), code.clone());
             let (tool, arguments) = (tool.clone(), arguments.clone());
             workers.push(tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < repeat {
+                while code.load(Ordering::Relaxed) != EXIT_USAGE
+                    && next.fetch_add(1, Ordering::Relaxed) < repeat
+                {
                     let call = Call::new(Caller::Local, tool.clone(), arguments.clone());
                     let result = fabric.call(call).await?;
-                    if result.outcome != Outcome::Ok {
-                        all_ok.store(false, Ordering::Relaxed);
-                    }
+                    code.fetch_max(exit_code(result.outcome), Ordering::Relaxed);
                     let line = serde_json::to_string(&result)?;
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "{line}")?;
@@ -386,15 +385,29 @@ fn load(
         anyhow::Ok(())
     })?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{repeat} calls in {secs:.2} s: {:.0} calls/s (concurrency {concurrency})",
-        repeat as f64 / secs
-    );
-    Ok(ExitCode::from(if all_ok.load(Ordering::Relaxed) {
-        0
+    let code = code.load(Ordering::Relaxed);
+    let made = next.load(Ordering::Relaxed).min(repeat);
+    if code == EXIT_USAGE {
+        eprintln!(
+            "stopped after {made} of {repeat} calls: the arguments or the tool name are refused, so no call could succeed"
+        );
     } else {
-        EXIT_NOT_OK
-    }))
+        eprintln!(
+            "{repeat} calls in {secs:.2} s: {:.0} calls/s (concurrency {concurrency})",
+            repeat as f64 / secs
+        );
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The exit code of a call that ended with `outcome`: 0 `ok`, 2 refused
+/// arguments or an unknown tool (as a usage error), 1 any other.
+fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Ok => 0,
+        Outcome::InvalidArguments | Outcome::UnknownTool => EXIT_USAGE,
+        _ => EXIT_NOT_OK,
+    }
 }
 
 pub(crate) fn open(options: &Options) -> Result<Fabric> {

@@ -42,10 +42,24 @@ pub fn run(args: NewArgs) -> Result<()> {
     if !valid {
         bail!("{name:?} is not a valid tool name: use lower-case letters and digits, starting with a letter (e.g. weather)");
     }
-    if WIT_KEYWORDS.contains(&name) {
-        bail!("{name:?} is a WIT keyword, so the generated world would not parse: choose another name (e.g. {name}tool)");
+    // The package and world are named after the tool: a name WIT reserves
+    // (func, map, …) would not parse, nor one Rust reserves (loop, self, …)
+    // in the generated bindings' module path.
+    if let Err(e) = fabric_wit_docs::check_wit_text("world.wit", &world(name, args.lang)) {
+        bail!("{name:?} cannot name a WIT package or world ({e}): choose another name (e.g. {name}tool)");
+    }
+    if matches!(args.lang, Lang::Rust) && RUST_KEYWORDS.contains(&name) {
+        bail!("{name:?} is a Rust keyword, so the generated bindings would not compile: choose another name (e.g. {name}tool)");
     }
     let tools = args.root.join("tools");
+    if matches!(args.lang, Lang::Rust) {
+        if let Some(other) = package_in_workspace(&tools, &format!("tool-{name}")) {
+            bail!(
+                "the tools workspace already has a package named \"tool-{name}\" ({}): choose another name",
+                other.display()
+            );
+        }
+    }
     let dir = tools.join(name);
     let policy = args.root.join("policies").join(format!("{name}.toml"));
     for path in [&dir, &policy] {
@@ -112,53 +126,39 @@ fn add_member(manifest: &Path, name: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", manifest.display()))
 }
 
-/// WIT's keywords of the form a tool name takes (lower-case letters and
-/// digits): the world and package are named after the tool.
-const WIT_KEYWORDS: &[&str] = &[
-    "as",
-    "async",
-    "bool",
-    "borrow",
-    "char",
-    "constructor",
-    "enum",
-    "export",
-    "f32",
-    "f64",
-    "flags",
-    "float32",
-    "float64",
-    "from",
-    "func",
-    "future",
-    "import",
-    "include",
-    "interface",
-    "list",
-    "option",
-    "own",
-    "package",
-    "record",
-    "resource",
-    "result",
-    "s16",
-    "s32",
-    "s64",
-    "s8",
-    "static",
-    "stream",
-    "string",
-    "tuple",
-    "type",
-    "u16",
-    "u32",
-    "u64",
-    "u8",
-    "use",
-    "variant",
-    "with",
-    "world",
+/// Rust's keywords (strict and reserved, 2024 edition) of the form a tool
+/// name takes (lower-case letters and digits).
+const RUST_KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate",
+    "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl",
+    "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
+    "return", "self", "static", "struct", "super", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
 ];
+
+/// The manifest under `tools` (at most two directories down, as
+/// `tools/NAME` and `tools/testing/NAME` are) whose package is `package`.
+fn package_in_workspace(tools: &Path, package: &str) -> Option<PathBuf> {
+    let wanted = format!("name = \"{package}\"");
+    let mut dirs = vec![(tools.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) || path.ends_with("target") {
+                continue;
+            }
+            let manifest = path.join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+            if text.lines().any(|l| l.trim() == wanted) {
+                return Some(manifest);
+            }
+            if depth < 1 {
+                dirs.push((path, depth + 1));
+            }
+        }
+    }
+    None
+}
 
 fn world(name: &str, lang: Lang) -> String {
     // Rust tools get every WASI interface Fabric offers (what they may use

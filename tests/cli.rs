@@ -121,6 +121,45 @@ fn call_echo_prints_the_text_and_exits_0() {
 
 /// The local operator has no budget, so a one-shot call leaves the budget
 /// store closed (sled's start-up is off its path), while the call is audited.
+/// A component refused by a small pool is not remembered as broken for a
+/// larger one: the failure is kept per pool, in the shared code cache.
+#[test]
+fn a_failure_under_a_small_pool_is_not_remembered_for_a_larger_one() {
+    let dirs = [common::data_dir(), common::keys_dir()];
+    let small = dirs[1].path().join("small.toml");
+    std::fs::write(&small, "[maxima]\nmemory = \"1 MiB\"\n").expect("write");
+    let empty = dirs[1].path().join("policies");
+    std::fs::create_dir(&empty).expect("dir");
+    let echo = ["call", "text.echo", r#"{"text":"hi"}"#];
+    let mut args = vec!["--host-config", small.to_str().unwrap_or_default()];
+    args.extend(["--policies", empty.to_str().unwrap_or_default()]);
+    args.extend(echo);
+    let out = command_in(&common::example_tools(), &dirs, &args)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = command_in(&common::example_tools(), &dirs, &echo)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n");
+}
+
+#[test]
+fn repeated_calls_exit_as_one_call_would_and_stop_when_none_can_succeed() {
+    let out = fabric(&["call", "text.echo", r#"{"text":"hi"}"#, "--repeat", "3"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    // Refused arguments: exit 2 as for one call, and not 50 calls made.
+    let out = fabric(&["call", "text.echo", r#"{"text":5}"#, "--repeat", "50"]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, 1, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped after 1 of 50"));
+    let out = fabric(&["call", "text.echo", r#"{"text":"hi"}"#, "--repeat", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn a_one_shot_call_is_audited_without_opening_the_budget_store() {
     let (mut command, [data, _keys]) = command(&["call", "text.echo", r#"{"text":"x"}"#]);

@@ -125,17 +125,36 @@ fn new_refuses_bad_names_and_existing_tools() {
     let out = fabric(root.path(), &["new", "Bad_Name", "--lang", "python"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a valid tool name"));
-    // A WIT keyword would make a world that does not parse.
-    for keyword in ["stream", "record"] {
-        let out = fabric(root.path(), &["new", keyword, "--lang", "js"]);
+    // A WIT keyword would make a world that does not parse (map among
+    // them), a Rust keyword bindings that do not compile.
+    for (keyword, lang, why) in [
+        ("stream", "js", "cannot name a WIT package"),
+        ("record", "js", "cannot name a WIT package"),
+        ("map", "python", "cannot name a WIT package"),
+        ("loop", "rust", "Rust keyword"),
+        ("self", "rust", "Rust keyword"),
+    ] {
+        let out = fabric(root.path(), &["new", keyword, "--lang", lang]);
         assert_eq!(out.status.code(), Some(2));
-        assert!(
-            text(&out.stderr).contains("WIT keyword"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
         assert!(!root.path().join("tools").join(keyword).exists());
     }
+    // A Rust package name the workspace already has (tools/testing/types).
+    let testing = root.path().join("tools/testing/types");
+    std::fs::create_dir_all(&testing).unwrap();
+    std::fs::write(
+        testing.join("Cargo.toml"),
+        "[package]\nname = \"tool-types\"\n",
+    )
+    .unwrap();
+    let out = fabric(root.path(), &["new", "types", "--lang", "rust"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already has a package named \"tool-types\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!root.path().join("tools/types").exists());
     let out = fabric(root.path(), &["new", "twice", "--lang", "js"]);
     assert!(out.status.success());
     let out = fabric(root.path(), &["new", "twice", "--lang", "js"]);

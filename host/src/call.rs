@@ -28,7 +28,7 @@ use crate::budget::{
     self, Budgets, LazySledCounters, MemoryCounters, SledCounters, Spent, StoreError, Usage,
 };
 use crate::config::HostConfig;
-use crate::engine::{new_engine, new_linker, EpochTicker};
+use crate::engine::{new_engine, new_linker, pool_key, EpochTicker};
 use crate::guard::{self, Flag, GuardConfig};
 use crate::listing::ToolInfo;
 use crate::metrics::{CallSample, Metrics};
@@ -504,7 +504,9 @@ impl Fabric {
             .data_dir
             .as_ref()
             .zip(options.audit_key.as_ref())
-            .and_then(|(data, key)| CodeCache::open(data.join("compiled"), key));
+            .and_then(|(data, key)| {
+                CodeCache::open(data.join("compiled"), key, pool_key(&options.host))
+            });
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::load(
             &engine,

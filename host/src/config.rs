@@ -137,6 +137,9 @@ struct FileMaxima {
 /// inside 47 bits of user address space.
 const CEILING_INSTANCES: u32 = 1_000;
 const CEILING_MEMORY: u64 = 4 << 30;
+/// Longest `maxima.timeout`: a day (a deadline far beyond it would overflow
+/// the clock's arithmetic, and no call is meant to run longer).
+const CEILING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl HostConfig {
     /// Reads and checks a configuration file.
@@ -243,15 +246,16 @@ impl HostConfig {
             config.maxima.memory = bytes;
         }
         if let Some(text) = &m.timeout {
-            config.maxima.timeout =
-                parse_duration(text)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        range(
-                            "maxima.timeout",
-                            format!("{text:?} is not a positive duration: write e.g. \"300s\""),
-                        )
-                    })?;
+            config.maxima.timeout = parse_duration(text)
+                .filter(|d| !d.is_zero() && *d <= CEILING_TIMEOUT)
+                .ok_or_else(|| {
+                    range(
+                        "maxima.timeout",
+                        format!(
+                            "{text:?} is not a positive duration of at most {CEILING_TIMEOUT:?}: write e.g. \"300s\""
+                        ),
+                    )
+                })?;
         }
         if let Some(size) = &m.output {
             let bytes = parse_size("maxima.output", size)?;
@@ -288,6 +292,10 @@ mod tests {
         bad("instances = 4\nmax_in_flight = 5", "max_in_flight");
         bad("[maxima]\nmemory = \"8 GiB\"", "maxima.memory");
         bad("[maxima]\ntimeout = \"soon\"", "maxima.timeout");
+        bad(
+            "[maxima]\ntimeout = \"10000000000000000000s\"",
+            "maxima.timeout",
+        );
         bad("pool = 3", "(file)");
         bad("[maxima]\nfuel = 0", "maxima.fuel");
         bad("[anomaly]\nmultiple = 0.5", "anomaly.multiple");

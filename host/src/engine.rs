@@ -53,6 +53,17 @@ const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
 /// Bytes of a table a slot keeps resident between calls.
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
+/// The settings of `host` that [`new_engine`] shapes the pool with, as 16
+/// hex digits: a component refused by one pool (its memory larger than
+/// `maxima.memory`) may fit another, so a remembered failure is kept per
+/// pool, not only per engine build.
+pub fn pool_key(host: &HostConfig) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(host.instances as u64).to_le_bytes());
+    hasher.update(&host.maxima.memory.to_le_bytes());
+    hasher.finalize().to_hex()[..16].to_string()
+}
+
 /// Builds the shared engine, its instance pool shaped by `host`: one slot
 /// per instance, each reserving address space (not memory) for the largest
 /// memory a policy may grant.

@@ -528,11 +528,14 @@ impl Policy {
                     format!("{text:?} is not a duration: write e.g. \"500ms\", \"2s\" or \"1m\""),
                 )
             })?;
-            if d.is_zero() || d > maxima.timeout {
+            // The wall clock is checked once an epoch tick: a shorter
+            // timeout would not be kept to.
+            if d < crate::engine::EPOCH_TICK || d > maxima.timeout {
                 return Err((
                     "limits.timeout".into(),
                     format!(
-                        "{text:?} is out of range: allowed is more than 0 and at most {:?}",
+                        "{text:?} is out of range: allowed is at least {:?} (the clock's tick) and at most {:?}",
+                        crate::engine::EPOCH_TICK,
                         maxima.timeout
                     ),
                 ));
@@ -1440,6 +1443,11 @@ mod tests {
             "[limits]\ntimeout = \"1h\"",
             "limits.timeout",
             "not a duration",
+        );
+        rejects(
+            "[limits]\ntimeout = \"1ms\"",
+            "limits.timeout",
+            "at least 5ms (the clock's tick)",
         );
         rejects(
             "[limits]\ntimeout = \"301s\"",

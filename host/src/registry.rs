@@ -18,7 +18,7 @@
 //! (and the function, where one is to blame) and why; the other components
 //! still work. Its tools are listed as unavailable with the reason, and a
 //! call of one answers that reason. A failure to compile or link is
-//! remembered in the cache beside the compiled code (`DIGEST-ENGINE.failed`)
+//! remembered in the cache beside the compiled code (`DIGEST-ENGINE-POOL.failed`)
 //! so that later listings show it without compiling again. A function whose
 //! types the JSON mapping cannot carry is listed as unavailable, with the
 //! reason.
@@ -611,7 +611,14 @@ impl Shared {
             .as_ref()
             .map(|p| p.exports.clone())
             .unwrap_or_default();
-        let docs = Docs::read(bytes).unwrap_or_default();
+        let docs = Docs::read_checked(bytes).unwrap_or_else(|why| {
+            problems.push((
+                None,
+                format!("{why}: the descriptions are the WIT doc comments compiled in, if any; embed them again with `fabric docs add`"),
+            ));
+            None
+        });
+        let docs = docs.unwrap_or_default();
         let doc = |key: &str| docs.get(key).map(str::to_string);
         let mut tools = Vec::new();
         let mut exports = Vec::new();
@@ -799,8 +806,12 @@ fn describe_function(
     f: &wit_parser::Function,
     doc: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Vec<Param>, Returns), String> {
-    if !matches!(f.kind, FunctionKind::Freestanding) {
-        return Err("resource methods are not supported".into());
+    match f.kind {
+        FunctionKind::Freestanding => {}
+        FunctionKind::AsyncFreestanding => {
+            return Err("async functions are not supported: export it as a plain func".into())
+        }
+        _ => return Err("resource methods are not supported".into()),
     }
     let mut params = Vec::new();
     for p in &f.params {
@@ -939,6 +950,9 @@ fn load_checked(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Compon
 pub struct CodeCache {
     dir: PathBuf,
     key: [u8; 32],
+    /// The pool's settings ([`crate::engine::pool_key`]), part of a
+    /// remembered failure's name.
+    pool: String,
     /// Lookups that found usable code, and lookups that compiled.
     hits: AtomicU64,
     misses: AtomicU64,
@@ -968,16 +982,18 @@ enum Stale {
 }
 
 impl CodeCache {
-    /// The cache in `dir`, keyed with the 32 random bytes in [`CODE_KEY_FILE`]
+    /// The cache in `dir` for an engine whose pool is `pool`
+    /// ([`crate::engine::pool_key`]), keyed with the 32 random bytes in [`CODE_KEY_FILE`]
     /// beside `audit_key` (created on first use, mode 0600). `None`, with a
     /// warning, when that key can be neither read nor created: then nothing
     /// is cached.
-    pub fn open(dir: PathBuf, audit_key: &Path) -> Option<CodeCache> {
+    pub fn open(dir: PathBuf, audit_key: &Path, pool: String) -> Option<CodeCache> {
         let key_file = audit_key.with_file_name(CODE_KEY_FILE);
         match read_or_create_key(&key_file) {
             Ok(key) => Some(CodeCache {
                 dir,
                 key,
+                pool,
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -1000,12 +1016,24 @@ impl CodeCache {
         ))
     }
 
+    /// The path of the remembered failure of `digest` on `engine` with this
+    /// cache's pool (`DIGEST-ENGINE-POOL.failed`).
+    fn failure_entry(&self, digest: blake3::Hash, engine: &Engine) -> PathBuf {
+        let name = format!(
+            "{}-{}-{}.failed",
+            digest.to_hex(),
+            compatibility_key(engine),
+            self.pool
+        );
+        self.dir.join(name)
+    }
+
     /// Why the component `digest` did not compile or link on this engine
     /// before, if this host remembered it: an entry whose tag does not
     /// match (written by someone else, or by another build of Fabric) is
     /// ignored, and the component is compiled again.
     fn failure(&self, digest: blake3::Hash, engine: &Engine) -> Option<String> {
-        let path = self.entry(digest, engine, "failed");
+        let path = self.failure_entry(digest, engine);
         let limit = (FAILED_MAGIC.len() + blake3::OUT_LEN) as u64 + MAX_FAILURE;
         let bytes = files::read_regular(&path, limit, Links::Refuse).ok()?;
         let rest = bytes.strip_prefix(FAILED_MAGIC)?;
@@ -1018,7 +1046,7 @@ impl CodeCache {
 
     /// Remembers why the component `digest` does not compile or link.
     fn remember_failure(&self, digest: blake3::Hash, engine: &Engine, reason: &str) {
-        let path = self.entry(digest, engine, "failed");
+        let path = self.failure_entry(digest, engine);
         let mut reason = reason.as_bytes();
         reason = &reason[..reason.len().min(MAX_FAILURE as usize)];
         let tag = self.failure_tag(digest, &path, reason);

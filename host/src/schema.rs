@@ -26,6 +26,13 @@
 
 use base64::Engine as _;
 
+/// The decoder of `list<u8>` arguments: padded standard base64, the unused
+/// bits of a last partial group ignored, as [`BASE64_PATTERN`] allows them.
+const BASE64_IN: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 /// Padded standard base64, as a `list<u8>` argument must be.
 const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 use serde_json::{json, Map, Value};
@@ -146,9 +153,6 @@ pub struct ArgError {
     /// What is wrong, naming the expected type.
     pub problem: String,
 }
-
-/// Largest integer a JSON number carries exactly through an f64 (2^53).
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 impl Ty {
     /// A short human name of the type, as used in error messages.
@@ -377,8 +381,10 @@ impl Ty {
                     .map_err(|_| out_of_range())?,
             ),
             Ty::F32 => {
+                // The schema's bounds are f32::MAX exactly; a double past
+                // them that would round to it is refused as they say.
                 let x = float_in(value).ok_or_else(mismatch)?;
-                if x.is_finite() && (x as f32).is_infinite() {
+                if x.is_finite() && x.abs() > f64::from(f32::MAX) {
                     return Err(out_of_range());
                 }
                 Val::Float32(x as f32)
@@ -401,14 +407,12 @@ impl Ty {
             Ty::String => Val::String(value.as_str().ok_or_else(mismatch)?.to_string()),
             Ty::Bytes => {
                 let s = value.as_str().ok_or_else(mismatch)?;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map_err(|e| {
-                        fail(format!(
-                            "expected {}, but it is not valid base64: {e}",
-                            self.describe()
-                        ))
-                    })?;
+                let bytes = BASE64_IN.decode(s).map_err(|e| {
+                    fail(format!(
+                        "expected {}, but it is not valid base64: {e}",
+                        self.describe()
+                    ))
+                })?;
                 Val::List(bytes.into_iter().map(Val::U8).collect())
             }
             Ty::List(t) => {
@@ -749,17 +753,15 @@ fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
             } else if let Some(u) = n.as_u64() {
                 Ok(u.into())
             } else {
+                // An integral number written with a fraction or an exponent
+                // (1e19), as JSON Schema counts integers: its value as a
+                // double, range-checked by the caller (`as` saturates).
                 let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER {
+                if f.fract() == 0.0 {
                     Ok(f as i128)
-                } else if f.fract() != 0.0 {
-                    Err(fail(format!(
-                        "expected {}, got the non-integer {n}",
-                        ty.describe()
-                    )))
                 } else {
                     Err(fail(format!(
-                        "{n} is out of range for {} (pass large integers as decimal strings)",
+                        "expected {}, got the non-integer {n}",
                         ty.describe()
                     )))
                 }
@@ -1101,6 +1103,35 @@ mod tests {
                 let valid = ty.to_val(&Value::String(s.clone()), "").is_ok();
                 assert_eq!(pattern_takes(&ty, s), valid, "{ty:?} {s:?}");
             }
+        }
+    }
+
+    /// Numbers and base64 at the edges the schema draws, taken exactly when
+    /// the schema takes them.
+    #[test]
+    fn edge_values_are_taken_exactly_when_the_schema_says() {
+        let takes = |ty: &Ty, json: &str| {
+            let value: Value = serde_json::from_str(json).expect("json");
+            ty.to_val(&value, "").is_ok()
+        };
+        // Integral numbers with an exponent are integers to JSON Schema.
+        assert!(takes(&Ty::U64, "1e19"));
+        assert!(takes(&Ty::S64, "-1e18"));
+        assert!(takes(&Ty::U8, "2.0e2"));
+        assert!(!takes(&Ty::U64, "2e19"));
+        assert!(!takes(&Ty::U8, "2.56e2"));
+        assert!(!takes(&Ty::U64, "1.5"));
+        // f32's bounds are f32::MAX exactly; the infinities are strings.
+        assert!(takes(&Ty::F32, "3.4028234663852886e38"));
+        assert!(!takes(&Ty::F32, "3.4028235e38"));
+        assert!(takes(&Ty::F32, "\"-Infinity\""));
+        // Base64 as the pattern allows: unused trailing bits included.
+        let pattern = regex::Regex::new(BASE64_PATTERN).expect("compiles");
+        for s in [
+            "aGk=", "aGl=", "aGVsbG8=", "aGVsbG9=", "", "aGk", "aG==", "a===",
+        ] {
+            let json = format!("{s:?}");
+            assert_eq!(takes(&Ty::Bytes, &json), pattern.is_match(s), "{s:?}");
         }
     }
 }

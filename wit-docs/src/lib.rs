@@ -141,10 +141,25 @@ impl Docs {
 
     /// Reads the docs section of a component, if it has a readable one.
     pub fn read(component: &[u8]) -> Option<Docs> {
-        let data = top_level_custom_section(component, SECTION)?;
-        serde_json::from_slice::<Docs>(data)
-            .ok()
-            .filter(|d| d.version == VERSION)
+        Docs::read_checked(component).ok().flatten()
+    }
+
+    /// Reads the docs section of a component: `None` when it has none, an
+    /// error saying why when it has one that cannot be read (damaged, or of
+    /// another version).
+    pub fn read_checked(component: &[u8]) -> Result<Option<Docs>, String> {
+        let Some(data) = top_level_custom_section(component, SECTION) else {
+            return Ok(None);
+        };
+        let docs = serde_json::from_slice::<Docs>(data)
+            .map_err(|e| format!("its {SECTION} section is not readable ({e})"))?;
+        if docs.version != VERSION {
+            return Err(format!(
+                "its {SECTION} section is version {}, this Fabric reads version {VERSION}",
+                docs.version
+            ));
+        }
+        Ok(Some(docs))
     }
 
     /// Appends the docs to a component as a custom section.
@@ -267,6 +282,16 @@ fn read_deps(dir: &Path) -> Result<Vec<UnresolvedPackageGroup>> {
         groups.push(group.with_context(|| format!("reading the WIT package {}", path.display()))?);
     }
     Ok(groups)
+}
+
+/// Whether `text` parses as a WIT file (named `path` in the error), its
+/// `use`s and `include`s left unresolved; the error is wit-parser's first
+/// line.
+pub fn check_wit_text(path: &str, text: &str) -> Result<(), String> {
+    match wit_parser::UnresolvedPackageGroup::parse(path, text) {
+        Ok(_) => Ok(()),
+        Err((_, e)) => Err(e.to_string().lines().next().unwrap_or_default().to_string()),
+    }
 }
 
 /// Whether `bytes` are a whole component, as far as its section headers
@@ -465,7 +490,22 @@ mod tests {
         assert_eq!(stripped, b"\0asm\x0d\0\x01\0");
         let mut replaced = stripped;
         docs.append_to(&mut replaced).unwrap();
-        assert_eq!(Docs::read(&replaced), Some(docs));
+        assert_eq!(Docs::read(&replaced), Some(docs.clone()));
+        // A damaged section, or one of another version, says so.
+        let mut damaged = without_docs(&replaced);
+        let mut other = docs.clone();
+        other.version = VERSION + 1;
+        other.append_to(&mut damaged).unwrap();
+        let why = Docs::read_checked(&damaged).unwrap_err();
+        assert!(why.contains("version 2"), "{why}");
+        let mut damaged = without_docs(&replaced);
+        let mut section = Vec::new();
+        docs.append_to(&mut section).unwrap();
+        let brace = section.iter().position(|&b| b == b'{').unwrap();
+        section[brace] = b'[';
+        damaged.extend_from_slice(&section);
+        assert!(Docs::read_checked(&damaged).is_err());
+        assert_eq!(Docs::read_checked(&without_docs(&replaced)), Ok(None));
     }
 
     #[test]
