@@ -482,7 +482,9 @@ pub(crate) fn read_arguments(args: Option<&str>) -> Result<Value> {
         }
         Some(text) => text.to_string(),
     };
-    serde_json::from_str(&text).map_err(|e| {
+    serde_json::from_str::<fabric_host::schema::UniqueKeys>(&text)
+        .map(|v| v.0)
+        .map_err(|e| {
         anyhow::anyhow!("the arguments are not valid JSON ({e}); pass one JSON object, e.g. '{{\"text\": \"hi\"}}'")
     })
 }

@@ -161,6 +161,18 @@ fn repeated_calls_exit_as_one_call_would_and_stop_when_none_can_succeed() {
 }
 
 #[test]
+fn arguments_giving_a_key_twice_are_refused() {
+    let out = fabric(&["call", "text.echo", r#"{"text":"a","text":"b"}"#]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"text\" appears twice"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
 fn a_one_shot_call_is_audited_without_opening_the_budget_store() {
     let (mut command, [data, _keys]) = command(&["call", "text.echo", r#"{"text":"x"}"#]);
     let out = command.output().expect("fabric runs");

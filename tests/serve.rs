@@ -301,6 +301,16 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
         .to_string();
     assert_eq!(env.record(&id)["outcome"], "invalid_arguments");
 
+    // A key given twice in the arguments: refused, not its last value.
+    let reply = invoke(
+        &server,
+        &token,
+        "text.echo",
+        r#"{"arguments":{"text":"a","text":"b"}}"#,
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.error_message().contains("appears twice"), "{reply:?}");
+
     // A tool name that is not UTF-8 once decoded: an error object too.
     let reply = invoke(&server, &token, "text%FF", r#"{"arguments":{}}"#);
     assert_eq!(reply.status, 400, "{reply:?}");

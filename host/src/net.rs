@@ -65,6 +65,14 @@ const fn v6(what: &'static str, first: u16, bits: u8) -> PrivateRange {
 /// the rest of link-local).
 pub const PRIVATE_RANGES: &[PrivateRange] = &[
     v4("cloud metadata (link-local)", 169, 254, 169, 254, 32),
+    v4(
+        "cloud host endpoint (Azure WireServer)",
+        168,
+        63,
+        129,
+        16,
+        32,
+    ),
     v4("broadcast", 255, 255, 255, 255, 32),
     v4("unspecified (\"this host\")", 0, 0, 0, 0, 8),
     v4("loopback", 127, 0, 0, 0, 8),
@@ -145,10 +153,30 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<(Ipv4Addr, &'static str)> {
     None
 }
 
+/// The IPv4 host an IPv6 address is exactly, one address for one: the
+/// IPv4-mapped and -compatible forms and the well-known NAT64 prefix
+/// (64:ff9b::/96). A 6to4 /48 or a local-use NAT64 /48 stands for a whole
+/// network of IPv6 addresses, so an IPv4 rule does not allow them (the
+/// private ranges still refuse them, by [`embedded_v4`]).
+fn exact_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let (v4, _) = embedded_v4(ip)?;
+    let s = ip.segments();
+    (s[..5] == [0; 5] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then_some(v4)
+}
+
 /// The private range `ip` is in (judging an IPv6 address that embeds an
 /// IPv4 one by the IPv4 address), and the form it was written in when that
-/// was an embedding.
+/// was an embedding: the first of [`private_ranges`].
 pub fn private_range(ip: IpAddr) -> Option<(PrivateRange, Option<&'static str>)> {
+    private_ranges(ip).into_iter().next()
+}
+
+/// Every private range a rule must lie within to allow `ip`: the first fixed
+/// range it is in, and, when it is one of this host's own addresses (and
+/// not loopback, which is this host by definition), that address alone: a
+/// rule for the host's own subnet (`10.0.0.0/8`) does not reach the services
+/// of the host itself (10.0.0.5) unless it names it.
+pub fn private_ranges(ip: IpAddr) -> Vec<(PrivateRange, Option<&'static str>)> {
     let find = |ip: IpAddr| {
         PRIVATE_RANGES
             .iter()
@@ -162,17 +190,20 @@ pub fn private_range(ip: IpAddr) -> Option<(PrivateRange, Option<&'static str>)>
             bits: if ip.is_ipv4() { 32 } else { 128 },
         })
     };
-    if let Some(range) = find(ip).or_else(|| own(ip)) {
-        return Some((range, None));
-    }
-    match ip {
-        IpAddr::V6(v6) => {
-            let (inner, form) = embedded_v4(v6)?;
-            let inner = IpAddr::V4(inner);
-            find(inner).or_else(|| own(inner)).map(|r| (r, Some(form)))
-        }
-        IpAddr::V4(_) => None,
-    }
+    let (judged, form) = match ip {
+        IpAddr::V6(v6) if find(ip).is_none() && own(ip).is_none() => match embedded_v4(v6) {
+            Some((inner, form)) => (IpAddr::V4(inner), Some(form)),
+            None => return Vec::new(),
+        },
+        _ => (ip, None),
+    };
+    let fixed = find(judged);
+    let loopback = fixed.is_some_and(|r| r.what == "loopback");
+    fixed
+        .into_iter()
+        .chain(own(judged).filter(|_| !loopback))
+        .map(|r| (r, form))
+        .collect()
 }
 
 /// `ip` as a rule would write it: `[::1]` for IPv6.
@@ -183,9 +214,14 @@ fn show_host(ip: IpAddr) -> String {
     }
 }
 
-/// A rule that names exactly `ip`.
+/// A rule that names exactly `ip` on `port` (0, outbound, is a name
+/// lookup's: any port, written `*`).
 fn exact_rule(ip: IpAddr, port: u16) -> String {
     let bits = if ip.is_ipv4() { 32 } else { 128 };
+    let port = match port {
+        0 => "*".to_string(),
+        p => p.to_string(),
+    };
     match ip {
         IpAddr::V4(a) => format!("{a}/{bits}:{port}"),
         IpAddr::V6(a) => format!("[{a}/{bits}]:{port}"),
@@ -207,7 +243,7 @@ impl NetPolicy {
     /// range counts.
     fn cidr_allows(&self, ip: IpAddr, port: u16, inside: Option<&PrivateRange>) -> bool {
         let embedded = match ip {
-            IpAddr::V6(v6) => embedded_v4(v6).map(|(a, _)| IpAddr::V4(a)),
+            IpAddr::V6(v6) => exact_v4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
         self.allow.iter().any(|rule| {
@@ -233,7 +269,7 @@ impl NetPolicy {
     /// written as an address (`None`). `Err` is the reason, naming the rule
     /// that would allow it.
     pub fn check_addr(&self, ip: IpAddr, port: u16, name: Option<&str>) -> Result<(), String> {
-        if let Some((range, form)) = private_range(ip) {
+        for (range, form) in private_ranges(ip) {
             if !self.allow_private && !self.cidr_allows(ip, port, Some(&range)) {
                 let written = form
                     .map(|f| format!(", written as {f}"))
@@ -372,13 +408,14 @@ impl Gate {
         }
         let name = host.trim_end_matches('.').to_ascii_lowercase();
         if !self.policy.allows_name(&name, port) {
-            self.deny(
-                "net",
-                target(None),
+            let reason = if crate::policy::is_host_name(&name) {
                 format!(
                     "not in the policy's [net] allow list; allow it with [net] allow = [\"{name}:{port}\"]"
-                ),
-            );
+                )
+            } else {
+                "not a host name, nor an IP address written as rules write them (127.0.0.1, [::1]): no rule can allow it".to_string()
+            };
+            self.deny("net", target(None), reason);
             return Err(Refused::Denied);
         }
         let found = tokio::net::lookup_host((name.as_str(), port))
@@ -514,14 +551,29 @@ impl Gate {
                         "net",
                         addr.to_string(),
                         format!(
-                            "{what} refused: inbound sockets need a [net] listen rule; allow it with [net] listen = [\"{}\"]",
-                            exact_rule(addr.ip(), addr.port())
+                            "{what} refused: inbound sockets need a [net] listen rule; allow it with [net] listen = [\"{}\"]{}",
+                            listen_rule(addr.ip(), addr.port()),
+                            if listening {
+                                format!(" (or \"{}\" for whatever port the system chooses)", listen_rule(addr.ip(), 0))
+                            } else {
+                                String::new()
+                            }
                         ),
                     );
                 }
                 allowed
             }
         }
+    }
+}
+
+/// A `[net] listen` rule for exactly `ip` on `port` (0: a port the system
+/// chooses).
+fn listen_rule(ip: IpAddr, port: u16) -> String {
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    match ip {
+        IpAddr::V4(a) => format!("{a}/{bits}:{port}"),
+        IpAddr::V6(a) => format!("[{a}/{bits}]:{port}"),
     }
 }
 
@@ -603,7 +655,13 @@ pub async fn send_request(
     let mut sender = sender;
     // The request line carries only the path: scheme and authority are for
     // proxies (the Host header carries the authority).
+    // An empty path ("http://h?q=1") is "/" on the request line.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
 
     let mut conn = conn;
@@ -736,6 +794,62 @@ mod tests {
             }
         }
         assert!(p.check_addr(ip("93.184.215.14"), 443, None).is_ok());
+        // A rule for an own address's subnet does not reach the address;
+        // one naming it does; loopback's rules stay loopback's.
+        for own in if_addrs::get_if_addrs().expect("interfaces") {
+            let addr = own.ip();
+            let Some((range, _)) = private_range(addr) else {
+                continue;
+            };
+            if range.what == "loopback" || range.what == "this host's own address" {
+                continue;
+            }
+            let show = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}"),
+            };
+            let (open, close) = if addr.is_ipv4() { ("", "") } else { ("", "]") };
+            let subnet = net(&format!(
+                "[net]\nallow = [\"{open}{}/{}{close}:*\"]",
+                show(range.net),
+                range.bits
+            ));
+            let err = subnet
+                .check_addr(addr, 8080, None)
+                .expect_err("own address");
+            assert!(err.contains("this host's own address"), "{addr}: {err}");
+            let bits = if addr.is_ipv4() { 32 } else { 128 };
+            let exact = net(&format!(
+                "[net]\nallow = [\"{}/{bits}{close}:*\"]",
+                show(addr)
+            ));
+            assert!(exact.check_addr(addr, 8080, None).is_ok(), "{addr}");
+        }
+        let p = net("[net]\nallow = [\"127.0.0.0/8:8080\"]");
+        assert!(p.check_addr(ip("127.0.0.1"), 8080, None).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_rule_allows_only_the_ipv6_forms_that_are_that_address() {
+        let p = net("[net]\nallow = [\"93.184.215.14/32:443\"]");
+        for allowed in ["::ffff:93.184.215.14", "64:ff9b::5db8:d70e"] {
+            assert!(p.check_addr(ip(allowed), 443, None).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "2002:5db8:d70e:1234::99",
+            "64:ff9b:1:1234:5678:9abc:5db8:d70e",
+        ] {
+            assert!(p.check_addr(ip(refused), 443, None).is_err(), "{refused}");
+        }
+        // A lookup under a rule of any port suggests a rule of any port.
+        let err = p
+            .check_addr(ip("127.0.0.1"), 0, Some("localhost"))
+            .expect_err("loopback");
+        assert!(err.contains("127.0.0.1/32:*"), "{err}");
+        let err = p
+            .check_addr(ip("168.63.129.16"), 80, None)
+            .expect_err("wireserver");
+        assert!(err.contains("Azure"), "{err}");
     }
 
     #[test]

@@ -1044,6 +1044,24 @@ impl Policy {
     }
 }
 
+/// Whether `host` is a name a `[net]` rule can hold, not an address written
+/// some other way ("127.1", "0x7f000001", "10.0.0.256"): its last label is
+/// not all digits, and no label is longer than DNS allows.
+pub fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && host.rsplit('.').next().is_some_and(|tld| {
+            !tld.bytes().all(|b| b.is_ascii_digit())
+                && !tld.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+        })
+}
+
 /// Names the key a parse error points at: `table.key (line N)`.
 fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
     let start = span.start.min(text.len());
@@ -1237,22 +1255,7 @@ fn parse_net_rule(entry: &str, listen: bool) -> Result<NetRule, String> {
     if bits.is_some() {
         return Err(bad("a /prefix needs an IP address"));
     }
-    // A name, not an address written some other way ("127.1", "0x7f000001",
-    // "10.0.0.256"): its last label is not all digits, and no label is
-    // longer than DNS allows.
-    let valid = host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        && host.rsplit('.').next().is_some_and(|tld| {
-            !tld.bytes().all(|b| b.is_ascii_digit())
-                && !tld.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
-        });
-    if !valid {
+    if !is_host_name(host) {
         return Err(bad("not a valid host name"));
     }
     Ok(NetRule {

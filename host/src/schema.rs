@@ -38,6 +38,76 @@ const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-
 use serde_json::{json, Map, Value};
 use wasmtime::component::Val;
 
+/// A JSON value read with every object's keys unique: a key given twice is
+/// an error rather than its last value taken silently, so that the tool, the
+/// guard and the audit record cannot read one text two ways. Arguments from
+/// every front door (CLI, REST, MCP) are read with it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UniqueKeys(pub Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 /// A WIT type, as far as the JSON mapping needs to know it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ty {
@@ -1108,6 +1178,21 @@ mod tests {
 
     /// Numbers and base64 at the edges the schema draws, taken exactly when
     /// the schema takes them.
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        let read = |text: &str| serde_json::from_str::<UniqueKeys>(text).map(|v| v.0);
+        assert_eq!(
+            read(r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#).ok(),
+            serde_json::from_str::<Value>(r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#).ok()
+        );
+        for text in [r#"{"a":1,"a":2}"#, r#"{"x":[{"b":1,"c":2,"b":1}]}"#] {
+            let e = read(text).expect_err("refused").to_string();
+            assert!(e.contains("appears twice"), "{e}");
+        }
+        // The same key in two objects is fine.
+        assert!(read(r#"[{"a":1},{"a":2}]"#).is_ok());
+    }
+
     #[test]
     fn edge_values_are_taken_exactly_when_the_schema_says() {
         let takes = |ty: &Ty, json: &str| {

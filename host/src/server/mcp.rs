@@ -288,8 +288,8 @@ pub(crate) async fn post(State(state): State<Shared>, headers: HeaderMap, body: 
         Ok(b) => b,
         Err(e) => return rpc_error(e.status(), &Value::Null, INVALID_REQUEST, e.message()),
     };
-    let message: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
+    let message = match serde_json::from_slice::<crate::schema::UniqueKeys>(&bytes) {
+        Ok(v) => v.0,
         Err(e) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,

@@ -30,8 +30,9 @@ pub struct InvokeRequest {
     /// The arguments object; its keys are the tool's parameter names. Read
     /// as any JSON value, so that arguments that are not an object are the
     /// call's to refuse (`invalid_arguments`, audited, as the CLI's are).
+    /// A key given twice in one object is refused (400).
     #[schemars(with = "Map<String, Value>")]
-    pub arguments: Value,
+    pub arguments: crate::schema::UniqueKeys,
 }
 
 /// An error where no call was formed (bad JSON, wrong content type, body too
@@ -167,7 +168,7 @@ async fn invoke_in(
             )
         }
     };
-    let call = Call::new(caller, tool, request.arguments);
+    let call = Call::new(caller, tool, request.arguments.0);
     answer(&state, with_context(call)).await
 }
 
