@@ -229,7 +229,9 @@ fn entities(blob: &str) -> Option<String> {
             Some(h) => u32::from_str_radix(h, 16).ok()?,
             None => num.parse().ok()?,
         };
-        out.push(char::from_u32(code)?);
+        // A reference to no character (a surrogate, past U+10FFFF) does
+        // not hide the rest: it reads as U+FFFD, as browsers show it.
+        out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
     }
     text_like(out)
 }
@@ -247,8 +249,10 @@ fn unicode_escapes(blob: &str) -> Option<String> {
     text_like(text)
 }
 
+/// Decoded bytes as text: a stray invalid byte (a padding trick) reads as
+/// U+FFFD rather than hiding the rest; binary, mostly invalid, is not text.
 fn text_bytes(bytes: Vec<u8>) -> Option<String> {
-    text_like(String::from_utf8(bytes).ok()?)
+    text_like(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Decoded text that reads as text (mostly printable, long enough).
@@ -256,7 +260,7 @@ fn text_like(text: String) -> Option<String> {
     let total = text.chars().count();
     let printable = text
         .chars()
-        .filter(|c| !c.is_control() || c.is_whitespace())
+        .filter(|&c| (!c.is_control() || c.is_whitespace()) && c != char::REPLACEMENT_CHARACTER)
         .count();
     (total >= MIN_DECODED_TEXT && printable * 10 >= total * 9).then_some(text)
 }

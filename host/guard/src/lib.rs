@@ -195,6 +195,16 @@ pub fn check(output: Value, config: &GuardConfig) -> Guarded {
         &mut rejected,
     );
     let flags = cap_flags(flags);
+    // A redaction's marker can be longer than what it hides (a 3-byte
+    // override becomes `[redacted:hidden.bidi-override]`): what reaches the
+    // agent is held to the limit too.
+    if rejected.is_empty() && flags.iter().any(|f| f.action == "redact") {
+        if let Some(message) =
+            too_large(json_size(&output), "after redaction ", config.output_limit)
+        {
+            return Guarded::Rejected { message, flags };
+        }
+    }
     if rejected.is_empty() {
         Guarded::Pass { output, flags }
     } else {
@@ -1033,10 +1043,18 @@ fn encoded_segment(seg: &str) -> bool {
 /// A subdivision-flag emoji (🏴 followed by up to 7 tag characters and
 /// CANCEL TAG), the one ordinary use of tag characters.
 fn is_flag_emoji(m: &str) -> bool {
-    let Some(tags) = m.strip_prefix('\u{1F3F4}') else {
+    let Some(tags) = m
+        .strip_prefix('\u{1F3F4}')
+        .and_then(|t| t.strip_suffix('\u{E007F}'))
+    else {
         return false;
     };
-    tags.ends_with('\u{E007F}') && tags.chars().count() <= 8
+    // A region code: tag letters a-z and digits, 1 to 7 of them (gbeng).
+    let count = tags.chars().count();
+    (1..=7).contains(&count)
+        && tags
+            .chars()
+            .all(|c| matches!(c, '\u{E0030}'..='\u{E0039}' | '\u{E0061}'..='\u{E007A}'))
 }
 
 /// Quotation marks that open or close a quoted phrase.
@@ -1203,10 +1221,14 @@ pub fn normalise(s: &str) -> Cow<'_, str> {
 
 /// Characters normalisation removes (tag characters it first decodes when
 /// they stand for ASCII): Unicode tags, zero-width characters, soft hyphen,
-/// bidi embeddings, overrides and isolates.
+/// bidi marks, embeddings, overrides and isolates, invisible operators,
+/// variation selectors, the combining grapheme joiner and Hangul fillers:
+/// everything that shows nothing and can split a word.
 fn removed(c: char) -> bool {
-    matches!(c, '\u{E0000}'..='\u{E007F}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
-        | '\u{180E}' | '\u{00AD}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    matches!(c, '\u{E0000}'..='\u{E007F}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}'
+        | '\u{FEFF}' | '\u{180E}' | '\u{00AD}' | '\u{061C}' | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
+        | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
 }
 
 /// Whether `s` holds a backslash escape of a line break or tab.
