@@ -71,7 +71,8 @@ pub struct Filter {
     /// Only this outcome (ok, tool_error, …).
     #[arg(long)]
     outcome: Option<String>,
-    /// Only calls at or after: RFC 3339 (2026-11-23T10:00:00Z) or an age (10m, 2h).
+    /// Only calls at or after: RFC 3339 (2026-11-23T10:00:00Z,
+    /// 2026-11-23T12:00:00+02:00) or an age (10m, 2h).
     #[arg(long)]
     since: Option<String>,
     /// Only calls before: RFC 3339 or an age.
@@ -118,13 +119,17 @@ impl Filter {
     }
 }
 
-/// Microseconds since the epoch from RFC 3339 or an age before now.
+/// Microseconds since the epoch from RFC 3339 (`Z` or a `±HH:MM` offset)
+/// or an age before now.
 fn parse_time(text: &str) -> Result<u64> {
-    let at = match humantime::parse_rfc3339_weak(text) {
-        Ok(t) => t,
-        Err(_) => {
+    let at = match parse_rfc3339(text) {
+        Some(t) => t,
+        None => {
             let age = humantime::parse_duration(text).with_context(|| {
-                format!("{text:?} is neither an RFC 3339 time nor an age like 10m")
+                format!(
+                    "{text:?} is neither an RFC 3339 time (2026-11-23T10:00:00Z, \
+                     2026-11-23T12:00:00+02:00) nor an age like 10m"
+                )
             })?;
             // An age older than the clock can count back is "from the
             // start", as one before the epoch is.
@@ -136,6 +141,44 @@ fn parse_time(text: &str) -> Result<u64> {
     Ok(at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64))
+}
+
+/// An RFC 3339 time: what `humantime` reads (UTC: `Z`, or no suffix), or
+/// the same followed by a numeric offset `+HH:MM` / `-HH:MM` (local time
+/// that far ahead of or behind UTC). A time before the epoch is the epoch.
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let utc = |t: &str| humantime::parse_rfc3339_weak(t).ok();
+    let bytes = text.as_bytes();
+    // `±HH:MM` after the seconds (or their fraction): the character before
+    // the sign is a digit, and the date's own `-` are further left.
+    let offset = bytes.len().checked_sub(6).filter(|&at| {
+        at >= 19
+            && matches!(bytes[at], b'+' | b'-')
+            && bytes[at - 1].is_ascii_digit()
+            && bytes[at + 3] == b':'
+            && [1, 2, 4, 5].iter().all(|&i| bytes[at + i].is_ascii_digit())
+    });
+    let Some(at) = offset else {
+        return match text.strip_suffix('z') {
+            Some(rest) => utc(&format!("{rest}Z")),
+            None => utc(text),
+        };
+    };
+    let number =
+        |from: usize| u64::from(bytes[from] - b'0') * 10 + u64::from(bytes[from + 1] - b'0');
+    let (hours, minutes) = (number(at + 1), number(at + 4));
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    let local = utc(&format!("{}Z", &text[..at]))?;
+    let shift = Duration::from_secs((hours * 60 + minutes) * 60);
+    // Local time ahead of UTC (`+`) is that much later than the same
+    // reading in UTC: subtract it to get UTC.
+    Some(if bytes[at] == b'+' {
+        local.checked_sub(shift).unwrap_or(SystemTime::UNIX_EPOCH)
+    } else {
+        local.checked_add(shift)?
+    })
 }
 
 /// Runs an audit subcommand against `DATA/audit`.
@@ -244,6 +287,24 @@ fn verify(
     file: Option<PathBuf>,
     key: Option<&Path>,
 ) -> Result<ExitCode> {
+    // The checkpoint is read before the records. A live writer signs one
+    // only once the records it covers are synced to log.jsonl, so records
+    // read after it include them all; read the other way round, a
+    // checkpoint signed in between covers records that were not read, and
+    // the healthy log reads as truncated.
+    let note = match (&choice.checkpoint, choice.skip, &file) {
+        (_, true, _) => None,
+        (Some(path), false, _) => Some((path.clone(), read_note(path)?)),
+        (None, false, Some(_)) => None,
+        (None, false, None) => {
+            let path = dir.join("checkpoint");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some((path, text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            }
+        }
+    };
     let mut mirror_ahead = None;
     let (source, items, head) = match &file {
         Some(path) => {
@@ -251,15 +312,15 @@ fn verify(
                 .with_context(|| format!("cannot open {}", path.display()))?;
             ("export", audit::read_export(f)?, None)
         }
-        None => match audit::read_records(dir) {
-            Ok((Source::Store, items, head)) => {
-                // The mirror is written after the store is flushed: more
+        None => match audit::read_log(dir, true) {
+            Ok(log) if log.source == Source::Store => {
+                // The mirror is written after the store is synced: more
                 // records there mean the store lost some.
-                let mirrored = audit::mirror_count(dir)?;
-                mirror_ahead = (mirrored > items.len() as u64).then_some(mirrored);
-                ("store", items, head)
+                let held = log.items.len() as u64;
+                mirror_ahead = log.mirrored.filter(|&m| m > held);
+                ("store", log.items, log.head)
             }
-            Ok((Source::Mirror, items, head)) => ("live mirror", items, head),
+            Ok(log) => ("live mirror", log.items, log.head),
             Err(e @ AuditError::Missing { .. }) => return Err(e.into()),
             Err(e) => {
                 println!("FAIL: {}", chain(&e));
@@ -267,10 +328,20 @@ fn verify(
             }
         },
     };
-    if choice.skip {
+    let Some((path, note)) = note else {
+        let why = if choice.skip {
+            "--no-checkpoint".to_string()
+        } else if file.is_some() {
+            "no checkpoint: --file without --checkpoint".to_string()
+        } else {
+            format!(
+                "no checkpoint: {} is absent",
+                dir.join("checkpoint").display()
+            )
+        };
         eprintln!(
-            "warning: --no-checkpoint: the head is UNVERIFIED; a cut-off tail or a history rewritten \
-             and re-hashed would pass"
+            "warning: {why}: the head is UNVERIFIED; a cut-off tail or a history rewritten \
+             and re-hashed would pass (check against a checkpoint you kept: --checkpoint FILE)"
         );
         return finish_verify(
             &items,
@@ -280,13 +351,6 @@ fn verify(
             &format!("{source}; head unverified: no checkpoint checked"),
             mirror_ahead,
         );
-    }
-    let checkpoint_path = choice
-        .checkpoint
-        .clone()
-        .or_else(|| Some(dir.join("checkpoint")).filter(|p| file.is_none() && p.exists()));
-    let Some(path) = checkpoint_path else {
-        return finish_verify(&items, from, head, None, source, mirror_ahead);
     };
     let pubkey = choice
         .pubkey
@@ -305,8 +369,6 @@ fn verify(
             .with_context(|| format!("cannot read {}", pubkey.display()))?,
     )
     .with_context(|| format!("{}", pubkey.display()))?;
-    let note = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
     match Checkpoint::verify(&note, &vk) {
         Ok(cp) => finish_verify(&items, from, head, Some(cp), source, mirror_ahead),
         Err(e) => {
@@ -314,6 +376,10 @@ fn verify(
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn read_note(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// `fabric audit recover`.
@@ -326,10 +392,25 @@ fn recover(dir: &Path, key: Option<&Path>) -> Result<ExitCode> {
         None => {
             println!("nothing to recover: the records agree with the stored head and checkpoint")
         }
-        Some(r) => println!(
-            "recovered: {}; record {} ({}) documents it",
-            r.divergence.problem, r.record.seq, r.record.hash
-        ),
+        Some(r) => {
+            println!(
+                "recovered: {}; record {} ({}) documents it",
+                r.divergence.problem, r.record.seq, r.record.hash
+            );
+            if r.replayed > 0 {
+                println!(
+                    "put back into the store from log.jsonl: records {}-{}",
+                    r.divergence.remain,
+                    r.divergence.remain + r.replayed - 1
+                );
+            }
+            if let Some(kept) = &r.kept {
+                println!(
+                    "lines of log.jsonl the store does not hold were moved to {}",
+                    kept.display()
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -369,5 +450,51 @@ fn finish_verify(
             );
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(text: &str) -> u64 {
+        parse_time(text).unwrap_or_else(|e| panic!("{text}: {e:#}"))
+    }
+
+    #[test]
+    fn rfc3339_times_with_offsets_are_the_same_instant_in_utc() {
+        // 2020-01-01T00:00:00Z.
+        let midnight = 1_577_836_800_000_000;
+        assert_eq!(us("2020-01-01T00:00:00Z"), midnight);
+        assert_eq!(us("2020-01-01T00:00:00z"), midnight);
+        assert_eq!(us("2020-01-01T00:00:00"), midnight);
+        assert_eq!(us("2020-01-01T02:00:00+02:00"), midnight);
+        assert_eq!(us("2020-01-01T00:00:00+02:00"), midnight - 7_200_000_000);
+        assert_eq!(us("2019-12-31T18:30:00-05:30"), midnight);
+        assert_eq!(us("2020-01-01T00:00:00+00:00"), midnight);
+        assert_eq!(us("2020-01-01T00:00:00-00:00"), midnight);
+        assert_eq!(us("2020-01-01T05:45:00.250+05:45"), midnight + 250_000);
+        assert_eq!(us("2020-01-01 01:00:00+01:00"), midnight);
+        // Before the epoch once shifted: the start.
+        assert_eq!(us("1970-01-01T00:30:00+01:00"), 0);
+        for bad in [
+            "2020-01-01T00:00:00+24:00",
+            "2020-01-01T00:00:00+02:60",
+            "2020-01-01T00:00:00+0200",
+            "2020-01-01T00:00:00+02",
+            "2020-01-01T00:00:00Z+02:00",
+            "2020-13-01T00:00:00+02:00",
+            "2020-01-01+02:00",
+            "tomorrow",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn ages_count_back_from_now() {
+        let hour_ago = us("1h");
+        let now = us("0s");
+        assert!(now - hour_ago >= 3_600_000_000 && now - hour_ago < 3_610_000_000);
     }
 }

@@ -63,6 +63,19 @@ pub enum AuditError {
         /// The audit directory.
         path: PathBuf,
     },
+    /// The store is gone while the mirror or a checkpoint remains: it was
+    /// deleted or moved, not never written.
+    #[error(
+        "the audit store {} is missing, yet {found} there: the store was deleted or moved \
+         (restore it from a backup; `fabric audit recover` puts back the records log.jsonl holds)",
+        path.display()
+    )]
+    StoreMissing {
+        /// The store's directory (`DATA/audit/db`).
+        path: PathBuf,
+        /// What remains beside it.
+        found: String,
+    },
     /// The stored head or the last signed checkpoint is ahead of the records
     /// (records were removed) or disagrees with them (records were replaced).
     #[error("refusing to write to the audit log in {}: {divergence}", path.display())]

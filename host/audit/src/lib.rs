@@ -19,8 +19,8 @@ pub mod verify;
 pub use checkpoint::{public_key_path, Checkpoint, SigningKey, VerifyingKey};
 pub use error::{AuditError, Divergence};
 pub use log::{
-    mirror_count, read_export, read_jsonl, read_records, AuditLog, AuditOptions, Follower,
-    Recovery, Sealed, Source,
+    mirror_count, read_export, read_jsonl, read_log, read_records, AuditLog, AuditOptions,
+    Follower, LogRead, Recovery, Sealed, Source,
 };
 pub use record::{Entry, Record, RecordedDenial};
 pub use verify::{verify, Finding, Verified};

@@ -134,6 +134,12 @@ pub struct Recovery {
     pub divergence: Divergence,
     /// The record that documents the recovery.
     pub record: Sealed,
+    /// Records the store had lost that were put back from `log.jsonl`
+    /// (they chain from the store's last record).
+    pub replayed: u64,
+    /// Where the lines of `log.jsonl` that the store does not hold and that
+    /// could not be put back were moved (they are never deleted).
+    pub kept: Option<PathBuf>,
 }
 
 type Reply = oneshot::Sender<Result<Sealed, Arc<AuditError>>>;
@@ -224,25 +230,51 @@ impl AuditLog {
         let Some(divergence) = divergence else {
             return Ok(None);
         };
-        let arguments = serde_json::json!({
+        let (replayed, kept) = (writer.replayed, writer.kept.clone());
+        let mut problem = divergence.problem.clone();
+        if replayed > 0 {
+            problem.push_str(&format!(
+                "; records {}-{} were put back from {MIRROR}, where they chain from the store's last record",
+                divergence.remain,
+                divergence.remain + replayed - 1
+            ));
+        }
+        if let Some(kept) = &kept {
+            problem.push_str(&format!(
+                "; the lines of {MIRROR} the store does not hold were moved to {}",
+                kept.display()
+            ));
+        }
+        let mut arguments = serde_json::json!({
             "records_remaining": divergence.remain,
             "stored_head": divergence.head,
             "checkpoint": divergence.checkpoint,
-        })
-        .to_string();
+        });
+        if replayed > 0 {
+            arguments["records_replayed"] = replayed.into();
+        }
+        if let Some(kept) = &kept {
+            arguments["mirror_lines_kept_in"] = kept.display().to_string().into();
+        }
+        let arguments = arguments.to_string();
         let entry = Entry {
             time_unix_us: now_unix_us(),
             invocation_id: format!("{:032x}", rand::random::<u128>()),
             tool: RECOVER_TOOL.into(),
             arguments_digest: *blake3::hash(arguments.as_bytes()).as_bytes(),
             outcome: "recovered".into(),
-            error: Some(divergence.problem.clone()),
+            error: Some(problem),
             arguments: Some(arguments),
             ..Entry::default()
         };
         let record = writer.write(vec![entry])?.remove(0);
         writer.sign_checkpoint()?;
-        Ok(Some(Recovery { divergence, record }))
+        Ok(Some(Recovery {
+            divergence,
+            record,
+            replayed,
+            kept,
+        }))
     }
 }
 
@@ -284,6 +316,13 @@ struct Writer {
     /// What this writer last left in the mirror (`None`: unknown, so the
     /// next opening reads the mirror whole).
     stamp: Option<Stamp>,
+    /// Opened by [`AuditLog::recover`]: lines cut from the mirror are moved
+    /// to a file of their own, not deleted.
+    recovering: bool,
+    /// Records put back into the store from the mirror on opening.
+    replayed: u64,
+    /// Where lines cut from the mirror while recovering went.
+    kept: Option<PathBuf>,
     /// Whether opening vouched for the mirror by its stamp, not reading it whole.
     #[cfg(test)]
     opened_fast: bool,
@@ -448,9 +487,18 @@ impl Writer {
             unsigned_since: (signed != Some(next_seq)).then(Instant::now),
             on_batch: options.on_batch.clone(),
             stamp: None,
+            recovering: force,
+            replayed: 0,
+            kept: None,
             #[cfg(test)]
             opened_fast: intact.is_some(),
         };
+        // Only when recovering (the writer refuses otherwise): records the
+        // store lost, which the mirror (written after the store is synced)
+        // still holds, go back into the store, not away with the repair.
+        if force && mirrored > writer.next_seq {
+            writer.replay_mirror()?;
+        }
         match intact {
             Some(stamp) => writer.rewrite_mirror(stamp.len, stamp.count)?,
             None => writer.repair_mirror()?,
@@ -501,6 +549,99 @@ impl Writer {
         self.rewrite_mirror(good_len, from)
     }
 
+    /// Puts back into the store the records `log.jsonl` holds past the
+    /// store's last one, in order, as long as each parses and chains from
+    /// the one before it (the first from the store's head): records the
+    /// store lost (sled dropped them, or the store was deleted) while the
+    /// mirror kept them. Stops at the first line that does not; what follows
+    /// is left to the repair ([`Writer::rewrite_mirror`] keeps it aside).
+    fn replay_mirror(&mut self) -> Result<(), AuditError> {
+        let path = self.mirror_path();
+        let db_path = self.db_path();
+        let io_err = |action| AuditError::io(action, &path);
+        let mut reader = BufReader::new(File::open(&path).map_err(io_err("open"))?);
+        let (mut seq, mut head) = (self.next_seq, self.head);
+        let mut tx = sled::Batch::default();
+        let mut line = Vec::new();
+        let mut position = 0u64;
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(io_err("read"))?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            position += 1;
+            if position <= self.next_seq {
+                continue;
+            }
+            let Ok(record) = serde_json::from_slice::<Record>(&line[..n - 1]) else {
+                break;
+            };
+            let chains = record.seq == seq
+                && crate::record::digest("prev_hash", &record.prev_hash).ok() == Some(head);
+            let hash = record.hash_bytes().ok();
+            let sound = hash.is_some() && record.compute_hash().ok().map(|h| *h.as_bytes()) == hash;
+            let (Some(hash), true, true) = (hash, chains, sound) else {
+                break;
+            };
+            let json = serde_json::to_vec(&record).map_err(|e| corrupt_record(&path, seq, e))?;
+            tx.insert(&seq.to_be_bytes(), json);
+            seq += 1;
+            head = hash;
+        }
+        if seq == self.next_seq {
+            return Ok(());
+        }
+        self.records
+            .apply_batch(tx)
+            .and_then(|()| self.db.insert(HEAD_KEY, encode_head(seq, &head)).map(drop))
+            .and_then(|()| self.db.flush().map(drop))
+            .map_err(AuditError::store("write", &db_path))?;
+        tracing::warn!(
+            "put records {}-{} back into the audit store from {MIRROR}",
+            self.next_seq,
+            seq - 1
+        );
+        self.replayed = seq - self.next_seq;
+        self.next_seq = seq;
+        self.head = head;
+        Ok(())
+    }
+
+    /// Moves the mirror's bytes from `keep` on, if any, to a new file
+    /// `log.jsonl.cut-<nanoseconds>` beside it (synced), before the repair
+    /// cuts them: what recovery found and could not put back is kept for
+    /// inspection.
+    fn keep_cut(&mut self, keep: u64) -> Result<(), AuditError> {
+        let path = self.mirror_path();
+        let io_err = |action| AuditError::io(action, &path);
+        let len = self.mirror.metadata().map_err(io_err("read"))?.len();
+        if len <= keep {
+            return Ok(());
+        }
+        let mut tail = Vec::new();
+        let mut reader = File::open(&path).map_err(io_err("open"))?;
+        reader.seek(SeekFrom::Start(keep)).map_err(io_err("seek"))?;
+        reader.read_to_end(&mut tail).map_err(io_err("read"))?;
+        let side = self.dir.join(format!(
+            "{MIRROR}.cut-{}",
+            now_unix_ns().unwrap_or_default()
+        ));
+        let io_side = |action| AuditError::io(action, &side);
+        let mut file = fsutil::create_new(&side, 0o600).map_err(io_side("create"))?;
+        file.write_all(&tail).map_err(io_side("write"))?;
+        file.sync_all().map_err(io_side("sync"))?;
+        tracing::warn!(
+            "moved {} bytes of {MIRROR} that the store does not hold to {}",
+            tail.len(),
+            side.display()
+        );
+        self.kept = Some(side);
+        Ok(())
+    }
+
     /// Cuts the mirror to its first `keep` bytes (records `0..from`), appends
     /// the stored records from `from` on, syncs it, and only then stamps it:
     /// the stamp goes to the store with the next flush
@@ -510,6 +651,9 @@ impl Writer {
         let path = self.mirror_path();
         let db_path = self.db_path();
         let io_err = |action| AuditError::io(action, &path);
+        if self.recovering {
+            self.keep_cut(keep)?;
+        }
         self.mirror.set_len(keep).map_err(io_err("truncate"))?;
         self.mirror.seek(SeekFrom::End(0)).map_err(io_err("seek"))?;
         let mut out = std::io::BufWriter::new(&self.mirror);
@@ -893,10 +1037,45 @@ pub type Head = (u64, [u8; 32]);
 /// Reads every record of the log in `dir` (`DATA/audit`) in storage order,
 /// and the head the store recorded (`(count, hash)`), if known. Reads the
 /// mirror only when a live writer holds the store's lock; a store that
-/// cannot be read is [`AuditError::Corrupt`].
+/// cannot be read is [`AuditError::Corrupt`], one that is gone while the
+/// mirror or a checkpoint remains [`AuditError::StoreMissing`].
 pub fn read_records(dir: &Path) -> Result<(Source, Vec<Stored>, Option<Head>), AuditError> {
+    let log = read_log(dir, false)?;
+    Ok((log.source, log.items, log.head))
+}
+
+/// What [`read_log`] found.
+#[derive(Debug)]
+pub struct LogRead {
+    /// Where the records were read from.
+    pub source: Source,
+    /// The records, in storage order.
+    pub items: Vec<Stored>,
+    /// The head the store recorded (store only).
+    pub head: Option<Head>,
+    /// The complete lines of `log.jsonl`, counted while the store was
+    /// still held, so that no writer appended in between (store only, when
+    /// asked for).
+    pub mirrored: Option<u64>,
+}
+
+/// [`read_records`], and with `count_mirror`, when the records come from the
+/// store, the mirror's line count ([`mirror_count`]) taken before the store
+/// is released: counted after, a writer that opened meanwhile could have
+/// appended to it, and the mirror would seem ahead of the store.
+pub fn read_log(dir: &Path, count_mirror: bool) -> Result<LogRead, AuditError> {
     let path = dir.join("db");
     if !path.exists() {
+        let mirror = dir.join(MIRROR).exists();
+        let checkpoint = dir.join(CHECKPOINT).exists();
+        if mirror || checkpoint {
+            let found = match (mirror, checkpoint) {
+                (true, true) => format!("{MIRROR} and {CHECKPOINT} are"),
+                (true, false) => format!("{MIRROR} is"),
+                _ => format!("{CHECKPOINT} is"),
+            };
+            return Err(AuditError::StoreMissing { path, found });
+        }
         return Err(AuditError::Missing {
             path: dir.to_path_buf(),
         });
@@ -928,16 +1107,24 @@ pub fn read_records(dir: &Path) -> Result<(Source, Vec<Stored>, Option<Head>), A
                 .get(HEAD_KEY)
                 .map_err(corrupt("its head cannot be read"))?
                 .and_then(|v| decode_head(&v));
-            Ok((Source::Store, out, head))
+            let mirrored = count_mirror.then(|| mirror_count(dir)).transpose()?;
+            drop(db);
+            Ok(LogRead {
+                source: Source::Store,
+                items: out,
+                head,
+                mirrored,
+            })
         }
         Err(AuditError::Locked { .. }) => {
             let path = dir.join(MIRROR);
             let file = File::open(&path).map_err(AuditError::io("open", &path))?;
-            Ok((
-                Source::Mirror,
-                read_jsonl(file).map_err(AuditError::io("read", &path))?,
-                None,
-            ))
+            Ok(LogRead {
+                source: Source::Mirror,
+                items: read_jsonl(file).map_err(AuditError::io("read", &path))?,
+                head: None,
+                mirrored: None,
+            })
         }
         Err(e) => Err(e),
     }
@@ -1471,5 +1658,79 @@ mod tests {
         assert_eq!(w.next_seq, 7);
         assert_eq!(mirror(&dir), stored(&w));
         assert_eq!(mirror(&dir)[..old.len()], old[..]);
+    }
+
+    /// Removes records `from..` from the closed store in `dir`, leaving its
+    /// head and the mirror as they are.
+    fn lose_from_store(dir: &Path, from: u64) {
+        let db = open_db(dir, LOCK_WAIT).unwrap();
+        let tree = db.open_tree(RECORDS).unwrap();
+        let keys: Vec<_> = tree
+            .range(from.to_be_bytes()..)
+            .map(|item| item.unwrap().0)
+            .collect();
+        for key in keys {
+            tree.remove(key).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn recovering_puts_back_the_records_the_mirror_still_chains() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 8));
+        let genuine = mirror(&dir);
+        lose_from_store(&dir, 5);
+        // Refused, then recovered: nothing the mirror held is lost.
+        assert!(matches!(
+            open(&dir, false),
+            Err(AuditError::Diverged { .. })
+        ));
+        let (w, divergence) = open(&dir, true).unwrap();
+        assert_eq!(divergence.unwrap().remain, 5);
+        assert_eq!((w.replayed, w.next_seq, w.kept.clone()), (3, 8, None));
+        assert_eq!(mirror(&dir), genuine);
+        assert_eq!(stored(&w), genuine);
+        drop(w);
+        // Opens as a healthy log now.
+        assert!(open(&dir, false).unwrap().1.is_none());
+
+        // The whole store deleted.
+        std::fs::remove_dir_all(dir.join("db")).unwrap();
+        let (w, _) = open(&dir, true).unwrap();
+        assert_eq!((w.replayed, w.next_seq), (8, 8));
+        assert_eq!(stored(&w), genuine);
+    }
+
+    #[test]
+    fn recovering_keeps_aside_mirror_lines_it_cannot_put_back() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 6));
+        let genuine = mirror(&dir);
+        lose_from_store(&dir, 3);
+        // Record 4 altered in the mirror: 3 is put back, 4 and 5 are not.
+        let lines: Vec<&[u8]> = genuine.split_inclusive(|&b| b == b'\n').collect();
+        let forged = String::from_utf8(lines[4].to_vec())
+            .unwrap()
+            .replacen("\"t.4\"", "\"T.4\"", 1);
+        let mut edited = lines[..4].concat();
+        edited.extend_from_slice(forged.as_bytes());
+        edited.extend_from_slice(lines[5]);
+        std::fs::write(dir.join(MIRROR), &edited).unwrap();
+        let (w, _) = open(&dir, true).unwrap();
+        assert_eq!((w.replayed, w.next_seq), (1, 4));
+        assert_eq!(mirror(&dir), lines[..4].concat());
+        let kept = w.kept.clone().expect("the cut lines were kept");
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            edited[lines[..4].concat().len()..]
+        );
+        assert!(kept
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("log.jsonl.cut-"));
     }
 }
