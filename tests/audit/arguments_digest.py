@@ -5,7 +5,7 @@ of the arguments a caller sent, as docs/AUDIT.md specifies it.
 Usage: arguments_digest.py ARGUMENTS_JSON   (or the JSON on standard input)
 Prints the 64 hex digits. Needs: pip install blake3
 
-The digest is blake3 of the arguments as Fabric (serde_json 1.0.154, without
+The digest is blake3 of the arguments as Fabric (serde_json 1.0.154, with
 its float_roundtrip feature) read them, written again as compact JSON with
 every object's keys sorted, not of the bytes received. For arguments without
 fractions or exponents (strings, booleans, null, integers from -2**63 to
@@ -13,11 +13,10 @@ fractions or exponents (strings, booleans, null, integers from -2**63 to
 
     json.dumps(args, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
-Any other number is read as a 64-bit float the way serde_json reads it
-(`read_number`: at most 19-20 significant digits, then one multiplication or
-division by a power of ten, which can be one unit in the last place away from
-Python's float()), and written in the shortest form that reads back as that
-float (`write_float`). Both are reproduced here.
+Any other number is read as a 64-bit float, correctly rounded as Python's
+float() reads it (`read_number`), and written in the shortest form that
+reads back as that float, as serde_json writes it (`write_float`: `1e16`,
+`1e-7`, `-0.0`), which is not always how Python writes it.
 """
 import json
 import math
@@ -27,7 +26,6 @@ import sys
 import blake3
 
 U64_MAX = 2**64 - 1
-I32_MAX = 2**31 - 1
 NUMBER = re.compile(r"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
 
 
@@ -35,69 +33,24 @@ class Float(float):
     """A number Fabric holds as a 64-bit float."""
 
 
-def _from_parts(positive, significand, exponent):
-    """serde_json's f64_from_parts (de.rs, without float_roundtrip)."""
-    f = float(significand)
-    while True:
-        if abs(exponent) <= 308:
-            power = float(f"1e{abs(exponent)}")
-            if exponent >= 0:
-                f *= power
-                if math.isinf(f):
-                    raise ValueError("number out of range")
-            else:
-                f /= power
-            break
-        if f == 0.0:
-            break
-        if exponent >= 0:
-            raise ValueError("number out of range")
-        f /= 1e308
-        exponent += 308
-    return Float(f if positive else -f)
-
-
 def read_number(text):
     """The value serde_json reads from the JSON number `text`: an int for an
-    integer from -2**63 to 2**64-1 (but "-0"), else a Float."""
+    integer from -2**63 to 2**64-1 (but "-0"), else a Float, correctly
+    rounded (serde_json's float_roundtrip feature, as Python's float())."""
     m = NUMBER.fullmatch(text)
     if not m:
         raise ValueError(f"not a JSON number: {text}")
-    sign, whole, frac, exp_sign, exp = m.groups()
-    positive = sign != "-"
-    significand, exponent, overflowed = 0, 0, False
-    for c in whole:
-        if overflowed:
-            exponent += 1  # digits past a u64 are dropped, counted in the exponent
-        elif significand * 10 + int(c) > U64_MAX:
-            overflowed = True
-            exponent += 1
-        else:
-            significand = significand * 10 + int(c)
+    sign, _, frac, _, exp = m.groups()
     if frac is None and exp is None:
-        if overflowed:
-            return _from_parts(positive, significand, exponent)
-        if positive:
-            return significand
-        if significand == 0 or significand > 2**63:
-            return Float(-float(significand))
-        return -significand
-    for c in frac or "":
-        if significand * 10 + int(c) > U64_MAX:
-            break  # this digit and all further ones are dropped
-        significand = significand * 10 + int(c)
-        exponent -= 1
-    if exp is not None:
-        value = 0
-        for c in exp:
-            if value * 10 + int(c) > I32_MAX:
-                if significand != 0 and exp_sign != "-":
-                    raise ValueError("number out of range")
-                return Float(0.0 if positive else -0.0)
-            value = value * 10 + int(c)
-        exponent = exponent - value if exp_sign == "-" else exponent + value
-        exponent = max(-(2**31), min(I32_MAX, exponent))
-    return _from_parts(positive, significand, exponent)
+        n = int(text)
+        if sign != "-" and n <= U64_MAX:
+            return n
+        if sign == "-" and n != 0 and n >= -(2**63):
+            return n
+    f = float(text)
+    if math.isinf(f):
+        raise ValueError("number out of range")
+    return Float(f)
 
 
 def write_float(x):
