@@ -249,6 +249,13 @@ pub fn serve(
     let auth = match (&args.callers, args.no_auth) {
         (Some(_), true) => bail!("--callers and --no-auth exclude each other: choose one"),
         (_, true) => {
+            // Every request of a --no-auth server is the local operator:
+            // letting every web page's scripts send them is no server.
+            if args.allow_origin.iter().any(|o| o == "*") {
+                bail!(
+                    "--allow-origin '*' is refused with --no-auth: any web page could call the tools as you; name the origins, or add callers"
+                );
+            }
             if !args.listen.ip().is_loopback() {
                 bail!(
                     "--no-auth is refused on {}, which is not a loopback address: \

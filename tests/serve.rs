@@ -267,13 +267,23 @@ fn bad_input_gets_clear_answers_and_the_server_stays_up() {
         .contains("application/json"));
 
     // A compressed body, or a claim of one: 415, not garbage JSON.
-    for coding in ["gzip", "br"] {
+    for coding in [
+        &["gzip"][..],
+        &["br"],
+        &["identity", "gzip"],
+        &["identity, gzip"],
+    ] {
+        let fields: Vec<String> = coding
+            .iter()
+            .map(|c| format!("Content-Encoding: {c}"))
+            .collect();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
         let reply = invoke_with(
             &server,
             &token,
             "text.echo",
             r#"{"arguments":{"text":"x"}}"#,
-            &[&format!("Content-Encoding: {coding}")],
+            &fields,
         );
         assert_eq!(reply.status, 415, "{reply:?}");
         assert!(reply.error_message().contains("Content-Encoding"));
@@ -868,7 +878,7 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
 
     // An allowed browser origin (written loosely, normalised) gets CORS: a
     // preflight answered 204, and responses it may read.
-    let server = env.serve(&["--no-auth", "--allow-origin", "HTTP://App.Example/"]);
+    let server = env.serve(&["--no-auth", "--allow-origin", "HTTP://App.Example:80/"]);
     let origin = "http://app.example";
     let preflight = curl(
         &format!("{}/mcp", server.url),
@@ -905,24 +915,27 @@ fn no_auth_is_loopback_only_and_callers_are_required() {
     assert_eq!(refused.status, 403);
     assert!(refused.header("access-control-allow-origin").is_none());
     assert!(server.stop().success());
-    let out = env
-        .fabric()
-        .args([
-            "serve",
-            "--no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-origin",
-            "app.example",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("is not an origin"),
-        "{}",
-        stderr(&out)
-    );
+    // A value that is not an origin, and any origin on a server without
+    // callers (every page could call as the operator): usage errors.
+    for (origin, why) in [
+        ("app.example", "is not an origin"),
+        ("*", "refused with --no-auth"),
+    ] {
+        let out = env
+            .fabric()
+            .args([
+                "serve",
+                "--no-auth",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-origin",
+                origin,
+            ])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
 
     // The callers file: 0600, only hashes, list/show/remove.
     let token = env.add_caller("ci", &["text.*"]);

@@ -247,12 +247,13 @@ impl HostConfig {
         }
         if let Some(text) = &m.timeout {
             config.maxima.timeout = parse_duration(text)
-                .filter(|d| !d.is_zero() && *d <= CEILING_TIMEOUT)
+                .filter(|d| *d >= crate::engine::EPOCH_TICK && *d <= CEILING_TIMEOUT)
                 .ok_or_else(|| {
                     range(
                         "maxima.timeout",
                         format!(
-                            "{text:?} is not a positive duration of at most {CEILING_TIMEOUT:?}: write e.g. \"300s\""
+                            "{text:?} is not a duration from {:?} (the clock's tick) to {CEILING_TIMEOUT:?}: write e.g. \"300s\"",
+                            crate::engine::EPOCH_TICK
                         ),
                     )
                 })?;
@@ -296,6 +297,7 @@ mod tests {
             "[maxima]\ntimeout = \"10000000000000000000s\"",
             "maxima.timeout",
         );
+        bad("[maxima]\ntimeout = \"1ms\"", "maxima.timeout");
         bad("pool = 3", "(file)");
         bad("[maxima]\nfuel = 0", "maxima.fuel");
         bad("[anomaly]\nmultiple = 0.5", "anomaly.multiple");

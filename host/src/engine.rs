@@ -145,8 +145,8 @@ const MOUNT_READ_ONLY: &str =
 const LINK_REFUSED: &str = "a hard link that leaves its mount, links across mounts or writes to a read-only mount: links stay inside one read-write mount";
 /// Why a rename was refused.
 const RENAME_REFUSED: &str = "a rename that leaves its mount, or moves into or out of a read-only mount: renames stay inside read-write mounts";
-/// Why creating a symbolic link was refused.
-const SYMLINK_REFUSED: &str = "a symbolic link to an absolute path, or created outside its mount or in a read-only mount: links are created inside a read-write mount and point to a relative path";
+/// Why creating a symbolic link to an absolute path was refused.
+const SYMLINK_ABSOLUTE: &str = "a symbolic link to an absolute path: links point to a relative path (the sandbox would not follow an absolute one)";
 
 /// Why opening `path` was refused: the path leaves its mount if even
 /// looking at it is refused, else the open asked to write to a read-only
@@ -314,9 +314,17 @@ where
         |mut store, (dir, old, new): (Resource<Descriptor>, String, String)| {
             Box::new(async move {
                 let mut fs = store.data_mut().filesystem();
+                let again = Resource::new_borrow(dir.rep());
                 let linked = fs.symlink_at(dir, old.clone(), new.clone()).await;
                 let target = format!("{new} -> {old}");
-                Ok((settle(&mut store, linked, target, Why::Fixed(SYMLINK_REFUSED)).await?,))
+                // cap-std refuses an absolute target; otherwise the link's
+                // own path left its mount or the mount is read-only.
+                let why = if old.starts_with('/') {
+                    Why::Fixed(SYMLINK_ABSOLUTE)
+                } else {
+                    Why::Path(again, PathFlags::empty(), &new)
+                };
+                Ok((settle(&mut store, linked, target, why).await?,))
             })
         },
     )?;

@@ -214,14 +214,24 @@ fn show_host(ip: IpAddr) -> String {
     }
 }
 
-/// A rule that names exactly `ip` on `port` (0, outbound, is a name
-/// lookup's: any port, written `*`).
+/// An `allow` rule that names exactly `ip` on `port` (0, outbound, is a
+/// name lookup's: any port, written `*`).
 fn exact_rule(ip: IpAddr, port: u16) -> String {
+    match port {
+        0 => rule_for(ip, "*"),
+        p => rule_for(ip, &p.to_string()),
+    }
+}
+
+/// A `listen` rule that names exactly `ip` on `port` (0: a port the
+/// system chooses).
+fn listen_rule(ip: IpAddr, port: u16) -> String {
+    rule_for(ip, &port.to_string())
+}
+
+/// A rule for exactly `ip` on `port` as written.
+fn rule_for(ip: IpAddr, port: &str) -> String {
     let bits = if ip.is_ipv4() { 32 } else { 128 };
-    let port = match port {
-        0 => "*".to_string(),
-        p => p.to_string(),
-    };
     match ip {
         IpAddr::V4(a) => format!("{a}/{bits}:{port}"),
         IpAddr::V6(a) => format!("[{a}/{bits}]:{port}"),
@@ -564,16 +574,6 @@ impl Gate {
                 allowed
             }
         }
-    }
-}
-
-/// A `[net] listen` rule for exactly `ip` on `port` (0: a port the system
-/// chooses).
-fn listen_rule(ip: IpAddr, port: u16) -> String {
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    match ip {
-        IpAddr::V4(a) => format!("{a}/{bits}:{port}"),
-        IpAddr::V6(a) => format!("[{a}/{bits}]:{port}"),
     }
 }
 

@@ -611,14 +611,10 @@ impl Shared {
             .as_ref()
             .map(|p| p.exports.clone())
             .unwrap_or_default();
-        let docs = Docs::read_checked(bytes).unwrap_or_else(|why| {
-            problems.push((
-                None,
-                format!("{why}: the descriptions are the WIT doc comments compiled in, if any; embed them again with `fabric docs add`"),
-            ));
-            None
-        });
-        let docs = docs.unwrap_or_default();
+        let (docs, docs_problem) = match Docs::read_checked(bytes) {
+            Ok(docs) => (docs.unwrap_or_default(), None),
+            Err(why) => (Docs::default(), Some(why)),
+        };
         let doc = |key: &str| docs.get(key).map(str::to_string);
         let mut tools = Vec::new();
         let mut exports = Vec::new();
@@ -674,6 +670,12 @@ impl Shared {
                 "exports no functions, so it offers no tools"
             };
             problems.push((None, why.into()));
+        }
+        if let Some(why) = docs_problem {
+            problems.push((
+                None,
+                format!("{why}: the descriptions are the WIT doc comments compiled in, if any; embed them again with `fabric docs add`"),
+            ));
         }
         let Ok(policy) = policy else {
             return Ok((tools, problems, None));

@@ -108,6 +108,10 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
     }
 }
 
+/// Largest integer a JSON number written with a fraction or an exponent
+/// carries exactly through an f64 (2^53).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
 /// A WIT type, as far as the JSON mapping needs to know it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ty {
@@ -824,14 +828,20 @@ fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
                 Ok(u.into())
             } else {
                 // An integral number written with a fraction or an exponent
-                // (1e19), as JSON Schema counts integers: its value as a
-                // double, range-checked by the caller (`as` saturates).
+                // (2.0e2): taken while a double holds it exactly (2^53);
+                // past that, every double is integral, so `12345678901234567.5`
+                // would pass as another number.
                 let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 {
+                if f.fract() != 0.0 {
+                    Err(fail(format!(
+                        "expected {}, got the non-integer {n}",
+                        ty.describe()
+                    )))
+                } else if f.abs() <= MAX_SAFE_INTEGER {
                     Ok(f as i128)
                 } else {
                     Err(fail(format!(
-                        "expected {}, got the non-integer {n}",
+                        "{n} is not exact as a JSON number of that size: write it as plain digits or a decimal string ({})",
                         ty.describe()
                     )))
                 }
@@ -1090,8 +1100,11 @@ fn ty_within(
             f.flags.iter().map(|m| Member { name: m.name.clone(), doc: doc_of(Some(&m.name), &m.docs) }).collect(),
         )),
         TypeDefKind::Tuple(t) => Ty::Tuple(t.types.iter().map(recurse).collect::<Result<_, _>>()?),
-        TypeDefKind::List(Type::U8) => Ty::Bytes,
-        TypeDefKind::List(t) => Ty::List(Box::new(recurse(t)?)),
+        // `list<u8>`, or a list of an alias of u8 (`type byte = u8`): bytes.
+        TypeDefKind::List(t) => match recurse(t)? {
+            Ty::U8 => Ty::Bytes,
+            inner => Ty::List(Box::new(inner)),
+        },
         TypeDefKind::Option(t) => match recurse(t)? {
             Ty::Option(_) => {
                 return Err(format!(
@@ -1176,6 +1189,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_list_of_an_alias_of_u8_is_bytes() {
+        let mut resolve = wit_parser::Resolve::default();
+        let package = resolve
+            .push_str(
+                "t.wit",
+                "package t:t;\ninterface i {\n  type byte = u8;\n  f: func(b: list<byte>, n: list<u16>);\n}\n",
+            )
+            .expect("parses");
+        let interface = resolve.packages[package].interfaces["i"];
+        let f = &resolve.interfaces[interface].functions["f"];
+        let none = |_: &str| None;
+        assert_eq!(ty_from_wit(&resolve, &f.params[0].ty, &none), Ok(Ty::Bytes));
+        assert_eq!(
+            ty_from_wit(&resolve, &f.params[1].ty, &none),
+            Ok(Ty::List(Box::new(Ty::U16)))
+        );
+    }
+
     /// Numbers and base64 at the edges the schema draws, taken exactly when
     /// the schema takes them.
     #[test]
@@ -1199,11 +1231,14 @@ mod tests {
             let value: Value = serde_json::from_str(json).expect("json");
             ty.to_val(&value, "").is_ok()
         };
-        // Integral numbers with an exponent are integers to JSON Schema.
-        assert!(takes(&Ty::U64, "1e19"));
-        assert!(takes(&Ty::S64, "-1e18"));
+        // Integral numbers with an exponent are integers to JSON Schema;
+        // taken while exact (past 2^53 a double cannot tell .5 apart).
+        assert!(takes(&Ty::U64, "1e15"));
+        assert!(takes(&Ty::S64, "-1e15"));
         assert!(takes(&Ty::U8, "2.0e2"));
-        assert!(!takes(&Ty::U64, "2e19"));
+        assert!(!takes(&Ty::U64, "12345678901234567.5"));
+        assert!(!takes(&Ty::U64, "1e19"));
+        assert!(takes(&Ty::U64, "18446744073709551615"));
         assert!(!takes(&Ty::U8, "2.56e2"));
         assert!(!takes(&Ty::U64, "1.5"));
         // f32's bounds are f32::MAX exactly; the infinities are strings.

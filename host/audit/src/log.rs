@@ -390,6 +390,45 @@ fn corrupt_record(
     }
 }
 
+/// A point a replayed chain must reach: what it is, the record count there,
+/// and the hash of the last record.
+type Anchor = (&'static str, u64, [u8; 32]);
+
+/// Records put back into the store per batch by `audit recover`.
+const REPLAY_BATCH: usize = 4096;
+
+/// Calls `each` with every record of the mirror at `path` from line `skip`
+/// on (0-based), in order, until it returns false or a line does not parse.
+fn mirror_tail(
+    path: &Path,
+    skip: u64,
+    mut each: impl FnMut(Record) -> bool,
+) -> Result<(), AuditError> {
+    let io_err = |action| AuditError::io(action, path);
+    let mut reader = BufReader::new(File::open(path).map_err(io_err("open"))?);
+    let mut line = Vec::new();
+    let mut position = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_err("read"))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(());
+        }
+        position += 1;
+        if position <= skip {
+            continue;
+        }
+        let Ok(record) = serde_json::from_slice::<Record>(&line[..n - 1]) else {
+            return Ok(());
+        };
+        if !each(record) {
+            return Ok(());
+        }
+    }
+}
+
 /// The hash of stored record `seq`, if there is one.
 fn stored_hash(tree: &sled::Tree, path: &Path, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
     let Some(value) = tree
@@ -553,61 +592,127 @@ impl Writer {
     /// store's last one, in order, as long as each parses and chains from
     /// the one before it (the first from the store's head): records the
     /// store lost (sled dropped them, or the store was deleted) while the
-    /// mirror kept them. Stops at the first line that does not; what follows
-    /// is left to the repair ([`Writer::rewrite_mirror`] keeps it aside).
+    /// mirror kept them. Record hashes carry no key, so a chain alone proves
+    /// nothing: the records are put back only if the chain reaches the
+    /// stored head and the last signed checkpoint, where they lie past the
+    /// store's end, with the hashes those name; otherwise none is, and the
+    /// repair keeps the lines aside ([`Writer::rewrite_mirror`]). Written in
+    /// batches of [`REPLAY_BATCH`] records.
     fn replay_mirror(&mut self) -> Result<(), AuditError> {
         let path = self.mirror_path();
         let db_path = self.db_path();
-        let io_err = |action| AuditError::io(action, &path);
-        let mut reader = BufReader::new(File::open(&path).map_err(io_err("open"))?);
-        let (mut seq, mut head) = (self.next_seq, self.head);
-        let mut tx = sled::Batch::default();
-        let mut line = Vec::new();
-        let mut position = 0u64;
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(io_err("read"))?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break;
-            }
-            position += 1;
-            if position <= self.next_seq {
-                continue;
-            }
-            let Ok(record) = serde_json::from_slice::<Record>(&line[..n - 1]) else {
-                break;
-            };
-            let chains = record.seq == seq
+        let first = self.next_seq;
+        // Pass 1: the chain's hashes, checked against the anchors.
+        let mut hashes: Vec<[u8; 32]> = Vec::new();
+        let mut head = self.head;
+        mirror_tail(&path, first, |record| {
+            let chains = record.seq == first + hashes.len() as u64
                 && crate::record::digest("prev_hash", &record.prev_hash).ok() == Some(head);
             let hash = record.hash_bytes().ok();
             let sound = hash.is_some() && record.compute_hash().ok().map(|h| *h.as_bytes()) == hash;
-            let (Some(hash), true, true) = (hash, chains, sound) else {
-                break;
-            };
-            let json = serde_json::to_vec(&record).map_err(|e| corrupt_record(&path, seq, e))?;
-            tx.insert(&seq.to_be_bytes(), json);
-            seq += 1;
-            head = hash;
-        }
-        if seq == self.next_seq {
+            match (hash, chains && sound) {
+                (Some(hash), true) => {
+                    hashes.push(hash);
+                    head = hash;
+                    true
+                }
+                _ => false,
+            }
+        })?;
+        if hashes.is_empty() {
             return Ok(());
         }
-        self.records
-            .apply_batch(tx)
-            .and_then(|()| self.db.insert(HEAD_KEY, encode_head(seq, &head)).map(drop))
-            .and_then(|()| self.db.flush().map(drop))
-            .map_err(AuditError::store("write", &db_path))?;
-        tracing::warn!(
-            "put records {}-{} back into the audit store from {MIRROR}",
-            self.next_seq,
-            seq - 1
-        );
-        self.replayed = seq - self.next_seq;
-        self.next_seq = seq;
-        self.head = head;
-        Ok(())
+        for (what, n, hash) in self.anchors()? {
+            let Some(at) = n.checked_sub(first + 1) else {
+                continue;
+            };
+            if usize::try_from(at).ok().and_then(|at| hashes.get(at)) != Some(&hash) {
+                tracing::warn!(
+                    "{MIRROR} holds records past the store's end that do not reach {what} with its hash: none is put back"
+                );
+                return Ok(());
+            }
+        }
+        // Pass 2: insert them, a batch at a time.
+        let end = first + hashes.len() as u64;
+        let (records, db) = (self.records.clone(), self.db.clone());
+        let mut tx = sled::Batch::default();
+        let mut in_batch = 0;
+        let mut done = first;
+        let mut failed = None;
+        mirror_tail(&path, first, |record| {
+            if record.seq >= end {
+                return false;
+            }
+            match serde_json::to_vec(&record) {
+                Ok(json) => tx.insert(&record.seq.to_be_bytes(), json),
+                Err(e) => {
+                    failed = Some(corrupt_record(&path, record.seq, e));
+                    return false;
+                }
+            }
+            in_batch += 1;
+            if in_batch == REPLAY_BATCH || record.seq + 1 == end {
+                let hash = hashes[(record.seq - first) as usize];
+                in_batch = 0;
+                let written = records
+                    .apply_batch(std::mem::take(&mut tx))
+                    .and_then(|()| {
+                        db.insert(HEAD_KEY, encode_head(record.seq + 1, &hash))
+                            .map(drop)
+                    })
+                    .and_then(|()| db.flush().map(drop));
+                if let Err(e) = written {
+                    failed = Some(AuditError::store("write", &db_path)(e));
+                    return false;
+                }
+                done = record.seq + 1;
+            }
+            true
+        })?;
+        if done > first {
+            self.next_seq = done;
+            self.head = hashes[(done - first - 1) as usize];
+            self.replayed = done - first;
+            tracing::warn!(
+                "put records {first}-{} back into the audit store from {MIRROR}",
+                done - 1
+            );
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// What replayed records must agree with: the stored head and the last
+    /// checkpoint that verifies, as (what, record count, hash of the last).
+    /// A checkpoint that does not verify, or cannot be checked for want of
+    /// the key, is an anchor nothing can reach.
+    fn anchors(&self) -> Result<Vec<Anchor>, AuditError> {
+        let db_path = self.db_path();
+        let mut anchors = Vec::new();
+        if let Some((n, hash)) = self
+            .db
+            .get(HEAD_KEY)
+            .map_err(AuditError::store("read", &db_path))?
+            .and_then(|v| decode_head(&v))
+        {
+            anchors.push(("the stored head", n, hash));
+        }
+        let path = self.dir.join(CHECKPOINT);
+        if path.exists() {
+            let note = std::fs::read_to_string(&path).map_err(AuditError::io("read", &path))?;
+            let verified = self
+                .key
+                .as_ref()
+                .and_then(|key| Checkpoint::verify(&note, &key.verifying_key()).ok());
+            match verified {
+                Some(cp) => anchors.push(("the last signed checkpoint", cp.size, cp.hash)),
+                None => anchors.push(("a checkpoint that does not verify", u64::MAX, [0; 32])),
+            }
+        }
+        Ok(anchors)
     }
 
     /// Moves the mirror's bytes from `keep` on, if any, to a new file
@@ -1703,6 +1808,37 @@ mod tests {
         assert_eq!(stored(&w), genuine);
     }
 
+    /// Record hashes carry no key: a tail rewritten and re-hashed chains
+    /// perfectly, but does not reach the stored head's hash, so recovery
+    /// does not make it history.
+    #[test]
+    fn recovering_puts_back_nothing_a_rehashed_tail_would_make_history() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        drop(append(&dir, 8));
+        let genuine = mirror(&dir);
+        lose_from_store(&dir, 5);
+        let lines: Vec<&[u8]> = genuine.split_inclusive(|&b| b == b'\n').collect();
+        let read =
+            |line: &[u8]| -> Record { serde_json::from_slice(&line[..line.len() - 1]).unwrap() };
+        let mut forged = lines[..5].concat();
+        let mut prev = read(lines[4]);
+        for line in &lines[5..] {
+            let mut r = read(line);
+            r.tool = format!("forged.{}", r.seq);
+            r.prev_hash = prev.hash.clone();
+            r.hash = r.compute_hash().unwrap().to_hex().to_string();
+            forged.extend_from_slice(&serde_json::to_vec(&r).unwrap());
+            forged.push(b'\n');
+            prev = r;
+        }
+        std::fs::write(dir.join(MIRROR), &forged).unwrap();
+        let (w, _) = open(&dir, true).unwrap();
+        assert_eq!((w.replayed, w.next_seq), (0, 5));
+        assert_eq!(mirror(&dir), lines[..5].concat());
+        assert!(w.kept.is_some());
+    }
+
     #[test]
     fn recovering_keeps_aside_mirror_lines_it_cannot_put_back() {
         let data = tempfile::tempdir().unwrap();
@@ -1710,7 +1846,9 @@ mod tests {
         drop(append(&dir, 6));
         let genuine = mirror(&dir);
         lose_from_store(&dir, 3);
-        // Record 4 altered in the mirror: 3 is put back, 4 and 5 are not.
+        // Record 4 altered in the mirror: the chain does not reach the
+        // stored head (6 records), so none of 3, 4, 5 is put back; all are
+        // kept aside.
         let lines: Vec<&[u8]> = genuine.split_inclusive(|&b| b == b'\n').collect();
         let forged = String::from_utf8(lines[4].to_vec())
             .unwrap()
@@ -1720,12 +1858,12 @@ mod tests {
         edited.extend_from_slice(lines[5]);
         std::fs::write(dir.join(MIRROR), &edited).unwrap();
         let (w, _) = open(&dir, true).unwrap();
-        assert_eq!((w.replayed, w.next_seq), (1, 4));
-        assert_eq!(mirror(&dir), lines[..4].concat());
+        assert_eq!((w.replayed, w.next_seq), (0, 3));
+        assert_eq!(mirror(&dir), lines[..3].concat());
         let kept = w.kept.clone().expect("the cut lines were kept");
         assert_eq!(
             std::fs::read(&kept).unwrap(),
-            edited[lines[..4].concat().len()..]
+            edited[lines[..3].concat().len()..]
         );
         assert!(kept
             .file_name()

@@ -548,19 +548,6 @@ async fn modern(
             Some(json!({"supported": [MODERN], "requested": version})),
         );
     }
-    if !request
-        .params
-        .get("_meta")
-        .and_then(|m| m.get(META_CAPABILITIES))
-        .is_some_and(Value::is_object)
-    {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            id,
-            INVALID_PARAMS,
-            format!("params._meta[\"{META_CAPABILITIES}\"] is required (an object) in {MODERN} requests"),
-        );
-    }
     match header_version.as_deref() {
         Some(v) if v == version => {}
         Some(v) => {
@@ -602,6 +589,21 @@ async fn modern(
     if request.id.is_null() {
         return StatusCode::ACCEPTED.into_response();
     }
+    // Required of requests (notifications need not say it).
+    if !request
+        .params
+        .get("_meta")
+        .and_then(|m| m.get(META_CAPABILITIES))
+        .is_some_and(Value::is_object)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            INVALID_PARAMS,
+            format!("params._meta[\"{META_CAPABILITIES}\"] is required (an object) in {MODERN} requests"),
+        );
+    }
+
     let complete = |mut result: Value| {
         result["resultType"] = json!("complete");
         let meta = result
@@ -854,7 +856,9 @@ async fn call_in(
         Ok(r) => r,
         Err(e) => return internal_error(id, e),
     };
-    if result.outcome == Outcome::UnknownTool || malformed {
+    if result.outcome == Outcome::UnknownTool
+        || (malformed && result.outcome == Outcome::InvalidArguments)
+    {
         // A protocol error in MCP; the audit proof still travels.
         let what = match result.outcome {
             Outcome::UnknownTool => "Unknown tool",

@@ -482,11 +482,21 @@ pub fn normalise_origin(value: &str) -> Result<String, String> {
             "--allow-origin {value:?} is not an origin: write scheme://host[:port] with no path, e.g. https://app.example, or *"
         ));
     }
-    Ok(format!(
-        "{}://{}",
-        scheme.to_ascii_lowercase(),
-        host.to_ascii_lowercase()
-    ))
+    let (scheme, mut host) = (scheme.to_ascii_lowercase(), host.to_ascii_lowercase());
+    // A port after the host (not inside an IPv6 literal's brackets).
+    if let Some((name, port)) = host
+        .rsplit_once(':')
+        .filter(|(n, _)| !n.ends_with(':') && (n.starts_with('[') == n.ends_with(']')))
+    {
+        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+            format!("--allow-origin {value:?} has no valid port (1-65535) after the host")
+        })?;
+        // Browsers leave a scheme's default port out of Origin.
+        if (scheme == "https" && port == 443) || (scheme == "http" && port == 80) {
+            host = name.to_string();
+        }
+    }
+    Ok(format!("{scheme}://{host}"))
 }
 
 /// The HTTP status of a call that ended with `outcome` (the contract's
@@ -569,14 +579,21 @@ pub(crate) fn json_body(headers: &HeaderMap) -> Result<(), String> {
     }
     // A compressed body would be read as garbage JSON, or a body falsely
     // labelled compressed as JSON: neither is taken (RFC 9110, 15.5.16).
-    match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
-        None => Ok(()),
-        Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => Ok(()),
-        Some(coding) => Err(format!(
-            "Content-Encoding {:?} is not supported: send the body uncompressed",
-            coding.unwrap_or("(not text)")
-        )),
+    for field in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(codings) = field.to_str() else {
+            return Err("Content-Encoding is not text: send the body uncompressed".into());
+        };
+        if let Some(coding) = codings
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.eq_ignore_ascii_case("identity"))
+        {
+            return Err(format!(
+                "Content-Encoding {coding:?} is not supported: send the body uncompressed"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Why a body could not be read.
