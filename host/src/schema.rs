@@ -840,10 +840,23 @@ fn int_in(value: &Value, pointer: &str, ty: &Ty) -> Result<i128, ArgError> {
                 } else if f.abs() <= MAX_SAFE_INTEGER {
                     Ok(f as i128)
                 } else {
-                    Err(fail(format!(
-                        "{n} is not exact as a JSON number of that size: write it as plain digits or a decimal string ({})",
-                        ty.describe()
-                    )))
+                    // In the type's range but not exact; outside it, the
+                    // caller's range check says so (`as` saturates).
+                    let in_range = match ty {
+                        Ty::U64 => (0.0..18_446_744_073_709_551_616.0).contains(&f),
+                        Ty::S64 => {
+                            (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
+                        }
+                        _ => false,
+                    };
+                    if in_range {
+                        Err(fail(format!(
+                            "{n} is not exact as a JSON number of that size: write it as plain digits or a decimal string ({})",
+                            ty.describe()
+                        )))
+                    } else {
+                        Ok(f as i128)
+                    }
                 }
             }
         }

@@ -836,6 +836,73 @@ fn line_around(text: &str, start: usize, end: usize) -> (usize, usize) {
 /// on `shop.example` is let through only by a policy allowing it, since an
 /// attacker who mails the user writes the sender's address too.
 fn exfiltrates(url: &str, net: &dyn Destinations) -> bool {
+    exfiltrates_as_written(url, net)
+        || rendered_url(url).is_some_and(|rendered| exfiltrates_as_written(&rendered, net))
+}
+
+/// `url` as a renderer reads it, when that differs from the text: HTML
+/// character references decoded (`&#63;` is `?`, `&#x3a;` and `&colon;` are
+/// `:`) and, as CommonMark reads a destination, a backslash before ASCII
+/// punctuation dropped (`https\://`). Both readings are judged.
+fn rendered_url(url: &str) -> Option<String> {
+    if !url.contains(['&', '\\']) {
+        return None;
+    }
+    const NAMED: &[(&str, char)] = &[
+        ("amp", '&'),
+        ("quot", '"'),
+        ("lt", '<'),
+        ("gt", '>'),
+        ("colon", ':'),
+        ("quest", '?'),
+        ("equals", '='),
+        ("sol", '/'),
+        ("period", '.'),
+        ("num", '#'),
+        ("percnt", '%'),
+        ("commat", '@'),
+        ("lpar", '('),
+        ("rpar", ')'),
+        ("plus", '+'),
+    ];
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(c) = rest.chars().next() {
+        if c == '\\' {
+            if let Some(p) = rest[1..].chars().next().filter(char::is_ascii_punctuation) {
+                out.push(p);
+                rest = &rest[1 + p.len_utf8()..];
+                continue;
+            }
+        } else if c == '&' {
+            let reference = rest[1..].split_once(';').and_then(|(name, _)| {
+                let decoded = match name.strip_prefix('#') {
+                    Some(n) => match n.strip_prefix(['x', 'X']) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                        None => n.parse().ok(),
+                    }
+                    .and_then(char::from_u32),
+                    None => NAMED.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
+                };
+                decoded
+                    .filter(|_| name.len() <= 10)
+                    .map(|d| (d, name.len() + 2))
+            });
+            if let Some((decoded, len)) = reference {
+                out.push(decoded);
+                rest = &rest[len..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    (out != url).then_some(out)
+}
+
+/// Whether `url`, read as written, sends data to a host the policy does
+/// not allow.
+fn exfiltrates_as_written(url: &str, net: &dyn Destinations) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
         return false;
     };

