@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::checkpoint::{Checkpoint, SigningKey};
+use crate::checkpoint::{Checkpoint, CheckpointError, SigningKey};
 use crate::error::{chain, AuditError, Divergence};
 use crate::fsutil;
 use crate::record::{Entry, Record, GENESIS};
@@ -390,6 +390,29 @@ fn corrupt_record(
     }
 }
 
+/// The stored head (record count, hash of the last record), if the store
+/// has one.
+fn stored_head(db: &sled::Db, db_path: &Path) -> Result<Option<(u64, [u8; 32])>, AuditError> {
+    Ok(db
+        .get(HEAD_KEY)
+        .map_err(AuditError::store("read", db_path))?
+        .and_then(|v| decode_head(&v)))
+}
+
+/// The last checkpoint in `dir`, verified with `key`'s public half; `None`
+/// when there is none.
+fn last_checkpoint(
+    dir: &Path,
+    key: &SigningKey,
+) -> Result<Option<Result<Checkpoint, CheckpointError>>, AuditError> {
+    let path = dir.join(CHECKPOINT);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let note = std::fs::read_to_string(&path).map_err(AuditError::io("read", &path))?;
+    Ok(Some(Checkpoint::verify(&note, &key.verifying_key())))
+}
+
 /// A point a replayed chain must reach: what it is, the record count there,
 /// and the hash of the last record.
 type Anchor = (&'static str, u64, [u8; 32]);
@@ -690,27 +713,23 @@ impl Writer {
     /// A checkpoint that does not verify, or cannot be checked for want of
     /// the key, is an anchor nothing can reach.
     fn anchors(&self) -> Result<Vec<Anchor>, AuditError> {
-        let db_path = self.db_path();
         let mut anchors = Vec::new();
-        if let Some((n, hash)) = self
-            .db
-            .get(HEAD_KEY)
-            .map_err(AuditError::store("read", &db_path))?
-            .and_then(|v| decode_head(&v))
-        {
+        if let Some((n, hash)) = stored_head(&self.db, &self.db_path())? {
             anchors.push(("the stored head", n, hash));
         }
-        let path = self.dir.join(CHECKPOINT);
-        if path.exists() {
-            let note = std::fs::read_to_string(&path).map_err(AuditError::io("read", &path))?;
-            let verified = self
-                .key
-                .as_ref()
-                .and_then(|key| Checkpoint::verify(&note, &key.verifying_key()).ok());
-            match verified {
-                Some(cp) => anchors.push(("the last signed checkpoint", cp.size, cp.hash)),
-                None => anchors.push(("a checkpoint that does not verify", u64::MAX, [0; 32])),
-            }
+        let checkpoint = match &self.key {
+            Some(key) => last_checkpoint(&self.dir, key)?,
+            // Present but not checkable: nothing can reach it.
+            None => self
+                .dir
+                .join(CHECKPOINT)
+                .exists()
+                .then(|| Err(CheckpointError("no key to verify it".into()))),
+        };
+        match checkpoint {
+            Some(Ok(cp)) => anchors.push(("the last signed checkpoint", cp.size, cp.hash)),
+            Some(Err(_)) => anchors.push(("a checkpoint that does not verify", u64::MAX, [0; 32])),
+            None => {}
         }
         Ok(anchors)
     }
@@ -1043,18 +1062,11 @@ fn check_head(
     head: [u8; 32],
 ) -> Result<(Option<Divergence>, Option<u64>), AuditError> {
     let db_path = dir.join("db");
-    let stored = db
-        .get(HEAD_KEY)
-        .map_err(AuditError::store("read", &db_path))?
-        .and_then(|v| decode_head(&v));
+    let stored = stored_head(db, &db_path)?;
     let checkpoint_path = dir.join(CHECKPOINT);
-    let checkpoint = match (key, checkpoint_path.exists()) {
-        (Some(key), true) => {
-            let note = std::fs::read_to_string(&checkpoint_path)
-                .map_err(AuditError::io("read", &checkpoint_path))?;
-            Some(Checkpoint::verify(&note, &key.verifying_key()))
-        }
-        _ => None,
+    let checkpoint = match key {
+        Some(key) => last_checkpoint(dir, key)?,
+        None => None,
     };
     let mut divergence = Divergence {
         remain: count,

@@ -225,15 +225,21 @@ fn entities(blob: &str) -> Option<String> {
         let Some(num) = piece.strip_prefix("&#") else {
             continue;
         };
-        let code = match num.strip_prefix(['x', 'X']) {
-            Some(h) => u32::from_str_radix(h, 16).ok()?,
-            None => num.parse().ok()?,
-        };
+        let code = reference_code(num)?;
         // A reference to no character (a surrogate, past U+10FFFF) does
         // not hide the rest: it reads as U+FFFD, as browsers show it.
         out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
     }
     text_like(out)
+}
+
+/// The code point a numeric character reference names, from what follows
+/// its `&#` up to its `;` (`65`, `x41`).
+pub(crate) fn reference_code(num: &str) -> Option<u32> {
+    match num.strip_prefix(['x', 'X']) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => num.parse().ok(),
+    }
 }
 
 fn unicode_escapes(blob: &str) -> Option<String> {

@@ -877,11 +877,7 @@ fn rendered_url(url: &str) -> Option<String> {
         } else if c == '&' {
             let reference = rest[1..].split_once(';').and_then(|(name, _)| {
                 let decoded = match name.strip_prefix('#') {
-                    Some(n) => match n.strip_prefix(['x', 'X']) {
-                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                        None => n.parse().ok(),
-                    }
-                    .and_then(char::from_u32),
+                    Some(n) => decode::reference_code(n).and_then(char::from_u32),
                     None => NAMED.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
                 };
                 decoded
