@@ -1206,8 +1206,25 @@ pub fn read_log(dir: &Path, count_mirror: bool) -> Result<LogRead, AuditError> {
             source: Box::new(e),
         }
     };
-    match open_db(dir, Duration::ZERO) {
-        Ok(db) => {
+    let opened = read_only_copy(dir, count_mirror).and_then(|(copy, mirrored)| {
+        // Errors name the store, not its copy.
+        let db = open_db(copy.path(), Duration::ZERO).map_err(|e| match e {
+            AuditError::Corrupt { what, source, .. } => AuditError::Corrupt {
+                path: path.clone(),
+                what,
+                source,
+            },
+            AuditError::Store { action, source, .. } => AuditError::Store {
+                action,
+                path: path.clone(),
+                source,
+            },
+            e => e,
+        })?;
+        Ok((db, copy, mirrored))
+    });
+    match opened {
+        Ok((db, _copy, mirrored)) => {
             let tree = db
                 .open_tree(RECORDS)
                 .map_err(corrupt("its records tree cannot be opened"))?;
@@ -1224,7 +1241,6 @@ pub fn read_log(dir: &Path, count_mirror: bool) -> Result<LogRead, AuditError> {
                 .get(HEAD_KEY)
                 .map_err(corrupt("its head cannot be read"))?
                 .and_then(|v| decode_head(&v));
-            let mirrored = count_mirror.then(|| mirror_count(dir)).transpose()?;
             drop(db);
             Ok(LogRead {
                 source: Source::Store,
@@ -1245,6 +1261,68 @@ pub fn read_log(dir: &Path, count_mirror: bool) -> Result<LogRead, AuditError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Copies the store in `dir` (its `db` directory) into a private
+/// temporary directory, under the store's own lock, and with
+/// `count_mirror` counts the mirror's lines while the lock is held.
+///
+/// Readers open the copy, never the store: sled opens read-write, and
+/// opening recovers (it truncates a torn tail, writes its config and
+/// snapshots), so reading a damaged store in place would change the
+/// evidence. A shared `flock` on `db/db` (sled's writer takes it
+/// exclusively), through a read-only descriptor, keeps a writer from
+/// starting mid-copy and lets readers copy side by side; a live writer that
+/// holds it is [`AuditError::Locked`]. The copy lives in the
+/// system's temporary directory (`TMPDIR`) and is removed when dropped.
+fn read_only_copy(
+    dir: &Path,
+    count_mirror: bool,
+) -> Result<(tempfile::TempDir, Option<u64>), AuditError> {
+    let store = dir.join("db");
+    let data = store.join("db");
+    let file = File::open(&data).map_err(AuditError::io("open", &data))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                AuditError::Locked { path: store }
+            } else {
+                AuditError::io("lock", &data)(e)
+            });
+        }
+    }
+    let copy = tempfile::Builder::new()
+        .prefix("fabric-audit-read-")
+        .tempdir()
+        .map_err(AuditError::io("create a temporary copy of", &store))?;
+    copy_tree(&store, &copy.path().join("db"))
+        .map_err(AuditError::io("copy (to read it unchanged)", &store))?;
+    let mirrored = count_mirror.then(|| mirror_count(dir)).transpose()?;
+    drop(file);
+    Ok((copy, mirrored))
+}
+
+/// Copies the regular files and directories under `from` to `to` (0600
+/// files, 0700 directories); anything else (a symbolic link) is left out.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fsutil::private_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            let mut source = File::open(entry.path())?;
+            let mut out = fsutil::create_new(&target, 0o600)?;
+            std::io::copy(&mut source, &mut out)?;
+        }
+    }
+    Ok(())
 }
 
 /// How many complete lines (records) `log.jsonl` in `dir` holds (0 when

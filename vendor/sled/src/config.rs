@@ -564,6 +564,7 @@ impl Config {
 
         // open the data file
         let mut options = fs::OpenOptions::new();
+        private_file(&mut options);
 
         let _ = options.create(true);
         let _ = options.read(true);
@@ -670,8 +671,9 @@ impl Config {
 
         let path = self.config_path();
 
-        let mut f =
-            fs::OpenOptions::new().write(true).create(true).open(path)?;
+        let mut options = fs::OpenOptions::new();
+        private_file(&mut options);
+        let mut f = options.write(true).create(true).open(path)?;
 
         io_fail!(self, "write_config bytes");
         f.write_all(&*bytes)?;
@@ -862,4 +864,17 @@ fn crate_version() -> (usize, usize) {
     let major = parts.next().unwrap().parse().unwrap();
     let minor = parts.next().unwrap().parse().unwrap();
     (major, minor)
+}
+
+/// Files sled creates are private to the owner (0600 on Unix): the store
+/// holds every call's audit record (Fabric's patch; upstream uses the
+/// process's umask).
+pub(crate) fn private_file(options: &mut fs::OpenOptions) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = options;
 }

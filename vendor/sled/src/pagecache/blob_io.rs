@@ -69,8 +69,9 @@ pub(crate) fn write_blob<T: Serialize>(
     item: &T,
 ) -> Result<()> {
     let path = config.blob_path(id);
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let mut options = std::fs::OpenOptions::new();
+    crate::config::private_file(&mut options);
+    let mut f = options.write(true).create_new(true).open(&path)?;
 
     let kind_buf = &[kind.into()];
 
