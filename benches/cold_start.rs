@@ -48,7 +48,18 @@ fn main() {
     let halt = std::sync::Arc::new(sandbox::Halt::default());
     let cold = runtime.block_on(async {
         measure(iters, || async {
-            let run = sandbox::run(&linked.pre, &func, 1, &policy, &params, &halt).await;
+            let run = sandbox::run(
+                &linked.pre,
+                &func,
+                1,
+                &policy,
+                &params,
+                sandbox::Halts {
+                    host: &halt,
+                    call: None,
+                },
+            )
+            .await;
             assert!(matches!(run.end, RunEnd::Returned(_)), "{:?}", run.end);
         })
         .await

@@ -664,3 +664,76 @@ fn mcp_content_carries_a_spotlighted_tool_error_only_marked() {
     );
     assert!(server.stop().success());
 }
+
+/// A 2026-07-28 call on a raw connection, returning the stream once the
+/// request is sent.
+fn modern_call_on(server: &Server, token: &str, tool: &str, arguments: &str) -> TcpStream {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {tool}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    stream
+}
+
+#[test]
+fn a_2026_07_28_client_that_disconnects_cancels_its_call_which_is_audited() {
+    let mut env = Env::new();
+    let policies = policies_with_types(LONG_POLICY);
+    env.policies = policies.path().to_path_buf();
+    let token = env.add_caller("t", &["types.*"]);
+    let server = env.serve(&[]);
+
+    // The revision: "The server MUST treat a client disconnect as
+    // cancellation of that request." The spin would take its 8 s.
+    let stream = modern_call_on(&server, &token, "types.spin", r#"{"n":1}"#);
+    wait_in_flight(&server, 1);
+    let left = Instant::now();
+    drop(stream);
+    wait_in_flight(&server, 0);
+    let stopped = left.elapsed();
+    assert!(
+        stopped < Duration::from_secs(5),
+        "ran on {stopped:?} after the disconnect"
+    );
+    let records = eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        let records = env.audit();
+        match records.iter().find(|r| r["tool"] == "types.spin") {
+            Some(r) => Ok(r.clone()),
+            None => Err(format!("no record yet: {records:?}")),
+        }
+    });
+    assert_eq!(records["outcome"], "timeout", "{records}");
+    assert!(
+        records["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("client closed the connection")),
+        "{records}"
+    );
+
+    // Answered calls are not cancelled afterwards, and a connection kept
+    // open gets its answer.
+    let mut stream = modern_call_on(&server, &token, "types.checked", r#"{"x":7}"#);
+    let mut answer = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    while !answer.contains("fabric.dev/result") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""isError":false"#), "{answer}");
+    assert!(server.stop().success());
+    assert_verifies(&env);
+}

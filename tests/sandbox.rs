@@ -203,7 +203,10 @@ fn a_vanished_mount_is_a_host_fault_naming_key_and_path() {
         1,
         &callable.component.policy,
         &[Val::String("/shared".into())],
-        &Default::default(),
+        sandbox::Halts {
+            host: &Default::default(),
+            call: None,
+        },
     ));
     let RunEnd::Failed(failure) = run.end else {
         panic!("the run should fail: {:?}", run.end)

@@ -153,6 +153,9 @@ pub struct Call {
     pub arguments: Value,
     /// The caller's trace context, when it sent one.
     pub trace: Option<TraceContext>,
+    /// Stops this call alone when halted (a client that cancelled by
+    /// disconnecting): it ends as `timeout`, saying why, and is audited.
+    pub cancel: Option<Arc<Halt>>,
 }
 
 impl Call {
@@ -164,6 +167,7 @@ impl Call {
             tool: tool.into(),
             arguments,
             trace: None,
+            cancel: None,
         }
     }
 
@@ -176,6 +180,12 @@ impl Call {
     /// The same call, continuing the caller's trace.
     pub fn with_trace(mut self, trace: TraceContext) -> Call {
         self.trace = Some(trace);
+        self
+    }
+
+    /// The same call, stopped when `cancel` is halted.
+    pub fn cancelled_by(mut self, cancel: Arc<Halt>) -> Call {
+        self.cancel = Some(cancel);
         self
     }
 }
@@ -669,8 +679,16 @@ impl Fabric {
             .map_err(|e| e.error.map(|e| e.message).unwrap_or_default())?;
         let params = arguments_to_vals(&callable.params, arguments).map_err(|e| e.to_string())?;
         let policy = &callable.component.policy;
-        let mut store = sandbox::new_store(&self.engine, policy, &Secrets::default(), &self.halt)
-            .map_err(|f| f.message)?;
+        let mut store = sandbox::new_store(
+            &self.engine,
+            policy,
+            &Secrets::default(),
+            sandbox::Halts {
+                host: &self.halt,
+                call: None,
+            },
+        )
+        .map_err(|f| f.message)?;
         let unlimited = store
             .set_fuel(u64::MAX)
             .map(|()| store.set_epoch_deadline(u64::MAX / 2));
@@ -954,7 +972,11 @@ impl Fabric {
         let limits = capped.as_ref().unwrap_or(policy);
         let results = usize::from(!matches!(callable.returns, Returns::Nothing));
         let started = Instant::now();
-        let run = sandbox::run(&linked.pre, &func, results, limits, &params, &self.halt)
+        let halts = sandbox::Halts {
+            host: &self.halt,
+            call: call.cancel.as_ref(),
+        };
+        let run = sandbox::run(&linked.pre, &func, results, limits, &params, halts)
             .instrument(tracing::info_span!("sandbox"))
             .await;
         let wall_us = started.elapsed().as_micros() as u64;

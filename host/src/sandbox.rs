@@ -303,7 +303,7 @@ pub fn new_store(
     engine: &Engine,
     policy: &Policy,
     secrets: &Secrets,
-    halt: &Arc<Halt>,
+    halts: Halts<'_>,
 ) -> Result<Store<State>, Failure> {
     let mut wasi = WasiCtx::builder();
     for (i, m) in policy.mounts.iter().enumerate() {
@@ -367,10 +367,12 @@ pub fn new_store(
         });
     }
     let deadline = Instant::now() + policy.limits.timeout;
-    let halt = halt.clone();
+    let host = halts.host.clone();
+    let call = halts.call.cloned();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline || halt.is_halted() {
+        let halted = host.is_halted() || call.as_ref().is_some_and(|c| c.is_halted());
+        Ok(if Instant::now() >= deadline || halted {
             UpdateDeadline::Interrupt
         } else {
             // Tokio's yield lets the worker run every other ready task and
@@ -410,6 +412,29 @@ impl Halt {
                 return;
             }
             notified.await;
+        }
+    }
+}
+
+/// What stops a running call before its limits do: the host's [`Halt`]
+/// (shutdown), and the call's own, when it has one (its client cancelled).
+#[derive(Debug, Clone, Copy)]
+pub struct Halts<'a> {
+    /// Stops every call.
+    pub host: &'a Arc<Halt>,
+    /// Stops this call.
+    pub call: Option<&'a Arc<Halt>>,
+}
+
+impl Halts<'_> {
+    /// Completes once either is halted.
+    async fn halted(&self) {
+        match self.call {
+            Some(call) => tokio::select! {
+                () = self.host.halted() => {}
+                () = call.halted() => {}
+            },
+            None => self.host.halted().await,
         }
     }
 }
@@ -480,11 +505,11 @@ pub async fn run(
     results: usize,
     policy: &Policy,
     params: &[Val],
-    halt: &Arc<Halt>,
+    halts: Halts<'_>,
 ) -> Run {
     let started = Instant::now();
     let secrets = Secrets::read(&policy.env_pass);
-    let mut store = match new_store(pre.engine(), policy, &secrets, halt) {
+    let mut store = match new_store(pre.engine(), policy, &secrets, halts) {
         Ok(store) => store,
         Err(failure) => {
             return Run {
@@ -511,7 +536,7 @@ pub async fn run(
     // A guest waiting in the host sees no epoch tick: the halt ends it too.
     let outcome = tokio::select! {
         outcome = limited => outcome,
-        () = halt.halted() => Ok(Err(wasmtime::Error::new(Trap::Interrupt))),
+        () = halts.halted() => Ok(Err(wasmtime::Error::new(Trap::Interrupt))),
     };
     let fuel_used = policy
         .limits
@@ -529,11 +554,21 @@ pub async fn run(
         }),
     };
     let end = match end {
-        RunEnd::Failed(f) if f.kind == FailureKind::Timeout && halt.is_halted() => {
+        RunEnd::Failed(f) if f.kind == FailureKind::Timeout && halts.host.is_halted() => {
             RunEnd::Failed(Failure {
                 kind: FailureKind::Timeout,
                 message: "the call was stopped: the host is shutting down and its grace period \
                           for running calls has passed"
+                    .to_string(),
+            })
+        }
+        RunEnd::Failed(f)
+            if f.kind == FailureKind::Timeout && halts.call.is_some_and(|c| c.is_halted()) =>
+        {
+            RunEnd::Failed(Failure {
+                kind: FailureKind::Timeout,
+                message: "the call was cancelled: its client closed the connection before the \
+                          answer"
                     .to_string(),
             })
         }

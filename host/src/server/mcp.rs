@@ -13,7 +13,7 @@
 //! revision allows them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -33,6 +33,7 @@ use super::{
 use crate::admit::Caller;
 use crate::call::{Call, CallResult, Outcome};
 use crate::listing::ToolInfo;
+use crate::sandbox::Halt;
 use crate::telemetry::{self, TraceContext};
 
 /// The stateless revision.
@@ -852,7 +853,20 @@ async fn call_in(
     if let Some(trace) = trace {
         call = call.with_trace(trace);
     }
-    let result = match request.state.run(call).await {
+    // 2026-07-28: "The server MUST treat a client disconnect as
+    // cancellation of that request." hyper drops this future when the
+    // connection closes; the guard then stops the call, which still ends
+    // (as `timeout`, saying so) and is audited in its own task. The
+    // 2025-11-25 revision's clients cancel with a notification instead.
+    let cancel = modern.then(|| Arc::new(Halt::default()));
+    if let Some(cancel) = &cancel {
+        call = call.cancelled_by(cancel.clone());
+    }
+    let mut armed = CancelOnDrop(cancel);
+    let result = request.state.run(call).await;
+    // Answered: nothing left to cancel.
+    armed.0 = None;
+    let result = match result {
         Ok(r) => r,
         Err(e) => return internal_error(id, e),
     };
@@ -937,6 +951,18 @@ fn tool_result(schema: &Value, result: CallResult) -> Value {
     };
     body["_meta"] = json!({META_RESULT: result});
     body
+}
+
+/// Halts a call when dropped while still armed: the request's future was
+/// dropped before the answer (its client disconnected).
+struct CancelOnDrop(Option<Arc<Halt>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.halt();
+        }
+    }
 }
 
 #[cfg(test)]
