@@ -593,8 +593,10 @@ fn raw_and_normalised_redactions_apply_together() {
                 json!("a [redacted:hidden.html-comment-instruction] b [redacted:instruction.override] c d")
             );
             // The three rule hits, and the score of its signals (task
-            // switch, reference, channel), which only flags.
-            assert_eq!(flags.len(), 4, "{flags:?}");
+            // switch, reference, channel), which only flags; the learned
+            // detector may flag the short string too.
+            let rules = flags.iter().filter(|f| f.rule != "model.injection");
+            assert_eq!(rules.count(), 4, "{flags:?}");
             assert!(flags
                 .iter()
                 .any(|f| f.rule == SCORE_ID && f.action == "flag"));
