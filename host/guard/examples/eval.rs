@@ -1,6 +1,6 @@
-//! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors] [--model-rejects]`
+//! Quick eval without the host: `cargo run --release -p fabric-guard --example eval -- FILE.jsonl [--errors] [--model-rejects] [--rules-only]`
 //! (`--model-rejects`: the learned detector rejects whatever the string's
-//! length, as a policy may make it).
+//! length, as a policy may make it; `--rules-only`: no learned detector).
 //! (`fabric guard eval` is the user-facing command.)
 
 fn main() {
@@ -9,6 +9,9 @@ fn main() {
     let mut config = fabric_guard::GuardConfig::with_limit(u64::MAX);
     if args.iter().any(|a| a == "--model-rejects") {
         config.model_rejects();
+    }
+    if args.iter().any(|a| a == "--rules-only") {
+        config.model = None;
     }
     for file in args.iter().filter(|a| !a.starts_with("--")) {
         let text = match std::fs::read_to_string(file) {
