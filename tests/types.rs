@@ -491,6 +491,29 @@ fn the_guard_reads_strings_in_outputs_of_every_wit_type() {
 }
 
 #[test]
+fn a_redaction_that_breaks_the_declared_type_rejects_instead() {
+    let f = guarded();
+    // A string redacted in place still is a string.
+    let r = common::call(f, "types.text", json!({"s": "bad\u{202E}txt", "c": "x"}));
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+    assert_eq!(
+        r.output,
+        json!(["bad[redacted:hidden.bidi-override]txt", "x"])
+    );
+    // A char redacted to a marker is no char: the output would break its
+    // own schema (MCP clients check structuredContent against it).
+    let r = common::call(f, "types.text", json!({"s": "fine", "c": "\u{202E}"}));
+    assert_eq!(r.outcome, Outcome::OutputRejected, "{:?}", r.output);
+    assert_eq!(r.output, Value::Null);
+    let message = r.error.expect("an error").message;
+    assert!(
+        message.contains("no longer matches its declared type") && message.contains("/1"),
+        "{message}"
+    );
+    assert_eq!(r.guard.flags[0].rule, "hidden.bidi-override");
+}
+
+#[test]
 fn tool_errors_and_trap_messages_pass_the_guard_too() {
     let f = guarded();
     let r = common::call(f, "types.refuse", json!({"reason": "no such file"}));

@@ -35,7 +35,7 @@ use crate::metrics::{CallSample, Metrics};
 use crate::policy::Policy;
 use crate::registry::{Callable, CodeCache, LoadProblem, Registry, RegistryError, Returns, Status};
 use crate::sandbox::{self, Denial, FailureKind, Halt, RunEnd, Secrets, State};
-use crate::schema::{arguments_to_vals, min_json_size};
+use crate::schema::{arguments_to_vals, min_json_size, Ty};
 use crate::telemetry::{CallFacts, CallSpan, Stage, Telemetry, TraceContext};
 
 /// Longest caller-controlled name (a tool name, a session id) kept in
@@ -1200,28 +1200,46 @@ fn check_returned(
         Ok(output) => Ok(secrets.redact_value(output)),
         Err(tool_error) => Err(secrets.redact_value(tool_error)),
     });
+    let (ok, err) = match returns {
+        Returns::Nothing => (None, None),
+        Returns::Value(ty) => (Some(ty), None),
+        Returns::Result { ok, err } => (ok.as_ref(), err.as_ref()),
+    };
     match returned {
         Err(message) => Ending::failed(Outcome::Trap, message, Value::Null),
         Ok(Ok(output)) => match guard::check(output, guard).split() {
-            (Ok(output), flags) => Ending {
-                outcome: Outcome::Ok,
-                output,
-                error: None,
-                flags,
-                host_fault: false,
+            (Ok(output), flags) => match redacted_out_of_type(ok, &output, &flags) {
+                Some(message) => {
+                    Ending::failed(Outcome::OutputRejected, message, Value::Null).flagged(flags)
+                }
+                None => Ending {
+                    outcome: Outcome::Ok,
+                    output,
+                    error: None,
+                    flags,
+                    host_fault: false,
+                },
             },
             (Err(message), flags) => {
                 Ending::failed(Outcome::OutputRejected, message, Value::Null).flagged(flags)
             }
         },
         Ok(Err(tool_error)) => match guard::check(tool_error, guard).split() {
-            (Ok(detail), flags) => {
-                let message = match &detail {
-                    Value::String(s) => cap(s, MAX_MESSAGE).into_owned(),
-                    _ => "the tool returned an error".to_string(),
-                };
-                Ending::failed(Outcome::ToolError, message, detail).flagged(flags)
-            }
+            (Ok(detail), flags) => match redacted_out_of_type(err, &detail, &flags) {
+                Some(message) => Ending::failed(
+                    Outcome::OutputRejected,
+                    format!("the tool's error value was rejected: {message}"),
+                    Value::Null,
+                )
+                .flagged(flags),
+                None => {
+                    let message = match &detail {
+                        Value::String(s) => cap(s, MAX_MESSAGE).into_owned(),
+                        _ => "the tool returned an error".to_string(),
+                    };
+                    Ending::failed(Outcome::ToolError, message, detail).flagged(flags)
+                }
+            },
             (Err(message), flags) => Ending::failed(
                 Outcome::OutputRejected,
                 format!("the tool's error value was rejected: {message}"),
@@ -1230,6 +1248,28 @@ fn check_returned(
             .flagged(flags),
         },
     }
+}
+
+/// Why a redacted value is rejected instead: the guard redacted part of it
+/// and what is left is not a value of its declared type (a `char` became a
+/// marker), which the caller's schema (MCP's `outputSchema`) would refuse.
+/// `None` when nothing was redacted or the value still fits.
+fn redacted_out_of_type(ty: Option<&Ty>, value: &Value, flags: &[Flag]) -> Option<String> {
+    let ty = ty?;
+    if !flags.iter().any(|f| f.action == "redact") {
+        return None;
+    }
+    let e = ty.to_val(value, "").err()?;
+    let at = if e.pointer.is_empty() {
+        String::new()
+    } else {
+        format!(" at {}", e.pointer)
+    };
+    Some(format!(
+        "the guard redacted part of the output, and the redacted value{at} no longer matches \
+         its declared type ({}): rejected instead",
+        e.problem
+    ))
 }
 
 /// The output (`Ok`) or the tool's error value (`Err`) of a returned value;

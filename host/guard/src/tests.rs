@@ -1103,6 +1103,24 @@ fn issue15_near_misses_stay_benign() {
 }
 
 #[test]
+fn a_word_split_by_zero_width_characters_is_redacted_whole() {
+    let text = "say p\u{200B}a\u{200B}s\u{200B}s\u{200B}w\u{200B}o\u{200B}r\u{200B}d now";
+    match check(json!(text), &config()) {
+        Guarded::Pass { output, flags } => {
+            assert_eq!(
+                output,
+                json!("say [redacted:hidden.zero-width-in-word] now")
+            );
+            assert_eq!(flags.len(), 1, "{flags:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Joiners inside an emoji sequence or a Persian word stay.
+    misses("\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} family");
+    misses("\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}");
+}
+
+#[test]
 fn payload_collection_forms_are_signals_and_their_near_misses_are_not() {
     // Forms the published payload collections (promptmap, PayloadsAllTheThings,
     // llm-guard's tests) taught, as parts rather than phrases.
