@@ -718,6 +718,15 @@ fn a_2026_07_28_client_that_disconnects_cancels_its_call_which_is_audited() {
         "{records}"
     );
 
+    // Cancellations say nothing about the tool: more of them than the
+    // breaker's threshold (5) leave its circuit closed.
+    for _ in 0..5 {
+        let stream = modern_call_on(&server, &token, "types.spin", r#"{"n":1}"#);
+        wait_in_flight(&server, 1);
+        drop(stream);
+        wait_in_flight(&server, 0);
+    }
+
     // Answered calls are not cancelled afterwards, and a connection kept
     // open gets its answer.
     let mut stream = modern_call_on(&server, &token, "types.checked", r#"{"x":7}"#);
@@ -736,4 +745,49 @@ fn a_2026_07_28_client_that_disconnects_cancels_its_call_which_is_audited() {
     assert!(answer.contains(r#""isError":false"#), "{answer}");
     assert!(server.stop().success());
     assert_verifies(&env);
+}
+
+#[test]
+fn a_2026_07_28_call_cancelled_while_queued_never_runs() {
+    let mut env = Env::new();
+    let policies = policies_with_types(LONG_POLICY);
+    env.policies = policies.path().to_path_buf();
+    let config = host_config(&env, "max_in_flight = 1\nqueue = 4\n");
+    let token = env.add_caller("t", &["types.*"]);
+    let server = env.serve(&["--host-config", config.to_str().expect("utf-8")]);
+    // One spin holds the only slot for its 8 s; a second call queues.
+    let holder = modern_call_on(&server, &token, "types.spin", r#"{"n":1}"#);
+    wait_in_flight(&server, 1);
+    let queued = modern_call_on(&server, &token, "types.work", r#"{"n":1}"#);
+    eventually(Duration::from_secs(10), Duration::from_millis(10), || {
+        let ready = curl(&format!("{}/readyz", server.url), &[]).json();
+        match ready["load"]["queued"].as_u64() {
+            Some(1) => Ok(()),
+            _ => Err(format!("not queued yet: {ready}")),
+        }
+    });
+    let left = Instant::now();
+    drop(queued);
+    // Its record comes while the spin still holds the slot.
+    let record = eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+        let records = env.audit();
+        match records.iter().find(|r| r["tool"] == "types.work") {
+            Some(r) => Ok(r.clone()),
+            None => Err("no record of the cancelled call yet".to_string()),
+        }
+    });
+    assert!(
+        left.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        left.elapsed()
+    );
+    assert_eq!(record["outcome"], "timeout", "{record}");
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cancelled")),
+        "{record}"
+    );
+    drop(holder);
+    assert!(server.stop().success());
 }

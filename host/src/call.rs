@@ -960,7 +960,18 @@ impl Fabric {
         };
         let policy = &*callable.component.policy;
         // The slots are held until the call's record is written.
-        let entered = self.admission.enter(call, policy).await;
+        let entered = match &call.cancel {
+            // A call cancelled while it waits for a slot never runs.
+            Some(cancel) => tokio::select! {
+                entered = self.admission.enter(call, policy) => entered,
+                () = cancel.halted() => Err(Box::new(Ending::failed(
+                    Outcome::Timeout,
+                    sandbox::CANCELLED.to_string(),
+                    Value::Null,
+                ))),
+            },
+            None => self.admission.enter(call, policy).await,
+        };
         let queued = clock.lap("queue");
         clock.phases.admit += queued;
         let mut admitted = match entered {
@@ -1016,7 +1027,10 @@ impl Fabric {
             output,
         };
         let message = ending.error.as_ref().map(|e| e.message.as_str());
-        let verdict = (!hit_cap && !ending.host_fault).then_some((ending.outcome, message));
+        // A call its client cancelled says nothing about the tool either.
+        let cancelled = call.cancel.as_ref().is_some_and(|c| c.is_halted());
+        let verdict =
+            (!hit_cap && !ending.host_fault && !cancelled).then_some((ending.outcome, message));
         let guarded = clock.lap("guard");
         self.admission.leave(&mut admitted, policy, verdict, used);
         clock.phases.guard = guarded + clock.lap("settle");

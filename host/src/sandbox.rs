@@ -405,7 +405,7 @@ impl Halt {
     }
 
     /// Completes once halted.
-    async fn halted(&self) {
+    pub(crate) async fn halted(&self) {
         loop {
             let notified = self.notify.notified();
             if self.is_halted() {
@@ -415,6 +415,11 @@ impl Halt {
         }
     }
 }
+
+/// The error of a call its client cancelled (a `timeout`: the contract's
+/// outcomes have no `cancelled`).
+pub const CANCELLED: &str =
+    "the call was cancelled: its client closed the connection before the answer";
 
 /// What stops a running call before its limits do: the host's [`Halt`]
 /// (shutdown), and the call's own, when it has one (its client cancelled).
@@ -567,9 +572,7 @@ pub async fn run(
         {
             RunEnd::Failed(Failure {
                 kind: FailureKind::Timeout,
-                message: "the call was cancelled: its client closed the connection before the \
-                          answer"
-                    .to_string(),
+                message: CANCELLED.to_string(),
             })
         }
         end => end,

@@ -71,6 +71,11 @@ pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     options(mode).write(true).create_new(true).open(path)
 }
 
+/// Opens `path` for reading; refuses a symbolic link.
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    options(0o600).read(true).open(path)
+}
+
 /// Opens `path` for reading and appending, creating it 0600; refuses a
 /// symbolic link.
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {

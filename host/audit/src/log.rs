@@ -1281,7 +1281,7 @@ fn read_only_copy(
 ) -> Result<(tempfile::TempDir, Option<u64>), AuditError> {
     let store = dir.join("db");
     let data = store.join("db");
-    let file = File::open(&data).map_err(AuditError::io("open", &data))?;
+    let file = fsutil::open_read(&data).map_err(AuditError::io("open", &data))?;
     #[cfg(unix)]
     {
         use std::os::unix::io::AsRawFd;
@@ -1295,8 +1295,16 @@ fn read_only_copy(
             });
         }
     }
-    let copy = tempfile::Builder::new()
-        .prefix("fabric-audit-read-")
+    sweep_stale_copies();
+    let prefix = format!("{COPY_PREFIX}{}-", std::process::id());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    let copy = builder
         .tempdir()
         .map_err(AuditError::io("create a temporary copy of", &store))?;
     copy_tree(&store, &copy.path().join("db"))
@@ -1306,8 +1314,48 @@ fn read_only_copy(
     Ok((copy, mirrored))
 }
 
+/// Names of the readers' copies in the temporary directory:
+/// `fabric-audit-read-PID-…`.
+const COPY_PREFIX: &str = "fabric-audit-read-";
+
+/// Removes copies that readers killed before they could remove them left
+/// behind: this user's `fabric-audit-read-PID-…` directories whose process
+/// is gone. Best effort; errors are ignored.
+fn sweep_stale_copies() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(COPY_PREFIX))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            let ours =
+                std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+            // SAFETY: signal 0 only checks whether the process exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if ours && gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 /// Copies the regular files and directories under `from` to `to` (0600
-/// files, 0700 directories); anything else (a symbolic link) is left out.
+/// files, 0700 directories). Anything else (a symbolic link planted in the
+/// store) is an error naming it: left out, sled would read a different
+/// store.
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     fsutil::private_dir(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -1317,9 +1365,14 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if kind.is_file() {
-            let mut source = File::open(entry.path())?;
+            let mut source = fsutil::open_read(&entry.path())?;
             let mut out = fsutil::create_new(&target, 0o600)?;
             std::io::copy(&mut source, &mut out)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file or directory (a symbolic link?)",
+                entry.path().display()
+            )));
         }
     }
     Ok(())

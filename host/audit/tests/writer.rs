@@ -196,6 +196,70 @@ async fn reading_a_damaged_store_leaves_it_as_it_was() {
 }
 
 #[tokio::test]
+async fn a_symbolic_link_in_the_store_is_an_error_not_an_empty_log() {
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("audit.key");
+    let log = AuditLog::open(&options(data.path(), &key)).unwrap();
+    for i in 0..5 {
+        log.append(entry(&format!("t.{i}"))).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let audit = data.path().join("audit");
+    let file = audit.join("db/db");
+    let moved = data.path().join("elsewhere");
+    std::fs::rename(&file, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &file).unwrap();
+    let err = chain(&read_records(&audit).expect_err("a planted link is not read past"));
+    assert!(err.contains("db/db"), "{err}");
+    // A link elsewhere in the store is refused too.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::rename(&moved, &file).unwrap();
+    std::os::unix::fs::symlink(&moved, audit.join("db/conf2")).unwrap();
+    let err = chain(&read_records(&audit).expect_err("a planted link is not left out"));
+    assert!(
+        err.contains("conf2") && err.contains("symbolic link"),
+        "{err}"
+    );
+}
+
+/// An error with its causes, as the CLI prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_killed_readers_copy_is_removed_by_the_next_reader() {
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("audit.key");
+    let log = AuditLog::open(&options(data.path(), &key)).unwrap();
+    log.append(entry("a.b")).await.unwrap();
+    log.close().await.unwrap();
+    // A process that has exited, and this one.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let tmp = std::env::temp_dir();
+    let stale = tmp.join(format!(
+        "fabric-audit-read-{gone}-test{}",
+        std::process::id()
+    ));
+    let live = tmp.join(format!("fabric-audit-read-{}-test", std::process::id()));
+    for dir in [&stale, &live] {
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+    }
+    read_records(&data.path().join("audit")).unwrap();
+    assert!(!stale.exists(), "the dead reader's copy stays");
+    assert!(live.exists(), "a live reader's copy was removed");
+    std::fs::remove_dir_all(&live).unwrap();
+}
+
+#[tokio::test]
 async fn a_planted_symlink_does_not_redirect_a_write() {
     let data = tempfile::tempdir().unwrap();
     let key = data.path().join("audit.key");

@@ -902,9 +902,14 @@ fn exfiltrates_as_written(url: &str, net: &dyn Destinations) -> bool {
     // Browsers read any run of slashes and backslashes after an http(s)
     // scheme, none included, as the `//` (`https:/h`, `https:\\h`,
     // `https:h` all go to `h`).
+    // Only a literal scheme: `https&#58;//h:8443/…` has no colon before its
+    // port, and is judged as decoded.
     let Some((scheme, rest)) = url.split_once(':') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
     let rest = rest.trim_start_matches(['/', '\\']);
     // A backslash ends the authority for a browser, not for RFC 3986
     // (curl, most HTTP libraries): the URL exfiltrates when either reading
@@ -975,15 +980,31 @@ fn carries_data(path: &str, nested: bool) -> bool {
 
 /// Whether a link's URL may carry data ([`exfiltrates`] can hold): a
 /// necessary condition, checked on the whole match (which holds the URL at
-/// its end) from its first `://`, so that most links need no capture
+/// its end) from its first `http:`/`https:` (colon as written or encoded), so that most links need no capture
 /// groups. Data needs a query or a `=` (`?`, `=`), a placeholder mark, or a
 /// run of 24 bytes that none of [`encoded_segment`]'s separators breaks
 /// (nor `/` or `#`, which a path segment cannot hold).
 fn may_carry_data(matched: &str) -> bool {
-    let Some(at) = matched.find("://") else {
+    // From the first `http` followed by a colon as written or encoded (a
+    // link's text before it only lengthens the tail, which is safe; a title
+    // after it may hold a `://` of its own).
+    let bytes = matched.as_bytes();
+    let Some(at) = (0..bytes.len().saturating_sub(4)).find(|&i| {
+        let mut after = i + 4;
+        if bytes[i..after].eq_ignore_ascii_case(b"http") {
+            after += usize::from(
+                bytes
+                    .get(after)
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&b's')),
+            );
+            matches!(bytes.get(after), Some(b':' | b'&' | b'\\'))
+        } else {
+            false
+        }
+    }) else {
         return true;
     };
-    let tail = &matched[at + 3..];
+    let tail = &matched[at..];
     tail.contains(['?', '='])
         || tail.contains(PLACEHOLDER_MARKS)
         || tail
