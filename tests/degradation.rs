@@ -703,20 +703,7 @@ fn a_2026_07_28_client_that_disconnects_cancels_its_call_which_is_audited() {
         stopped < Duration::from_secs(5),
         "ran on {stopped:?} after the disconnect"
     );
-    let records = eventually(Duration::from_secs(10), Duration::from_millis(20), || {
-        let records = env.audit();
-        match records.iter().find(|r| r["tool"] == "types.spin") {
-            Some(r) => Ok(r.clone()),
-            None => Err(format!("no record yet: {records:?}")),
-        }
-    });
-    assert_eq!(records["outcome"], "timeout", "{records}");
-    assert!(
-        records["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("client closed the connection")),
-        "{records}"
-    );
+    assert_cancelled(&env, "types.spin", Duration::from_secs(10));
 
     // Cancellations say nothing about the tool: more of them than the
     // breaker's threshold (5) leave its circuit closed.
@@ -769,25 +756,31 @@ fn a_2026_07_28_call_cancelled_while_queued_never_runs() {
     let left = Instant::now();
     drop(queued);
     // Its record comes while the spin still holds the slot.
-    let record = eventually(Duration::from_secs(5), Duration::from_millis(20), || {
-        let records = env.audit();
-        match records.iter().find(|r| r["tool"] == "types.work") {
-            Some(r) => Ok(r.clone()),
-            None => Err("no record of the cancelled call yet".to_string()),
-        }
-    });
+    assert_cancelled(&env, "types.work", Duration::from_secs(5));
     assert!(
         left.elapsed() < Duration::from_secs(5),
         "{:?}",
         left.elapsed()
     );
+    drop(holder);
+    assert!(server.stop().success());
+}
+
+/// Waits up to `within` for the audit record of a call of `tool`, and checks
+/// it is a cancelled call's: a `timeout` saying the client left.
+fn assert_cancelled(env: &Env, tool: &str, within: Duration) {
+    let record = eventually(within, Duration::from_millis(20), || {
+        let records = env.audit();
+        match records.iter().find(|r| r["tool"] == tool) {
+            Some(r) => Ok(r.clone()),
+            None => Err(format!("no record of {tool} yet: {records:?}")),
+        }
+    });
     assert_eq!(record["outcome"], "timeout", "{record}");
     assert!(
         record["error"]
             .as_str()
-            .is_some_and(|e| e.contains("cancelled")),
+            .is_some_and(|e| e.contains("cancelled: its client closed the connection")),
         "{record}"
     );
-    drop(holder);
-    assert!(server.stop().success());
 }
