@@ -1027,8 +1027,10 @@ impl Fabric {
             output,
         };
         let message = ending.error.as_ref().map(|e| e.message.as_str());
-        // A call its client cancelled says nothing about the tool either.
-        let cancelled = call.cancel.as_ref().is_some_and(|c| c.is_halted());
+        // A call stopped because its client cancelled says nothing about the
+        // tool either (one that ended otherwise is counted as it ended).
+        let cancelled = ending.outcome == Outcome::Timeout
+            && call.cancel.as_ref().is_some_and(|c| c.is_halted());
         let verdict =
             (!hit_cap && !ending.host_fault && !cancelled).then_some((ending.outcome, message));
         let guarded = clock.lap("guard");

@@ -1251,7 +1251,7 @@ pub fn read_log(dir: &Path, count_mirror: bool) -> Result<LogRead, AuditError> {
         }
         Err(AuditError::Locked { .. }) => {
             let path = dir.join(MIRROR);
-            let file = File::open(&path).map_err(AuditError::io("open", &path))?;
+            let file = fsutil::open_read(&path).map_err(AuditError::io("open", &path))?;
             Ok(LogRead {
                 source: Source::Mirror,
                 items: read_jsonl(file).map_err(AuditError::io("read", &path))?,
@@ -1275,12 +1275,15 @@ pub fn read_log(dir: &Path, count_mirror: bool) -> Result<LogRead, AuditError> {
 /// starting mid-copy and lets readers copy side by side; a live writer that
 /// holds it is [`AuditError::Locked`]. The copy lives in the
 /// system's temporary directory (`TMPDIR`) and is removed when dropped.
-fn read_only_copy(
-    dir: &Path,
-    count_mirror: bool,
-) -> Result<(tempfile::TempDir, Option<u64>), AuditError> {
+fn read_only_copy(dir: &Path, count_mirror: bool) -> Result<(Copy, Option<u64>), AuditError> {
     let store = dir.join("db");
     let data = store.join("db");
+    if std::fs::symlink_metadata(&store).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(AuditError::io("read", &store)(std::io::Error::other(
+            "the store is a symbolic link; readers do not follow one",
+        )));
+    }
+    sweep_stale_copies();
     let file = fsutil::open_read(&data).map_err(AuditError::io("open", &data))?;
     #[cfg(unix)]
     {
@@ -1295,10 +1298,8 @@ fn read_only_copy(
             });
         }
     }
-    sweep_stale_copies();
-    let prefix = format!("{COPY_PREFIX}{}-", std::process::id());
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix);
+    builder.prefix(COPY_PREFIX);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1307,45 +1308,86 @@ fn read_only_copy(
     let copy = builder
         .tempdir()
         .map_err(AuditError::io("create a temporary copy of", &store))?;
+    // Held until the copy is dropped: the sweep leaves a locked copy alone.
+    let held =
+        copy_lock(copy.path()).map_err(AuditError::io("create a temporary copy of", &store))?;
     copy_tree(&store, &copy.path().join("db"))
         .map_err(AuditError::io("copy (to read it unchanged)", &store))?;
     let mirrored = count_mirror.then(|| mirror_count(dir)).transpose()?;
     drop(file);
-    Ok((copy, mirrored))
+    Ok((
+        Copy {
+            dir: copy,
+            _held: held,
+        },
+        mirrored,
+    ))
 }
 
 /// Names of the readers' copies in the temporary directory:
-/// `fabric-audit-read-PID-…`.
+/// `fabric-audit-read-…`.
 const COPY_PREFIX: &str = "fabric-audit-read-";
 
+/// A reader's copy of the store, and the lock on its `lock` file that marks
+/// it in use; removed when dropped.
+struct Copy {
+    dir: tempfile::TempDir,
+    _held: File,
+}
+
+impl Copy {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Creates `dir/lock` and locks it (exclusively) for as long as the
+/// returned file is open.
+fn copy_lock(dir: &Path) -> std::io::Result<File> {
+    let file = fsutil::create_new(&dir.join("lock"), 0o600)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}
+
 /// Removes copies that readers killed before they could remove them left
-/// behind: this user's `fabric-audit-read-PID-…` directories whose process
-/// is gone. Best effort; errors are ignored.
+/// behind: this user's `fabric-audit-read-…` directories whose `lock` file
+/// no one holds (a reader holds its copy's lock from its creation to its
+/// removal; a directory without one is left alone). Best effort; errors are
+/// ignored.
 fn sweep_stale_copies() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
         let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
             return;
         };
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
+            let named = entry
+                .file_name()
                 .to_str()
-                .and_then(|n| n.strip_prefix(COPY_PREFIX))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<libc::pid_t>().ok())
-            else {
+                .is_some_and(|n| n.starts_with(COPY_PREFIX));
+            let ours = named
+                && std::fs::symlink_metadata(entry.path())
+                    .is_ok_and(|m| m.is_dir() && m.uid() == me);
+            if !ours {
+                continue;
+            }
+            let Ok(lock) = fsutil::open_read(&entry.path().join("lock")) else {
                 continue;
             };
-            let ours =
-                std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
-            // SAFETY: signal 0 only checks whether the process exists.
-            let gone = unsafe { libc::kill(pid, 0) } != 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if ours && gone {
+            // SAFETY: flock on a descriptor this function owns.
+            let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if free {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

@@ -235,28 +235,34 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[tokio::test]
 async fn a_killed_readers_copy_is_removed_by_the_next_reader() {
+    use std::os::unix::io::AsRawFd;
     let data = tempfile::tempdir().unwrap();
     let key = data.path().join("audit.key");
     let log = AuditLog::open(&options(data.path(), &key)).unwrap();
     log.append(entry("a.b")).await.unwrap();
     log.close().await.unwrap();
-    // A process that has exited, and this one.
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let gone = child.id();
-    child.wait().unwrap();
     let tmp = std::env::temp_dir();
-    let stale = tmp.join(format!(
-        "fabric-audit-read-{gone}-test{}",
-        std::process::id()
-    ));
-    let live = tmp.join(format!("fabric-audit-read-{}-test", std::process::id()));
-    for dir in [&stale, &live] {
+    let id = std::process::id();
+    // A killed reader's copy (its lock free), a live one's (held), and a
+    // directory that only shares the prefix (no lock file).
+    let stale = tmp.join(format!("fabric-audit-read-stale{id}"));
+    let live = tmp.join(format!("fabric-audit-read-live{id}"));
+    let other = tmp.join(format!("fabric-audit-read-notes{id}"));
+    for dir in [&stale, &live, &other] {
         std::fs::create_dir_all(dir.join("db")).unwrap();
     }
+    std::fs::write(stale.join("lock"), "").unwrap();
+    let held = std::fs::File::create(live.join("lock")).unwrap();
+    // SAFETY: flock on a descriptor the test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
     read_records(&data.path().join("audit")).unwrap();
-    assert!(!stale.exists(), "the dead reader's copy stays");
+    assert!(!stale.exists(), "the killed reader's copy stays");
     assert!(live.exists(), "a live reader's copy was removed");
-    std::fs::remove_dir_all(&live).unwrap();
+    assert!(other.exists(), "a directory without a lock was removed");
+    drop(held);
+    for dir in [&live, &other] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 #[tokio::test]

@@ -1005,6 +1005,11 @@ fn may_carry_data(matched: &str) -> bool {
         return true;
     };
     let tail = &matched[at..];
+    // A character reference or a backslash escape can join short runs into
+    // a long one once decoded (`…&#81;…`): those are left to the full check.
+    if tail.contains(['&', '\\']) {
+        return true;
+    }
     tail.contains(['?', '='])
         || tail.contains(PLACEHOLDER_MARKS)
         || tail
