@@ -71,6 +71,19 @@ pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     options(mode).write(true).create_new(true).open(path)
 }
 
+/// Takes `op` on `file`'s advisory lock (`libc::LOCK_SH` or `LOCK_EX`, with
+/// `LOCK_NB` not to wait: then a lock held elsewhere is `WouldBlock`).
+#[cfg(unix)]
+pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor `file` keeps open for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Opens `path` for reading; refuses a symbolic link.
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     options(0o600).read(true).open(path)

@@ -1286,17 +1286,12 @@ fn read_only_copy(dir: &Path, count_mirror: bool) -> Result<(Copy, Option<u64>),
     sweep_stale_copies();
     let file = fsutil::open_read(&data).map_err(AuditError::io("open", &data))?;
     #[cfg(unix)]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-                AuditError::Locked { path: store }
-            } else {
-                AuditError::io("lock", &data)(e)
-            });
-        }
+    if let Err(e) = fsutil::flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            AuditError::Locked { path: store }
+        } else {
+            AuditError::io("lock", &data)(e)
+        });
     }
     let mut builder = tempfile::Builder::new();
     builder.prefix(COPY_PREFIX);
@@ -1346,13 +1341,7 @@ impl Copy {
 fn copy_lock(dir: &Path) -> std::io::Result<File> {
     let file = fsutil::create_new(&dir.join("lock"), 0o600)?;
     #[cfg(unix)]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    fsutil::flock(&file, libc::LOCK_EX)?;
     Ok(file)
 }
 
@@ -1365,7 +1354,6 @@ fn sweep_stale_copies() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        use std::os::unix::io::AsRawFd;
         let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
             return;
         };
@@ -1385,9 +1373,7 @@ fn sweep_stale_copies() {
             let Ok(lock) = fsutil::open_read(&entry.path().join("lock")) else {
                 continue;
             };
-            // SAFETY: flock on a descriptor this function owns.
-            let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            if free {
+            if fsutil::flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
